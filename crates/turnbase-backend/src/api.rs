@@ -1,0 +1,250 @@
+//! The backend's HTTP API: probes, the route groups under `/api/v1`, the
+//! OpenAPI document, and the layers every request passes through. This is
+//! the only module that knows HTTP status codes.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{Request, State};
+use axum::response::{IntoResponse, Response};
+use axum::{Json, Router};
+use http::{HeaderName, HeaderValue, Method, StatusCode};
+use serde::Serialize;
+use tower_http::cors::{AllowOrigin, CorsLayer};
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::timeout::TimeoutLayer;
+use turnbase_core::http::{ErrorBody, HttpMetrics, error_response, normalize_errors, observe};
+use turnbase_core::readiness::Readiness;
+use turnbase_store::{Database, InstanceInfo};
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::config::{CorsOrigins, HttpConfig};
+
+/// How long `/readyz` waits for the database before calling it not ready.
+const READINESS_DB_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    pub db: Database,
+    pub readiness: Readiness,
+    pub instance: Arc<InstanceInfo>,
+    /// The version of the running binary.
+    pub version: &'static str,
+}
+
+/// Errors a handler can return; converted to status and JSON body here only.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    NotFound(String),
+    #[error(transparent)]
+    Unexpected(#[from] anyhow::Error),
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        match self {
+            ApiError::NotFound(message) => {
+                error_response(StatusCode::NOT_FOUND, "not_found", message)
+            }
+            ApiError::Unexpected(err) => {
+                tracing::error!(error = %format!("{err:#}"), "request failed unexpectedly");
+                error_response(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    "an unexpected error occurred; it has been logged",
+                )
+            }
+        }
+    }
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Turnbase API",
+        description = "HTTP API of the Turnbase backend. Every 4xx and 5xx answer has the body \
+                       `{\"error\":{\"code\":…,\"message\":…}}`.",
+        license(name = "Apache-2.0 OR MIT", identifier = "Apache-2.0 OR MIT")
+    ),
+    components(schemas(ErrorBody)),
+    tags(
+        (name = "probes", description = "Liveness and readiness"),
+        (name = "public", description = "No authentication"),
+    )
+)]
+struct ApiDoc;
+
+/// The routes with their OpenAPI description, before layers.
+fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(healthz))
+        .routes(routes!(readyz))
+        .nest("/api/v1/public", public_routes())
+        .nest("/api/v1/user", OpenApiRouter::new())
+        .nest("/api/v1/internal", OpenApiRouter::new())
+        .nest("/api/v1/admin", OpenApiRouter::new())
+}
+
+fn public_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(server_info))
+}
+
+/// The OpenAPI document, as served at `/api/v1/openapi.json`.
+pub fn openapi(version: &str) -> utoipa::openapi::OpenApi {
+    let (_, mut doc) = routes().split_for_parts();
+    doc.info.version = version.to_string();
+    doc.paths.paths.insert(
+        "/api/v1/openapi.json".into(),
+        utoipa::openapi::PathItem::new(
+            utoipa::openapi::HttpMethod::Get,
+            utoipa::openapi::path::OperationBuilder::new()
+                .summary(Some("This OpenAPI document"))
+                .tag("public")
+                .response(
+                    "200",
+                    utoipa::openapi::ResponseBuilder::new().description("OpenAPI 3.1 document"),
+                ),
+        ),
+    );
+    doc
+}
+
+/// Builds the router with every layer.
+pub fn router(state: AppState, config: &HttpConfig, metrics: HttpMetrics) -> Router {
+    let (router, _) = routes().split_for_parts();
+    let doc = Arc::new(openapi(state.version));
+    let request_id = HeaderName::from_static("x-request-id");
+    router
+        .route(
+            "/api/v1/openapi.json",
+            axum::routing::get(move || {
+                let doc = doc.clone();
+                async move { Json(doc.as_ref().clone()) }
+            }),
+        )
+        .fallback(not_found)
+        .with_state(state)
+        .layer(axum::extract::DefaultBodyLimit::max(config.body_limit))
+        .layer(RequestBodyLimitLayer::new(config.body_limit))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::SERVICE_UNAVAILABLE,
+            config.request_timeout,
+        ))
+        .layer(cors(&config.cors))
+        .layer(axum::middleware::from_fn_with_state(metrics, observe))
+        .layer(PropagateRequestIdLayer::new(request_id.clone()))
+        .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
+        .layer(axum::middleware::from_fn(normalize_errors))
+}
+
+fn cors(origins: &CorsOrigins) -> CorsLayer {
+    let layer = CorsLayer::new()
+        .allow_methods([
+            Method::GET,
+            Method::POST,
+            Method::PUT,
+            Method::PATCH,
+            Method::DELETE,
+        ])
+        .allow_headers([
+            http::header::AUTHORIZATION,
+            http::header::CONTENT_TYPE,
+            HeaderName::from_static("x-request-id"),
+            HeaderName::from_static("traceparent"),
+        ])
+        .expose_headers([HeaderName::from_static("x-request-id")])
+        .max_age(Duration::from_secs(3600));
+    match origins {
+        CorsOrigins::None => CorsLayer::new(),
+        CorsOrigins::Any => layer.allow_origin(AllowOrigin::any()),
+        CorsOrigins::List(list) => layer.allow_origin(AllowOrigin::list(
+            list.iter().filter_map(|o| HeaderValue::from_str(o).ok()),
+        )),
+    }
+}
+
+async fn not_found(request: Request) -> Response {
+    error_response(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        format!("no route for {} {}", request.method(), request.uri().path()),
+    )
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+struct Health {
+    status: &'static str,
+}
+
+/// Liveness: the process is up and serving HTTP.
+#[utoipa::path(get, path = "/healthz", tag = "probes",
+    responses((status = 200, description = "Alive", body = Health)))]
+async fn healthz() -> Json<Health> {
+    Json(Health { status: "ok" })
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+struct NotReady {
+    error: turnbase_core::http::ErrorDetail,
+    /// The components that are not ready.
+    not_ready: Vec<String>,
+}
+
+/// Readiness: the database answers and every cache is warm.
+#[utoipa::path(get, path = "/readyz", tag = "probes",
+    responses(
+        (status = 200, description = "Ready to take traffic", body = Health),
+        (status = 503, description = "Not ready; names what is not", body = NotReady),
+    ))]
+async fn readyz(State(state): State<AppState>) -> Response {
+    let mut not_ready: Vec<String> = Vec::new();
+    match tokio::time::timeout(READINESS_DB_TIMEOUT, state.db.ping()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(err)) => {
+            tracing::warn!(error = %err, "readiness: database does not answer");
+            not_ready.push("database".into());
+        }
+        Err(_) => {
+            tracing::warn!("readiness: database did not answer in time");
+            not_ready.push("database".into());
+        }
+    }
+    not_ready.extend(state.readiness.not_ready().into_iter().map(String::from));
+    if not_ready.is_empty() {
+        return Json(Health { status: "ready" }).into_response();
+    }
+    let body = NotReady {
+        error: turnbase_core::http::ErrorDetail {
+            code: "not_ready".into(),
+            message: format!("not ready: {}", not_ready.join(", ")),
+        },
+        not_ready,
+    };
+    (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+struct ServerInfo {
+    /// Always `turnbase`.
+    name: &'static str,
+    /// The backend's version.
+    version: &'static str,
+    /// Identifies this installation; stable across restarts.
+    instance_id: uuid::Uuid,
+}
+
+/// What this server is: name, version and installation id.
+#[utoipa::path(get, path = "/info", tag = "public",
+    responses((status = 200, description = "Server information", body = ServerInfo)))]
+async fn server_info(State(state): State<AppState>) -> Result<Json<ServerInfo>, ApiError> {
+    Ok(Json(ServerInfo {
+        name: "turnbase",
+        version: state.version,
+        instance_id: state.instance.id,
+    }))
+}

@@ -1,0 +1,187 @@
+//! Wiring: starts the backend's components in the order of DESIGN section 2
+//! and registers each with the lifecycle, which stops them in reverse.
+//!
+//! Adding a component is one `lifecycle.add(…)` or `lifecycle.spawn(…)` at
+//! its place in the start order.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use turnbase_core::http::{HttpMetrics, bind, text_response};
+use turnbase_core::lifecycle::{Lifecycle, ShutdownReport};
+use turnbase_core::readiness::Readiness;
+use turnbase_core::telemetry::Telemetry;
+use turnbase_store::{Database, InstanceInfo};
+
+use crate::api::{self, AppState};
+use crate::config::Config;
+
+/// A started backend.
+pub struct App {
+    pub http_addr: SocketAddr,
+    pub metrics_addr: Option<SocketAddr>,
+    pub instance: InstanceInfo,
+    pub readiness: Readiness,
+    pub database: Database,
+    lifecycle: Lifecycle,
+}
+
+/// Opens the database and applies migrations; used by `turnbase migrate`
+/// and as the first storage step of [`App::start`].
+pub async fn open_database(config: &Config) -> anyhow::Result<Database> {
+    let options = config.database.options();
+    tracing::info!(database = %options.describe(), "opening database");
+    let db = Database::connect(&options).await?;
+    match db.migrate().await {
+        Ok(report) => {
+            tracing::info!(
+                applied = report.applied.len(),
+                already = report.already.len(),
+                "database schema is current"
+            );
+            Ok(db)
+        }
+        Err(err) => {
+            db.close().await;
+            Err(err.into())
+        }
+    }
+}
+
+impl App {
+    /// Starts every component. On failure, whatever had started is stopped
+    /// again before the error is returned.
+    pub async fn start(
+        config: Config,
+        telemetry: Telemetry,
+        version: &'static str,
+    ) -> anyhow::Result<App> {
+        let mut lifecycle = Lifecycle::new(config.shutdown_timeout);
+        match Self::start_components(&config, telemetry, version, &mut lifecycle).await {
+            Ok(parts) => Ok(App {
+                http_addr: parts.http_addr,
+                metrics_addr: parts.metrics_addr,
+                instance: parts.instance,
+                readiness: parts.readiness,
+                database: parts.database,
+                lifecycle,
+            }),
+            Err(err) => {
+                lifecycle.shutdown().await;
+                Err(err)
+            }
+        }
+    }
+
+    async fn start_components(
+        config: &Config,
+        telemetry: Telemetry,
+        version: &'static str,
+        lifecycle: &mut Lifecycle,
+    ) -> anyhow::Result<Started> {
+        // Telemetry first, so it is flushed last.
+        let t = telemetry.clone();
+        lifecycle.add("telemetry", None, move || async move {
+            tokio::task::spawn_blocking(move || t.shutdown()).await?
+        });
+
+        let database = open_database(config).await?;
+        let db = database.clone();
+        lifecycle.add("database", None, move || async move {
+            db.close().await;
+            Ok(())
+        });
+        let instance = database
+            .instance()
+            .record_start(uuid::Uuid::now_v7(), chrono::Utc::now(), version)
+            .await?;
+        tracing::info!(instance_id = %instance.id, start = instance.start_count, "instance recorded");
+
+        // Push service, domain services and caches join here as they arrive.
+        let readiness = Readiness::default();
+
+        let state = AppState {
+            db: database.clone(),
+            readiness: readiness.clone(),
+            instance: Arc::new(instance.clone()),
+            version,
+        };
+        let router = api::router(state, &config.http, HttpMetrics::new(telemetry.meter()));
+
+        let listener = bind(config.http.addr, "BACKEND_HTTP_ADDR").await?;
+        let http_addr = listener.local_addr()?;
+        lifecycle.spawn(
+            "http",
+            Some(config.http.shutdown_timeout),
+            move |stop| async move {
+                axum::serve(
+                    listener,
+                    router.into_make_service_with_connect_info::<SocketAddr>(),
+                )
+                .with_graceful_shutdown(stop.cancelled_owned())
+                .await
+                .map_err(|e| anyhow::anyhow!("HTTP server: {e}"))
+            },
+        );
+        tracing::info!(addr = %http_addr, "HTTP API listening");
+
+        let metrics_addr = match config.metrics_addr {
+            Some(addr) => {
+                let listener = bind(addr, "BACKEND_METRICS_ADDR").await?;
+                let local = listener.local_addr()?;
+                let t = telemetry.clone();
+                let router = axum::Router::new().route(
+                    "/metrics",
+                    axum::routing::get(move || {
+                        let t = t.clone();
+                        async move {
+                            text_response(
+                                "text/plain; version=0.0.4; charset=utf-8",
+                                t.prometheus_text().unwrap_or_default(),
+                            )
+                        }
+                    }),
+                );
+                lifecycle.spawn(
+                    "metrics",
+                    Some(config.http.shutdown_timeout),
+                    move |stop| async move {
+                        axum::serve(listener, router)
+                            .with_graceful_shutdown(stop.cancelled_owned())
+                            .await
+                            .map_err(|e| anyhow::anyhow!("metrics server: {e}"))
+                    },
+                );
+                tracing::info!(addr = %local, "metrics listening");
+                Some(local)
+            }
+            None => None,
+        };
+
+        Ok(Started {
+            http_addr,
+            metrics_addr,
+            instance,
+            readiness,
+            database,
+        })
+    }
+
+    /// Runs until `signal` resolves (or a component fails), then stops.
+    pub async fn run_until(self, signal: impl std::future::Future<Output = ()>) -> ShutdownReport {
+        self.lifecycle.run_until(signal).await
+    }
+
+    /// Stops every component in reverse start order.
+    pub async fn shutdown(self) -> ShutdownReport {
+        self.lifecycle.shutdown().await
+    }
+}
+
+struct Started {
+    http_addr: SocketAddr,
+    metrics_addr: Option<SocketAddr>,
+    instance: InstanceInfo,
+    readiness: Readiness,
+    database: Database,
+}

@@ -1,0 +1,497 @@
+//! The backend's configuration: every `BACKEND_*` variable, its default and
+//! meaning ([`VARIABLES`], which the README table mirrors), and the parsed,
+//! validated [`Config`].
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use turnbase_core::config::{
+    self, ConfigError, Reader, Secret, Source, VarSpec, parse_byte_size, parse_duration,
+    parse_list, parse_positive_duration, parse_socket_addr, parse_string, parse_u32_positive,
+};
+use turnbase_core::telemetry::{
+    TelemetryConfig, parse_exporter, parse_log_format, parse_log_level,
+};
+use turnbase_store::DatabaseOptions;
+
+pub const PREFIX: &str = "BACKEND_";
+
+macro_rules! var {
+    ($name:literal, $default:expr, $help:literal) => {
+        VarSpec {
+            name: $name,
+            default: $default,
+            help: $help,
+        }
+    };
+}
+
+/// Every backend variable. The README's configuration table is generated
+/// from this list, and a test keeps the two equal.
+pub const VARIABLES: &[VarSpec] = &[
+    var!(
+        "BACKEND_DATA_DIR",
+        Some("./turnbase-data"),
+        "Folder for the SQLite database and other local state."
+    ),
+    var!(
+        "BACKEND_DATABASE_URL",
+        None,
+        "Postgres URL (`postgres://user:pass@host/db`); unset means SQLite in the data folder. Secret."
+    ),
+    var!(
+        "BACKEND_DATABASE_MAX_CONNECTIONS",
+        Some("10"),
+        "Largest number of pooled database connections."
+    ),
+    var!(
+        "BACKEND_DATABASE_CONNECT_TIMEOUT",
+        Some("5s"),
+        "How long to wait for a database connection."
+    ),
+    var!(
+        "BACKEND_SQLITE_BUSY_TIMEOUT",
+        Some("5s"),
+        "How long a SQLite writer waits for the lock before failing."
+    ),
+    var!(
+        "BACKEND_HTTP_ADDR",
+        Some("127.0.0.1:8080"),
+        "Address of the HTTP API."
+    ),
+    var!(
+        "BACKEND_HTTP_BODY_LIMIT",
+        Some("1MiB"),
+        "Largest request body accepted (413 above it)."
+    ),
+    var!(
+        "BACKEND_HTTP_REQUEST_TIMEOUT",
+        Some("30s"),
+        "Longest time a request may take (503 after it)."
+    ),
+    var!(
+        "BACKEND_HTTP_CORS_ORIGINS",
+        None,
+        "Comma-separated origins allowed by CORS, or `*`; unset sends no CORS headers."
+    ),
+    var!(
+        "BACKEND_HTTP_SHUTDOWN_TIMEOUT",
+        Some("10s"),
+        "Deadline for draining in-flight HTTP requests at shutdown."
+    ),
+    var!(
+        "BACKEND_SHUTDOWN_TIMEOUT",
+        Some("30s"),
+        "Deadline for the whole shutdown; the smaller of this and a component's own deadline wins."
+    ),
+    var!(
+        "BACKEND_LOG_FORMAT",
+        Some("auto"),
+        "`text`, `json`, or `auto` (text on a terminal, JSON otherwise)."
+    ),
+    var!(
+        "BACKEND_LOG_LEVEL",
+        Some("info"),
+        "Log filter, e.g. `info` or `info,turnbase_store=debug`."
+    ),
+    var!(
+        "BACKEND_OTEL_TRACES_EXPORTER",
+        Some("none"),
+        "Trace exporter: `none`, `stdout` or `otlp`."
+    ),
+    var!(
+        "BACKEND_OTEL_METRICS_EXPORTER",
+        Some("none"),
+        "Metrics exporter: `none`, `stdout` or `otlp`."
+    ),
+    var!(
+        "BACKEND_OTEL_EXPORTER_OTLP_ENDPOINT",
+        Some("http://127.0.0.1:4318"),
+        "OTLP/HTTP collector base URL for the `otlp` exporters."
+    ),
+    var!(
+        "BACKEND_OTEL_METRICS_INTERVAL",
+        Some("60s"),
+        "How often the metrics exporter sends."
+    ),
+    var!(
+        "BACKEND_METRICS_ADDR",
+        None,
+        "Address of the Prometheus `/metrics` listener; unset means no listener."
+    ),
+];
+
+#[derive(Debug, Clone)]
+pub enum DatabaseTarget {
+    Sqlite { path: PathBuf },
+    Postgres { url: Secret<String> },
+}
+
+#[derive(Debug, Clone)]
+pub struct DatabaseConfig {
+    pub target: DatabaseTarget,
+    pub max_connections: u32,
+    pub connect_timeout: Duration,
+    pub busy_timeout: Duration,
+}
+
+impl DatabaseConfig {
+    pub fn options(&self) -> DatabaseOptions {
+        match &self.target {
+            DatabaseTarget::Sqlite { path } => DatabaseOptions::Sqlite {
+                path: path.clone(),
+                busy_timeout: self.busy_timeout,
+                max_connections: self.max_connections,
+            },
+            DatabaseTarget::Postgres { url } => DatabaseOptions::Postgres {
+                url: url.expose().clone(),
+                max_connections: self.max_connections,
+                connect_timeout: self.connect_timeout,
+            },
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CorsOrigins {
+    None,
+    Any,
+    List(Vec<String>),
+}
+
+#[derive(Debug, Clone)]
+pub struct HttpConfig {
+    pub addr: SocketAddr,
+    pub body_limit: usize,
+    pub request_timeout: Duration,
+    pub cors: CorsOrigins,
+    pub shutdown_timeout: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub data_dir: PathBuf,
+    pub database: DatabaseConfig,
+    pub http: HttpConfig,
+    pub shutdown_timeout: Duration,
+    pub telemetry: TelemetryConfig,
+    pub metrics_addr: Option<SocketAddr>,
+}
+
+impl Config {
+    /// Reads the configuration from `env` layered over the optional TOML file.
+    pub fn load(
+        env: impl IntoIterator<Item = (String, String)>,
+        file: Option<&Path>,
+    ) -> Result<Config, ConfigError> {
+        Self::from_source(&Source::load(PREFIX, VARIABLES, env, file))
+    }
+
+    pub fn from_source(source: &Source) -> Result<Config, ConfigError> {
+        let mut r = Reader::new(source, VARIABLES);
+        let data_dir = PathBuf::from(r.get("BACKEND_DATA_DIR", parse_string));
+        let database_url = r.optional("BACKEND_DATABASE_URL", parse_database_url);
+        let database = DatabaseConfig {
+            target: match database_url {
+                Some(DatabaseUrl::Postgres(url)) => DatabaseTarget::Postgres { url },
+                Some(DatabaseUrl::Sqlite(path)) => DatabaseTarget::Sqlite { path },
+                None => DatabaseTarget::Sqlite {
+                    path: data_dir.join("turnbase.db"),
+                },
+            },
+            max_connections: r.get("BACKEND_DATABASE_MAX_CONNECTIONS", parse_u32_positive),
+            connect_timeout: r.get("BACKEND_DATABASE_CONNECT_TIMEOUT", parse_positive_duration),
+            busy_timeout: r.get("BACKEND_SQLITE_BUSY_TIMEOUT", parse_duration),
+        };
+        let http = HttpConfig {
+            addr: r.get("BACKEND_HTTP_ADDR", parse_socket_addr),
+            body_limit: r.get("BACKEND_HTTP_BODY_LIMIT", parse_body_limit),
+            request_timeout: r.get("BACKEND_HTTP_REQUEST_TIMEOUT", parse_positive_duration),
+            cors: r
+                .optional("BACKEND_HTTP_CORS_ORIGINS", parse_cors)
+                .unwrap_or(CorsOrigins::None),
+            shutdown_timeout: r.get("BACKEND_HTTP_SHUTDOWN_TIMEOUT", parse_positive_duration),
+        };
+        let shutdown_timeout = r.get("BACKEND_SHUTDOWN_TIMEOUT", parse_positive_duration);
+        let metrics_addr = r.optional("BACKEND_METRICS_ADDR", parse_socket_addr);
+        let telemetry = TelemetryConfig {
+            service_name: "turnbase-backend",
+            log_format: r.get("BACKEND_LOG_FORMAT", parse_log_format),
+            log_level: r.get("BACKEND_LOG_LEVEL", parse_log_level),
+            traces: r.get("BACKEND_OTEL_TRACES_EXPORTER", parse_exporter),
+            metrics: r.get("BACKEND_OTEL_METRICS_EXPORTER", parse_exporter),
+            otlp_endpoint: r.get("BACKEND_OTEL_EXPORTER_OTLP_ENDPOINT", parse_http_url),
+            metrics_interval: r.get("BACKEND_OTEL_METRICS_INTERVAL", parse_positive_duration),
+            prometheus: metrics_addr.is_some(),
+        };
+        if let Some(metrics) = metrics_addr
+            && clashes(metrics, http.addr)
+        {
+            r.report(
+                "BACKEND_METRICS_ADDR",
+                format!(
+                    "{metrics} is also BACKEND_HTTP_ADDR; the two listeners need different ports"
+                ),
+            );
+        }
+        r.finish()?;
+        Ok(Config {
+            data_dir,
+            database,
+            http,
+            shutdown_timeout,
+            telemetry,
+            metrics_addr,
+        })
+    }
+}
+
+/// Whether two listen addresses would fight over one port.
+fn clashes(a: SocketAddr, b: SocketAddr) -> bool {
+    a.port() != 0
+        && a.port() == b.port()
+        && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified())
+}
+
+enum DatabaseUrl {
+    Postgres(Secret<String>),
+    Sqlite(PathBuf),
+}
+
+fn parse_database_url(text: &str) -> Result<DatabaseUrl, String> {
+    if text.starts_with("postgres://") || text.starts_with("postgresql://") {
+        return Ok(DatabaseUrl::Postgres(Secret::new(text.to_string())));
+    }
+    if let Some(path) = text
+        .strip_prefix("sqlite://")
+        .or_else(|| text.strip_prefix("sqlite:"))
+    {
+        if path.is_empty() {
+            return Err("a sqlite: URL needs a file path, e.g. sqlite:./turnbase.db".into());
+        }
+        return Ok(DatabaseUrl::Sqlite(PathBuf::from(path)));
+    }
+    // The value may hold a password, so it is not echoed back.
+    Err("expected a postgres://… URL (or sqlite:PATH)".into())
+}
+
+fn parse_body_limit(text: &str) -> Result<usize, String> {
+    let bytes = parse_byte_size(text)?;
+    if bytes < 1024 {
+        return Err(format!("{text:?} is too small; use at least 1KiB"));
+    }
+    usize::try_from(bytes).map_err(|_| format!("{text:?} is too large"))
+}
+
+fn parse_cors(text: &str) -> Result<CorsOrigins, String> {
+    let origins = parse_list(text)?;
+    if origins.iter().any(|o| o == "*") {
+        if origins.len() > 1 {
+            return Err("`*` allows every origin and cannot be combined with a list".into());
+        }
+        return Ok(CorsOrigins::Any);
+    }
+    for origin in &origins {
+        let valid = (origin.starts_with("http://") || origin.starts_with("https://"))
+            && http::HeaderValue::from_str(origin).is_ok()
+            && !origin.ends_with('/');
+        if !valid {
+            return Err(format!(
+                "{origin:?} is not an origin (expected e.g. https://play.example.org, no trailing slash)"
+            ));
+        }
+    }
+    Ok(CorsOrigins::List(origins))
+}
+
+fn parse_http_url(text: &str) -> Result<String, String> {
+    if (text.starts_with("http://") || text.starts_with("https://"))
+        && text.len() > "https://".len()
+    {
+        Ok(text.to_string())
+    } else {
+        Err(format!("{text:?} is not an http:// or https:// URL"))
+    }
+}
+
+/// The README's configuration table for the backend.
+pub fn markdown_table() -> String {
+    config::markdown_table(VARIABLES)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use turnbase_core::telemetry::{Exporter, LogFormat};
+
+    fn load(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        Config::load(
+            pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())),
+            None,
+        )
+    }
+
+    fn problems(pairs: &[(&str, &str)]) -> Vec<String> {
+        load(pairs)
+            .expect_err("should be refused")
+            .problems
+            .into_iter()
+            .map(|p| format!("{}: {}", p.subject, p.message))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        let c = load(&[]).expect("the defaults are a valid config");
+        assert_eq!(c.http.addr.to_string(), "127.0.0.1:8080");
+        assert_eq!(c.shutdown_timeout, Duration::from_secs(30));
+        assert_eq!(c.http.body_limit, 1024 * 1024);
+        assert_eq!(c.telemetry.traces, Exporter::None);
+        assert_eq!(c.telemetry.log_format, LogFormat::Auto);
+        assert!(c.metrics_addr.is_none());
+        assert!(matches!(
+            &c.database.target,
+            DatabaseTarget::Sqlite { path } if path == Path::new("./turnbase-data/turnbase.db")
+        ));
+    }
+
+    #[test]
+    fn valid_values() {
+        let c = load(&[
+            ("BACKEND_HTTP_ADDR", "0.0.0.0:9000"),
+            ("BACKEND_SHUTDOWN_TIMEOUT", "500ms"),
+            ("BACKEND_HTTP_SHUTDOWN_TIMEOUT", "720h"),
+            ("BACKEND_HTTP_BODY_LIMIT", "64KiB"),
+            (
+                "BACKEND_HTTP_CORS_ORIGINS",
+                "https://a.example, http://localhost:3000",
+            ),
+            ("BACKEND_DATABASE_URL", "postgres://u:pw@db/turnbase"),
+            ("BACKEND_OTEL_TRACES_EXPORTER", "OTLP"),
+            ("BACKEND_LOG_FORMAT", "json"),
+            ("BACKEND_METRICS_ADDR", "127.0.0.1:9100"),
+        ])
+        .expect("valid");
+        assert_eq!(c.shutdown_timeout, Duration::from_millis(500));
+        assert_eq!(c.http.shutdown_timeout, Duration::from_secs(720 * 3600));
+        assert_eq!(c.http.body_limit, 65_536);
+        assert_eq!(
+            c.http.cors,
+            CorsOrigins::List(vec![
+                "https://a.example".into(),
+                "http://localhost:3000".into()
+            ])
+        );
+        assert_eq!(c.telemetry.traces, Exporter::Otlp);
+        assert!(c.telemetry.prometheus);
+        match &c.database.target {
+            DatabaseTarget::Postgres { url } => {
+                assert_eq!(url.expose(), "postgres://u:pw@db/turnbase");
+                assert!(!format!("{c:?}").contains("pw@"), "the URL is secret");
+            }
+            other => panic!("expected postgres, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn invalid_values_name_their_variable() {
+        let cases: &[(&str, &str, &str)] = &[
+            ("BACKEND_SHUTDOWN_TIMEOUT", "nonsense", "is not a duration"),
+            ("BACKEND_SHUTDOWN_TIMEOUT", "0s", "greater than zero"),
+            ("BACKEND_HTTP_ADDR", "localhost", "is not a socket address"),
+            ("BACKEND_HTTP_BODY_LIMIT", "12", "too small"),
+            ("BACKEND_HTTP_BODY_LIMIT", "lots", "is not a size"),
+            (
+                "BACKEND_HTTP_CORS_ORIGINS",
+                "*,https://a.example",
+                "cannot be combined",
+            ),
+            ("BACKEND_HTTP_CORS_ORIGINS", "a.example", "is not an origin"),
+            (
+                "BACKEND_DATABASE_URL",
+                "mysql://x",
+                "expected a postgres://",
+            ),
+            ("BACKEND_DATABASE_URL", "sqlite:", "needs a file path"),
+            ("BACKEND_DATABASE_MAX_CONNECTIONS", "0", "greater than zero"),
+            (
+                "BACKEND_OTEL_TRACES_EXPORTER",
+                "carrier-pigeon",
+                "is not one of none, stdout, otlp",
+            ),
+            (
+                "BACKEND_OTEL_METRICS_EXPORTER",
+                "prometheus",
+                "is not one of",
+            ),
+            (
+                "BACKEND_OTEL_EXPORTER_OTLP_ENDPOINT",
+                "collector:4318",
+                "is not an http",
+            ),
+            (
+                "BACKEND_LOG_FORMAT",
+                "xml",
+                "is not one of auto, text, json",
+            ),
+            ("BACKEND_LOG_LEVEL", "info,[", "is not a log filter"),
+            ("BACKEND_METRICS_ADDR", "127.0.0.1:8080", "different ports"),
+            (
+                "BACKEND_HTTP_ADR",
+                "127.0.0.1:1",
+                "did you mean BACKEND_HTTP_ADDR",
+            ),
+        ];
+        for (name, value, expected) in cases {
+            let got = problems(&[(name, value)]);
+            assert_eq!(got.len(), 1, "{name}={value}: {got:?}");
+            assert!(
+                got[0].starts_with(&format!("{name}: ")) && got[0].contains(expected),
+                "{name}={value}: got {got:?}, expected it to mention {expected:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn database_url_is_not_echoed_when_invalid() {
+        let got = problems(&[("BACKEND_DATABASE_URL", "mysql://root:hunter2@db")]);
+        assert!(!got[0].contains("hunter2"), "{got:?}");
+    }
+
+    #[test]
+    fn every_problem_is_reported_at_once() {
+        let err = load(&[
+            ("BACKEND_SHUTDOWN_TIMEOUT", "nonsense"),
+            ("BACKEND_OTEL_TRACES_EXPORTER", "carrier-pigeon"),
+        ])
+        .expect_err("two problems");
+        let text = err.to_string();
+        assert!(text.contains("BACKEND_SHUTDOWN_TIMEOUT"), "{text}");
+        assert!(text.contains("BACKEND_OTEL_TRACES_EXPORTER"), "{text}");
+        assert!(
+            text.starts_with("invalid configuration (2 problems)"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn readme_table_matches_the_variable_list() {
+        let readme =
+            std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../README.md"))
+                .expect("README.md at the repository root");
+        let begin = "<!-- backend-config:begin -->\n";
+        let end = "<!-- backend-config:end -->";
+        let start = readme
+            .find(begin)
+            .expect("README has the backend-config markers")
+            + begin.len();
+        let stop = readme[start..].find(end).expect("end marker") + start;
+        let expected = markdown_table();
+        assert!(
+            readme[start..stop] == expected,
+            "the README's backend configuration table differs from VARIABLES; \
+             put this between the markers:\n{expected}"
+        );
+    }
+}

@@ -1,0 +1,9 @@
+//! The Turnbase backend process: its configuration ([`config`]), HTTP API
+//! ([`api`]) and the wiring that starts and stops its components ([`app`]).
+
+pub mod api;
+pub mod app;
+pub mod config;
+
+pub use app::{App, open_database};
+pub use config::Config;

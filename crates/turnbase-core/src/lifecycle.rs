@@ -1,0 +1,361 @@
+//! Ordered start and reverse-ordered, deadline-bounded stop of a process's
+//! components.
+//!
+//! Components are registered in the order they start. On shutdown they are
+//! stopped in reverse, each under the smaller of its own deadline and what is
+//! left of the global one. A component that misses its deadline is abandoned
+//! and the shutdown is reported as failed, so the process exits non-zero at
+//! the deadline rather than hanging.
+
+use std::future::Future;
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+type StopFn = Box<dyn FnOnce() -> BoxFuture<'static, anyhow::Result<()>> + Send>;
+
+struct Entry {
+    name: &'static str,
+    deadline: Option<Duration>,
+    stop: StopFn,
+}
+
+/// A failure of a running task, which ends the process.
+#[derive(Debug)]
+struct Fatal {
+    component: &'static str,
+    error: anyhow::Error,
+}
+
+/// The registry of started components.
+pub struct Lifecycle {
+    global_deadline: Duration,
+    entries: Vec<Entry>,
+    fatal_tx: mpsc::UnboundedSender<Fatal>,
+    fatal_rx: mpsc::UnboundedReceiver<Fatal>,
+}
+
+/// How one component stopped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StopOutcome {
+    Stopped,
+    Failed(String),
+    DeadlineExceeded,
+    /// The global deadline had already passed when its turn came.
+    Abandoned,
+}
+
+#[derive(Debug, Clone)]
+pub struct StoppedComponent {
+    pub name: &'static str,
+    pub took: Duration,
+    pub outcome: StopOutcome,
+}
+
+/// What happened during shutdown, in stop order.
+#[derive(Debug, Clone, Default)]
+pub struct ShutdownReport {
+    /// Why the shutdown began when it was not a signal: a task that failed.
+    pub cause: Option<String>,
+    pub components: Vec<StoppedComponent>,
+}
+
+impl ShutdownReport {
+    /// True when every component stopped in time and nothing failed.
+    pub fn is_clean(&self) -> bool {
+        self.cause.is_none()
+            && self
+                .components
+                .iter()
+                .all(|c| c.outcome == StopOutcome::Stopped)
+    }
+}
+
+impl Lifecycle {
+    pub fn new(global_deadline: Duration) -> Self {
+        let (fatal_tx, fatal_rx) = mpsc::unbounded_channel();
+        Self {
+            global_deadline,
+            entries: Vec::new(),
+            fatal_tx,
+            fatal_rx,
+        }
+    }
+
+    /// Registers a started component whose `stop` runs at shutdown.
+    pub fn add<F>(
+        &mut self,
+        name: &'static str,
+        deadline: Option<Duration>,
+        stop: impl FnOnce() -> F + Send + 'static,
+    ) where
+        F: Future<Output = anyhow::Result<()>> + Send + 'static,
+    {
+        tracing::debug!(component = name, "started");
+        self.entries.push(Entry {
+            name,
+            deadline,
+            stop: Box::new(move || Box::pin(stop())),
+        });
+    }
+
+    /// Starts a long-running task and registers it. The task gets a token
+    /// that is cancelled when its turn to stop comes; stopping waits for the
+    /// task to return. A task that returns an error while the process is
+    /// running triggers shutdown, and the process then exits non-zero.
+    pub fn spawn<F>(
+        &mut self,
+        name: &'static str,
+        deadline: Option<Duration>,
+        task: impl FnOnce(CancellationToken) -> F,
+    ) where
+        F: Future<Output = anyhow::Result<()>> + Send + 'static,
+    {
+        let token = CancellationToken::new();
+        let fut = task(token.clone());
+        let fatal = self.fatal_tx.clone();
+        let stopping = token.clone();
+        let handle = tokio::spawn(async move {
+            let result = fut.await;
+            if let Err(error) = &result
+                && !stopping.is_cancelled()
+            {
+                let _ = fatal.send(Fatal {
+                    component: name,
+                    error: anyhow::anyhow!("{error:#}"),
+                });
+            }
+            result
+        });
+        let abort = handle.abort_handle();
+        self.add(name, deadline, move || async move {
+            token.cancel();
+            // Abort on drop, so a task that misses its deadline does not
+            // linger once the lifecycle gives up on it.
+            let guard = AbortOnDrop(abort);
+            let result = match handle.await {
+                Ok(result) => result,
+                Err(join) if join.is_panic() => Err(anyhow::anyhow!("task panicked")),
+                Err(_) => Ok(()),
+            };
+            drop(guard);
+            result
+        });
+    }
+
+    /// Waits until `signal` resolves or a task fails, then stops everything.
+    pub async fn run_until(mut self, signal: impl Future<Output = ()>) -> ShutdownReport {
+        let cause = tokio::select! {
+            () = signal => None,
+            Some(fatal) = self.fatal_rx.recv() => {
+                tracing::error!(component = fatal.component, error = %format!("{:#}", fatal.error), "component failed; shutting down");
+                Some(format!("{} failed: {:#}", fatal.component, fatal.error))
+            }
+        };
+        let mut report = self.shutdown().await;
+        report.cause = cause;
+        report
+    }
+
+    /// Stops every component in reverse start order.
+    pub async fn shutdown(self) -> ShutdownReport {
+        let global_end = Instant::now() + self.global_deadline;
+        let mut report = ShutdownReport::default();
+        for entry in self.entries.into_iter().rev() {
+            let started = Instant::now();
+            let left = global_end.saturating_duration_since(started);
+            if left.is_zero() {
+                tracing::error!(
+                    component = entry.name,
+                    "not stopped: the global shutdown deadline has passed"
+                );
+                report.components.push(StoppedComponent {
+                    name: entry.name,
+                    took: Duration::ZERO,
+                    outcome: StopOutcome::Abandoned,
+                });
+                continue;
+            }
+            let budget = entry.deadline.map_or(left, |d| d.min(left));
+            let outcome = match tokio::time::timeout(budget, (entry.stop)()).await {
+                Ok(Ok(())) => StopOutcome::Stopped,
+                Ok(Err(err)) => StopOutcome::Failed(format!("{err:#}")),
+                Err(_) => StopOutcome::DeadlineExceeded,
+            };
+            let took = started.elapsed();
+            let took_ms = took.as_secs_f64() * 1000.0;
+            match &outcome {
+                StopOutcome::Stopped => {
+                    tracing::info!(component = entry.name, took_ms, "stopped")
+                }
+                StopOutcome::Failed(error) => {
+                    tracing::error!(
+                        component = entry.name,
+                        took_ms,
+                        error,
+                        "stopped with an error"
+                    )
+                }
+                _ => tracing::error!(
+                    component = entry.name,
+                    took_ms,
+                    deadline_ms = budget.as_millis() as u64,
+                    "did not stop before its deadline; abandoned"
+                ),
+            }
+            report.components.push(StoppedComponent {
+                name: entry.name,
+                took,
+                outcome,
+            });
+        }
+        report
+    }
+}
+
+struct AbortOnDrop(tokio::task::AbortHandle);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Resolves on the first SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(err) = tokio::signal::ctrl_c().await {
+            tracing::error!(%err, "cannot listen for SIGINT");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(err) => {
+                tracing::error!(%err, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => tracing::info!("SIGINT received; shutting down"),
+        () = term => tracing::info!("SIGTERM received; shutting down"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::{Arc, Mutex};
+
+    fn recorder() -> (Arc<Mutex<Vec<String>>>, impl Fn(&str) + Clone) {
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let l = log.clone();
+        (log, move |s: &str| {
+            l.lock().expect("test log lock").push(s.to_string())
+        })
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn stops_in_reverse_order() {
+        let (log, rec) = recorder();
+        let mut lc = Lifecycle::new(Duration::from_secs(30));
+        for name in ["database", "push", "http"] {
+            let rec = rec.clone();
+            rec(&format!("start {name}"));
+            lc.add(name, None, move || async move {
+                rec(&format!("stop {name}"));
+                Ok(())
+            });
+        }
+        let report = lc.shutdown().await;
+        assert!(report.is_clean());
+        assert_eq!(
+            *log.lock().expect("lock"),
+            [
+                "start database",
+                "start push",
+                "start http",
+                "stop http",
+                "stop push",
+                "stop database"
+            ]
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn component_ignoring_stop_is_abandoned_at_its_deadline() {
+        let (log, rec) = recorder();
+        let mut lc = Lifecycle::new(Duration::from_secs(30));
+        let r = rec.clone();
+        lc.add("database", None, move || async move {
+            r("stop database");
+            Ok(())
+        });
+        lc.spawn("stubborn", Some(Duration::from_secs(2)), |_token| async {
+            std::future::pending::<()>().await;
+            Ok(())
+        });
+        let begun = Instant::now();
+        let report = lc.shutdown().await;
+        assert!(!report.is_clean());
+        assert_eq!(report.components[0].outcome, StopOutcome::DeadlineExceeded);
+        assert_eq!(report.components[0].took, Duration::from_secs(2));
+        // The components after it still stop.
+        assert_eq!(report.components[1].outcome, StopOutcome::Stopped);
+        assert_eq!(*log.lock().expect("lock"), ["stop database"]);
+        assert_eq!(begun.elapsed(), Duration::from_secs(2));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn global_deadline_wins_over_a_longer_component_deadline() {
+        let mut lc = Lifecycle::new(Duration::from_secs(3));
+        lc.add("late", None, || async { Ok(()) });
+        lc.spawn("stubborn", Some(Duration::from_secs(60)), |_t| async {
+            std::future::pending::<()>().await;
+            Ok(())
+        });
+        let begun = Instant::now();
+        let report = lc.shutdown().await;
+        assert_eq!(begun.elapsed(), Duration::from_secs(3));
+        assert_eq!(report.components[0].outcome, StopOutcome::DeadlineExceeded);
+        assert_eq!(report.components[1].outcome, StopOutcome::Abandoned);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn spawned_task_sees_cancellation() {
+        let (log, rec) = recorder();
+        let mut lc = Lifecycle::new(Duration::from_secs(30));
+        lc.spawn("worker", None, move |token| async move {
+            token.cancelled().await;
+            rec("worker saw stop");
+            Ok(())
+        });
+        let report = lc.shutdown().await;
+        assert!(report.is_clean());
+        assert_eq!(*log.lock().expect("lock"), ["worker saw stop"]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn failing_task_triggers_shutdown() {
+        let mut lc = Lifecycle::new(Duration::from_secs(30));
+        lc.spawn("listener", None, |_t| async {
+            Err(anyhow::anyhow!("socket closed"))
+        });
+        let report = lc.run_until(std::future::pending()).await;
+        assert_eq!(
+            report.cause.as_deref(),
+            Some("listener failed: socket closed")
+        );
+        assert!(!report.is_clean());
+    }
+}

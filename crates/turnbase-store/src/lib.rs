@@ -1,0 +1,223 @@
+//! Turnbase storage.
+//!
+//! Each domain area has one trait shaped around what the domain does
+//! ([`InstanceStore::record_start`] rather than "upsert a row"), implemented
+//! once for SQLite (the embedded default) and once for Postgres (production
+//! and several replicas). Callers hold a [`Database`] and ask it for the
+//! trait they need; nothing outside this crate writes SQL.
+//!
+//! Ids are UUIDv7 and times are UTC; both are chosen by the caller, so that
+//! clocks and id generation can be injected in tests.
+
+mod migrate;
+mod postgres;
+pub mod schema;
+mod sqlite;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+pub use migrate::{Migration, MigrationReport, POSTGRES_MIGRATIONS, SQLITE_MIGRATIONS};
+pub use postgres::PostgresStore;
+pub use sqlite::SqliteStore;
+
+/// Errors at the storage boundary.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("not found")]
+    NotFound,
+    #[error("cannot open the database at {target}: {reason}")]
+    Connect { target: String, reason: String },
+    #[error("migration {name} failed and was rolled back: {reason}")]
+    MigrationFailed { name: String, reason: String },
+    #[error(
+        "migration {name} was changed after it was applied (its checksum differs); \
+         a landed migration must never be edited"
+    )]
+    MigrationChanged { name: String },
+    #[error(
+        "the database is at migration {applied}, newer than this build of Turnbase knows \
+         (up to {known}); run a newer Turnbase"
+    )]
+    SchemaTooNew { applied: String, known: String },
+    #[error("unsupported database: {0}")]
+    Unsupported(String),
+    #[error(transparent)]
+    Unexpected(#[from] anyhow::Error),
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(err: sqlx::Error) -> Self {
+        match err {
+            sqlx::Error::RowNotFound => StoreError::NotFound,
+            other => StoreError::Unexpected(other.into()),
+        }
+    }
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// How to reach the database.
+#[derive(Debug, Clone)]
+pub enum DatabaseOptions {
+    Sqlite {
+        path: PathBuf,
+        busy_timeout: Duration,
+        max_connections: u32,
+    },
+    Postgres {
+        url: String,
+        max_connections: u32,
+        connect_timeout: Duration,
+    },
+}
+
+impl DatabaseOptions {
+    /// Where the database is, safe to log (a Postgres password is masked).
+    pub fn describe(&self) -> String {
+        match self {
+            DatabaseOptions::Sqlite { path, .. } => format!("sqlite:{}", path.display()),
+            DatabaseOptions::Postgres { url, .. } => redact_url(url),
+        }
+    }
+}
+
+/// Masks the password in a URL such as `postgres://user:pw@host/db`.
+pub fn redact_url(url: &str) -> String {
+    let Some(scheme_end) = url.find("://") else {
+        return url.to_string();
+    };
+    let rest = &url[scheme_end + 3..];
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let Some(at) = rest[..authority_end].rfind('@') else {
+        return url.to_string();
+    };
+    let userinfo = &rest[..at];
+    match userinfo.find(':') {
+        Some(colon) => format!(
+            "{}{}:***{}",
+            &url[..scheme_end + 3],
+            &userinfo[..colon],
+            &rest[at..]
+        ),
+        None => url.to_string(),
+    }
+}
+
+/// The installation's identity, recorded on every start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InstanceInfo {
+    pub id: Uuid,
+    pub created_at: DateTime<Utc>,
+    pub last_started_at: DateTime<Utc>,
+    pub last_version: String,
+    pub start_count: i64,
+}
+
+/// Facts about the installation as a whole.
+#[async_trait::async_trait]
+pub trait InstanceStore: Send + Sync {
+    /// Records a start of `version` at `now`. On the first start ever the
+    /// installation gets `new_id`; later starts keep the id they found.
+    async fn record_start(
+        &self,
+        new_id: Uuid,
+        now: DateTime<Utc>,
+        version: &str,
+    ) -> StoreResult<InstanceInfo>;
+
+    /// The installation, if it has ever started.
+    async fn instance(&self) -> StoreResult<InstanceInfo>;
+}
+
+/// An open database of either backend.
+#[derive(Clone, Debug)]
+pub enum Database {
+    Sqlite(SqliteStore),
+    Postgres(PostgresStore),
+}
+
+impl Database {
+    /// Opens the pool. For Postgres this also checks the server version.
+    pub async fn connect(options: &DatabaseOptions) -> StoreResult<Self> {
+        match options {
+            DatabaseOptions::Sqlite {
+                path,
+                busy_timeout,
+                max_connections,
+            } => Ok(Database::Sqlite(
+                SqliteStore::connect(path, *busy_timeout, *max_connections).await?,
+            )),
+            DatabaseOptions::Postgres {
+                url,
+                max_connections,
+                connect_timeout,
+            } => Ok(Database::Postgres(
+                PostgresStore::connect(url, *max_connections, *connect_timeout).await?,
+            )),
+        }
+    }
+
+    pub fn backend_name(&self) -> &'static str {
+        match self {
+            Database::Sqlite(_) => "sqlite",
+            Database::Postgres(_) => "postgres",
+        }
+    }
+
+    /// Applies every embedded migration that has not been applied yet.
+    pub async fn migrate(&self) -> StoreResult<MigrationReport> {
+        match self {
+            Database::Sqlite(s) => s.migrate(SQLITE_MIGRATIONS).await,
+            Database::Postgres(p) => p.migrate(POSTGRES_MIGRATIONS).await,
+        }
+    }
+
+    /// Answers whether the database takes queries right now.
+    pub async fn ping(&self) -> StoreResult<()> {
+        match self {
+            Database::Sqlite(s) => s.ping().await,
+            Database::Postgres(p) => p.ping().await,
+        }
+    }
+
+    pub fn instance(&self) -> &dyn InstanceStore {
+        match self {
+            Database::Sqlite(s) => s,
+            Database::Postgres(p) => p,
+        }
+    }
+
+    /// Closes the pool, waiting for connections in use to be returned.
+    pub async fn close(&self) {
+        match self {
+            Database::Sqlite(s) => s.pool().close().await,
+            Database::Postgres(p) => p.pool().close().await,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact_url;
+
+    #[test]
+    fn redacts_passwords_only() {
+        let cases = [
+            (
+                "postgres://u:secret@h:5432/db",
+                "postgres://u:***@h:5432/db",
+            ),
+            ("postgres://u@h/db", "postgres://u@h/db"),
+            ("postgres://h/db?x=a@b", "postgres://h/db?x=a@b"),
+            ("postgres://u:p@ss@h/db", "postgres://u:***@h/db"),
+            ("not a url", "not a url"),
+        ];
+        for (url, want) in cases {
+            assert_eq!(redact_url(url), want, "{url}");
+        }
+    }
+}

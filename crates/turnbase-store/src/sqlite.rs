@@ -1,0 +1,168 @@
+//! The SQLite backend: one file in the data folder, WAL journal, a busy
+//! timeout so that concurrent writers wait instead of failing, and foreign
+//! keys enforced.
+
+use std::path::Path;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+use sqlx::{Row as _, SqliteConnection};
+use uuid::Uuid;
+
+use crate::migrate::{self, Applied, Migration, MigrationReport};
+use crate::{InstanceInfo, InstanceStore, StoreError, StoreResult};
+
+#[derive(Clone, Debug)]
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
+
+impl SqliteStore {
+    pub async fn connect(
+        path: &Path,
+        busy_timeout: Duration,
+        max_connections: u32,
+    ) -> StoreResult<Self> {
+        let target = path.display().to_string();
+        let connect_error = |reason: String| StoreError::Connect {
+            target: target.clone(),
+            reason,
+        };
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent)
+                .map_err(|e| connect_error(format!("cannot create {}: {e}", parent.display())))?;
+        }
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(busy_timeout)
+            .foreign_keys(true);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(max_connections)
+            .acquire_timeout(busy_timeout.max(Duration::from_secs(5)))
+            .connect_with(options)
+            .await
+            .map_err(|e| connect_error(e.to_string()))?;
+        Ok(Self { pool })
+    }
+
+    pub fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+
+    pub async fn ping(&self) -> StoreResult<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    /// Applies `migrations`, each in an immediate transaction together with
+    /// its record.
+    pub async fn migrate(&self, migrations: &[Migration]) -> StoreResult<MigrationReport> {
+        let mut conn = self.pool.acquire().await?;
+        sqlx::raw_sql(
+            "CREATE TABLE IF NOT EXISTS schema_migrations (
+                version BIGINT PRIMARY KEY NOT NULL,
+                name TEXT NOT NULL,
+                checksum TEXT NOT NULL,
+                applied_at TIMESTAMPTZ NOT NULL
+            )",
+        )
+        .execute(&mut *conn)
+        .await?;
+        let applied = applied(&mut conn).await?;
+        let mut report = MigrationReport::default();
+        for m in migrate::plan(migrations, &applied, &mut report)? {
+            let failed = |e: sqlx::Error| StoreError::MigrationFailed {
+                name: m.label(),
+                reason: e.to_string(),
+            };
+            let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+            sqlx::raw_sql(m.sql)
+                .execute(&mut *tx)
+                .await
+                .map_err(failed)?;
+            sqlx::query(
+                "INSERT INTO schema_migrations (version, name, checksum, applied_at)
+                 VALUES (?, ?, ?, ?)",
+            )
+            .bind(m.version)
+            .bind(m.name)
+            .bind(m.checksum())
+            .bind(Utc::now())
+            .execute(&mut *tx)
+            .await
+            .map_err(failed)?;
+            tx.commit().await.map_err(failed)?;
+            tracing::info!(migration = %m.label(), backend = "sqlite", "migration applied");
+            report.applied.push(m.label());
+        }
+        Ok(report)
+    }
+}
+
+async fn applied(conn: &mut SqliteConnection) -> StoreResult<Vec<Applied>> {
+    let rows =
+        sqlx::query("SELECT version, name, checksum FROM schema_migrations ORDER BY version")
+            .fetch_all(conn)
+            .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(Applied {
+                version: r.try_get("version")?,
+                name: r.try_get("name")?,
+                checksum: r.try_get("checksum")?,
+            })
+        })
+        .collect::<Result<_, sqlx::Error>>()
+        .map_err(Into::into)
+}
+
+fn instance_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<InstanceInfo, sqlx::Error> {
+    Ok(InstanceInfo {
+        id: row.try_get("id")?,
+        created_at: row.try_get("created_at")?,
+        last_started_at: row.try_get("last_started_at")?,
+        last_version: row.try_get("last_version")?,
+        start_count: row.try_get("start_count")?,
+    })
+}
+
+#[async_trait::async_trait]
+impl InstanceStore for SqliteStore {
+    async fn record_start(
+        &self,
+        new_id: Uuid,
+        now: DateTime<Utc>,
+        version: &str,
+    ) -> StoreResult<InstanceInfo> {
+        let row = sqlx::query(
+            "INSERT INTO instance (singleton, id, created_at, last_started_at, last_version, start_count)
+             VALUES (1, ?1, ?2, ?2, ?3, 1)
+             ON CONFLICT (singleton) DO UPDATE SET
+                 last_started_at = excluded.last_started_at,
+                 last_version = excluded.last_version,
+                 start_count = instance.start_count + 1
+             RETURNING id, created_at, last_started_at, last_version, start_count",
+        )
+        .bind(new_id)
+        .bind(now)
+        .bind(version)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(instance_from_row(&row)?)
+    }
+
+    async fn instance(&self) -> StoreResult<InstanceInfo> {
+        let row = sqlx::query(
+            "SELECT id, created_at, last_started_at, last_version, start_count FROM instance",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(instance_from_row(&row)?)
+    }
+}

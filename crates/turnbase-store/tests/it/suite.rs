@@ -1,0 +1,94 @@
+//! The shared store suite: the same cases on SQLite and Postgres.
+
+use chrono::{TimeZone as _, Utc};
+use turnbase_store::{Database, StoreError};
+use turnbase_testkit::{Backend, TestDb};
+use uuid::Uuid;
+
+async fn open(backend: Backend) -> (TestDb, Database) {
+    let test_db = TestDb::new(backend).await;
+    let db = Database::connect(&test_db.options).await.expect("connect");
+    db.migrate().await.expect("migrate");
+    (test_db, db)
+}
+
+async fn instance_is_created_once_and_counted(backend: Backend) {
+    let (_guard, db) = open(backend).await;
+    assert!(matches!(
+        db.instance().instance().await,
+        Err(StoreError::NotFound)
+    ));
+
+    let first_id = Uuid::now_v7();
+    let t1 = Utc
+        .with_ymd_and_hms(2026, 1, 2, 3, 4, 5)
+        .single()
+        .expect("valid time");
+    let first = db
+        .instance()
+        .record_start(first_id, t1, "0.1.0")
+        .await
+        .expect("first start");
+    assert_eq!(first.id, first_id);
+    assert_eq!(first.created_at, t1);
+    assert_eq!(first.start_count, 1);
+
+    let t2 = t1 + chrono::Duration::hours(5);
+    let second = db
+        .instance()
+        .record_start(Uuid::now_v7(), t2, "0.2.0")
+        .await
+        .expect("second start");
+    assert_eq!(second.id, first_id, "the installation keeps its id");
+    assert_eq!(second.created_at, t1);
+    assert_eq!(second.last_started_at, t2);
+    assert_eq!(second.last_version, "0.2.0");
+    assert_eq!(second.start_count, 2);
+    assert_eq!(db.instance().instance().await.expect("read back"), second);
+    db.close().await;
+}
+
+async fn migrating_twice_applies_nothing_the_second_time(backend: Backend) {
+    let test_db = TestDb::new(backend).await;
+    let db = Database::connect(&test_db.options).await.expect("connect");
+    let first = db.migrate().await.expect("first");
+    assert_eq!(first.applied, ["0001_instance"]);
+    assert!(first.already.is_empty());
+    let second = db.migrate().await.expect("second");
+    assert!(second.applied.is_empty());
+    assert_eq!(second.already, ["0001_instance"]);
+    db.close().await;
+}
+
+async fn concurrent_migrations_do_not_collide(backend: Backend) {
+    let test_db = TestDb::new(backend).await;
+    let a = Database::connect(&test_db.options)
+        .await
+        .expect("connect a");
+    let b = Database::connect(&test_db.options)
+        .await
+        .expect("connect b");
+    let (ra, rb) = tokio::join!(a.migrate(), b.migrate());
+    let (ra, rb) = (ra.expect("a migrates"), rb.expect("b migrates"));
+    assert_eq!(
+        ra.applied.len() + rb.applied.len(),
+        1,
+        "exactly one process applies the migration: {ra:?} {rb:?}"
+    );
+    a.close().await;
+    b.close().await;
+}
+
+async fn ping_answers_until_closed(backend: Backend) {
+    let (_guard, db) = open(backend).await;
+    db.ping().await.expect("open database answers");
+    db.close().await;
+    assert!(db.ping().await.is_err(), "a closed pool does not answer");
+}
+
+super::both_backends!(
+    instance_is_created_once_and_counted,
+    migrating_twice_applies_nothing_the_second_time,
+    concurrent_migrations_do_not_collide,
+    ping_answers_until_closed,
+);

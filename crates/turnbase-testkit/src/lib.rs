@@ -1,0 +1,134 @@
+//! Test support: every test gets a database of its own.
+//!
+//! SQLite databases live in a temporary folder removed with the guard.
+//! Postgres databases are created on the server named by
+//! `TURNBASE_TEST_POSTGRES_URL` (the test command, `scripts/test`, starts a
+//! throwaway cluster and sets it) and dropped with the guard.
+
+use std::time::Duration;
+
+use sqlx::Connection as _;
+use turnbase_store::DatabaseOptions;
+
+/// The variable naming the Postgres server tests may create databases on.
+pub const POSTGRES_URL_VAR: &str = "TURNBASE_TEST_POSTGRES_URL";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// A database owned by one test.
+pub struct TestDb {
+    pub options: DatabaseOptions,
+    /// For Postgres, the URL of the database (`None` for SQLite).
+    pub url: Option<String>,
+    dir: tempfile::TempDir,
+    cleanup: Option<(String, String)>,
+}
+
+impl TestDb {
+    pub async fn new(backend: Backend) -> TestDb {
+        match backend {
+            Backend::Sqlite => Self::sqlite(),
+            Backend::Postgres => Self::postgres().await,
+        }
+    }
+
+    pub fn sqlite() -> TestDb {
+        let dir = tempfile::tempdir().expect("a temporary folder can be created");
+        TestDb {
+            options: DatabaseOptions::Sqlite {
+                path: dir.path().join("turnbase.db"),
+                busy_timeout: Duration::from_secs(5),
+                max_connections: 4,
+            },
+            url: None,
+            dir,
+            cleanup: None,
+        }
+    }
+
+    pub async fn postgres() -> TestDb {
+        let server = postgres_server_url();
+        let name = format!("turnbase_test_{}", uuid::Uuid::now_v7().simple());
+        let mut admin = sqlx::PgConnection::connect(&server)
+            .await
+            .unwrap_or_else(|e| panic!("cannot reach the test Postgres at {server}: {e}"));
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .execute(&mut admin)
+            .await
+            .expect("the test database can be created");
+        let url = with_database(&server, &name);
+        TestDb {
+            options: DatabaseOptions::Postgres {
+                url: url.clone(),
+                max_connections: 5,
+                connect_timeout: Duration::from_secs(10),
+            },
+            url: Some(url),
+            dir: tempfile::tempdir().expect("a temporary folder can be created"),
+            cleanup: Some((server, name)),
+        }
+    }
+
+    /// A folder owned by the test (the SQLite file lives in it).
+    pub fn dir(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        // Dropping the database needs a connection of its own; do it on a
+        // separate thread so that a guard dropped inside a runtime is fine.
+        if let Some((server, name)) = self.cleanup.take() {
+            let _ = std::thread::spawn(move || {
+                let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                else {
+                    return;
+                };
+                runtime.block_on(async move {
+                    if let Ok(mut admin) = sqlx::PgConnection::connect(&server).await {
+                        let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+                            "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+                        )))
+                        .execute(&mut admin)
+                        .await;
+                    }
+                });
+            })
+            .join();
+        }
+    }
+}
+
+/// The server URL, or a panic that says how to provide one.
+pub fn postgres_server_url() -> String {
+    std::env::var(POSTGRES_URL_VAR).unwrap_or_else(|_| {
+        panic!(
+            "{POSTGRES_URL_VAR} is not set: run the tests with scripts/test, which starts a \
+             throwaway Postgres, or set it to a server where tests may create databases"
+        )
+    })
+}
+
+/// Replaces the database name in a Postgres URL.
+pub fn with_database(url: &str, name: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((b, q)) => (b, Some(q)),
+        None => (url, None),
+    };
+    let scheme_end = base.find("://").map_or(0, |i| i + 3);
+    let base = match base[scheme_end..].find('/') {
+        Some(slash) => &base[..scheme_end + slash],
+        None => base,
+    };
+    match query {
+        Some(q) => format!("{base}/{name}?{q}"),
+        None => format!("{base}/{name}"),
+    }
+}

@@ -1,0 +1,143 @@
+//! The `turnbase` command: runs the whole stack (`up`), the backend alone
+//! (`backend`), or applies migrations (`migrate`).
+//!
+//! Exit codes: 0 after a clean stop, 1 when starting or stopping failed
+//! (including a missed shutdown deadline), 2 for invalid configuration or
+//! command-line usage.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use turnbase_backend::{App, Config};
+use turnbase_core::lifecycle::shutdown_signal;
+use turnbase_core::telemetry::Telemetry;
+
+const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+#[derive(Parser)]
+#[command(
+    name = "turnbase",
+    version,
+    about = "Turnbase: a platform for long-running turn-based multiplayer games"
+)]
+struct Cli {
+    /// A TOML file with settings (keys are variable names without the
+    /// prefix, in lower case); environment variables win over it.
+    #[arg(long, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the whole stack on this machine with embedded defaults
+    /// (SQLite in ./turnbase-data) and print the URLs to use.
+    Up,
+    /// Run the backend process (configured by BACKEND_* variables).
+    Backend,
+    /// Apply database migrations and exit.
+    Migrate,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let config = match Config::load(std::env::vars(), cli.config.as_deref()) {
+        Ok(config) => config,
+        Err(err) => {
+            eprintln!("turnbase: {err}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(err) => {
+            eprintln!("turnbase: cannot start the async runtime: {err}");
+            return ExitCode::from(1);
+        }
+    };
+    let code = runtime.block_on(run(cli.command, config));
+    // Do not wait for tasks abandoned at a missed deadline: exit now.
+    std::process::exit(code);
+}
+
+async fn run(command: Command, config: Config) -> i32 {
+    let telemetry = match Telemetry::init(&config.telemetry) {
+        Ok(t) => t,
+        Err(err) => {
+            eprintln!("turnbase: cannot start telemetry: {err:#}");
+            return 1;
+        }
+    };
+    match command {
+        Command::Migrate => migrate(&config, &telemetry).await,
+        Command::Up => serve(config, telemetry, true).await,
+        Command::Backend => serve(config, telemetry, false).await,
+    }
+}
+
+async fn migrate(config: &Config, telemetry: &Telemetry) -> i32 {
+    let code = match turnbase_backend::open_database(config).await {
+        Ok(db) => {
+            db.close().await;
+            println!("migrations applied; the database schema is current");
+            0
+        }
+        Err(err) => {
+            tracing::error!(error = %format!("{err:#}"), "migration failed");
+            eprintln!("turnbase: {err:#}");
+            1
+        }
+    };
+    let _ = telemetry.shutdown();
+    code
+}
+
+async fn serve(config: Config, telemetry: Telemetry, banner: bool) -> i32 {
+    let data_dir = config.data_dir.clone();
+    let app = match App::start(config, telemetry.clone(), VERSION).await {
+        Ok(app) => app,
+        Err(err) => {
+            tracing::error!(error = %format!("{err:#}"), "startup failed");
+            eprintln!("turnbase: {err:#}");
+            return 1;
+        }
+    };
+    if banner {
+        let base = format!("http://{}", app.http_addr);
+        println!("Turnbase {VERSION} is up.");
+        println!("  API:      {base}/api/v1/");
+        println!("  OpenAPI:  {base}/api/v1/openapi.json");
+        println!("  Health:   {base}/healthz  {base}/readyz");
+        if let Some(metrics) = app.metrics_addr {
+            println!("  Metrics:  http://{metrics}/metrics");
+        }
+        println!("  Data:     {}", data_dir.display());
+        println!("Press Ctrl-C to stop.");
+    }
+    let report = app
+        .run_until(async {
+            shutdown_signal().await;
+            // A second signal while stopping means "stop now".
+            tokio::spawn(async {
+                shutdown_signal().await;
+                eprintln!("turnbase: second signal; exiting without finishing shutdown");
+                std::process::exit(1);
+            });
+        })
+        .await;
+    if let Some(cause) = &report.cause {
+        eprintln!("turnbase: {cause}");
+    }
+    if report.is_clean() {
+        tracing::info!("stopped cleanly");
+        0
+    } else {
+        tracing::error!("shutdown was not clean");
+        1
+    }
+}
