@@ -239,3 +239,132 @@ pub fn text_response(content_type: &'static str, body: String) -> Response {
         .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     response
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::Router;
+    use axum::routing::post;
+    use tower::ServiceExt as _;
+
+    #[derive(serde::Deserialize)]
+    struct Order {
+        #[allow(dead_code)]
+        fleet: u32,
+    }
+
+    fn app() -> Router {
+        Router::new()
+            .route("/orders", post(|_: axum::Json<Order>| async { "ok" }))
+            .layer(axum::extract::DefaultBodyLimit::max(64))
+            .layer(axum::middleware::from_fn(normalize_errors))
+    }
+
+    async fn call(request: http::Request<Body>) -> (StatusCode, HeaderMap, serde_json::Value) {
+        let response = app().oneshot(request).await.expect("infallible router");
+        let status = response.status();
+        let headers = response.headers().clone();
+        let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
+            .await
+            .expect("body");
+        let json = serde_json::from_slice(&bytes)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&bytes)));
+        (status, headers, json)
+    }
+
+    fn request(
+        method: &str,
+        uri: &str,
+        content_type: Option<&str>,
+        body: &str,
+    ) -> http::Request<Body> {
+        let mut builder = http::Request::builder().method(method).uri(uri);
+        if let Some(ct) = content_type {
+            builder = builder.header(header::CONTENT_TYPE, ct);
+        }
+        builder
+            .body(Body::from(body.to_string()))
+            .expect("valid request")
+    }
+
+    #[tokio::test]
+    async fn framework_errors_get_the_json_error_body() {
+        let json = Some("application/json");
+        let big = format!("{{\"fleet\": 1, \"pad\": \"{}\"}}", "x".repeat(200));
+        let cases: Vec<(http::Request<Body>, StatusCode, &str)> = vec![
+            (
+                request("GET", "/nowhere", None, ""),
+                StatusCode::NOT_FOUND,
+                "not_found",
+            ),
+            (
+                request("GET", "/orders", None, ""),
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+            ),
+            (
+                request("POST", "/orders", None, "{\"fleet\":1}"),
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+            ),
+            (
+                request("POST", "/orders", json, "{\"fleet\":\"many\"}"),
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_body",
+            ),
+            (
+                request("POST", "/orders", json, "{\"fleet\":"),
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+            ),
+            (
+                request("POST", "/orders", json, &big),
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+            ),
+        ];
+        for (req, status, code) in cases {
+            let what = format!("{} {}", req.method(), req.uri());
+            let (got, headers, body) = call(req).await;
+            assert_eq!(got, status, "{what}: {body}");
+            assert_eq!(body["error"]["code"], code, "{what}: {body}");
+            assert!(
+                body["error"]["message"]
+                    .as_str()
+                    .is_some_and(|m| !m.is_empty()),
+                "{what}: {body}"
+            );
+            assert_eq!(headers[header::CONTENT_TYPE], "application/json", "{what}");
+        }
+    }
+
+    #[tokio::test]
+    async fn status_specific_headers_survive() {
+        let (status, headers, _) = call(request("DELETE", "/orders", None, "")).await;
+        assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
+        assert_eq!(headers[header::ALLOW], "POST");
+    }
+
+    #[tokio::test]
+    async fn json_errors_pass_through_unchanged() {
+        let router = Router::new()
+            .route(
+                "/teapot",
+                axum::routing::get(|| async {
+                    error_response(StatusCode::CONFLICT, "race_name_taken", "taken")
+                }),
+            )
+            .layer(axum::middleware::from_fn(normalize_errors));
+        let response = router
+            .oneshot(request("GET", "/teapot", None, ""))
+            .await
+            .expect("infallible");
+        let bytes = axum::body::to_bytes(response.into_body(), 1024)
+            .await
+            .expect("body");
+        assert_eq!(
+            std::str::from_utf8(&bytes).expect("utf-8"),
+            r#"{"error":{"code":"race_name_taken","message":"taken"}}"#
+        );
+    }
+}

@@ -1,0 +1,272 @@
+//! Probes, error bodies, request ids, OpenAPI, metrics and shutdown.
+
+use reqwest::StatusCode;
+use turnbase_testkit::Backend;
+
+use crate::helpers::{spawn_app, spawn_app_with};
+
+async fn probes_answer(backend: Backend) {
+    let t = spawn_app(backend).await;
+    assert_eq!(
+        t.get_json("/healthz").await,
+        (StatusCode::OK, serde_json::json!({"status": "ok"}))
+    );
+    assert_eq!(
+        t.get_json("/readyz").await,
+        (StatusCode::OK, serde_json::json!({"status": "ready"}))
+    );
+    t.app.shutdown().await;
+}
+
+async fn readyz_names_caches_that_are_not_ready(backend: Backend) {
+    let t = spawn_app(backend).await;
+    let sessions = t.app.readiness.register("sessions");
+    let (status, body) = t.get_json("/readyz").await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(body["error"]["code"], "not_ready");
+    assert_eq!(body["error"]["message"], "not ready: sessions");
+    assert_eq!(body["not_ready"], serde_json::json!(["sessions"]));
+    sessions.set(true);
+    assert_eq!(t.get_json("/readyz").await.0, StatusCode::OK);
+    t.app.shutdown().await;
+}
+
+async fn readyz_fails_when_the_database_is_gone(backend: Backend) {
+    let t = spawn_app(backend).await;
+    t.app.database.close().await;
+    let (status, body) = t.get_json("/readyz").await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(body["not_ready"], serde_json::json!(["database"]));
+    // Liveness does not depend on the database.
+    assert_eq!(t.get_json("/healthz").await.0, StatusCode::OK);
+    t.app.shutdown().await;
+}
+
+async fn every_error_has_the_json_body(backend: Backend) {
+    let t = spawn_app_with(backend, &[("BACKEND_HTTP_BODY_LIMIT", "4KiB")]).await;
+    let big = "x".repeat(8 * 1024);
+    let cases = [
+        (
+            reqwest::Method::GET,
+            "/no/such/route",
+            String::new(),
+            StatusCode::NOT_FOUND,
+            "not_found",
+        ),
+        (
+            reqwest::Method::GET,
+            "/api/v1/user/me",
+            String::new(),
+            StatusCode::NOT_FOUND,
+            "not_found",
+        ),
+        (
+            reqwest::Method::POST,
+            "/healthz",
+            String::new(),
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+        ),
+        (
+            reqwest::Method::POST,
+            "/api/v1/public/info",
+            big,
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+        ),
+    ];
+    for (method, path, body, status, code) in cases {
+        let response = t
+            .client
+            .request(method.clone(), t.url(path))
+            .body(body)
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(response.status(), status, "{method} {path}");
+        assert_eq!(
+            response.headers()["content-type"],
+            "application/json",
+            "{method} {path}"
+        );
+        let json: serde_json::Value = response.json().await.expect("JSON error body");
+        assert_eq!(json["error"]["code"], code, "{method} {path}: {json}");
+        assert!(
+            json["error"]["message"].is_string(),
+            "{method} {path}: {json}"
+        );
+    }
+    t.app.shutdown().await;
+}
+
+async fn info_names_the_installation(backend: Backend) {
+    let t = spawn_app(backend).await;
+    let (status, body) = t.get_json("/api/v1/public/info").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["name"], "turnbase");
+    assert_eq!(body["version"], "test");
+    assert_eq!(body["instance_id"], t.app.instance.id.to_string());
+    t.app.shutdown().await;
+}
+
+async fn shutdown_stops_components_in_reverse_order(backend: Backend) {
+    let t = spawn_app(backend).await;
+    let report = t.app.shutdown().await;
+    assert!(report.is_clean(), "{report:?}");
+    let order: Vec<&str> = report.components.iter().map(|c| c.name).collect();
+    assert_eq!(order, ["metrics", "http", "database", "telemetry"]);
+}
+
+crate::both_backends!(
+    probes_answer,
+    readyz_names_caches_that_are_not_ready,
+    readyz_fails_when_the_database_is_gone,
+    every_error_has_the_json_body,
+    info_names_the_installation,
+    shutdown_stops_components_in_reverse_order,
+);
+
+#[tokio::test]
+async fn request_ids_are_set_or_propagated() {
+    let t = spawn_app(Backend::Sqlite).await;
+    let fresh = t
+        .client
+        .get(t.url("/healthz"))
+        .send()
+        .await
+        .expect("request");
+    let id = fresh.headers()["x-request-id"].to_str().expect("ascii");
+    assert!(uuid::Uuid::parse_str(id).is_ok(), "{id}");
+    let given = t
+        .client
+        .get(t.url("/healthz"))
+        .header("x-request-id", "client-chosen-42")
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(given.headers()["x-request-id"], "client-chosen-42");
+    t.app.shutdown().await;
+}
+
+#[tokio::test]
+async fn openapi_document_describes_the_api() {
+    let t = spawn_app(Backend::Sqlite).await;
+    let (status, doc) = t.get_json("/api/v1/openapi.json").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        doc["openapi"]
+            .as_str()
+            .is_some_and(|v| v.starts_with("3.1")),
+        "{}",
+        doc["openapi"]
+    );
+    assert_eq!(doc["info"]["version"], "test");
+    let paths = doc["paths"].as_object().expect("paths");
+    for path in [
+        "/healthz",
+        "/readyz",
+        "/api/v1/public/info",
+        "/api/v1/openapi.json",
+    ] {
+        assert!(
+            paths.contains_key(path),
+            "{path} missing from {:?}",
+            paths.keys()
+        );
+    }
+    assert!(doc["components"]["schemas"]["ErrorBody"].is_object());
+    t.app.shutdown().await;
+}
+
+#[tokio::test]
+async fn metrics_count_requests() {
+    let t = spawn_app(Backend::Sqlite).await;
+    for _ in 0..3 {
+        t.client
+            .get(t.url("/healthz"))
+            .send()
+            .await
+            .expect("request");
+    }
+    t.client
+        .get(t.url("/nowhere"))
+        .send()
+        .await
+        .expect("request");
+    let text = t
+        .client
+        .get(&t.metrics)
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        text.contains(
+            r#"http_server_requests_total{method="GET",route="/healthz",status="200"} 3"#
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            r#"http_server_requests_total{method="GET",route="unmatched",status="404"} 1"#
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains("http_server_request_duration_seconds_bucket"),
+        "{text}"
+    );
+    t.app.shutdown().await;
+}
+
+#[tokio::test]
+async fn cors_allows_only_configured_origins() {
+    let t = spawn_app_with(
+        Backend::Sqlite,
+        &[("BACKEND_HTTP_CORS_ORIGINS", "https://play.example")],
+    )
+    .await;
+    let preflight = |origin: &'static str| {
+        t.client
+            .request(reqwest::Method::OPTIONS, t.url("/api/v1/public/info"))
+            .header("origin", origin)
+            .header("access-control-request-method", "GET")
+            .send()
+    };
+    let allowed = preflight("https://play.example").await.expect("preflight");
+    assert_eq!(
+        allowed.headers()["access-control-allow-origin"],
+        "https://play.example"
+    );
+    let refused = preflight("https://evil.example").await.expect("preflight");
+    assert!(
+        refused
+            .headers()
+            .get("access-control-allow-origin")
+            .is_none()
+    );
+    t.app.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_second_start_keeps_the_installation_id() {
+    let t = spawn_app(Backend::Sqlite).await;
+    let first = t.app.instance.clone();
+    let data_dir = t.app_data_dir();
+    t.app.shutdown().await;
+    let env = vec![
+        ("BACKEND_HTTP_ADDR".to_string(), "127.0.0.1:0".to_string()),
+        ("BACKEND_DATA_DIR".to_string(), data_dir),
+    ];
+    let config = turnbase_backend::Config::load(env, None).expect("config");
+    let telemetry =
+        turnbase_core::telemetry::Telemetry::init(&config.telemetry).expect("telemetry");
+    let again = turnbase_backend::App::start(config, telemetry, "test")
+        .await
+        .expect("restart");
+    assert_eq!(again.instance.id, first.id);
+    assert_eq!(again.instance.start_count, 2);
+    again.shutdown().await;
+}

@@ -1,0 +1,67 @@
+//! `spawn_app`: a started backend with its own database and ports.
+
+use turnbase_backend::{App, Config};
+use turnbase_core::telemetry::Telemetry;
+use turnbase_testkit::{Backend, TestDb};
+
+pub struct TestApp {
+    pub app: App,
+    pub base: String,
+    pub metrics: String,
+    pub client: reqwest::Client,
+    db: TestDb,
+}
+
+pub async fn spawn_app(backend: Backend) -> TestApp {
+    spawn_app_with(backend, &[]).await
+}
+
+pub async fn spawn_app_with(backend: Backend, extra: &[(&str, &str)]) -> TestApp {
+    let db = TestDb::new(backend).await;
+    let mut env: Vec<(String, String)> = vec![
+        ("BACKEND_HTTP_ADDR".into(), "127.0.0.1:0".into()),
+        ("BACKEND_METRICS_ADDR".into(), "127.0.0.1:0".into()),
+        ("BACKEND_DATA_DIR".into(), db.dir().display().to_string()),
+        ("BACKEND_LOG_LEVEL".into(), "warn".into()),
+    ];
+    if let Some(url) = &db.url {
+        env.push(("BACKEND_DATABASE_URL".into(), url.clone()));
+    }
+    env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    let config = Config::load(env, None).expect("test config is valid");
+    let telemetry = Telemetry::init(&config.telemetry).expect("telemetry");
+    let app = App::start(config, telemetry, "test")
+        .await
+        .expect("backend starts");
+    TestApp {
+        base: format!("http://{}", app.http_addr),
+        metrics: format!(
+            "http://{}/metrics",
+            app.metrics_addr.expect("metrics listener")
+        ),
+        app,
+        client: reqwest::Client::new(),
+        db,
+    }
+}
+
+impl TestApp {
+    pub fn app_data_dir(&self) -> String {
+        self.db.dir().display().to_string()
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    pub async fn get_json(&self, path: &str) -> (reqwest::StatusCode, serde_json::Value) {
+        let response = self
+            .client
+            .get(self.url(path))
+            .send()
+            .await
+            .expect("request");
+        let status = response.status();
+        (status, response.json().await.expect("JSON body"))
+    }
+}

@@ -1,0 +1,209 @@
+//! Start, stop and refuse to start.
+
+use crate::harness::{Running, command, get};
+
+fn data_env(dir: &tempfile::TempDir) -> Vec<(&'static str, String)> {
+    vec![
+        ("BACKEND_DATA_DIR", dir.path().display().to_string()),
+        ("BACKEND_HTTP_ADDR", "127.0.0.1:0".into()),
+    ]
+}
+
+#[test]
+fn invalid_configuration_names_every_variable_and_exits_2() {
+    let output = command(
+        &["backend"],
+        &[
+            ("BACKEND_SHUTDOWN_TIMEOUT", "nonsense".into()),
+            ("BACKEND_OTEL_TRACES_EXPORTER", "carrier-pigeon".into()),
+        ],
+    )
+    .output()
+    .expect("runs");
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("BACKEND_SHUTDOWN_TIMEOUT: \"nonsense\" is not a duration"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("BACKEND_OTEL_TRACES_EXPORTER: \"carrier-pigeon\" is not one of"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("backtrace"), "{stderr}");
+    assert_eq!(stderr.lines().count(), 3, "one message: {stderr}");
+}
+
+#[test]
+fn config_file_is_read_and_the_environment_wins() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("turnbase.toml");
+    std::fs::write(
+        &file,
+        "shutdown_timeout = \"soon\"\nhttp_addr = \"127.0.0.1:0\"\n",
+    )
+    .expect("write");
+    let file = file.display().to_string();
+    let output = command(&["--config", &file, "backend"], &[])
+        .output()
+        .expect("runs");
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("BACKEND_SHUTDOWN_TIMEOUT: \"soon\""),
+        "{stderr}"
+    );
+
+    let output = command(
+        &["--config", &file, "migrate"],
+        &[
+            ("BACKEND_SHUTDOWN_TIMEOUT", "5s".into()),
+            ("BACKEND_DATA_DIR", dir.path().display().to_string()),
+        ],
+    )
+    .output()
+    .expect("runs");
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+fn serve_and_stop(mut env: Vec<(&'static str, String)>, signal: &str) {
+    env.push(("BACKEND_METRICS_ADDR", "127.0.0.1:0".into()));
+    let mut up = Running::start(&["up"], &env);
+    let base = up.base_url();
+    assert!(
+        up.stdout_lines.iter().any(|l| l.contains("Metrics:")),
+        "{:?}",
+        up.stdout_lines
+    );
+    assert_eq!(get(&format!("{base}/healthz"), &[]).0, 200);
+    let (status, body) = get(&format!("{base}/readyz"), &[]);
+    assert_eq!((status, body.as_str()), (200, r#"{"status":"ready"}"#));
+    up.signal(signal);
+    assert_eq!(up.wait(), 0, "{}", up.stderr_lines.join("\n"));
+    let stopped: Vec<String> = up
+        .logs()
+        .iter()
+        .filter(|l| l["message"] == "stopped")
+        .map(|l| l["component"].as_str().unwrap_or_default().to_string())
+        .collect();
+    assert_eq!(stopped, ["metrics", "http", "database", "telemetry"]);
+    assert!(
+        up.logs()
+            .iter()
+            .all(|l| l["took_ms"].is_null() || l["took_ms"].is_f64()),
+        "each stop is logged with its duration"
+    );
+}
+
+#[test]
+fn up_on_sqlite_serves_probes_and_stops_in_reverse_order_on_sigint() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    serve_and_stop(data_env(&dir), "INT");
+    assert!(dir.path().join("turnbase.db").exists());
+}
+
+#[test]
+fn backend_on_postgres_serves_probes_and_stops_on_sigterm() {
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let db = rt.block_on(turnbase_testkit::TestDb::postgres());
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut env = data_env(&dir);
+    env.push((
+        "BACKEND_DATABASE_URL",
+        db.url.clone().expect("postgres url"),
+    ));
+    serve_and_stop(env, "TERM");
+    assert!(
+        !dir.path().join("turnbase.db").exists(),
+        "Postgres was used, not SQLite"
+    );
+}
+
+#[test]
+fn port_in_use_is_one_clear_error() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = taken.local_addr().expect("addr").to_string();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let output = command(
+        &["backend"],
+        &[
+            ("BACKEND_DATA_DIR", dir.path().display().to_string()),
+            ("BACKEND_HTTP_ADDR", addr.clone()),
+        ],
+    )
+    .output()
+    .expect("runs");
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "turnbase: BACKEND_HTTP_ADDR: cannot listen on {addr}"
+        )),
+        "{stderr}"
+    );
+    assert!(stderr.to_lowercase().contains("in use"), "{stderr}");
+}
+
+#[test]
+fn unreachable_database_is_one_clear_error_without_the_password() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let output = command(
+        &["backend"],
+        &[
+            ("BACKEND_DATA_DIR", dir.path().display().to_string()),
+            (
+                "BACKEND_DATABASE_URL",
+                "postgres://tb:hunter2@127.0.0.1:1/tb".into(),
+            ),
+            ("BACKEND_DATABASE_CONNECT_TIMEOUT", "2s".into()),
+        ],
+    )
+    .output()
+    .expect("runs");
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("turnbase: cannot open the database at postgres://tb:***@127.0.0.1:1/tb"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("hunter2"), "{stderr}");
+}
+
+#[test]
+fn migrate_applies_and_exits() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let env = data_env(&dir);
+    for _ in 0..2 {
+        let output = command(&["migrate"], &env).output().expect("runs");
+        assert_eq!(
+            output.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        assert!(String::from_utf8_lossy(&output.stdout).contains("schema is current"));
+    }
+}
+
+#[test]
+fn version_and_help() {
+    let output = command(&["--version"], &[]).output().expect("runs");
+    assert_eq!(output.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&output.stdout).starts_with("turnbase "));
+    let output = command(&["--help"], &[]).output().expect("runs");
+    let help = String::from_utf8_lossy(&output.stdout);
+    for sub in ["up", "backend", "migrate"] {
+        assert!(help.contains(sub), "{help}");
+    }
+    let output = command(&["launch"], &[]).output().expect("runs");
+    assert_eq!(
+        output.status.code(),
+        Some(2),
+        "unknown subcommand is a usage error"
+    );
+}
