@@ -1,0 +1,175 @@
+//! The gRPC side of the push service: `turnbase.push.v1.Push/SubscribePush`.
+//!
+//! Written by hand rather than generated, because its responses are frames
+//! of bytes assembled from events encoded once (see `wire`), which the
+//! generated server, encoding each message itself, cannot send.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::BufMut as _;
+use futures::Stream;
+use prost::Message as _;
+use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
+use tonic::{Status, body::Body};
+use tracing::Instrument as _;
+
+use crate::proto::GatewaySubscribeRequest;
+use crate::service::{PushService, SubscribeError, Subscription, SubscriptionEnd};
+use crate::wire::Frame;
+
+const SUBSCRIBE_PATH: &str = "/turnbase.push.v1.Push/SubscribePush";
+
+/// Serves `SubscribePush` on `listener` until `shutdown` resolves, then
+/// closes the service (every stream delivers what was published and ends)
+/// and waits for the connections to finish.
+pub async fn serve(
+    service: PushService,
+    listener: tokio::net::TcpListener,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), tonic::transport::Error> {
+    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+    let closing = service.clone();
+    tonic::transport::Server::builder()
+        .serve_with_incoming_shutdown(PushServer { service }, incoming, async move {
+            shutdown.await;
+            closing.close();
+        })
+        .await
+}
+
+/// The tower service tonic runs for every request.
+#[derive(Clone)]
+pub struct PushServer {
+    service: PushService,
+}
+
+impl PushServer {
+    pub fn new(service: PushService) -> Self {
+        Self { service }
+    }
+}
+
+impl tonic::server::NamedService for PushServer {
+    const NAME: &'static str = "turnbase.push.v1.Push";
+}
+
+impl tower::Service<http::Request<Body>> for PushServer {
+    type Response = http::Response<Body>;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: http::Request<Body>) -> Self::Future {
+        if request.uri().path() != SUBSCRIBE_PATH {
+            let status = Status::unimplemented(format!("no method {}", request.uri().path()));
+            return Box::pin(async move { Ok(status.into_http()) });
+        }
+        let handler = SubscribeHandler(self.service.clone());
+        Box::pin(async move {
+            let mut grpc = tonic::server::Grpc::new(FrameCodec);
+            Ok(grpc.server_streaming(handler, request).await)
+        })
+    }
+}
+
+struct SubscribeHandler(PushService);
+
+type FrameStream = Pin<Box<dyn Stream<Item = Result<Frame, Status>> + Send>>;
+
+impl tonic::server::ServerStreamingService<GatewaySubscribeRequest> for SubscribeHandler {
+    type Response = Frame;
+    type ResponseStream = FrameStream;
+    type Future = std::future::Ready<Result<tonic::Response<FrameStream>, Status>>;
+
+    fn call(&mut self, request: tonic::Request<GatewaySubscribeRequest>) -> Self::Future {
+        let remote = request.remote_addr();
+        let request = request.into_inner();
+        let span = tracing::info_span!(
+            "push_subscription",
+            gateway_client_id = %request.gateway_client_id,
+            remote = ?remote,
+        );
+        let subscription = span.in_scope(|| {
+            self.0
+                .subscribe(&request.gateway_client_id, &request.cursor)
+        });
+        std::future::ready(match subscription {
+            Ok(subscription) => Ok(tonic::Response::new(frames(subscription, span))),
+            Err(SubscribeError::InvalidClientId) => Err(Status::invalid_argument(
+                SubscribeError::InvalidClientId.to_string(),
+            )),
+            Err(SubscribeError::Closed) => Err(Status::unavailable("the backend is stopping")),
+        })
+    }
+}
+
+/// Turns a subscription into the response stream; the stream ends with the
+/// status that says why.
+fn frames(subscription: Subscription, span: tracing::Span) -> FrameStream {
+    let stream = futures::stream::unfold(Some(subscription), move |state| {
+        let span = span.clone();
+        async move {
+            let mut subscription = state?;
+            match subscription.next().instrument(span).await {
+                Ok(frame) => Some((Ok(frame), Some(subscription))),
+                Err(SubscriptionEnd::Replaced) => Some((
+                    Err(Status::aborted(
+                        "replaced: a newer subscription with the same gateway_client_id took over",
+                    )),
+                    None,
+                )),
+                Err(SubscriptionEnd::Closed) => Some((
+                    Err(Status::unavailable("the backend is stopping; reconnect")),
+                    None,
+                )),
+            }
+        }
+    });
+    Box::pin(stream)
+}
+
+/// Encodes frames as the bytes they already are; decodes requests with prost.
+#[derive(Debug, Clone, Copy, Default)]
+struct FrameCodec;
+
+impl Codec for FrameCodec {
+    type Encode = Frame;
+    type Decode = GatewaySubscribeRequest;
+    type Encoder = FrameCodec;
+    type Decoder = FrameCodec;
+
+    fn encoder(&mut self) -> Self::Encoder {
+        FrameCodec
+    }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        FrameCodec
+    }
+}
+
+impl Encoder for FrameCodec {
+    type Item = Frame;
+    type Error = Status;
+
+    fn encode(&mut self, item: Frame, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
+        dst.put_slice(&item.0);
+        Ok(())
+    }
+}
+
+impl Decoder for FrameCodec {
+    type Item = GatewaySubscribeRequest;
+    type Error = Status;
+
+    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Self::Item>, Status> {
+        GatewaySubscribeRequest::decode(src)
+            .map(Some)
+            .map_err(|e| Status::invalid_argument(format!("malformed request: {e}")))
+    }
+}

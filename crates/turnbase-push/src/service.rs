@@ -1,0 +1,642 @@
+//! The push service: the publisher API used by domain services, and the
+//! subscriptions that gateways read through `SubscribePush`.
+//!
+//! A subscription is a position in the ring, not a queue: it reads the
+//! events after its position, so replay and live tail are one loop, and the
+//! publisher never waits for anyone. A subscriber that falls behind further
+//! than the ring holds is told so (`Stale{evicted}`) and continues from the
+//! head.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use opentelemetry::KeyValue;
+use opentelemetry::metrics::{Counter, Meter, ObservableGauge};
+use prost::Message as _;
+use tokio::sync::watch;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::cursor::Cursor;
+use crate::proto;
+use crate::proto::stale::Reason as StaleReason;
+use crate::ring::{Entry, EventKind, Evicted, Ring, RingLimits};
+use crate::wire::{Frame, event_with_cursor};
+
+/// Longest event kind, id and reason texts accepted from producers.
+const MAX_KIND_LEN: usize = 128;
+const MAX_ID_LEN: usize = 256;
+/// Longest gateway client id accepted from subscribers.
+const MAX_CLIENT_ID_LEN: usize = 256;
+
+#[derive(Debug, Clone)]
+pub struct PushConfig {
+    pub ring: RingLimits,
+    pub max_payload_bytes: usize,
+    pub heartbeat_interval: Duration,
+    /// Most events and (beyond the first event) bytes in one frame.
+    pub batch_max_events: usize,
+    pub batch_max_bytes: usize,
+}
+
+impl PushConfig {
+    /// Settings for a given freshness window, with the documented defaults
+    /// for everything else.
+    pub fn with_window(freshness_window: Duration) -> Self {
+        Self {
+            ring: RingLimits {
+                capacity: 65_536,
+                max_bytes: 64 * 1024 * 1024,
+                max_age: freshness_window,
+            },
+            max_payload_bytes: 64 * 1024,
+            heartbeat_interval: Duration::from_secs(15),
+            batch_max_events: 512,
+            batch_max_bytes: 1024 * 1024,
+        }
+    }
+}
+
+/// A client event to publish.
+#[derive(Debug, Clone)]
+pub struct ClientEventInput {
+    pub user_id: Uuid,
+    /// Only this device session receives it, when set.
+    pub device_session_id: Option<Uuid>,
+    pub kind: String,
+    /// A JSON document.
+    pub payload: Bytes,
+    pub event_id: String,
+    pub request_id: String,
+    pub trace_id: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PublishError {
+    #[error("a user id is required")]
+    NilUser,
+    #[error("an event kind is required")]
+    EmptyKind,
+    #[error("the payload is {size} bytes, more than the {max} allowed")]
+    PayloadTooLarge { size: usize, max: usize },
+    #[error("the payload is not a JSON document: {0}")]
+    InvalidPayload(String),
+    #[error("{field} is longer than {max} bytes")]
+    FieldTooLong { field: &'static str, max: usize },
+    #[error("the push service is closed")]
+    Closed,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SubscribeError {
+    #[error("gateway_client_id must be 1 to {MAX_CLIENT_ID_LEN} printable characters")]
+    InvalidClientId,
+    #[error("the push service is closed")]
+    Closed,
+}
+
+/// Why a subscription ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SubscriptionEnd {
+    /// A newer subscription with the same gateway client id took over.
+    Replaced,
+    /// The service closed; every event up to the head was delivered first.
+    Closed,
+}
+
+/// What the first message of a subscription said.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Opening {
+    Resumed { head: Cursor },
+    Stale { reason: StaleReason, lost: u64 },
+}
+
+#[derive(Clone)]
+pub struct PushService {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    epoch: u64,
+    config: PushConfig,
+    state: Mutex<State>,
+    head_tx: watch::Sender<u64>,
+    closed: CancellationToken,
+    metrics: Option<Metrics>,
+}
+
+struct State {
+    ring: Ring,
+    subscribers: HashMap<String, Registration>,
+    next_id: u64,
+    closed: bool,
+}
+
+struct Registration {
+    id: u64,
+    replaced: CancellationToken,
+    position: u64,
+}
+
+struct Metrics {
+    events: Counter<u64>,
+    stale: Counter<u64>,
+    replaced: Counter<u64>,
+    _subscribers: ObservableGauge<u64>,
+    _lag: ObservableGauge<u64>,
+}
+
+impl PushService {
+    /// A service with a fresh random epoch.
+    pub fn new(config: PushConfig, meter: Option<&Meter>) -> Self {
+        // Zero is avoided so that an all-zero cursor is never valid.
+        let epoch = loop {
+            let e: u64 = rand::random();
+            if e != 0 {
+                break e;
+            }
+        };
+        Self::with_epoch(config, epoch, meter)
+    }
+
+    pub fn with_epoch(config: PushConfig, epoch: u64, meter: Option<&Meter>) -> Self {
+        let inner = Arc::new_cyclic(|weak: &Weak<Inner>| Inner {
+            epoch,
+            state: Mutex::new(State {
+                ring: Ring::new(config.ring),
+                subscribers: HashMap::new(),
+                next_id: 0,
+                closed: false,
+            }),
+            config,
+            head_tx: watch::Sender::new(0),
+            closed: CancellationToken::new(),
+            metrics: meter.map(|m| Metrics::new(m, weak.clone())),
+        });
+        Self { inner }
+    }
+
+    pub fn epoch(&self) -> u64 {
+        self.inner.epoch
+    }
+
+    /// The cursor of the newest event (seq 0 before the first).
+    pub fn head(&self) -> Cursor {
+        Cursor::new(self.inner.epoch, self.inner.lock().ring.head())
+    }
+
+    pub fn subscriber_count(&self) -> usize {
+        self.inner.lock().subscribers.len()
+    }
+
+    pub fn publish_client_event(&self, input: ClientEventInput) -> Result<Cursor, PublishError> {
+        if input.user_id.is_nil() {
+            return Err(PublishError::NilUser);
+        }
+        if input.kind.trim().is_empty() {
+            return Err(PublishError::EmptyKind);
+        }
+        check_len("kind", &input.kind, MAX_KIND_LEN)?;
+        check_len("event_id", &input.event_id, MAX_ID_LEN)?;
+        check_len("request_id", &input.request_id, MAX_ID_LEN)?;
+        check_len("trace_id", &input.trace_id, MAX_ID_LEN)?;
+        let max = self.inner.config.max_payload_bytes;
+        if input.payload.len() > max {
+            return Err(PublishError::PayloadTooLarge {
+                size: input.payload.len(),
+                max,
+            });
+        }
+        serde_json::from_slice::<serde::de::IgnoredAny>(&input.payload)
+            .map_err(|e| PublishError::InvalidPayload(e.to_string()))?;
+        let kind = proto::push_event::Kind::ClientEvent(proto::ClientEvent {
+            user_id: input.user_id.to_string(),
+            device_session_id: input.device_session_id.map(|s| s.to_string()),
+            kind: input.kind,
+            payload: input.payload,
+            event_id: input.event_id,
+            request_id: input.request_id,
+            trace_id: input.trace_id,
+        });
+        self.publish(EventKind::ClientEvent, kind)
+    }
+
+    /// Tells gateways that a session (or, with `None`, every session of the
+    /// user) was revoked.
+    pub fn publish_session_invalidation(
+        &self,
+        user_id: Uuid,
+        device_session_id: Option<Uuid>,
+        reason: &str,
+    ) -> Result<Cursor, PublishError> {
+        if user_id.is_nil() {
+            return Err(PublishError::NilUser);
+        }
+        check_len("reason", reason, MAX_KIND_LEN)?;
+        let kind = proto::push_event::Kind::SessionInvalidation(proto::SessionInvalidation {
+            user_id: user_id.to_string(),
+            device_session_id: device_session_id.map(|s| s.to_string()),
+            reason: reason.to_string(),
+        });
+        self.publish(EventKind::SessionInvalidation, kind)
+    }
+
+    fn publish(
+        &self,
+        kind: EventKind,
+        body: proto::push_event::Kind,
+    ) -> Result<Cursor, PublishError> {
+        let published_at_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+        // Everything but the cursor is encoded outside the lock.
+        let rest = proto::PushEvent {
+            cursor: String::new(),
+            published_at_ms,
+            kind: Some(body),
+        }
+        .encode_to_vec();
+        let now = Instant::now();
+        let cursor = {
+            let mut state = self.inner.lock();
+            if state.closed {
+                return Err(PublishError::Closed);
+            }
+            let seq = state.ring.next_seq();
+            let cursor = Cursor::new(self.inner.epoch, seq);
+            state.ring.push(Entry {
+                seq,
+                at: now,
+                kind,
+                encoded: event_with_cursor(&cursor.to_string(), &rest),
+            });
+            state.ring.expire(now);
+            // Sent under the lock so that heads are announced in order.
+            self.inner.head_tx.send_replace(seq);
+            cursor
+        };
+        if let Some(m) = &self.inner.metrics {
+            m.events.add(1, &[KeyValue::new("kind", kind.label())]);
+        }
+        Ok(cursor)
+    }
+
+    /// Opens a subscription from `cursor` (empty: from now on). A previous
+    /// subscription with the same client id ends as replaced.
+    pub fn subscribe(
+        &self,
+        gateway_client_id: &str,
+        cursor: &str,
+    ) -> Result<Subscription, SubscribeError> {
+        if gateway_client_id.is_empty()
+            || gateway_client_id.len() > MAX_CLIENT_ID_LEN
+            || gateway_client_id.chars().any(char::is_control)
+        {
+            return Err(SubscribeError::InvalidClientId);
+        }
+        let epoch = self.inner.epoch;
+        let mut state = self.inner.lock();
+        if state.closed {
+            return Err(SubscribeError::Closed);
+        }
+        state.ring.expire(Instant::now());
+        let head = state.ring.head();
+        let oldest = state.ring.oldest();
+        let stale = |reason: StaleReason, lost: u64| Opening::Stale { reason, lost };
+        let (opening, position) = if cursor.is_empty() {
+            (
+                Opening::Resumed {
+                    head: Cursor::new(epoch, head),
+                },
+                head,
+            )
+        } else {
+            match Cursor::parse(cursor) {
+                Err(_) => (stale(StaleReason::Malformed, 0), head),
+                // Nothing is known about another history, so nothing is counted.
+                Ok(c) if c.epoch != epoch => (stale(StaleReason::UnknownEpoch, 0), head),
+                Ok(c) if c.seq > head => (stale(StaleReason::Future, 0), head),
+                Ok(c) if !state.ring.covers(c.seq) => {
+                    (stale(StaleReason::Evicted, head - c.seq), head)
+                }
+                Ok(c) => (
+                    Opening::Resumed {
+                        head: Cursor::new(epoch, head),
+                    },
+                    c.seq,
+                ),
+            }
+        };
+        let id = state.next_id;
+        state.next_id += 1;
+        let replaced = CancellationToken::new();
+        let previous = state.subscribers.insert(
+            gateway_client_id.to_string(),
+            Registration {
+                id,
+                replaced: replaced.clone(),
+                position,
+            },
+        );
+        drop(state);
+
+        if let Some(previous) = previous {
+            previous.replaced.cancel();
+            if let Some(m) = &self.inner.metrics {
+                m.replaced.add(1, &[]);
+            }
+            tracing::info!(
+                gateway_client_id,
+                "push subscription replaced by a newer one"
+            );
+        }
+        let first = match &opening {
+            Opening::Resumed { head: h } => {
+                tracing::info!(
+                    gateway_client_id,
+                    cursor,
+                    head = %h,
+                    replay = head - position,
+                    "push subscription opened"
+                );
+                Frame::message(&proto::PushMessage {
+                    kind: Some(proto::push_message::Kind::Resumed(proto::Resumed {
+                        head: h.to_string(),
+                    })),
+                })
+            }
+            Opening::Stale { reason, lost } => {
+                self.count_stale(*reason);
+                tracing::warn!(
+                    gateway_client_id,
+                    cursor,
+                    reason = reason.as_str_name(),
+                    lost,
+                    "push subscription opened stale; live from the head"
+                );
+                stale_frame(*reason, cursor, epoch, oldest, head, *lost)
+            }
+        };
+        Ok(Subscription {
+            service: self.clone(),
+            id,
+            client_id: gateway_client_id.to_string(),
+            opening,
+            first: Some(first),
+            position,
+            replaced,
+            head_rx: self.inner.head_tx.subscribe(),
+            batch: Vec::new(),
+        })
+    }
+
+    /// Ends every subscription (after each has delivered the events
+    /// published so far) and refuses new publishes and subscriptions.
+    /// Calling it again does nothing.
+    pub fn close(&self) {
+        {
+            let mut state = self.inner.lock();
+            if state.closed {
+                return;
+            }
+            state.closed = true;
+        }
+        self.inner.closed.cancel();
+        tracing::info!("push service closed");
+    }
+
+    fn count_stale(&self, reason: StaleReason) {
+        if let Some(m) = &self.inner.metrics {
+            m.stale
+                .add(1, &[KeyValue::new("reason", stale_label(reason))]);
+        }
+    }
+}
+
+impl Inner {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock leaves the ring consistent (every
+        // mutation is a single push/pop), so a poisoned lock is still usable.
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+fn check_len(field: &'static str, value: &str, max: usize) -> Result<(), PublishError> {
+    if value.len() > max {
+        return Err(PublishError::FieldTooLong { field, max });
+    }
+    Ok(())
+}
+
+fn stale_label(reason: StaleReason) -> &'static str {
+    match reason {
+        StaleReason::Malformed => "malformed",
+        StaleReason::UnknownEpoch => "unknown_epoch",
+        StaleReason::Evicted => "evicted",
+        StaleReason::Future => "future",
+        StaleReason::Unspecified => "unspecified",
+    }
+}
+
+fn stale_frame(
+    reason: StaleReason,
+    requested: &str,
+    epoch: u64,
+    oldest: u64,
+    head: u64,
+    lost: u64,
+) -> Frame {
+    Frame::message(&proto::PushMessage {
+        kind: Some(proto::push_message::Kind::Stale(proto::Stale {
+            reason: reason as i32,
+            requested: requested.to_string(),
+            oldest: if oldest <= head {
+                Cursor::new(epoch, oldest).to_string()
+            } else {
+                String::new()
+            },
+            head: Cursor::new(epoch, head).to_string(),
+            lost,
+        })),
+    })
+}
+
+/// One gateway's subscription: a position in the ring.
+pub struct Subscription {
+    service: PushService,
+    id: u64,
+    client_id: String,
+    opening: Opening,
+    first: Option<Frame>,
+    /// The sequence number of the last event handed out.
+    position: u64,
+    replaced: CancellationToken,
+    head_rx: watch::Receiver<u64>,
+    batch: Vec<Arc<Entry>>,
+}
+
+impl Subscription {
+    pub fn opening(&self) -> &Opening {
+        &self.opening
+    }
+
+    pub fn client_id(&self) -> &str {
+        &self.client_id
+    }
+
+    /// The next frame: the opening message first, then batches of events,
+    /// a `Stale` if the ring lapped this subscriber, or a heartbeat when
+    /// idle. Returns why the subscription ended once it has.
+    pub async fn next(&mut self) -> Result<Frame, SubscriptionEnd> {
+        let inner = self.service.inner.clone();
+        loop {
+            // Mark the current head as seen before looking at the ring, so
+            // a publish after the look always wakes the wait below.
+            self.head_rx.borrow_and_update();
+            if let Some(ready) = self.ready() {
+                return ready;
+            }
+            tokio::select! {
+                _ = self.head_rx.changed() => {}
+                () = self.replaced.cancelled() => {}
+                () = inner.closed.cancelled() => {}
+                () = tokio::time::sleep(inner.config.heartbeat_interval) => {
+                    return Ok(Frame::message(&proto::PushMessage {
+                        kind: Some(proto::push_message::Kind::Heartbeat(proto::Heartbeat {
+                            head: Cursor::new(inner.epoch, self.position).to_string(),
+                        })),
+                    }));
+                }
+            }
+        }
+    }
+
+    /// What can be sent right now without waiting: the opening, a batch,
+    /// a `Stale` after being lapped, or the end; `None` when caught up.
+    pub fn ready(&mut self) -> Option<Result<Frame, SubscriptionEnd>> {
+        if let Some(first) = self.first.take() {
+            return Some(Ok(first));
+        }
+        if self.replaced.is_cancelled() {
+            return Some(Err(SubscriptionEnd::Replaced));
+        }
+        let inner = &self.service.inner;
+        let mut state = inner.lock();
+        state.ring.expire(Instant::now());
+        let head = state.ring.head();
+        if self.position >= head {
+            return state.closed.then_some(Err(SubscriptionEnd::Closed));
+        }
+        self.batch.clear();
+        let read = state.ring.read_after(
+            self.position,
+            inner.config.batch_max_events,
+            inner.config.batch_max_bytes,
+            &mut self.batch,
+        );
+        let lapped = match read {
+            Ok(()) => {
+                self.position = self.batch.last().map_or(self.position, |e| e.seq);
+                None
+            }
+            Err(Evicted { oldest }) => {
+                let lost = head - self.position;
+                self.position = head;
+                Some((oldest, lost))
+            }
+        };
+        if let Some(reg) = state.subscribers.get_mut(&self.client_id)
+            && reg.id == self.id
+        {
+            reg.position = self.position;
+        }
+        drop(state);
+        Some(Ok(match lapped {
+            None => Frame::events(&self.batch),
+            Some((oldest, lost)) => {
+                self.service.count_stale(StaleReason::Evicted);
+                tracing::warn!(
+                    gateway_client_id = %self.client_id,
+                    lost,
+                    "push subscriber fell behind the ring; continuing from the head"
+                );
+                stale_frame(StaleReason::Evicted, "", inner.epoch, oldest, head, lost)
+            }
+        }))
+    }
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        let mut state = self.service.inner.lock();
+        if state
+            .subscribers
+            .get(&self.client_id)
+            .is_some_and(|r| r.id == self.id)
+        {
+            state.subscribers.remove(&self.client_id);
+        }
+        drop(state);
+        tracing::info!(
+            gateway_client_id = %self.client_id,
+            position = self.position,
+            "push subscription closed"
+        );
+    }
+}
+
+impl Metrics {
+    fn new(meter: &Meter, inner: Weak<Inner>) -> Self {
+        let for_count = inner.clone();
+        let subscribers = meter
+            .u64_observable_gauge("grpc_push_subscribers")
+            .with_description("Gateways subscribed to the push stream")
+            .with_callback(move |observer| {
+                if let Some(inner) = for_count.upgrade() {
+                    observer.observe(inner.lock().subscribers.len() as u64, &[]);
+                }
+            })
+            .build();
+        let lag = meter
+            .u64_observable_gauge("grpc_push_subscriber_lag")
+            .with_description("Events published but not yet handed to a subscriber")
+            .with_callback(move |observer| {
+                if let Some(inner) = inner.upgrade() {
+                    let state = inner.lock();
+                    let head = state.ring.head();
+                    for (client, reg) in &state.subscribers {
+                        observer.observe(
+                            head.saturating_sub(reg.position),
+                            &[KeyValue::new("gateway_client_id", client.clone())],
+                        );
+                    }
+                }
+            })
+            .build();
+        Self {
+            events: meter
+                .u64_counter("grpc_push_events")
+                .with_description("Events published, by kind")
+                .build(),
+            stale: meter
+                .u64_counter("grpc_push_stale")
+                .with_description("Stale messages sent, by reason")
+                .build(),
+            replaced: meter
+                .u64_counter("grpc_push_replaced")
+                .with_description("Subscriptions replaced by a newer one with the same client id")
+                .build(),
+            _subscribers: subscribers,
+            _lag: lag,
+        }
+    }
+}
+
+#[cfg(test)]
+#[path = "service_tests.rs"]
+mod tests;
