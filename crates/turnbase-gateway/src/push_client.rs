@@ -1,0 +1,342 @@
+//! The gateway's client of the backend's `SubscribePush` stream.
+//!
+//! It runs until closed: subscribes, hands every event to its handler in
+//! order, remembers the cursor of the last event the handler finished, and
+//! when the stream breaks reconnects with doubling, jittered backoff and
+//! resumes from that cursor. The owner hears about everything that changes
+//! what its clients may have missed: `Stale` (resync), a sequence gap
+//! (treated like `Stale`), and being replaced by another subscription with
+//! the same client id (backs off; not an error).
+
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rand::{Rng, SeedableRng as _};
+use tokio_util::sync::CancellationToken;
+use turnbase_push::Cursor;
+use turnbase_push::proto::push_client::PushClient as GrpcClient;
+use turnbase_push::proto::push_message::Kind as Msg;
+use turnbase_push::proto::stale::Reason as StaleReason;
+use turnbase_push::proto::{GatewaySubscribeRequest, PushEvent};
+
+use crate::config::PushClientConfig;
+
+/// How long to wait for the backend to accept a connection.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What the client tells its owner besides events.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Notice {
+    /// Subscribed; every event after the client's cursor follows.
+    Resumed { head: String },
+    /// The backend could not resume from the client's cursor: events were
+    /// lost. Revalidate sessions and tell clients to resync.
+    Stale {
+        reason: StaleReason,
+        lost: u64,
+        head: String,
+    },
+    /// An event arrived out of sequence; treated like `Stale` and the
+    /// client resubscribes from the last event it handled.
+    Gap { expected: String, got: String },
+    /// Another subscription with this client id took over; backing off.
+    Replaced { retry_in: Duration },
+    /// The stream failed or ended; reconnecting after `retry_in`.
+    Disconnected { error: String, retry_in: Duration },
+}
+
+/// The owner's side: receives events in order, one at a time, and notices.
+pub trait PushHandler: Send + Sync + 'static {
+    /// Handles one event. The client's cursor moves past the event only
+    /// when this returns, so an event whose handling was cut short by a
+    /// disconnect is delivered again.
+    fn on_event(&self, event: PushEvent) -> impl Future<Output = ()> + Send;
+    fn on_notice(&self, notice: Notice) -> impl Future<Output = ()> + Send;
+}
+
+/// A shared handler handles like the one it shares.
+impl<H: PushHandler> PushHandler for Arc<H> {
+    fn on_event(&self, event: PushEvent) -> impl Future<Output = ()> + Send {
+        self.as_ref().on_event(event)
+    }
+
+    fn on_notice(&self, notice: Notice) -> impl Future<Output = ()> + Send {
+        self.as_ref().on_notice(notice)
+    }
+}
+
+/// Doubling backoff, capped, with ±20% jitter.
+#[derive(Debug, Clone)]
+pub struct Backoff {
+    base: Duration,
+    max: Duration,
+    current: Duration,
+}
+
+impl Backoff {
+    pub fn new(base: Duration, max: Duration) -> Self {
+        Self {
+            base,
+            max,
+            current: base,
+        }
+    }
+
+    /// The next delay to wait, then doubles the step up to the cap.
+    pub fn next_delay(&mut self, rng: &mut impl Rng) -> Duration {
+        let factor = rng.random_range(0.8..=1.2);
+        let delay = self.current.mul_f64(factor);
+        self.current = self.current.saturating_mul(2).min(self.max);
+        delay
+    }
+
+    /// Back to the base step, after a healthy stream.
+    pub fn reset(&mut self) {
+        self.current = self.base;
+    }
+}
+
+/// How one subscription ended.
+enum Ended {
+    Replaced,
+    Gap,
+    Failed(String),
+    Closed,
+}
+
+/// The running client. Cheap to share: clone the `Arc` it lives in.
+pub struct PushClient<H> {
+    config: PushClientConfig,
+    handler: H,
+    cursor: Mutex<String>,
+    stop: CancellationToken,
+}
+
+impl<H: PushHandler> PushClient<H> {
+    pub fn new(config: PushClientConfig, handler: H) -> Arc<Self> {
+        Arc::new(Self {
+            config,
+            handler,
+            cursor: Mutex::new(String::new()),
+            stop: CancellationToken::new(),
+        })
+    }
+
+    /// Starts from a cursor kept elsewhere instead of "from now on".
+    pub fn set_cursor(&self, cursor: String) {
+        *self.lock_cursor() = cursor;
+    }
+
+    /// The cursor of the last event handled (or position announced), or
+    /// empty before the first subscription.
+    pub fn cursor(&self) -> String {
+        self.lock_cursor().clone()
+    }
+
+    pub fn handler(&self) -> &H {
+        &self.handler
+    }
+
+    /// Stops `run`; calling it again does nothing.
+    pub fn close(&self) {
+        self.stop.cancel();
+    }
+
+    fn lock_cursor(&self) -> std::sync::MutexGuard<'_, String> {
+        self.cursor
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Subscribes and resubscribes until [`PushClient::close`].
+    pub async fn run(&self) {
+        self.run_with_rng(rand::rngs::StdRng::from_os_rng()).await;
+    }
+
+    /// `run` with a chosen source of jitter (tests seed it).
+    pub async fn run_with_rng(&self, mut rng: impl Rng + Send) {
+        let mut backoff = Backoff::new(self.config.base_backoff, self.config.max_backoff);
+        loop {
+            let mut healthy = false;
+            let ended = tokio::select! {
+                () = self.stop.cancelled() => Ended::Closed,
+                ended = self.subscribe_once(&mut healthy) => ended,
+            };
+            if healthy {
+                backoff.reset();
+            }
+            let delay = match ended {
+                Ended::Closed => return,
+                Ended::Gap => Duration::ZERO,
+                Ended::Replaced => {
+                    let retry_in = backoff.next_delay(&mut rng);
+                    tracing::info!(
+                        ?retry_in,
+                        "push subscription replaced by another; backing off"
+                    );
+                    self.handler.on_notice(Notice::Replaced { retry_in }).await;
+                    retry_in
+                }
+                Ended::Failed(error) => {
+                    let retry_in = backoff.next_delay(&mut rng);
+                    tracing::warn!(%error, ?retry_in, "push stream lost; reconnecting");
+                    self.handler
+                        .on_notice(Notice::Disconnected { error, retry_in })
+                        .await;
+                    retry_in
+                }
+            };
+            tokio::select! {
+                () = self.stop.cancelled() => return,
+                () = tokio::time::sleep(delay) => {}
+            }
+        }
+    }
+
+    async fn subscribe_once(&self, healthy: &mut bool) -> Ended {
+        let endpoint = match tonic::transport::Endpoint::from_shared(self.config.url.clone()) {
+            Ok(e) => e.connect_timeout(CONNECT_TIMEOUT).tcp_nodelay(true),
+            Err(e) => return Ended::Failed(format!("invalid push URL: {e}")),
+        };
+        let channel = match endpoint.connect().await {
+            Ok(c) => c,
+            Err(e) => return Ended::Failed(format!("cannot connect to {}: {e}", self.config.url)),
+        };
+        let requested = self.cursor();
+        let request = GatewaySubscribeRequest {
+            gateway_client_id: self.config.client_id.clone(),
+            cursor: requested.clone(),
+        };
+        let mut stream = match GrpcClient::new(channel)
+            .max_decoding_message_size(16 * 1024 * 1024)
+            .subscribe_push(request)
+            .await
+        {
+            Ok(r) => r.into_inner(),
+            Err(status) => return ended_by(status),
+        };
+        // The position of the last event handled: events must follow it
+        // one by one within its epoch.
+        let mut position: Option<Cursor> = None;
+        loop {
+            let message = match stream.message().await {
+                Ok(Some(m)) => m,
+                Ok(None) => return Ended::Failed("the backend ended the stream".into()),
+                Err(status) => return ended_by(status),
+            };
+            match message.kind {
+                Some(Msg::Resumed(r)) => {
+                    *healthy = true;
+                    position = match Cursor::parse(&requested) {
+                        Ok(c) => Some(c),
+                        Err(_) => {
+                            // Subscribed "from now on": the head is where we are.
+                            self.set_cursor(r.head.clone());
+                            Cursor::parse(&r.head).ok()
+                        }
+                    };
+                    tracing::info!(head = %r.head, cursor = %requested, "push stream resumed");
+                    self.handler
+                        .on_notice(Notice::Resumed { head: r.head })
+                        .await;
+                }
+                Some(Msg::Stale(s)) => {
+                    *healthy = true;
+                    let reason =
+                        StaleReason::try_from(s.reason).unwrap_or(StaleReason::Unspecified);
+                    tracing::warn!(
+                        reason = reason.as_str_name(),
+                        lost = s.lost,
+                        "push stream stale; clients must resync"
+                    );
+                    position = Cursor::parse(&s.head).ok();
+                    self.set_cursor(s.head.clone());
+                    self.handler
+                        .on_notice(Notice::Stale {
+                            reason,
+                            lost: s.lost,
+                            head: s.head,
+                        })
+                        .await;
+                }
+                Some(Msg::Events(batch)) => {
+                    for event in batch.events {
+                        let got = Cursor::parse(&event.cursor).ok();
+                        let in_sequence = match (position, got) {
+                            (Some(p), Some(g)) => g.epoch == p.epoch && g.seq == p.seq + 1,
+                            _ => false,
+                        };
+                        if !in_sequence {
+                            let expected = position
+                                .map(|p| Cursor::new(p.epoch, p.seq + 1).to_string())
+                                .unwrap_or_default();
+                            tracing::warn!(%expected, got = %event.cursor, "push event out of sequence; resubscribing");
+                            self.handler
+                                .on_notice(Notice::Gap {
+                                    expected,
+                                    got: event.cursor,
+                                })
+                                .await;
+                            return Ended::Gap;
+                        }
+                        let cursor = event.cursor.clone();
+                        self.handler.on_event(event).await;
+                        position = got;
+                        self.set_cursor(cursor);
+                    }
+                }
+                Some(Msg::Heartbeat(_)) | None => {}
+            }
+        }
+    }
+}
+
+fn ended_by(status: tonic::Status) -> Ended {
+    if status.code() == tonic::Code::Aborted && status.message().starts_with("replaced") {
+        Ended::Replaced
+    } else {
+        Ended::Failed(format!("{:?}: {}", status.code(), status.message()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn backoff_doubles_to_the_cap_within_jitter_and_resets() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        let base = Duration::from_millis(500);
+        let max = Duration::from_secs(30);
+        let mut b = Backoff::new(base, max);
+        let steps: [u64; 9] = [500, 1000, 2000, 4000, 8000, 16_000, 30_000, 30_000, 30_000];
+        for step in steps {
+            let d = b.next_delay(&mut rng).as_secs_f64() * 1000.0;
+            let step = step as f64;
+            assert!(
+                d >= step * 0.8 - 1e-6 && d <= step * 1.2 + 1e-6,
+                "{d} vs {step}"
+            );
+        }
+        b.reset();
+        let d = b.next_delay(&mut rng);
+        assert!(d >= Duration::from_millis(400) && d <= Duration::from_millis(600));
+    }
+
+    proptest! {
+        #[test]
+        fn backoff_stays_within_bounds(seed: u64, base_ms in 1u64..5000, extra in 0u64..100_000, n in 1usize..40) {
+            let base = Duration::from_millis(base_ms);
+            let max = base + Duration::from_millis(extra);
+            let mut b = Backoff::new(base, max);
+            let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+            for _ in 0..n {
+                let d = b.next_delay(&mut rng);
+                prop_assert!(d >= base.mul_f64(0.8) - Duration::from_nanos(1));
+                prop_assert!(d <= max.mul_f64(1.2) + Duration::from_nanos(1));
+            }
+        }
+    }
+}
