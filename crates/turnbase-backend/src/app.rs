@@ -11,6 +11,7 @@ use turnbase_core::http::{HttpMetrics, bind, text_response};
 use turnbase_core::lifecycle::{Lifecycle, ShutdownReport};
 use turnbase_core::readiness::Readiness;
 use turnbase_core::telemetry::Telemetry;
+use turnbase_push::PushService;
 use turnbase_store::{Database, InstanceInfo};
 
 use crate::api::{self, AppState};
@@ -19,10 +20,12 @@ use crate::config::Config;
 /// A started backend.
 pub struct App {
     pub http_addr: SocketAddr,
+    pub grpc_push_addr: SocketAddr,
     pub metrics_addr: Option<SocketAddr>,
     pub instance: InstanceInfo,
     pub readiness: Readiness,
     pub database: Database,
+    pub push: PushService,
     lifecycle: Lifecycle,
 }
 
@@ -60,6 +63,8 @@ impl App {
         match Self::start_components(&config, telemetry, version, &mut lifecycle).await {
             Ok(parts) => Ok(App {
                 http_addr: parts.http_addr,
+                grpc_push_addr: parts.grpc_push_addr,
+                push: parts.push,
                 metrics_addr: parts.metrics_addr,
                 instance: parts.instance,
                 readiness: parts.readiness,
@@ -97,7 +102,16 @@ impl App {
             .await?;
         tracing::info!(instance_id = %instance.id, start = instance.start_count, "instance recorded");
 
-        // Push service, domain services and caches join here as they arrive.
+        // The push service exists before any domain service, so that each
+        // gets a real publisher. Its listener starts with the others below.
+        let push = PushService::new(config.grpc_push.service.clone(), Some(telemetry.meter()));
+        let closing = push.clone();
+        lifecycle.add("push", None, move || async move {
+            closing.close();
+            Ok(())
+        });
+
+        // Domain services and caches join here as they arrive.
         let readiness = Readiness::default();
 
         let state = AppState {
@@ -107,6 +121,23 @@ impl App {
             version,
         };
         let router = api::router(state, &config.http, HttpMetrics::new(telemetry.meter()));
+
+        // Listeners. The push listener starts before HTTP so that it stops
+        // after it: requests still draining may publish events, and push
+        // streams deliver everything published before they end.
+        let listener = bind(config.grpc_push.addr, "BACKEND_GRPC_PUSH_ADDR").await?;
+        let grpc_push_addr = listener.local_addr()?;
+        let service = push.clone();
+        lifecycle.spawn(
+            "grpc-push",
+            Some(config.grpc_push.shutdown_timeout),
+            move |stop| async move {
+                turnbase_push::server::serve(service, listener, stop.cancelled_owned())
+                    .await
+                    .map_err(|e| anyhow::anyhow!("gRPC push server: {e}"))
+            },
+        );
+        tracing::info!(addr = %grpc_push_addr, "gRPC push listening");
 
         let listener = bind(config.http.addr, "BACKEND_HTTP_ADDR").await?;
         let http_addr = listener.local_addr()?;
@@ -160,6 +191,8 @@ impl App {
 
         Ok(Started {
             http_addr,
+            grpc_push_addr,
+            push,
             metrics_addr,
             instance,
             readiness,
@@ -180,6 +213,8 @@ impl App {
 
 struct Started {
     http_addr: SocketAddr,
+    grpc_push_addr: SocketAddr,
+    push: PushService,
     metrics_addr: Option<SocketAddr>,
     instance: InstanceInfo,
     readiness: Readiness,

@@ -13,6 +13,7 @@ use turnbase_core::config::{
 use turnbase_core::telemetry::{
     TelemetryConfig, parse_exporter, parse_log_format, parse_log_level,
 };
+use turnbase_push::{PushConfig, RingLimits};
 use turnbase_store::DatabaseOptions;
 
 pub const PREFIX: &str = "BACKEND_";
@@ -79,6 +80,41 @@ pub const VARIABLES: &[VarSpec] = &[
         "BACKEND_HTTP_SHUTDOWN_TIMEOUT",
         Some("10s"),
         "Deadline for draining in-flight HTTP requests at shutdown."
+    ),
+    var!(
+        "BACKEND_GRPC_PUSH_ADDR",
+        Some("127.0.0.1:8081"),
+        "Address of the gRPC push listener that gateways subscribe to."
+    ),
+    var!(
+        "BACKEND_GRPC_PUSH_SHUTDOWN_TIMEOUT",
+        Some("5s"),
+        "Deadline for push streams to deliver what was published and end at shutdown."
+    ),
+    var!(
+        "BACKEND_FRESHNESS_WINDOW",
+        None,
+        "How long published events stay resumable in the push ring. Required (`turnbase up` uses `5m`)."
+    ),
+    var!(
+        "BACKEND_PUSH_RING_CAPACITY",
+        Some("65536"),
+        "Most events the push ring holds."
+    ),
+    var!(
+        "BACKEND_PUSH_RING_MAX_BYTES",
+        Some("64MiB"),
+        "Most encoded bytes the push ring holds."
+    ),
+    var!(
+        "BACKEND_PUSH_MAX_PAYLOAD_BYTES",
+        Some("64KiB"),
+        "Largest JSON payload of one push event."
+    ),
+    var!(
+        "BACKEND_PUSH_HEARTBEAT_INTERVAL",
+        Some("15s"),
+        "Idle time after which a push stream gets a heartbeat."
     ),
     var!(
         "BACKEND_SHUTDOWN_TIMEOUT",
@@ -170,10 +206,29 @@ pub struct HttpConfig {
 }
 
 #[derive(Debug, Clone)]
+pub struct GrpcPushConfig {
+    pub addr: SocketAddr,
+    pub shutdown_timeout: Duration,
+    pub service: PushConfig,
+}
+
+/// Which command the configuration is for: `turnbase up` fills in
+/// embedded defaults that production must set deliberately.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Profile {
+    Backend,
+    Up,
+}
+
+/// What `turnbase up` uses where `turnbase backend` insists on a choice.
+const UP_DEFAULTS: &[(&str, &str)] = &[("BACKEND_FRESHNESS_WINDOW", "5m")];
+
+#[derive(Debug, Clone)]
 pub struct Config {
     pub data_dir: PathBuf,
     pub database: DatabaseConfig,
     pub http: HttpConfig,
+    pub grpc_push: GrpcPushConfig,
     pub shutdown_timeout: Duration,
     pub telemetry: TelemetryConfig,
     pub metrics_addr: Option<SocketAddr>,
@@ -182,10 +237,17 @@ pub struct Config {
 impl Config {
     /// Reads the configuration from `env` layered over the optional TOML file.
     pub fn load(
+        profile: Profile,
         env: impl IntoIterator<Item = (String, String)>,
         file: Option<&Path>,
     ) -> Result<Config, ConfigError> {
-        Self::from_source(&Source::load(PREFIX, VARIABLES, env, file))
+        let mut source = Source::load(PREFIX, VARIABLES, env, file);
+        if profile == Profile::Up {
+            for (name, value) in UP_DEFAULTS {
+                source.set_default(name, value);
+            }
+        }
+        Self::from_source(&source)
     }
 
     pub fn from_source(source: &Source) -> Result<Config, ConfigError> {
@@ -213,6 +275,25 @@ impl Config {
                 .unwrap_or(CorsOrigins::None),
             shutdown_timeout: r.get("BACKEND_HTTP_SHUTDOWN_TIMEOUT", parse_positive_duration),
         };
+        let freshness_window = r.required("BACKEND_FRESHNESS_WINDOW", parse_positive_duration);
+        let grpc_push = GrpcPushConfig {
+            addr: r.get("BACKEND_GRPC_PUSH_ADDR", parse_socket_addr),
+            shutdown_timeout: r.get(
+                "BACKEND_GRPC_PUSH_SHUTDOWN_TIMEOUT",
+                parse_positive_duration,
+            ),
+            service: PushConfig {
+                ring: RingLimits {
+                    capacity: r.get("BACKEND_PUSH_RING_CAPACITY", parse_usize_positive),
+                    max_bytes: r.get("BACKEND_PUSH_RING_MAX_BYTES", parse_size_positive),
+                    max_age: freshness_window.unwrap_or(Duration::from_secs(1)),
+                },
+                max_payload_bytes: r.get("BACKEND_PUSH_MAX_PAYLOAD_BYTES", parse_size_positive),
+                heartbeat_interval: r
+                    .get("BACKEND_PUSH_HEARTBEAT_INTERVAL", parse_positive_duration),
+                ..PushConfig::with_window(Duration::from_secs(1))
+            },
+        };
         let shutdown_timeout = r.get("BACKEND_SHUTDOWN_TIMEOUT", parse_positive_duration);
         let metrics_addr = r.optional("BACKEND_METRICS_ADDR", parse_socket_addr);
         let telemetry = TelemetryConfig {
@@ -225,21 +306,25 @@ impl Config {
             metrics_interval: r.get("BACKEND_OTEL_METRICS_INTERVAL", parse_positive_duration),
             prometheus: metrics_addr.is_some(),
         };
-        if let Some(metrics) = metrics_addr
-            && clashes(metrics, http.addr)
-        {
-            r.report(
-                "BACKEND_METRICS_ADDR",
-                format!(
-                    "{metrics} is also BACKEND_HTTP_ADDR; the two listeners need different ports"
-                ),
-            );
+        let mut listeners = vec![
+            ("BACKEND_HTTP_ADDR", http.addr),
+            ("BACKEND_GRPC_PUSH_ADDR", grpc_push.addr),
+        ];
+        listeners.extend(metrics_addr.map(|a| ("BACKEND_METRICS_ADDR", a)));
+        for (i, (name, addr)) in listeners.iter().enumerate() {
+            if let Some((other, _)) = listeners[..i].iter().find(|(_, a)| clashes(*a, *addr)) {
+                r.report(
+                    name,
+                    format!("{addr} is also {other}; the two listeners need different ports"),
+                );
+            }
         }
         r.finish()?;
         Ok(Config {
             data_dir,
             database,
             http,
+            grpc_push,
             shutdown_timeout,
             telemetry,
             metrics_addr,
@@ -282,6 +367,18 @@ fn parse_body_limit(text: &str) -> Result<usize, String> {
         return Err(format!("{text:?} is too small; use at least 1KiB"));
     }
     usize::try_from(bytes).map_err(|_| format!("{text:?} is too large"))
+}
+
+fn parse_usize_positive(text: &str) -> Result<usize, String> {
+    let n = parse_u32_positive(text)?;
+    usize::try_from(n).map_err(|_| format!("{text:?} is too large"))
+}
+
+fn parse_size_positive(text: &str) -> Result<usize, String> {
+    match parse_byte_size(text)? {
+        0 => Err("must be greater than zero".into()),
+        n => usize::try_from(n).map_err(|_| format!("{text:?} is too large")),
+    }
 }
 
 fn parse_cors(text: &str) -> Result<CorsOrigins, String> {
@@ -327,6 +424,7 @@ mod tests {
 
     fn load(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
         Config::load(
+            Profile::Up,
             pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())),
             None,
         )
@@ -436,7 +534,20 @@ mod tests {
                 "is not one of auto, text, json",
             ),
             ("BACKEND_LOG_LEVEL", "info,[", "is not a log filter"),
-            ("BACKEND_METRICS_ADDR", "127.0.0.1:8080", "different ports"),
+            (
+                "BACKEND_METRICS_ADDR",
+                "127.0.0.1:8080",
+                "is also BACKEND_HTTP_ADDR",
+            ),
+            (
+                "BACKEND_GRPC_PUSH_ADDR",
+                "0.0.0.0:8080",
+                "is also BACKEND_HTTP_ADDR",
+            ),
+            ("BACKEND_FRESHNESS_WINDOW", "0s", "greater than zero"),
+            ("BACKEND_PUSH_RING_CAPACITY", "0", "greater than zero"),
+            ("BACKEND_PUSH_RING_MAX_BYTES", "huge", "is not a size"),
+            ("BACKEND_PUSH_MAX_PAYLOAD_BYTES", "0", "greater than zero"),
             (
                 "BACKEND_HTTP_ADR",
                 "127.0.0.1:1",
@@ -451,6 +562,23 @@ mod tests {
                 "{name}={value}: got {got:?}, expected it to mention {expected:?}"
             );
         }
+    }
+
+    #[test]
+    fn the_freshness_window_is_required_outside_up() {
+        let err = Config::load(Profile::Backend, Vec::new(), None).expect_err("required");
+        assert_eq!(err.problems.len(), 1, "{err}");
+        assert_eq!(err.problems[0].subject, "BACKEND_FRESHNESS_WINDOW");
+        assert!(err.problems[0].message.contains("required"), "{err}");
+        let c = Config::load(
+            Profile::Backend,
+            vec![("BACKEND_FRESHNESS_WINDOW".to_string(), "90s".to_string())],
+            None,
+        )
+        .expect("set");
+        assert_eq!(c.grpc_push.service.ring.max_age, Duration::from_secs(90));
+        let up = load(&[]).expect("up has a default");
+        assert_eq!(up.grpc_push.service.ring.max_age, Duration::from_secs(300));
     }
 
     #[test]

@@ -81,7 +81,19 @@ impl SqliteStore {
                 name: m.label(),
                 reason: e.to_string(),
             };
+            // The write lock is taken before looking again, so two processes
+            // migrating one file at once apply each migration exactly once.
             let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+            let done: Option<i64> =
+                sqlx::query_scalar("SELECT version FROM schema_migrations WHERE version = ?")
+                    .bind(m.version)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            if done.is_some() {
+                tx.rollback().await?;
+                report.already.push(m.label());
+                continue;
+            }
             sqlx::raw_sql(m.sql)
                 .execute(&mut *tx)
                 .await

@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use turnbase_backend::config::Profile;
 use turnbase_backend::{App, Config};
 use turnbase_core::lifecycle::shutdown_signal;
 use turnbase_core::telemetry::Telemetry;
@@ -43,7 +44,13 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let config = match Config::load(std::env::vars(), cli.config.as_deref()) {
+    // `up` and `migrate` run on embedded defaults; `backend` wants every
+    // production choice made explicitly.
+    let profile = match cli.command {
+        Command::Backend => Profile::Backend,
+        Command::Up | Command::Migrate => Profile::Up,
+    };
+    let config = match Config::load(profile, std::env::vars(), cli.config.as_deref()) {
         Ok(config) => config,
         Err(err) => {
             eprintln!("turnbase: {err}");
@@ -112,6 +119,10 @@ async fn serve(config: Config, telemetry: Telemetry, banner: bool) -> i32 {
         println!("Turnbase {VERSION} is up.");
         println!("  API:      {base}/api/v1/");
         println!("  OpenAPI:  {base}/api/v1/openapi.json");
+        println!(
+            "  Push:     http://{} (gRPC, for gateways)",
+            app.grpc_push_addr
+        );
         println!("  Health:   {base}/healthz  {base}/readyz");
         if let Some(metrics) = app.metrics_addr {
             println!("  Metrics:  http://{metrics}/metrics");

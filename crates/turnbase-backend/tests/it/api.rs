@@ -114,7 +114,17 @@ async fn shutdown_stops_components_in_reverse_order(backend: Backend) {
     let report = t.app.shutdown().await;
     assert!(report.is_clean(), "{report:?}");
     let order: Vec<&str> = report.components.iter().map(|c| c.name).collect();
-    assert_eq!(order, ["metrics", "http", "database", "telemetry"]);
+    assert_eq!(
+        order,
+        [
+            "metrics",
+            "http",
+            "grpc-push",
+            "push",
+            "database",
+            "telemetry"
+        ]
+    );
 }
 
 crate::both_backends!(
@@ -258,9 +268,14 @@ async fn a_second_start_keeps_the_installation_id() {
     t.app.shutdown().await;
     let env = vec![
         ("BACKEND_HTTP_ADDR".to_string(), "127.0.0.1:0".to_string()),
+        (
+            "BACKEND_GRPC_PUSH_ADDR".to_string(),
+            "127.0.0.1:0".to_string(),
+        ),
         ("BACKEND_DATA_DIR".to_string(), data_dir),
     ];
-    let config = turnbase_backend::Config::load(env, None).expect("config");
+    let config = turnbase_backend::Config::load(turnbase_backend::config::Profile::Up, env, None)
+        .expect("config");
     let telemetry =
         turnbase_core::telemetry::Telemetry::init(&config.telemetry).expect("telemetry");
     let again = turnbase_backend::App::start(config, telemetry, "test")
@@ -269,4 +284,38 @@ async fn a_second_start_keeps_the_installation_id() {
     assert_eq!(again.instance.id, first.id);
     assert_eq!(again.instance.start_count, 2);
     again.shutdown().await;
+}
+
+#[tokio::test]
+async fn published_events_reach_a_push_subscriber_and_stop_ends_the_stream() {
+    use turnbase_push::proto::push_message::Kind;
+    use turnbase_push::proto::{GatewaySubscribeRequest, push_client::PushClient};
+
+    let t = spawn_app(Backend::Sqlite).await;
+    let mut client = PushClient::connect(format!("http://{}", t.app.grpc_push_addr))
+        .await
+        .expect("connect");
+    let mut stream = client
+        .subscribe_push(GatewaySubscribeRequest {
+            gateway_client_id: "gw".into(),
+            cursor: String::new(),
+        })
+        .await
+        .expect("subscribe")
+        .into_inner();
+    let first = stream.message().await.expect("ok").expect("message");
+    assert!(matches!(first.kind, Some(Kind::Resumed(_))));
+    t.app
+        .push
+        .publish_session_invalidation(uuid::Uuid::now_v7(), None, "blocked")
+        .expect("publish");
+    let events = stream.message().await.expect("ok").expect("message");
+    assert!(matches!(events.kind, Some(Kind::Events(e)) if e.events.len() == 1));
+    let report = t.app.shutdown().await;
+    assert!(report.is_clean(), "{report:?}");
+    let end = stream
+        .message()
+        .await
+        .expect_err("the stream ends with a status");
+    assert_eq!(end.code(), tonic::Code::Unavailable);
 }

@@ -1,5 +1,6 @@
 //! `spawn_app`: a started backend with its own database and ports.
 
+use turnbase_backend::config::Profile;
 use turnbase_backend::{App, Config};
 use turnbase_core::telemetry::Telemetry;
 use turnbase_testkit::{Backend, TestDb};
@@ -21,6 +22,8 @@ pub async fn spawn_app_with(backend: Backend, extra: &[(&str, &str)]) -> TestApp
     let mut env: Vec<(String, String)> = vec![
         ("BACKEND_HTTP_ADDR".into(), "127.0.0.1:0".into()),
         ("BACKEND_METRICS_ADDR".into(), "127.0.0.1:0".into()),
+        ("BACKEND_GRPC_PUSH_ADDR".into(), "127.0.0.1:0".into()),
+        ("BACKEND_FRESHNESS_WINDOW".into(), "1m".into()),
         ("BACKEND_DATA_DIR".into(), db.dir().display().to_string()),
         ("BACKEND_LOG_LEVEL".into(), "warn".into()),
     ];
@@ -28,7 +31,7 @@ pub async fn spawn_app_with(backend: Backend, extra: &[(&str, &str)]) -> TestApp
         env.push(("BACKEND_DATABASE_URL".into(), url.clone()));
     }
     env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-    let config = Config::load(env, None).expect("test config is valid");
+    let config = Config::load(Profile::Backend, env, None).expect("test config is valid");
     let telemetry = Telemetry::init(&config.telemetry).expect("telemetry");
     let app = App::start(config, telemetry, "test")
         .await

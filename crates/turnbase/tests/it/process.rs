@@ -2,10 +2,12 @@
 
 use crate::harness::{Running, command, get};
 
-fn data_env(dir: &tempfile::TempDir) -> Vec<(&'static str, String)> {
+pub fn data_env(dir: &tempfile::TempDir) -> Vec<(&'static str, String)> {
     vec![
         ("BACKEND_DATA_DIR", dir.path().display().to_string()),
         ("BACKEND_HTTP_ADDR", "127.0.0.1:0".into()),
+        ("BACKEND_GRPC_PUSH_ADDR", "127.0.0.1:0".into()),
+        ("BACKEND_FRESHNESS_WINDOW", "1m".into()),
     ]
 }
 
@@ -31,7 +33,23 @@ fn invalid_configuration_names_every_variable_and_exits_2() {
         "{stderr}"
     );
     assert!(!stderr.contains("backtrace"), "{stderr}");
-    assert_eq!(stderr.lines().count(), 3, "one message: {stderr}");
+    // The required freshness window is missing too: three problems, one message.
+    assert!(
+        stderr.starts_with("turnbase: invalid configuration (3 problems):"),
+        "{stderr}"
+    );
+    assert_eq!(stderr.lines().count(), 4, "one message: {stderr}");
+}
+
+#[test]
+fn backend_requires_a_freshness_window_that_up_provides() {
+    let output = command(&["backend"], &[]).output().expect("runs");
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("BACKEND_FRESHNESS_WINDOW: is required but not set"),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -91,7 +109,17 @@ fn serve_and_stop(mut env: Vec<(&'static str, String)>, signal: &str) {
         .filter(|l| l["message"] == "stopped")
         .map(|l| l["component"].as_str().unwrap_or_default().to_string())
         .collect();
-    assert_eq!(stopped, ["metrics", "http", "database", "telemetry"]);
+    assert_eq!(
+        stopped,
+        [
+            "metrics",
+            "http",
+            "grpc-push",
+            "push",
+            "database",
+            "telemetry"
+        ]
+    );
     assert!(
         up.logs()
             .iter()
@@ -129,15 +157,9 @@ fn port_in_use_is_one_clear_error() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let addr = taken.local_addr().expect("addr").to_string();
     let dir = tempfile::tempdir().expect("tempdir");
-    let output = command(
-        &["backend"],
-        &[
-            ("BACKEND_DATA_DIR", dir.path().display().to_string()),
-            ("BACKEND_HTTP_ADDR", addr.clone()),
-        ],
-    )
-    .output()
-    .expect("runs");
+    let mut env = data_env(&dir);
+    env.push(("BACKEND_HTTP_ADDR", addr.clone()));
+    let output = command(&["backend"], &env).output().expect("runs");
     assert_eq!(output.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
@@ -152,19 +174,13 @@ fn port_in_use_is_one_clear_error() {
 #[test]
 fn unreachable_database_is_one_clear_error_without_the_password() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let output = command(
-        &["backend"],
-        &[
-            ("BACKEND_DATA_DIR", dir.path().display().to_string()),
-            (
-                "BACKEND_DATABASE_URL",
-                "postgres://tb:hunter2@127.0.0.1:1/tb".into(),
-            ),
-            ("BACKEND_DATABASE_CONNECT_TIMEOUT", "2s".into()),
-        ],
-    )
-    .output()
-    .expect("runs");
+    let mut env = data_env(&dir);
+    env.push((
+        "BACKEND_DATABASE_URL",
+        "postgres://tb:hunter2@127.0.0.1:1/tb".into(),
+    ));
+    env.push(("BACKEND_DATABASE_CONNECT_TIMEOUT", "2s".into()));
+    let output = command(&["backend"], &env).output().expect("runs");
     assert_eq!(output.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(

@@ -9,13 +9,7 @@ const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 #[test]
 fn log_lines_inside_a_request_carry_its_trace_and_span_ids() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut up = Running::start(
-        &["backend"],
-        &[
-            ("BACKEND_DATA_DIR", dir.path().display().to_string()),
-            ("BACKEND_HTTP_ADDR", "127.0.0.1:0".into()),
-        ],
-    );
+    let mut up = Running::start(&["backend"], &crate::process::data_env(&dir));
     // `backend` prints no banner; find the address in the log.
     let base = loop {
         up.pump();
@@ -83,19 +77,16 @@ fn traces_and_metrics_are_exported_over_otlp() {
     });
 
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut up = Running::start(
-        &["up"],
-        &[
-            ("BACKEND_DATA_DIR", dir.path().display().to_string()),
-            ("BACKEND_HTTP_ADDR", "127.0.0.1:0".into()),
-            ("BACKEND_OTEL_TRACES_EXPORTER", "otlp".into()),
-            ("BACKEND_OTEL_METRICS_EXPORTER", "otlp".into()),
-            (
-                "BACKEND_OTEL_EXPORTER_OTLP_ENDPOINT",
-                format!("http://{collector}"),
-            ),
-        ],
-    );
+    let mut env = crate::process::data_env(&dir);
+    env.extend([
+        ("BACKEND_OTEL_TRACES_EXPORTER", "otlp".into()),
+        ("BACKEND_OTEL_METRICS_EXPORTER", "otlp".into()),
+        (
+            "BACKEND_OTEL_EXPORTER_OTLP_ENDPOINT",
+            format!("http://{collector}"),
+        ),
+    ]);
+    let mut up = Running::start(&["up"], &env);
     let base = up.base_url();
     assert_eq!(get(&format!("{base}/api/v1/public/info"), &[]).0, 200);
     up.signal("TERM");
