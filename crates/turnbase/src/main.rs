@@ -5,6 +5,8 @@
 //! (including a missed shutdown deadline), 2 for invalid configuration or
 //! command-line usage.
 
+mod push_tail;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -40,15 +42,45 @@ enum Command {
     Backend,
     /// Apply database migrations and exit.
     Migrate,
+    /// Operator tools for the push stream.
+    #[command(subcommand)]
+    Push(PushCommand),
+}
+
+#[derive(Subcommand)]
+enum PushCommand {
+    /// Subscribe to a backend's push stream and print each message as a JSON line.
+    Tail {
+        /// The backend's push listener, e.g. http://127.0.0.1:8081.
+        #[arg(long, default_value = "http://127.0.0.1:8081")]
+        url: String,
+        /// Resume after this cursor instead of starting from now.
+        #[arg(long)]
+        cursor: Option<String>,
+        /// The subscriber id; by default a fresh one, so that tailing never
+        /// replaces a gateway's subscription.
+        #[arg(long)]
+        client_id: Option<String>,
+    },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let run = match cli.command {
+        Command::Push(PushCommand::Tail {
+            url,
+            cursor,
+            client_id,
+        }) => return tail(url, cursor, client_id),
+        Command::Up => Run::Up,
+        Command::Backend => Run::Backend,
+        Command::Migrate => Run::Migrate,
+    };
     // `up` and `migrate` run on embedded defaults; `backend` wants every
     // production choice made explicitly.
-    let profile = match cli.command {
-        Command::Backend => Profile::Backend,
-        Command::Up | Command::Migrate => Profile::Up,
+    let profile = match run {
+        Run::Backend => Profile::Backend,
+        Run::Up | Run::Migrate => Profile::Up,
     };
     let config = match Config::load(profile, std::env::vars(), cli.config.as_deref()) {
         Ok(config) => config,
@@ -67,12 +99,19 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let code = runtime.block_on(run(cli.command, config));
+    let code = runtime.block_on(start(run, config));
     // Do not wait for tasks abandoned at a missed deadline: exit now.
     std::process::exit(code);
 }
 
-async fn run(command: Command, config: Config) -> i32 {
+/// The commands that run on the backend configuration.
+enum Run {
+    Up,
+    Backend,
+    Migrate,
+}
+
+async fn start(run: Run, config: Config) -> i32 {
     let telemetry = match Telemetry::init(&config.telemetry) {
         Ok(t) => t,
         Err(err) => {
@@ -80,11 +119,35 @@ async fn run(command: Command, config: Config) -> i32 {
             return 1;
         }
     };
-    match command {
-        Command::Migrate => migrate(&config, &telemetry).await,
-        Command::Up => serve(config, telemetry, true).await,
-        Command::Backend => serve(config, telemetry, false).await,
+    match run {
+        Run::Migrate => migrate(&config, &telemetry).await,
+        Run::Up => serve(config, telemetry, true).await,
+        Run::Backend => serve(config, telemetry, false).await,
     }
+}
+
+fn tail(url: String, cursor: Option<String>, client_id: Option<String>) -> ExitCode {
+    let url = match turnbase_gateway::config::parse_push_url(&url) {
+        Ok(url) => url,
+        Err(message) => {
+            eprintln!("turnbase: --url: {message}");
+            return ExitCode::from(2);
+        }
+    };
+    let client_id = client_id
+        .unwrap_or_else(|| format!("tail-{}", turnbase_gateway::config::default_client_id()));
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(err) => {
+            eprintln!("turnbase: cannot start the async runtime: {err}");
+            return ExitCode::from(1);
+        }
+    };
+    let code = runtime.block_on(push_tail::tail(&url, cursor, client_id));
+    ExitCode::from(u8::try_from(code).unwrap_or(1))
 }
 
 async fn migrate(config: &Config, telemetry: &Telemetry) -> i32 {

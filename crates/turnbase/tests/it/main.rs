@@ -85,6 +85,20 @@ pub mod harness {
             }
         }
 
+        /// The next line printed to stdout.
+        pub fn stdout_line(&mut self) -> String {
+            match self.stdout.recv_timeout(PATIENCE) {
+                Ok(line) => {
+                    self.stdout_lines.push(line.clone());
+                    line
+                }
+                Err(_) => {
+                    self.drain();
+                    panic!("no output; stderr:\n{}", self.stderr_lines.join("\n"))
+                }
+            }
+        }
+
         pub fn signal(&self, name: &str) {
             let status = Command::new("kill")
                 .arg(format!("-{name}"))

@@ -223,3 +223,66 @@ fn version_and_help() {
         "unknown subcommand is a usage error"
     );
 }
+
+#[test]
+fn push_tail_prints_json_lines() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut env = data_env(&dir);
+    env.push(("BACKEND_PUSH_HEARTBEAT_INTERVAL", "200ms".into()));
+    let mut up = Running::start(&["up"], &env);
+    up.base_url();
+    let push_line = up
+        .stdout_lines
+        .iter()
+        .find(|l| l.contains("Push:"))
+        .expect("banner names the push listener")
+        .clone();
+    let url = push_line
+        .split_whitespace()
+        .nth(1)
+        .expect("URL")
+        .to_string();
+
+    let mut tail = Running::start(&["push", "tail", "--url", &url], &[]);
+    let first = tail.stdout_line();
+    let resumed: serde_json::Value = serde_json::from_str(&first).expect("JSON line");
+    let head = resumed["resumed"]["head"]
+        .as_str()
+        .expect("head")
+        .to_string();
+    let heartbeat: serde_json::Value =
+        serde_json::from_str(&tail.stdout_line()).expect("JSON line");
+    assert_eq!(heartbeat["heartbeat"]["head"], head.as_str());
+
+    let mut stale = Running::start(
+        &["push", "tail", "--url", &url, "--cursor", "not-a-cursor"],
+        &[],
+    );
+    let line: serde_json::Value = serde_json::from_str(&stale.stdout_line()).expect("JSON");
+    assert_eq!(line["stale"]["reason"], "malformed");
+    assert_eq!(line["stale"]["requested"], "not-a-cursor");
+
+    stale.signal("INT");
+    assert_eq!(stale.wait(), 0, "Ctrl-C ends a tail cleanly");
+
+    // Stopping the backend ends the tail with an error exit.
+    up.signal("TERM");
+    assert_eq!(up.wait(), 0);
+    assert_eq!(tail.wait(), 1);
+    assert!(
+        tail.stderr_lines
+            .iter()
+            .any(|l| l.contains("push stream ended")),
+        "{:?}",
+        tail.stderr_lines
+    );
+}
+
+#[test]
+fn push_tail_rejects_a_bad_url() {
+    let output = command(&["push", "tail", "--url", "127.0.0.1:8081"], &[])
+        .output()
+        .expect("runs");
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("--url"));
+}
