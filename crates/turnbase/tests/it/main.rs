@@ -2,6 +2,7 @@
 //! probes, signals, stop order, startup failures and telemetry output.
 
 mod process;
+mod push;
 mod telemetry;
 
 pub mod harness {
