@@ -1,0 +1,68 @@
+//! `turnbase-bench`: Turnbase's benchmarks, one mode each.
+//!
+//! `turnbase-bench push` measures the push pipeline (publisher → gRPC over
+//! loopback → gateway push client) against NATS core pub/sub in the same
+//! run, and prints its figures followed by one JSON line. The other modes
+//! are the child processes it starts, so that each side's CPU and memory
+//! are measured on their own.
+
+mod nats;
+mod probe;
+mod push;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "turnbase-bench", about = "Turnbase benchmarks")]
+struct Cli {
+    #[command(subcommand)]
+    mode: Mode,
+}
+
+#[derive(Subcommand)]
+enum Mode {
+    /// The push pipeline against NATS core pub/sub.
+    Push(push::PushArgs),
+    /// Child: a push service publishing events (our backend side).
+    #[command(hide = true)]
+    PushPublisher(push::PublisherArgs),
+    /// Child: a gateway push client counting events (our gateway side).
+    #[command(hide = true)]
+    PushSubscriber(push::SubscriberArgs),
+    /// Child: a NATS publisher.
+    #[command(hide = true)]
+    NatsPublisher(nats::PublisherArgs),
+    /// Child: a NATS subscriber.
+    #[command(hide = true)]
+    NatsSubscriber(nats::SubscriberArgs),
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(err) => {
+            eprintln!("turnbase-bench: cannot start the async runtime: {err}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.mode {
+            Mode::Push(args) => push::run(args).await,
+            Mode::PushPublisher(args) => push::publisher(args).await,
+            Mode::PushSubscriber(args) => push::subscriber(args).await,
+            Mode::NatsPublisher(args) => nats::publisher(args).await,
+            Mode::NatsSubscriber(args) => nats::subscriber(args).await,
+        }
+    });
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("turnbase-bench: {err:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

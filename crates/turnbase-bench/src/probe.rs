@@ -1,0 +1,210 @@
+//! Shared pieces of the benchmark: process CPU and memory from `/proc`,
+//! wall-clock nanoseconds, the payload carrying its publish time, latency
+//! percentiles, pacing, and the JSON-line protocol between parent and
+//! child processes.
+
+use std::process::Stdio;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context as _;
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncBufReadExt as _, BufReader};
+use tokio::process::{Child, ChildStdin, ChildStdout, Command};
+
+/// Nanoseconds since the Unix epoch; both sides of a measurement run on
+/// one machine and read the same clock.
+pub fn now_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+}
+
+/// CPU seconds (user + system) and peak resident memory of a process.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
+pub struct Usage {
+    pub cpu_s: f64,
+    pub peak_rss_kb: u64,
+}
+
+/// Reads the usage of `pid` ("self" for this process) from `/proc`.
+pub fn usage(pid: &str) -> Usage {
+    // Kernel clock ticks per second; 100 on every Linux this runs on.
+    const TICKS: f64 = 100.0;
+    let cpu_s = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| {
+            // Fields after the command name, which is in parentheses.
+            let rest = stat.rsplit_once(')')?.1;
+            let fields: Vec<&str> = rest.split_whitespace().collect();
+            let utime: f64 = fields.get(11)?.parse().ok()?;
+            let stime: f64 = fields.get(12)?.parse().ok()?;
+            Some((utime + stime) / TICKS)
+        })
+        .unwrap_or(0.0);
+    let peak_rss_kb = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|status| {
+            let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+            line.split_whitespace().nth(1)?.parse().ok()
+        })
+        .unwrap_or(0);
+    Usage { cpu_s, peak_rss_kb }
+}
+
+/// A JSON payload of exactly `size` bytes carrying its publish time:
+/// `{"t":<ns>,"pad":"xxx…"}`.
+pub fn payload(size: usize) -> Vec<u8> {
+    let mut p = format!("{{\"t\":{:019},\"pad\":\"", now_ns()).into_bytes();
+    let pad = size.saturating_sub(p.len() + 2);
+    p.extend(std::iter::repeat_n(b'x', pad));
+    p.extend_from_slice(b"\"}");
+    p
+}
+
+/// The publish time inside a payload made by [`payload`].
+pub fn payload_time(p: &[u8]) -> Option<u64> {
+    let digits = p.get(5..24)?;
+    std::str::from_utf8(digits).ok()?.parse().ok()
+}
+
+/// Latency figures in milliseconds.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
+pub struct Latency {
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub p999_ms: f64,
+}
+
+pub fn latency(mut samples_ns: Vec<u64>) -> Latency {
+    if samples_ns.is_empty() {
+        return Latency::default();
+    }
+    samples_ns.sort_unstable();
+    let at = |q: f64| {
+        let i = ((samples_ns.len() as f64 - 1.0) * q).round() as usize;
+        samples_ns[i] as f64 / 1e6
+    };
+    Latency {
+        p50_ms: at(0.50),
+        p99_ms: at(0.99),
+        p999_ms: at(0.999),
+    }
+}
+
+/// Publishes `events` by calling `publish`, at `rate` per second (0: as
+/// fast as possible), catching up in bursts when behind.
+pub async fn paced(events: u64, rate: f64, mut publish: impl FnMut()) {
+    if rate <= 0.0 {
+        for _ in 0..events {
+            publish();
+        }
+        return;
+    }
+    let start = tokio::time::Instant::now();
+    let mut sent = 0;
+    while sent < events {
+        let due = ((start.elapsed().as_secs_f64() * rate) as u64 + 1).min(events);
+        while sent < due {
+            publish();
+            sent += 1;
+        }
+        let next = start + Duration::from_secs_f64(sent as f64 / rate);
+        tokio::time::sleep_until(next).await;
+    }
+}
+
+/// Prints one JSON line for the parent process.
+pub fn report(value: &impl Serialize) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string(value)?);
+    Ok(())
+}
+
+/// Waits until the parent closes our stdin: the signal to stop.
+pub async fn wait_for_parent() {
+    let mut lines = BufReader::new(tokio::io::stdin()).lines();
+    while let Ok(Some(_)) = lines.next_line().await {}
+}
+
+/// A child process of the benchmark, speaking JSON lines.
+pub struct ChildProc {
+    pub child: Child,
+    stdin: Option<ChildStdin>,
+    stdout: tokio::io::Lines<BufReader<ChildStdout>>,
+}
+
+impl ChildProc {
+    /// Starts this same program in another mode.
+    pub fn spawn_self(args: &[String]) -> anyhow::Result<Self> {
+        let exe = std::env::current_exe().context("cannot find this program")?;
+        Self::spawn(exe.as_os_str(), args)
+    }
+
+    pub fn spawn(program: &std::ffi::OsStr, args: &[String]) -> anyhow::Result<Self> {
+        let mut child = Command::new(program)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("cannot start {}", program.to_string_lossy()))?;
+        let stdin = child.stdin.take();
+        let stdout = child.stdout.take().context("child stdout")?;
+        Ok(Self {
+            child,
+            stdin,
+            stdout: BufReader::new(stdout).lines(),
+        })
+    }
+
+    /// The next JSON line the child prints, parsed.
+    pub async fn next<T: for<'de> Deserialize<'de>>(&mut self) -> anyhow::Result<T> {
+        let line = tokio::time::timeout(Duration::from_secs(120), self.stdout.next_line())
+            .await
+            .context("the child said nothing for two minutes")??
+            .context("the child exited early")?;
+        serde_json::from_str(&line).with_context(|| format!("unexpected child output: {line}"))
+    }
+
+    /// Closes the child's stdin, telling it to finish.
+    pub fn finish(&mut self) {
+        self.stdin.take();
+    }
+
+    pub async fn wait(mut self) -> anyhow::Result<()> {
+        let status = self.child.wait().await?;
+        anyhow::ensure!(status.success(), "child failed: {status}");
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn payloads_have_the_exact_size_are_json_and_carry_their_time() {
+        for size in [64, 256, 1024] {
+            let before = now_ns();
+            let p = payload(size);
+            assert_eq!(p.len(), size);
+            let v: serde_json::Value = serde_json::from_slice(&p).expect("JSON");
+            assert!(v["pad"].is_string());
+            let t = payload_time(&p).expect("time");
+            assert!(t >= before && t <= now_ns());
+        }
+    }
+
+    #[test]
+    fn percentiles() {
+        let l = latency((1..=1000).map(|ms| ms * 1_000_000).collect());
+        assert_eq!((l.p50_ms, l.p99_ms, l.p999_ms), (501.0, 990.0, 999.0));
+        assert_eq!(latency(Vec::new()).p99_ms, 0.0);
+    }
+
+    #[test]
+    fn this_process_has_usage() {
+        let u = usage("self");
+        assert!(u.peak_rss_kb > 0);
+    }
+}
