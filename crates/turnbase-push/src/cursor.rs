@@ -20,7 +20,7 @@ pub struct Cursor {
 pub struct CursorError(&'static str);
 
 /// The longest text a cursor can have: 16 + 1 + 20.
-const MAX_LEN: usize = 37;
+pub const MAX_LEN: usize = 37;
 
 impl Cursor {
     pub fn new(epoch: u64, seq: u64) -> Self {
@@ -53,9 +53,39 @@ impl Cursor {
     }
 }
 
+impl Cursor {
+    /// Writes the text form into `buf` and returns its length; used on the
+    /// publish path, where formatting through `fmt` would allocate.
+    pub fn write_text(&self, buf: &mut [u8; MAX_LEN]) -> usize {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        for (i, slot) in buf[..16].iter_mut().enumerate() {
+            *slot = HEX[((self.epoch >> ((15 - i) * 4)) & 0xf) as usize];
+        }
+        buf[16] = b'.';
+        let mut digits = [0u8; 20];
+        let mut n = self.seq;
+        let mut len = 0;
+        loop {
+            digits[len] = b'0' + (n % 10) as u8;
+            len += 1;
+            n /= 10;
+            if n == 0 {
+                break;
+            }
+        }
+        for i in 0..len {
+            buf[17 + i] = digits[len - 1 - i];
+        }
+        17 + len
+    }
+}
+
 impl fmt::Display for Cursor {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:016x}.{}", self.epoch, self.seq)
+        let mut buf = [0u8; MAX_LEN];
+        let len = self.write_text(&mut buf);
+        // Only ASCII digits, letters and a dot were written.
+        f.write_str(std::str::from_utf8(&buf[..len]).map_err(|_| fmt::Error)?)
     }
 }
 
@@ -98,6 +128,7 @@ mod tests {
         #[test]
         fn round_trips(epoch: u64, seq: u64) {
             let c = Cursor::new(epoch, seq);
+            prop_assert_eq!(c.to_string(), format!("{epoch:016x}.{seq}"));
             prop_assert_eq!(Cursor::parse(&c.to_string()), Ok(c));
         }
 

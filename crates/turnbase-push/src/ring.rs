@@ -6,7 +6,6 @@
 //! equal to the head is always resumable.
 
 use std::collections::VecDeque;
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -29,12 +28,11 @@ impl EventKind {
 }
 
 /// One published event, encoded once as a `PushEvent` and shared by every
-/// subscriber.
+/// subscriber (cloning `Bytes` only counts a reference).
 #[derive(Debug)]
 pub struct Entry {
     pub seq: u64,
     pub at: Instant,
-    pub kind: EventKind,
     pub encoded: Bytes,
 }
 
@@ -54,7 +52,7 @@ pub struct Evicted {
 
 #[derive(Debug)]
 pub struct Ring {
-    entries: VecDeque<Arc<Entry>>,
+    entries: VecDeque<Entry>,
     head: u64,
     bytes: usize,
     limits: RingLimits,
@@ -103,7 +101,7 @@ impl Ring {
         debug_assert_eq!(entry.seq, self.head + 1, "entries are consecutive");
         self.head = entry.seq;
         self.bytes += entry.encoded.len();
-        self.entries.push_back(Arc::new(entry));
+        self.entries.push_back(entry);
         while self.entries.len() > self.limits.capacity
             || (self.bytes > self.limits.max_bytes && self.entries.len() > 1)
         {
@@ -132,14 +130,16 @@ impl Ring {
         after <= self.head && after + 1 >= self.oldest()
     }
 
-    /// Appends to `out` the entries after `after`, oldest first, at most
-    /// `max_events` and (beyond the first) at most `max_bytes` encoded bytes.
+    /// Appends to `out` the encoded events after `after`, oldest first, at
+    /// most `max_events` and (beyond the first) at most `max_bytes` bytes.
+    /// They are consecutive: the last one appended has sequence number
+    /// `after + out.len()` when `out` started empty.
     pub fn read_after(
         &self,
         after: u64,
         max_events: usize,
         max_bytes: usize,
-        out: &mut Vec<Arc<Entry>>,
+        out: &mut Vec<Bytes>,
     ) -> Result<(), Evicted> {
         if after >= self.head {
             return Ok(());
@@ -155,7 +155,7 @@ impl Ring {
                 break;
             }
             bytes += entry.encoded.len();
-            out.push(entry.clone());
+            out.push(entry.encoded.clone());
         }
         Ok(())
     }
@@ -178,7 +178,6 @@ mod tests {
         ring.push(Entry {
             seq,
             at,
-            kind: EventKind::ClientEvent,
             encoded: Bytes::from(vec![0; size]),
         });
     }
@@ -186,7 +185,7 @@ mod tests {
     fn seqs(ring: &Ring, after: u64) -> Result<Vec<u64>, Evicted> {
         let mut out = Vec::new();
         ring.read_after(after, usize::MAX, usize::MAX, &mut out)?;
-        Ok(out.iter().map(|e| e.seq).collect())
+        Ok((after + 1..=after + out.len() as u64).collect())
     }
 
     #[test]

@@ -9,7 +9,6 @@ use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use bytes::BufMut as _;
 use futures::Stream;
 use prost::Message as _;
 use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
@@ -158,7 +157,7 @@ impl Encoder for FrameCodec {
     type Error = Status;
 
     fn encode(&mut self, item: Frame, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
-        dst.put_slice(&item.0);
+        item.write_to(dst);
         Ok(())
     }
 }

@@ -8,14 +8,14 @@
 //! head.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use opentelemetry::KeyValue;
 use opentelemetry::metrics::{Counter, Meter, ObservableGauge};
-use prost::Message as _;
-use tokio::sync::watch;
+use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -24,7 +24,7 @@ use crate::cursor::Cursor;
 use crate::proto;
 use crate::proto::stale::Reason as StaleReason;
 use crate::ring::{Entry, EventKind, Evicted, Ring, RingLimits};
-use crate::wire::{Frame, event_with_cursor};
+use crate::wire::{Frame, finish_event, reserve_event};
 
 /// Longest event kind, id and reason texts accepted from producers.
 const MAX_KIND_LEN: usize = 128;
@@ -123,7 +123,10 @@ struct Inner {
     epoch: u64,
     config: PushConfig,
     state: Mutex<State>,
-    head_tx: watch::Sender<u64>,
+    /// Wakes subscribers waiting for events; only signalled when `waiting`
+    /// says someone is, so a publish nobody waits for costs no wakeup.
+    wake: Notify,
+    waiting: AtomicUsize,
     closed: CancellationToken,
     metrics: Option<Metrics>,
 }
@@ -172,7 +175,8 @@ impl PushService {
                 closed: false,
             }),
             config,
-            head_tx: watch::Sender::new(0),
+            wake: Notify::new(),
+            waiting: AtomicUsize::new(0),
             closed: CancellationToken::new(),
             metrics: meter.map(|m| Metrics::new(m, weak.clone())),
         });
@@ -253,12 +257,11 @@ impl PushService {
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
         // Everything but the cursor is encoded outside the lock.
-        let rest = proto::PushEvent {
+        let reserved = reserve_event(&proto::PushEvent {
             cursor: String::new(),
             published_at_ms,
             kind: Some(body),
-        }
-        .encode_to_vec();
+        });
         let now = Instant::now();
         let cursor = {
             let mut state = self.inner.lock();
@@ -270,14 +273,17 @@ impl PushService {
             state.ring.push(Entry {
                 seq,
                 at: now,
-                kind,
-                encoded: event_with_cursor(&cursor.to_string(), &rest),
+                encoded: finish_event(reserved, cursor),
             });
             state.ring.expire(now);
-            // Sent under the lock so that heads are announced in order.
-            self.inner.head_tx.send_replace(seq);
             cursor
         };
+        // Paired with the waiter's count-then-look in `Subscription::next`:
+        // either the waiter sees this event when it looks, or it is counted
+        // here and woken.
+        if self.inner.waiting.load(Ordering::SeqCst) > 0 {
+            self.inner.wake.notify_waiters();
+        }
         if let Some(m) = &self.inner.metrics {
             m.events.add(1, &[KeyValue::new("kind", kind.label())]);
         }
@@ -388,7 +394,6 @@ impl PushService {
             first: Some(first),
             position,
             replaced,
-            head_rx: self.inner.head_tx.subscribe(),
             batch: Vec::new(),
         })
     }
@@ -405,6 +410,7 @@ impl PushService {
             state.closed = true;
         }
         self.inner.closed.cancel();
+        self.inner.wake.notify_waiters();
         tracing::info!("push service closed");
     }
 
@@ -476,8 +482,7 @@ pub struct Subscription {
     /// The sequence number of the last event handed out.
     position: u64,
     replaced: CancellationToken,
-    head_rx: watch::Receiver<u64>,
-    batch: Vec<Arc<Entry>>,
+    batch: Vec<Bytes>,
 }
 
 impl Subscription {
@@ -495,14 +500,21 @@ impl Subscription {
     pub async fn next(&mut self) -> Result<Frame, SubscriptionEnd> {
         let inner = self.service.inner.clone();
         loop {
-            // Mark the current head as seen before looking at the ring, so
-            // a publish after the look always wakes the wait below.
-            self.head_rx.borrow_and_update();
+            if let Some(ready) = self.ready() {
+                return ready;
+            }
+            // Register for a wakeup, count ourselves as waiting, then look
+            // again: a publish between the two looks is either seen by the
+            // second or wakes us.
+            let woken = inner.wake.notified();
+            tokio::pin!(woken);
+            woken.as_mut().enable();
+            let _waiting = Waiting::new(&inner.waiting);
             if let Some(ready) = self.ready() {
                 return ready;
             }
             tokio::select! {
-                _ = self.head_rx.changed() => {}
+                () = woken => {}
                 () = self.replaced.cancelled() => {}
                 () = inner.closed.cancelled() => {}
                 () = tokio::time::sleep(inner.config.heartbeat_interval) => {
@@ -541,7 +553,7 @@ impl Subscription {
         );
         let lapped = match read {
             Ok(()) => {
-                self.position = self.batch.last().map_or(self.position, |e| e.seq);
+                self.position += self.batch.len() as u64;
                 None
             }
             Err(Evicted { oldest }) => {
@@ -557,7 +569,7 @@ impl Subscription {
         }
         drop(state);
         Some(Ok(match lapped {
-            None => Frame::events(&self.batch),
+            None => Frame::events(std::mem::take(&mut self.batch)),
             Some((oldest, lost)) => {
                 self.service.count_stale(StaleReason::Evicted);
                 tracing::warn!(
@@ -568,6 +580,22 @@ impl Subscription {
                 stale_frame(StaleReason::Evicted, "", inner.epoch, oldest, head, lost)
             }
         }))
+    }
+}
+
+/// Counts a waiting subscriber for as long as it lives.
+struct Waiting<'a>(&'a AtomicUsize);
+
+impl<'a> Waiting<'a> {
+    fn new(count: &'a AtomicUsize) -> Self {
+        count.fetch_add(1, Ordering::SeqCst);
+        Self(count)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
     }
 }
 

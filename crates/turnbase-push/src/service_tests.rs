@@ -60,7 +60,7 @@ fn drain(sub: &mut Subscription, seen: &mut Seen) {
                 return;
             }
         };
-        let msg = proto::PushMessage::decode(frame.0).expect("frames decode");
+        let msg = proto::PushMessage::decode(frame.to_bytes()).expect("frames decode");
         match msg.kind.expect("kind is set") {
             Msg::Events(events) => {
                 assert!(!events.events.is_empty(), "no empty batches");
@@ -225,7 +225,7 @@ async fn heartbeat_when_idle_names_the_subscriber_position() {
     let began = Instant::now();
     let frame = sub.next().await.expect("heartbeat");
     assert_eq!(began.elapsed(), Duration::from_secs(5));
-    let msg = proto::PushMessage::decode(frame.0).expect("decode");
+    let msg = proto::PushMessage::decode(frame.to_bytes()).expect("decode");
     assert_eq!(
         msg.kind,
         Some(Msg::Heartbeat(proto::Heartbeat {
@@ -245,7 +245,7 @@ async fn live_events_wake_a_waiting_subscriber() {
         publisher.publish_client_event(event(1)).expect("publish");
     });
     let frame = sub.next().await.expect("events");
-    let msg = proto::PushMessage::decode(frame.0).expect("decode");
+    let msg = proto::PushMessage::decode(frame.to_bytes()).expect("decode");
     assert!(matches!(msg.kind, Some(Msg::Events(e)) if e.events.len() == 1));
     task.await.expect("publisher task");
 }

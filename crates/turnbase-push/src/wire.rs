@@ -5,18 +5,22 @@
 //! `Events.events` field headers around those shared bytes, so serving a
 //! thousand subscribers copies bytes but never re-encodes an event.
 
-use std::sync::Arc;
-
-use bytes::{BufMut as _, Bytes, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
 use prost::Message as _;
 use prost::encoding::{encode_varint, encoded_len_varint};
 
+use crate::cursor::{Cursor, MAX_LEN};
 use crate::proto;
-use crate::ring::Entry;
 
-/// An encoded `PushMessage`, ready for the wire.
+/// A `PushMessage` ready for the wire: either encoded whole, or a batch of
+/// events encoded once each, whose field headers are written around them
+/// as the frame goes out (so the shared event bytes are copied once, into
+/// the transport's buffer).
 #[derive(Debug, Clone)]
-pub struct Frame(pub Bytes);
+pub enum Frame {
+    Message(Bytes),
+    Events(Vec<Bytes>),
+}
 
 /// The key of a length-delimited field: `(number << 3) | 2`.
 const fn len_key(field: u8) -> u8 {
@@ -30,46 +34,72 @@ const EVENT_CURSOR_KEY: u8 = len_key(1);
 
 impl Frame {
     pub fn message(message: &proto::PushMessage) -> Frame {
-        Frame(Bytes::from(message.encode_to_vec()))
+        Frame::Message(Bytes::from(message.encode_to_vec()))
     }
 
     /// A `PushMessage { events: Events { events: [...] } }` from encoded events.
-    pub fn events(batch: &[Arc<Entry>]) -> Frame {
-        let inner: usize = batch
-            .iter()
-            .map(|e| 1 + encoded_len_varint(e.encoded.len() as u64) + e.encoded.len())
-            .sum();
-        let mut buf = BytesMut::with_capacity(1 + encoded_len_varint(inner as u64) + inner);
-        buf.put_u8(MESSAGE_EVENTS_KEY);
-        encode_varint(inner as u64, &mut buf);
-        for e in batch {
-            buf.put_u8(EVENTS_EVENT_KEY);
-            encode_varint(e.encoded.len() as u64, &mut buf);
-            buf.put_slice(&e.encoded);
+    pub fn events(batch: Vec<Bytes>) -> Frame {
+        Frame::Events(batch)
+    }
+
+    /// Writes the frame's protobuf encoding into `out`.
+    pub fn write_to(&self, out: &mut impl BufMut) {
+        match self {
+            Frame::Message(bytes) => out.put_slice(bytes),
+            Frame::Events(batch) => {
+                let inner: usize = batch
+                    .iter()
+                    .map(|e| 1 + encoded_len_varint(e.len() as u64) + e.len())
+                    .sum();
+                out.put_u8(MESSAGE_EVENTS_KEY);
+                encode_varint(inner as u64, out);
+                for e in batch {
+                    out.put_u8(EVENTS_EVENT_KEY);
+                    encode_varint(e.len() as u64, out);
+                    out.put_slice(e);
+                }
+            }
         }
-        Frame(buf.freeze())
+    }
+
+    /// The frame as one buffer (tests and tools; the server streams it).
+    pub fn to_bytes(&self) -> Bytes {
+        let mut buf = BytesMut::new();
+        self.write_to(&mut buf);
+        buf.freeze()
     }
 }
 
-/// Encodes a `PushEvent` whose other fields are already in `rest` (encoded
-/// without a cursor) by putting the cursor field in front, which is where
-/// a protobuf encoder would put field 1.
-pub fn event_with_cursor(cursor: &str, rest: &[u8]) -> Bytes {
-    let mut buf = BytesMut::with_capacity(
-        1 + encoded_len_varint(cursor.len() as u64) + cursor.len() + rest.len(),
-    );
-    buf.put_u8(EVENT_CURSOR_KEY);
-    encode_varint(cursor.len() as u64, &mut buf);
-    buf.put_slice(cursor.as_bytes());
-    buf.put_slice(rest);
-    buf.freeze()
+/// Prepares the encoding of a `PushEvent` whose fields other than the
+/// cursor are `rest` (encoded without a cursor): the buffer keeps room in
+/// front for the cursor field, which [`finish_event`] fills in once the
+/// sequence number is known, without copying `rest` again.
+pub fn reserve_event(rest: &impl prost::Message) -> BytesMut {
+    let mut buf = BytesMut::with_capacity(CURSOR_ROOM + rest.encoded_len());
+    buf.resize(CURSOR_ROOM, 0);
+    // Encoding into a buffer sized by `encoded_len` cannot run out of room.
+    let _ = rest.encode(&mut buf);
+    buf
+}
+
+/// Room for the cursor field: key, one-byte length, at most 37 bytes.
+const CURSOR_ROOM: usize = 2 + MAX_LEN;
+
+/// Writes the cursor field in front of a buffer from [`reserve_event`].
+pub fn finish_event(mut buf: BytesMut, cursor: Cursor) -> Bytes {
+    let mut text = [0u8; MAX_LEN];
+    let len = cursor.write_text(&mut text);
+    let start = CURSOR_ROOM - 2 - len;
+    buf[start] = EVENT_CURSOR_KEY;
+    // At most 37, so the length is a one-byte varint.
+    buf[start + 1] = len as u8;
+    buf[start + 2..CURSOR_ROOM].copy_from_slice(&text[..len]);
+    buf.freeze().slice(start..)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ring::EventKind;
-    use tokio::time::Instant;
 
     fn event(cursor: &str, kind: &str) -> proto::PushEvent {
         proto::PushEvent {
@@ -93,22 +123,17 @@ mod tests {
             event("00000000000000ab.1", "x"),
             event("00000000000000ab.2", "y"),
         ];
-        let entries: Vec<Arc<Entry>> = events
+        let entries: Vec<Bytes> = events
             .iter()
-            .enumerate()
-            .map(|(i, e)| {
+            .map(|e| {
                 let mut rest = e.clone();
                 rest.cursor.clear();
-                Arc::new(Entry {
-                    seq: i as u64 + 1,
-                    at: Instant::now(),
-                    kind: EventKind::ClientEvent,
-                    encoded: event_with_cursor(&e.cursor, &rest.encode_to_vec()),
-                })
+                let cursor = Cursor::parse(&e.cursor).expect("test cursors parse");
+                finish_event(reserve_event(&rest), cursor)
             })
             .collect();
-        let frame = Frame::events(&entries);
-        let decoded = proto::PushMessage::decode(frame.0).expect("valid protobuf");
+        let frame = Frame::events(entries.clone());
+        let decoded = proto::PushMessage::decode(frame.to_bytes()).expect("valid protobuf");
         let expected = proto::PushMessage {
             kind: Some(proto::push_message::Kind::Events(proto::Events {
                 events: events.to_vec(),
@@ -116,6 +141,6 @@ mod tests {
         };
         assert_eq!(decoded, expected);
         // Byte-for-byte what prost itself would send.
-        assert_eq!(Frame::events(&entries).0, expected.encode_to_vec());
+        assert_eq!(Frame::events(entries).to_bytes(), expected.encode_to_vec());
     }
 }
