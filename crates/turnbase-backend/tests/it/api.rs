@@ -319,3 +319,58 @@ async fn published_events_reach_a_push_subscriber_and_stop_ends_the_stream() {
         .expect_err("the stream ends with a status");
     assert_eq!(end.code(), tonic::Code::Unavailable);
 }
+
+#[tokio::test]
+async fn push_metrics_are_exported() {
+    use turnbase_push::proto::{GatewaySubscribeRequest, push_client::PushClient};
+
+    let t = spawn_app(Backend::Sqlite).await;
+    let url = format!("http://{}", t.app.grpc_push_addr);
+    let mut client = PushClient::connect(url).await.expect("connect");
+    let subscribe = |id: &str, cursor: &str| GatewaySubscribeRequest {
+        gateway_client_id: id.into(),
+        cursor: cursor.into(),
+    };
+    let mut first = client
+        .subscribe_push(subscribe("gw-a", ""))
+        .await
+        .expect("subscribe")
+        .into_inner();
+    first.message().await.expect("ok").expect("opening");
+    // Replace it, with a malformed cursor for good measure.
+    let mut second = client
+        .subscribe_push(subscribe("gw-a", "nonsense"))
+        .await
+        .expect("subscribe")
+        .into_inner();
+    second.message().await.expect("ok").expect("opening");
+    assert!(
+        first.message().await.is_err(),
+        "the first stream was replaced"
+    );
+    t.app
+        .push
+        .publish_session_invalidation(uuid::Uuid::now_v7(), None, "logout")
+        .expect("publish");
+    second.message().await.expect("ok").expect("events");
+
+    let text = t
+        .client
+        .get(&t.metrics)
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    for line in [
+        r#"grpc_push_events_total{kind="session_invalidation"} 1"#,
+        r#"grpc_push_stale_total{reason="malformed"} 1"#,
+        "grpc_push_replaced_total 1",
+        "grpc_push_subscribers 1",
+        r#"grpc_push_subscriber_lag{gateway_client_id="gw-a"} 0"#,
+    ] {
+        assert!(text.contains(line), "missing {line:?} in\n{text}");
+    }
+    t.app.shutdown().await;
+}
