@@ -33,6 +33,9 @@ impl EventKind {
 pub struct Entry {
     pub seq: u64,
     pub at: Instant,
+    /// Whether this is a session invalidation, which must never be lost
+    /// without the subscriber's stream ending.
+    pub invalidation: bool,
     pub encoded: Bytes,
 }
 
@@ -55,6 +58,8 @@ pub struct Ring {
     entries: VecDeque<Entry>,
     head: u64,
     bytes: usize,
+    /// The newest session invalidation that left the ring (0: none).
+    evicted_invalidation: u64,
     limits: RingLimits,
 }
 
@@ -64,6 +69,7 @@ impl Ring {
             entries: VecDeque::new(),
             head: 0,
             bytes: 0,
+            evicted_invalidation: 0,
             limits,
         }
     }
@@ -122,7 +128,23 @@ impl Ring {
     fn pop_front(&mut self) {
         if let Some(e) = self.entries.pop_front() {
             self.bytes -= e.encoded.len();
+            if e.invalidation {
+                self.evicted_invalidation = e.seq;
+            }
         }
+    }
+
+    /// Whether a session invalidation was published after `after` (held
+    /// or already evicted). Scans the held entries, so it is for the rare
+    /// case of a lapped subscriber, not the hot path.
+    pub fn invalidation_after(&self, after: u64) -> bool {
+        self.evicted_invalidation > after
+            || self
+                .entries
+                .iter()
+                .rev()
+                .take_while(|e| e.seq > after)
+                .any(|e| e.invalidation)
     }
 
     /// Whether every event after `after` is still held (or there is none).
@@ -178,6 +200,7 @@ mod tests {
         ring.push(Entry {
             seq,
             at,
+            invalidation: false,
             encoded: Bytes::from(vec![0; size]),
         });
     }
@@ -240,6 +263,29 @@ mod tests {
             "a cursor at the head resumes with nothing to replay"
         );
         assert!(!ring.covers(1));
+    }
+
+    #[test]
+    fn invalidations_are_tracked_after_eviction() {
+        let now = Instant::now();
+        let mut ring = Ring::new(limits(3, 1024, 60));
+        push(&mut ring, now, 1);
+        let seq = ring.next_seq();
+        ring.push(Entry {
+            seq,
+            at: now,
+            invalidation: true,
+            encoded: Bytes::from_static(b"x"),
+        });
+        push(&mut ring, now, 1);
+        assert!(ring.invalidation_after(1));
+        assert!(!ring.invalidation_after(2));
+        for _ in 0..3 {
+            push(&mut ring, now, 1);
+        }
+        assert_eq!(ring.oldest(), 4, "the invalidation was evicted");
+        assert!(ring.invalidation_after(1));
+        assert!(!ring.invalidation_after(2));
     }
 
     #[test]

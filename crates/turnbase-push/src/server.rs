@@ -14,6 +14,7 @@ use prost::Message as _;
 use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::{Status, body::Body};
 use tracing::Instrument as _;
+use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
 use crate::proto::GatewaySubscribeRequest;
 use crate::service::{PushService, SubscribeError, Subscription, SubscriptionEnd};
@@ -88,12 +89,17 @@ impl tonic::server::ServerStreamingService<GatewaySubscribeRequest> for Subscrib
 
     fn call(&mut self, request: tonic::Request<GatewaySubscribeRequest>) -> Self::Future {
         let remote = request.remote_addr();
+        // Continue the caller's trace when it sent a W3C traceparent.
+        let parent = opentelemetry::global::get_text_map_propagator(|p| {
+            p.extract(&MetadataExtractor(request.metadata()))
+        });
         let request = request.into_inner();
         let span = tracing::info_span!(
             "push_subscription",
             gateway_client_id = %request.gateway_client_id,
             remote = ?remote,
         );
+        let _ = span.set_parent(parent);
         let subscription = span.in_scope(|| {
             self.0
                 .subscribe(&request.gateway_client_id, &request.cursor)
@@ -105,6 +111,24 @@ impl tonic::server::ServerStreamingService<GatewaySubscribeRequest> for Subscrib
             )),
             Err(SubscribeError::Closed) => Err(Status::unavailable("the backend is stopping")),
         })
+    }
+}
+
+struct MetadataExtractor<'a>(&'a tonic::metadata::MetadataMap);
+
+impl opentelemetry::propagation::Extractor for MetadataExtractor<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).and_then(|v| v.to_str().ok())
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        self.0
+            .keys()
+            .filter_map(|k| match k {
+                tonic::metadata::KeyRef::Ascii(k) => Some(k.as_str()),
+                tonic::metadata::KeyRef::Binary(_) => None,
+            })
+            .collect()
     }
 }
 
@@ -125,6 +149,13 @@ fn frames(subscription: Subscription, span: tracing::Span) -> FrameStream {
                 )),
                 Err(SubscriptionEnd::Closed) => Some((
                     Err(Status::unavailable("the backend is stopping; reconnect")),
+                    None,
+                )),
+                Err(SubscriptionEnd::InvalidationLost) => Some((
+                    Err(Status::data_loss(
+                        "session invalidations were lost while this subscriber lagged; \
+                         revalidate sessions and resubscribe",
+                    )),
                     None,
                 )),
             }

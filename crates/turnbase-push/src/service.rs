@@ -105,6 +105,10 @@ pub enum SubscriptionEnd {
     Replaced,
     /// The service closed; every event up to the head was delivered first.
     Closed,
+    /// The subscriber was lapped and what it missed included a session
+    /// invalidation: after the `Stale` saying so, the stream ends, so that
+    /// the loss cannot go unnoticed.
+    InvalidationLost,
 }
 
 /// What the first message of a subscription said.
@@ -273,6 +277,7 @@ impl PushService {
             state.ring.push(Entry {
                 seq,
                 at: now,
+                invalidation: kind == EventKind::SessionInvalidation,
                 encoded: finish_event(reserved, cursor),
             });
             state.ring.expire(now);
@@ -395,6 +400,7 @@ impl PushService {
             position,
             replaced,
             batch: Vec::new(),
+            end: None,
         })
     }
 
@@ -483,6 +489,8 @@ pub struct Subscription {
     position: u64,
     replaced: CancellationToken,
     batch: Vec<Bytes>,
+    /// An end decided earlier, delivered after the frame that explains it.
+    end: Option<SubscriptionEnd>,
 }
 
 impl Subscription {
@@ -534,6 +542,9 @@ impl Subscription {
         if let Some(first) = self.first.take() {
             return Some(Ok(first));
         }
+        if let Some(end) = self.end {
+            return Some(Err(end));
+        }
         if self.replaced.is_cancelled() {
             return Some(Err(SubscriptionEnd::Replaced));
         }
@@ -558,6 +569,9 @@ impl Subscription {
             }
             Err(Evicted { oldest }) => {
                 let lost = head - self.position;
+                if state.ring.invalidation_after(self.position) {
+                    self.end = Some(SubscriptionEnd::InvalidationLost);
+                }
                 self.position = head;
                 Some((oldest, lost))
             }

@@ -268,6 +268,30 @@ async fn a_lapped_subscriber_gets_stale_and_continues_from_the_head() {
     assert_eq!(seen.seqs, [26]);
 }
 
+#[tokio::test(start_paused = true)]
+async fn a_lapped_subscriber_that_missed_an_invalidation_is_ended() {
+    let svc = PushService::with_epoch(config(10, 60_000), EPOCH, None);
+    let mut sub = svc.subscribe("gw", "").expect("subscribe");
+    let mut seen = Seen::default();
+    drain(&mut sub, &mut seen);
+    svc.publish_session_invalidation(Uuid::from_u128(9), None, "blocked")
+        .expect("publish");
+    for n in 0..20 {
+        svc.publish_client_event(event(n)).expect("publish");
+    }
+    drain(&mut sub, &mut seen);
+    assert_eq!(
+        seen.stale,
+        [(StaleReason::Evicted as i32, 21)],
+        "Stale first"
+    );
+    assert_eq!(
+        seen.end,
+        Some(SubscriptionEnd::InvalidationLost),
+        "then the end"
+    );
+}
+
 /// One step of the property test.
 #[derive(Debug, Clone)]
 enum Op {
