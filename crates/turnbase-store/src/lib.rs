@@ -9,10 +9,13 @@
 //! Ids are UUIDv7 and times are UTC; both are chosen by the caller, so that
 //! clocks and id generation can be injected in tests.
 
+pub mod mail;
 mod migrate;
 mod postgres;
+mod postgres_mail;
 pub mod schema;
 mod sqlite;
+mod sqlite_mail;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -20,6 +23,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
+pub use mail::MailStore;
 pub use migrate::{Migration, MigrationReport, POSTGRES_MIGRATIONS, SQLITE_MIGRATIONS};
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
@@ -45,6 +49,9 @@ pub enum StoreError {
     SchemaTooNew { applied: String, known: String },
     #[error("unsupported database: {0}")]
     Unsupported(String),
+    /// The row is not in a state that allows the change.
+    #[error("{0}")]
+    Conflict(String),
     #[error(transparent)]
     Unexpected(#[from] anyhow::Error),
 }
@@ -133,6 +140,31 @@ pub trait InstanceStore: Send + Sync {
     async fn instance(&self) -> StoreResult<InstanceInfo>;
 }
 
+/// An open transaction of either backend, handed to stores whose writes
+/// must commit or roll back with the caller's change.
+pub enum Tx {
+    Sqlite(sqlx::Transaction<'static, sqlx::Sqlite>),
+    Postgres(sqlx::Transaction<'static, sqlx::Postgres>),
+}
+
+impl Tx {
+    pub async fn commit(self) -> StoreResult<()> {
+        match self {
+            Tx::Sqlite(tx) => tx.commit().await?,
+            Tx::Postgres(tx) => tx.commit().await?,
+        }
+        Ok(())
+    }
+
+    pub async fn rollback(self) -> StoreResult<()> {
+        match self {
+            Tx::Sqlite(tx) => tx.rollback().await?,
+            Tx::Postgres(tx) => tx.rollback().await?,
+        }
+        Ok(())
+    }
+}
+
 /// An open database of either backend.
 #[derive(Clone, Debug)]
 pub enum Database {
@@ -181,6 +213,22 @@ impl Database {
         match self {
             Database::Sqlite(s) => s.ping().await,
             Database::Postgres(p) => p.ping().await,
+        }
+    }
+
+    /// Starts a transaction. On SQLite it takes the write lock at once, so
+    /// that two writers never deadlock upgrading from a read.
+    pub async fn begin(&self) -> StoreResult<Tx> {
+        Ok(match self {
+            Database::Sqlite(s) => Tx::Sqlite(s.pool().begin_with("BEGIN IMMEDIATE").await?),
+            Database::Postgres(p) => Tx::Postgres(p.pool().begin().await?),
+        })
+    }
+
+    pub fn mail(&self) -> &dyn MailStore {
+        match self {
+            Database::Sqlite(s) => s,
+            Database::Postgres(p) => p,
         }
     }
 

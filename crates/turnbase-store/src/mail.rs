@@ -1,0 +1,172 @@
+//! The mail outbox as the store sees it: rows to deliver, their leases and
+//! their attempts. Addresses and bodies arrive already validated and
+//! rendered; this module only keeps them.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use crate::{StoreResult, Tx};
+
+/// Status texts as stored.
+pub const PENDING: &str = "pending";
+pub const SENDING: &str = "sending";
+pub const SENT: &str = "sent";
+pub const FAILED: &str = "failed";
+
+/// A mail to add to the outbox.
+#[derive(Debug, Clone)]
+pub struct NewMail {
+    pub id: Uuid,
+    /// A second enqueue with the same key is a no-op.
+    pub idempotency_key: Option<String>,
+    pub to: String,
+    pub subject: String,
+    pub text_body: String,
+    pub html_body: Option<String>,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Enqueued {
+    Created(Uuid),
+    /// The idempotency key was seen before; nothing was added.
+    Existing(Uuid),
+}
+
+impl Enqueued {
+    pub fn id(self) -> Uuid {
+        match self {
+            Enqueued::Created(id) | Enqueued::Existing(id) => id,
+        }
+    }
+}
+
+/// A row claimed by a worker under a lease.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClaimedMail {
+    pub id: Uuid,
+    pub to: String,
+    pub subject: String,
+    pub text_body: String,
+    pub html_body: Option<String>,
+    /// Attempts already made before this one.
+    pub attempts: i64,
+}
+
+/// One finished delivery attempt.
+#[derive(Debug, Clone)]
+pub struct NewAttempt {
+    pub id: Uuid,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: DateTime<Utc>,
+    /// `sent`, `transient` or `permanent`.
+    pub outcome: &'static str,
+    pub smtp_code: Option<i64>,
+    pub error: Option<String>,
+}
+
+/// What becomes of the row after an attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AfterAttempt {
+    Sent,
+    RetryAt(DateTime<Utc>),
+    Failed,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MailRecord {
+    pub id: Uuid,
+    pub idempotency_key: Option<String>,
+    pub to: String,
+    pub subject: String,
+    pub status: String,
+    pub attempts: i64,
+    pub next_attempt_at: DateTime<Utc>,
+    pub created_at: DateTime<Utc>,
+    pub sent_at: Option<DateTime<Utc>>,
+    pub last_error: Option<String>,
+}
+
+impl MailRecord {
+    /// `retrying` is a pending row that has failed before.
+    pub fn display_status(&self) -> &str {
+        if self.status == PENDING && self.attempts > 0 {
+            "retrying"
+        } else {
+            &self.status
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AttemptRecord {
+    pub attempt: i64,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: DateTime<Utc>,
+    pub outcome: String,
+    pub smtp_code: Option<i64>,
+    pub error: Option<String>,
+}
+
+/// Which deliveries to list: newest first, `limit` at a time, before the
+/// id given (keyset paging).
+#[derive(Debug, Clone, Default)]
+pub struct MailFilter {
+    /// `pending`, `retrying`, `sending`, `sent` or `failed`.
+    pub status: Option<String>,
+    pub before: Option<Uuid>,
+    pub limit: i64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct QueueStats {
+    /// Rows still to deliver (pending or being sent).
+    pub depth: i64,
+    pub oldest_pending: Option<DateTime<Utc>>,
+}
+
+/// The outbox.
+#[async_trait::async_trait]
+pub trait MailStore: Send + Sync {
+    /// Adds a mail inside the caller's transaction, so it exists if and
+    /// only if the caller's change commits.
+    async fn enqueue(&self, tx: &mut Tx, mail: &NewMail) -> StoreResult<Enqueued>;
+
+    /// Claims up to `limit` rows that are due (or whose lease expired) for
+    /// `owner` until `now + lease`. No two claims ever hold one row at once.
+    async fn claim_due_mail(
+        &self,
+        now: DateTime<Utc>,
+        lease: Duration,
+        owner: &str,
+        limit: i64,
+    ) -> StoreResult<Vec<ClaimedMail>>;
+
+    /// Records an attempt and its consequence, if `owner` still holds the
+    /// lease; returns whether it did.
+    async fn finish_attempt(
+        &self,
+        id: Uuid,
+        owner: &str,
+        attempt: &NewAttempt,
+        after: AfterAttempt,
+    ) -> StoreResult<bool>;
+
+    /// Gives a claimed row back without spending an attempt (shutdown).
+    async fn release_mail(&self, id: Uuid, owner: &str) -> StoreResult<()>;
+
+    async fn list_mail(&self, filter: &MailFilter) -> StoreResult<Vec<MailRecord>>;
+
+    async fn mail(&self, id: Uuid) -> StoreResult<(MailRecord, Vec<AttemptRecord>)>;
+
+    /// Makes a failed row due again with a fresh attempt budget.
+    async fn retry_mail(&self, id: Uuid, now: DateTime<Utc>) -> StoreResult<MailRecord>;
+
+    async fn mail_queue_stats(&self) -> StoreResult<QueueStats>;
+}
+
+pub(crate) fn lease_end(now: DateTime<Utc>, lease: Duration) -> DateTime<Utc> {
+    now + chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::days(1))
+}

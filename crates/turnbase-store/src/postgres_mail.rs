@@ -1,0 +1,272 @@
+//! `MailStore` for Postgres: claims use `FOR UPDATE SKIP LOCKED`, so any
+//! number of workers in any number of backend processes claim disjoint rows
+//! without waiting on each other.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use sqlx::Row as _;
+use sqlx::postgres::PgRow;
+use uuid::Uuid;
+
+use crate::mail::{
+    AfterAttempt, AttemptRecord, ClaimedMail, Enqueued, FAILED, MailFilter, MailRecord, MailStore,
+    NewAttempt, NewMail, PENDING, QueueStats, SENDING, SENT, lease_end,
+};
+use crate::{PostgresStore, StoreError, StoreResult, Tx};
+
+const RECORD_COLUMNS: &str = "id, idempotency_key, to_address, subject, status, attempts, \
+     next_attempt_at, created_at, sent_at, last_error";
+
+fn record(row: &PgRow) -> Result<MailRecord, sqlx::Error> {
+    Ok(MailRecord {
+        id: row.try_get("id")?,
+        idempotency_key: row.try_get("idempotency_key")?,
+        to: row.try_get("to_address")?,
+        subject: row.try_get("subject")?,
+        status: row.try_get("status")?,
+        attempts: row.try_get("attempts")?,
+        next_attempt_at: row.try_get("next_attempt_at")?,
+        created_at: row.try_get("created_at")?,
+        sent_at: row.try_get("sent_at")?,
+        last_error: row.try_get("last_error")?,
+    })
+}
+
+#[async_trait::async_trait]
+impl MailStore for PostgresStore {
+    async fn enqueue(&self, tx: &mut Tx, mail: &NewMail) -> StoreResult<Enqueued> {
+        let Tx::Postgres(tx) = tx else {
+            return Err(StoreError::Unsupported(
+                "a SQLite transaction for Postgres".into(),
+            ));
+        };
+        // ON CONFLICT keeps a concurrent duplicate from failing the
+        // caller's transaction; the existing id is then read back.
+        let inserted: Option<Uuid> = sqlx::query_scalar(
+            "INSERT INTO mail_outbox (id, idempotency_key, to_address, subject, text_body, html_body,
+                 status, attempts, next_attempt_at, created_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, 0, $8, $8)
+             ON CONFLICT (idempotency_key) DO NOTHING
+             RETURNING id",
+        )
+        .bind(mail.id)
+        .bind(&mail.idempotency_key)
+        .bind(&mail.to)
+        .bind(&mail.subject)
+        .bind(&mail.text_body)
+        .bind(&mail.html_body)
+        .bind(PENDING)
+        .bind(mail.created_at)
+        .fetch_optional(&mut **tx)
+        .await?;
+        if let Some(id) = inserted {
+            return Ok(Enqueued::Created(id));
+        }
+        let existing: Uuid =
+            sqlx::query_scalar("SELECT id FROM mail_outbox WHERE idempotency_key = $1")
+                .bind(&mail.idempotency_key)
+                .fetch_one(&mut **tx)
+                .await?;
+        Ok(Enqueued::Existing(existing))
+    }
+
+    async fn claim_due_mail(
+        &self,
+        now: DateTime<Utc>,
+        lease: Duration,
+        owner: &str,
+        limit: i64,
+    ) -> StoreResult<Vec<ClaimedMail>> {
+        let rows = sqlx::query(
+            "UPDATE mail_outbox SET status = $1, lease_owner = $2, lease_until = $3
+             WHERE id IN (
+                 SELECT id FROM mail_outbox
+                 WHERE (status = $4 AND next_attempt_at <= $5)
+                    OR (status = $1 AND lease_until < $5)
+                 ORDER BY next_attempt_at
+                 LIMIT $6
+                 FOR UPDATE SKIP LOCKED)
+             RETURNING id, to_address, subject, text_body, html_body, attempts",
+        )
+        .bind(SENDING)
+        .bind(owner)
+        .bind(lease_end(now, lease))
+        .bind(PENDING)
+        .bind(now)
+        .bind(limit)
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(ClaimedMail {
+                    id: r.try_get("id")?,
+                    to: r.try_get("to_address")?,
+                    subject: r.try_get("subject")?,
+                    text_body: r.try_get("text_body")?,
+                    html_body: r.try_get("html_body")?,
+                    attempts: r.try_get("attempts")?,
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(Into::into)
+    }
+
+    async fn finish_attempt(
+        &self,
+        id: Uuid,
+        owner: &str,
+        attempt: &NewAttempt,
+        after: AfterAttempt,
+    ) -> StoreResult<bool> {
+        let mut tx = self.pool().begin().await?;
+        let (status, next, sent_at) = match after {
+            AfterAttempt::Sent => (SENT, None, Some(attempt.finished_at)),
+            AfterAttempt::RetryAt(at) => (PENDING, Some(at), None),
+            AfterAttempt::Failed => (FAILED, None, None),
+        };
+        let updated = sqlx::query(
+            "UPDATE mail_outbox SET status = $1, attempts = attempts + 1,
+                 next_attempt_at = COALESCE($2, next_attempt_at), sent_at = $3,
+                 last_error = $4, lease_owner = NULL, lease_until = NULL
+             WHERE id = $5 AND status = $6 AND lease_owner = $7",
+        )
+        .bind(status)
+        .bind(next)
+        .bind(sent_at)
+        .bind(&attempt.error)
+        .bind(id)
+        .bind(SENDING)
+        .bind(owner)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if updated == 0 {
+            tx.rollback().await?;
+            return Ok(false);
+        }
+        sqlx::query(
+            "INSERT INTO mail_attempts (id, mail_id, attempt, started_at, finished_at, outcome, smtp_code, error)
+             VALUES ($1, $2, (SELECT COUNT(*) + 1 FROM mail_attempts WHERE mail_id = $2), $3, $4, $5, $6, $7)",
+        )
+        .bind(attempt.id)
+        .bind(id)
+        .bind(attempt.started_at)
+        .bind(attempt.finished_at)
+        .bind(attempt.outcome)
+        .bind(attempt.smtp_code)
+        .bind(&attempt.error)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    async fn release_mail(&self, id: Uuid, owner: &str) -> StoreResult<()> {
+        sqlx::query(
+            "UPDATE mail_outbox SET status = $1, lease_owner = NULL, lease_until = NULL
+             WHERE id = $2 AND status = $3 AND lease_owner = $4",
+        )
+        .bind(PENDING)
+        .bind(id)
+        .bind(SENDING)
+        .bind(owner)
+        .execute(self.pool())
+        .await?;
+        Ok(())
+    }
+
+    async fn list_mail(&self, filter: &MailFilter) -> StoreResult<Vec<MailRecord>> {
+        let (status, retrying) = match filter.status.as_deref() {
+            Some("retrying") => (Some(PENDING), Some(true)),
+            Some("pending") => (Some(PENDING), Some(false)),
+            other => (other, None),
+        };
+        let sql = format!(
+            "SELECT {RECORD_COLUMNS} FROM mail_outbox
+             WHERE ($1::text IS NULL OR status = $1)
+               AND ($2::boolean IS NULL OR ($2 AND attempts > 0) OR (NOT $2 AND attempts = 0))
+               AND ($3::uuid IS NULL OR id < $3)
+             ORDER BY id DESC LIMIT $4"
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(status)
+            .bind(retrying)
+            .bind(filter.before)
+            .bind(filter.limit)
+            .fetch_all(self.pool())
+            .await?;
+        rows.iter()
+            .map(record)
+            .collect::<Result<_, _>>()
+            .map_err(Into::into)
+    }
+
+    async fn mail(&self, id: Uuid) -> StoreResult<(MailRecord, Vec<AttemptRecord>)> {
+        let sql = format!("SELECT {RECORD_COLUMNS} FROM mail_outbox WHERE id = $1");
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(id)
+            .fetch_one(self.pool())
+            .await?;
+        let attempts = sqlx::query(
+            "SELECT attempt, started_at, finished_at, outcome, smtp_code, error
+             FROM mail_attempts WHERE mail_id = $1 ORDER BY attempt",
+        )
+        .bind(id)
+        .fetch_all(self.pool())
+        .await?;
+        let attempts = attempts
+            .iter()
+            .map(|r| {
+                Ok(AttemptRecord {
+                    attempt: r.try_get("attempt")?,
+                    started_at: r.try_get("started_at")?,
+                    finished_at: r.try_get("finished_at")?,
+                    outcome: r.try_get("outcome")?,
+                    smtp_code: r.try_get("smtp_code")?,
+                    error: r.try_get("error")?,
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()?;
+        Ok((record(&row)?, attempts))
+    }
+
+    async fn retry_mail(&self, id: Uuid, now: DateTime<Utc>) -> StoreResult<MailRecord> {
+        let sql = format!(
+            "UPDATE mail_outbox SET status = $1, attempts = 0, next_attempt_at = $2
+             WHERE id = $3 AND status = $4 RETURNING {RECORD_COLUMNS}"
+        );
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(PENDING)
+            .bind(now)
+            .bind(id)
+            .bind(FAILED)
+            .fetch_optional(self.pool())
+            .await?;
+        match row {
+            Some(row) => Ok(record(&row)?),
+            None => {
+                let (current, _) = self.mail(id).await?;
+                Err(StoreError::Conflict(format!(
+                    "only failed mail can be retried; this one is {}",
+                    current.display_status()
+                )))
+            }
+        }
+    }
+
+    async fn mail_queue_stats(&self) -> StoreResult<QueueStats> {
+        let row = sqlx::query(
+            "SELECT COUNT(*) AS depth, MIN(CASE WHEN status = $1 THEN created_at END) AS oldest
+             FROM mail_outbox WHERE status IN ($1, $2)",
+        )
+        .bind(PENDING)
+        .bind(SENDING)
+        .fetch_one(self.pool())
+        .await?;
+        Ok(QueueStats {
+            depth: row.try_get("depth")?,
+            oldest_pending: row.try_get("oldest")?,
+        })
+    }
+}

@@ -1,0 +1,272 @@
+//! `MailStore` for SQLite: claims run in an immediate transaction, which
+//! holds the database's write lock, so two claims never take one row.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use sqlx::Row as _;
+use sqlx::sqlite::SqliteRow;
+use uuid::Uuid;
+
+use crate::mail::{
+    AfterAttempt, AttemptRecord, ClaimedMail, Enqueued, FAILED, MailFilter, MailRecord, MailStore,
+    NewAttempt, NewMail, PENDING, QueueStats, SENDING, SENT, lease_end,
+};
+use crate::{SqliteStore, StoreError, StoreResult, Tx};
+
+const RECORD_COLUMNS: &str = "id, idempotency_key, to_address, subject, status, attempts, \
+     next_attempt_at, created_at, sent_at, last_error";
+
+fn record(row: &SqliteRow) -> Result<MailRecord, sqlx::Error> {
+    Ok(MailRecord {
+        id: row.try_get("id")?,
+        idempotency_key: row.try_get("idempotency_key")?,
+        to: row.try_get("to_address")?,
+        subject: row.try_get("subject")?,
+        status: row.try_get("status")?,
+        attempts: row.try_get("attempts")?,
+        next_attempt_at: row.try_get("next_attempt_at")?,
+        created_at: row.try_get("created_at")?,
+        sent_at: row.try_get("sent_at")?,
+        last_error: row.try_get("last_error")?,
+    })
+}
+
+#[async_trait::async_trait]
+impl MailStore for SqliteStore {
+    async fn enqueue(&self, tx: &mut Tx, mail: &NewMail) -> StoreResult<Enqueued> {
+        let Tx::Sqlite(tx) = tx else {
+            return Err(StoreError::Unsupported(
+                "a Postgres transaction for SQLite".into(),
+            ));
+        };
+        if let Some(key) = &mail.idempotency_key {
+            let existing: Option<Uuid> =
+                sqlx::query_scalar("SELECT id FROM mail_outbox WHERE idempotency_key = ?")
+                    .bind(key)
+                    .fetch_optional(&mut **tx)
+                    .await?;
+            if let Some(id) = existing {
+                return Ok(Enqueued::Existing(id));
+            }
+        }
+        sqlx::query(
+            "INSERT INTO mail_outbox (id, idempotency_key, to_address, subject, text_body, html_body,
+                 status, attempts, next_attempt_at, created_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?, 0, ?, ?)",
+        )
+        .bind(mail.id)
+        .bind(&mail.idempotency_key)
+        .bind(&mail.to)
+        .bind(&mail.subject)
+        .bind(&mail.text_body)
+        .bind(&mail.html_body)
+        .bind(PENDING)
+        .bind(mail.created_at)
+        .bind(mail.created_at)
+        .execute(&mut **tx)
+        .await?;
+        Ok(Enqueued::Created(mail.id))
+    }
+
+    async fn claim_due_mail(
+        &self,
+        now: DateTime<Utc>,
+        lease: Duration,
+        owner: &str,
+        limit: i64,
+    ) -> StoreResult<Vec<ClaimedMail>> {
+        let mut tx = self.pool().begin_with("BEGIN IMMEDIATE").await?;
+        let rows = sqlx::query(
+            "UPDATE mail_outbox SET status = ?1, lease_owner = ?2, lease_until = ?3
+             WHERE id IN (
+                 SELECT id FROM mail_outbox
+                 WHERE (status = ?4 AND next_attempt_at <= ?5)
+                    OR (status = ?1 AND lease_until < ?5)
+                 ORDER BY next_attempt_at
+                 LIMIT ?6)
+             RETURNING id, to_address, subject, text_body, html_body, attempts",
+        )
+        .bind(SENDING)
+        .bind(owner)
+        .bind(lease_end(now, lease))
+        .bind(PENDING)
+        .bind(now)
+        .bind(limit)
+        .fetch_all(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        rows.iter()
+            .map(|r| {
+                Ok(ClaimedMail {
+                    id: r.try_get("id")?,
+                    to: r.try_get("to_address")?,
+                    subject: r.try_get("subject")?,
+                    text_body: r.try_get("text_body")?,
+                    html_body: r.try_get("html_body")?,
+                    attempts: r.try_get("attempts")?,
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(Into::into)
+    }
+
+    async fn finish_attempt(
+        &self,
+        id: Uuid,
+        owner: &str,
+        attempt: &NewAttempt,
+        after: AfterAttempt,
+    ) -> StoreResult<bool> {
+        let mut tx = self.pool().begin_with("BEGIN IMMEDIATE").await?;
+        let (status, next, sent_at) = match after {
+            AfterAttempt::Sent => (SENT, None, Some(attempt.finished_at)),
+            AfterAttempt::RetryAt(at) => (PENDING, Some(at), None),
+            AfterAttempt::Failed => (FAILED, None, None),
+        };
+        let updated = sqlx::query(
+            "UPDATE mail_outbox SET status = ?, attempts = attempts + 1,
+                 next_attempt_at = COALESCE(?, next_attempt_at), sent_at = ?,
+                 last_error = ?, lease_owner = NULL, lease_until = NULL
+             WHERE id = ? AND status = ? AND lease_owner = ?",
+        )
+        .bind(status)
+        .bind(next)
+        .bind(sent_at)
+        .bind(&attempt.error)
+        .bind(id)
+        .bind(SENDING)
+        .bind(owner)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if updated == 0 {
+            tx.rollback().await?;
+            return Ok(false);
+        }
+        sqlx::query(
+            "INSERT INTO mail_attempts (id, mail_id, attempt, started_at, finished_at, outcome, smtp_code, error)
+             VALUES (?, ?, (SELECT COUNT(*) + 1 FROM mail_attempts WHERE mail_id = ?), ?, ?, ?, ?, ?)",
+        )
+        .bind(attempt.id)
+        .bind(id)
+        .bind(id)
+        .bind(attempt.started_at)
+        .bind(attempt.finished_at)
+        .bind(attempt.outcome)
+        .bind(attempt.smtp_code)
+        .bind(&attempt.error)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    async fn release_mail(&self, id: Uuid, owner: &str) -> StoreResult<()> {
+        sqlx::query(
+            "UPDATE mail_outbox SET status = ?, lease_owner = NULL, lease_until = NULL
+             WHERE id = ? AND status = ? AND lease_owner = ?",
+        )
+        .bind(PENDING)
+        .bind(id)
+        .bind(SENDING)
+        .bind(owner)
+        .execute(self.pool())
+        .await?;
+        Ok(())
+    }
+
+    async fn list_mail(&self, filter: &MailFilter) -> StoreResult<Vec<MailRecord>> {
+        let (status, retrying) = match filter.status.as_deref() {
+            Some("retrying") => (Some(PENDING), Some(true)),
+            Some("pending") => (Some(PENDING), Some(false)),
+            other => (other, None),
+        };
+        let sql = format!(
+            "SELECT {RECORD_COLUMNS} FROM mail_outbox
+             WHERE (?1 IS NULL OR status = ?1)
+               AND (?2 IS NULL OR (?2 = 1 AND attempts > 0) OR (?2 = 0 AND attempts = 0))
+               AND (?3 IS NULL OR id < ?3)
+             ORDER BY id DESC LIMIT ?4"
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(status)
+            .bind(retrying)
+            .bind(filter.before)
+            .bind(filter.limit)
+            .fetch_all(self.pool())
+            .await?;
+        rows.iter()
+            .map(record)
+            .collect::<Result<_, _>>()
+            .map_err(Into::into)
+    }
+
+    async fn mail(&self, id: Uuid) -> StoreResult<(MailRecord, Vec<AttemptRecord>)> {
+        let sql = format!("SELECT {RECORD_COLUMNS} FROM mail_outbox WHERE id = ?");
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(id)
+            .fetch_one(self.pool())
+            .await?;
+        let attempts = sqlx::query(
+            "SELECT attempt, started_at, finished_at, outcome, smtp_code, error
+             FROM mail_attempts WHERE mail_id = ? ORDER BY attempt",
+        )
+        .bind(id)
+        .fetch_all(self.pool())
+        .await?;
+        let attempts = attempts
+            .iter()
+            .map(|r| {
+                Ok(AttemptRecord {
+                    attempt: r.try_get("attempt")?,
+                    started_at: r.try_get("started_at")?,
+                    finished_at: r.try_get("finished_at")?,
+                    outcome: r.try_get("outcome")?,
+                    smtp_code: r.try_get("smtp_code")?,
+                    error: r.try_get("error")?,
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()?;
+        Ok((record(&row)?, attempts))
+    }
+
+    async fn retry_mail(&self, id: Uuid, now: DateTime<Utc>) -> StoreResult<MailRecord> {
+        let sql = format!(
+            "UPDATE mail_outbox SET status = ?, attempts = 0, next_attempt_at = ?
+             WHERE id = ? AND status = ? RETURNING {RECORD_COLUMNS}"
+        );
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(PENDING)
+            .bind(now)
+            .bind(id)
+            .bind(FAILED)
+            .fetch_optional(self.pool())
+            .await?;
+        match row {
+            Some(row) => Ok(record(&row)?),
+            None => {
+                let (current, _) = self.mail(id).await?;
+                Err(StoreError::Conflict(format!(
+                    "only failed mail can be retried; this one is {}",
+                    current.display_status()
+                )))
+            }
+        }
+    }
+
+    async fn mail_queue_stats(&self) -> StoreResult<QueueStats> {
+        let row = sqlx::query(
+            "SELECT COUNT(*) AS depth, MIN(CASE WHEN status = ?1 THEN created_at END) AS oldest
+             FROM mail_outbox WHERE status IN (?1, ?2)",
+        )
+        .bind(PENDING)
+        .bind(SENDING)
+        .fetch_one(self.pool())
+        .await?;
+        Ok(QueueStats {
+            depth: row.try_get("depth")?,
+            oldest_pending: row.try_get("oldest")?,
+        })
+    }
+}

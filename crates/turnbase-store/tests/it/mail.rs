@@ -1,0 +1,376 @@
+//! The mail outbox store on both backends.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use chrono::{TimeZone as _, Utc};
+use turnbase_store::mail::{AfterAttempt, MailFilter, NewAttempt, NewMail};
+use turnbase_store::{Database, StoreError};
+use turnbase_testkit::{Backend, TestDb};
+use uuid::Uuid;
+
+const LEASE: Duration = Duration::from_secs(300);
+
+fn t(secs: i64) -> chrono::DateTime<Utc> {
+    Utc.timestamp_opt(1_800_000_000 + secs, 0)
+        .single()
+        .expect("valid time")
+}
+
+fn new_mail(key: Option<&str>, at: i64) -> NewMail {
+    NewMail {
+        id: Uuid::now_v7(),
+        idempotency_key: key.map(String::from),
+        to: "player@example.org".into(),
+        subject: "Your turn".into(),
+        text_body: "Turn 3 has run.".into(),
+        html_body: Some("<p>Turn 3 has run.</p>".into()),
+        created_at: t(at),
+    }
+}
+
+async fn open(backend: Backend) -> (TestDb, Database) {
+    let test_db = TestDb::new(backend).await;
+    let db = Database::connect(&test_db.options).await.expect("connect");
+    db.migrate().await.expect("migrate");
+    (test_db, db)
+}
+
+async fn enqueue(db: &Database, mail: &NewMail) -> Uuid {
+    let mut tx = db.begin().await.expect("begin");
+    let id = db
+        .mail()
+        .enqueue(&mut tx, mail)
+        .await
+        .expect("enqueue")
+        .id();
+    tx.commit().await.expect("commit");
+    id
+}
+
+fn attempt(outcome: &'static str, at: i64) -> NewAttempt {
+    NewAttempt {
+        id: Uuid::now_v7(),
+        started_at: t(at),
+        finished_at: t(at),
+        outcome,
+        smtp_code: Some(if outcome == "sent" { 250 } else { 451 }),
+        error: (outcome != "sent").then(|| "try later".to_string()),
+    }
+}
+
+async fn enqueue_commits_or_rolls_back_with_the_caller(backend: Backend) {
+    let (_g, db) = open(backend).await;
+    let kept = new_mail(None, 0);
+    let dropped = new_mail(None, 0);
+    enqueue(&db, &kept).await;
+    let mut tx = db.begin().await.expect("begin");
+    db.mail().enqueue(&mut tx, &dropped).await.expect("enqueue");
+    tx.rollback().await.expect("rollback");
+    let all = db
+        .mail()
+        .list_mail(&MailFilter {
+            limit: 10,
+            ..MailFilter::default()
+        })
+        .await
+        .expect("list");
+    assert_eq!(all.iter().map(|m| m.id).collect::<Vec<_>>(), [kept.id]);
+    assert!(matches!(
+        db.mail().mail(dropped.id).await,
+        Err(StoreError::NotFound)
+    ));
+    db.close().await;
+}
+
+async fn idempotency_key_makes_a_second_enqueue_a_no_op(backend: Backend) {
+    let (_g, db) = open(backend).await;
+    let first = new_mail(Some("login-code:42"), 0);
+    let second = new_mail(Some("login-code:42"), 1);
+    let mut tx = db.begin().await.expect("begin");
+    let a = db.mail().enqueue(&mut tx, &first).await.expect("first");
+    let b = db.mail().enqueue(&mut tx, &second).await.expect("second");
+    tx.commit().await.expect("commit");
+    assert_eq!(a, turnbase_store::mail::Enqueued::Created(first.id));
+    assert_eq!(b, turnbase_store::mail::Enqueued::Existing(first.id));
+    assert_eq!(db.mail().mail_queue_stats().await.expect("stats").depth, 1);
+    db.close().await;
+}
+
+async fn claims_lease_and_reclaim_after_expiry(backend: Backend) {
+    let (_g, db) = open(backend).await;
+    let a = enqueue(&db, &new_mail(None, 0)).await;
+    let b = enqueue(&db, &new_mail(None, 1)).await;
+    let store = db.mail();
+    let first = store
+        .claim_due_mail(t(10), LEASE, "w1", 1)
+        .await
+        .expect("claim");
+    assert_eq!(
+        first.iter().map(|m| m.id).collect::<Vec<_>>(),
+        [a],
+        "oldest due first"
+    );
+    let second = store
+        .claim_due_mail(t(10), LEASE, "w2", 10)
+        .await
+        .expect("claim");
+    assert_eq!(
+        second.iter().map(|m| m.id).collect::<Vec<_>>(),
+        [b],
+        "a leased row is not claimed again"
+    );
+    assert!(
+        store
+            .claim_due_mail(t(20), LEASE, "w3", 10)
+            .await
+            .expect("claim")
+            .is_empty()
+    );
+    // w1 vanished: once its lease is over, the row is claimable again.
+    let reclaimed = store
+        .claim_due_mail(t(10 + 301), LEASE, "w3", 10)
+        .await
+        .expect("claim");
+    let ids: HashSet<Uuid> = reclaimed.iter().map(|m| m.id).collect();
+    assert_eq!(ids, HashSet::from([a, b]));
+    // The old owner cannot finish what it no longer holds.
+    assert!(
+        !store
+            .finish_attempt(a, "w1", &attempt("sent", 11), AfterAttempt::Sent)
+            .await
+            .expect("finish")
+    );
+    assert!(
+        store
+            .finish_attempt(a, "w3", &attempt("sent", 312), AfterAttempt::Sent)
+            .await
+            .expect("finish")
+    );
+    db.close().await;
+}
+
+async fn attempts_retries_failures_and_release(backend: Backend) {
+    let (_g, db) = open(backend).await;
+    let id = enqueue(&db, &new_mail(None, 0)).await;
+    let store = db.mail();
+    store
+        .claim_due_mail(t(0), LEASE, "w", 1)
+        .await
+        .expect("claim");
+    assert!(
+        store
+            .finish_attempt(
+                id,
+                "w",
+                &attempt("transient", 1),
+                AfterAttempt::RetryAt(t(60))
+            )
+            .await
+            .expect("finish")
+    );
+    let (m, attempts) = store.mail(id).await.expect("show");
+    assert_eq!(
+        (m.display_status(), m.attempts, m.next_attempt_at),
+        ("retrying", 1, t(60))
+    );
+    assert_eq!(attempts.len(), 1);
+    assert_eq!(
+        (
+            attempts[0].attempt,
+            attempts[0].outcome.as_str(),
+            attempts[0].smtp_code
+        ),
+        (1, "transient", Some(451))
+    );
+    assert!(
+        store
+            .claim_due_mail(t(59), LEASE, "w", 1)
+            .await
+            .expect("claim")
+            .is_empty(),
+        "not due yet"
+    );
+    let claimed = store
+        .claim_due_mail(t(60), LEASE, "w", 1)
+        .await
+        .expect("claim");
+    assert_eq!(claimed[0].attempts, 1);
+    // Shutdown: the row goes back without spending an attempt.
+    store.release_mail(id, "w").await.expect("release");
+    let (m, _) = store.mail(id).await.expect("show");
+    assert_eq!((m.display_status(), m.attempts), ("retrying", 1));
+    store
+        .claim_due_mail(t(61), LEASE, "w", 1)
+        .await
+        .expect("claim");
+    assert!(
+        store
+            .finish_attempt(id, "w", &attempt("permanent", 62), AfterAttempt::Failed)
+            .await
+            .expect("finish")
+    );
+    let (m, attempts) = store.mail(id).await.expect("show");
+    assert_eq!(
+        (m.status.as_str(), m.attempts, attempts.len()),
+        ("failed", 2, 2)
+    );
+    assert_eq!(m.last_error.as_deref(), Some("try later"));
+    let failed = store
+        .list_mail(&MailFilter {
+            status: Some("failed".into()),
+            limit: 10,
+            ..MailFilter::default()
+        })
+        .await
+        .expect("list");
+    assert_eq!(failed.len(), 1);
+    // An admin retry makes it due with a fresh budget; attempts keep counting.
+    let retried = store.retry_mail(id, t(100)).await.expect("retry");
+    assert_eq!((retried.status.as_str(), retried.attempts), ("pending", 0));
+    assert!(matches!(
+        store.retry_mail(id, t(100)).await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert!(matches!(
+        store.retry_mail(Uuid::now_v7(), t(100)).await,
+        Err(StoreError::NotFound)
+    ));
+    store
+        .claim_due_mail(t(100), LEASE, "w", 1)
+        .await
+        .expect("claim");
+    assert!(
+        store
+            .finish_attempt(id, "w", &attempt("sent", 101), AfterAttempt::Sent)
+            .await
+            .expect("finish")
+    );
+    let (m, attempts) = store.mail(id).await.expect("show");
+    assert_eq!((m.status.as_str(), m.sent_at), ("sent", Some(t(101))));
+    assert_eq!(
+        attempts.iter().map(|a| a.attempt).collect::<Vec<_>>(),
+        [1, 2, 3]
+    );
+    db.close().await;
+}
+
+async fn listing_filters_and_pages(backend: Backend) {
+    let (_g, db) = open(backend).await;
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        ids.push(enqueue(&db, &new_mail(None, i)).await);
+    }
+    let store = db.mail();
+    let page1 = store
+        .list_mail(&MailFilter {
+            limit: 2,
+            ..MailFilter::default()
+        })
+        .await
+        .expect("list");
+    let page2 = store
+        .list_mail(&MailFilter {
+            limit: 2,
+            before: page1.last().map(|m| m.id),
+            ..MailFilter::default()
+        })
+        .await
+        .expect("list");
+    let page3 = store
+        .list_mail(&MailFilter {
+            limit: 2,
+            before: page2.last().map(|m| m.id),
+            ..MailFilter::default()
+        })
+        .await
+        .expect("list");
+    let seen: Vec<Uuid> = page1
+        .iter()
+        .chain(&page2)
+        .chain(&page3)
+        .map(|m| m.id)
+        .collect();
+    let mut newest_first = ids.clone();
+    newest_first.reverse();
+    assert_eq!(seen, newest_first);
+    let pending = store
+        .list_mail(&MailFilter {
+            status: Some("pending".into()),
+            limit: 10,
+            ..MailFilter::default()
+        })
+        .await
+        .expect("list");
+    assert_eq!(pending.len(), 5);
+    let stats = store.mail_queue_stats().await.expect("stats");
+    assert_eq!((stats.depth, stats.oldest_pending), (5, Some(t(0))));
+    db.close().await;
+}
+
+async fn concurrent_claimers_never_share_a_row(backend: Backend) {
+    const ROWS: usize = 2_000;
+    let (_g, db) = open(backend).await;
+    let mut tx = db.begin().await.expect("begin");
+    for i in 0..ROWS {
+        db.mail()
+            .enqueue(&mut tx, &new_mail(None, i as i64 % 100))
+            .await
+            .expect("enqueue");
+    }
+    tx.commit().await.expect("commit");
+    let mut workers = Vec::new();
+    for w in 0..4 {
+        let db = db.clone();
+        workers.push(tokio::spawn(async move {
+            let owner = format!("w{w}");
+            let mut mine = Vec::new();
+            loop {
+                let claimed = db
+                    .mail()
+                    .claim_due_mail(t(1000), LEASE, &owner, 25)
+                    .await
+                    .expect("claim");
+                if claimed.is_empty() {
+                    return mine;
+                }
+                for m in claimed {
+                    assert!(
+                        db.mail()
+                            .finish_attempt(
+                                m.id,
+                                &owner,
+                                &attempt("sent", 1001),
+                                AfterAttempt::Sent
+                            )
+                            .await
+                            .expect("finish")
+                    );
+                    mine.push(m.id);
+                }
+            }
+        }));
+    }
+    let mut all = Vec::new();
+    for w in workers {
+        all.extend(w.await.expect("worker"));
+    }
+    let unique: HashSet<Uuid> = all.iter().copied().collect();
+    assert_eq!(all.len(), ROWS, "every row claimed exactly once");
+    assert_eq!(unique.len(), ROWS);
+    assert_eq!(
+        db.mail().mail_queue_stats().await.expect("stats").depth,
+        0,
+        "none left"
+    );
+    db.close().await;
+}
+
+super::both_backends!(
+    enqueue_commits_or_rolls_back_with_the_caller,
+    idempotency_key_makes_a_second_enqueue_a_no_op,
+    claims_lease_and_reclaim_after_expiry,
+    attempts_retries_failures_and_release,
+    listing_filters_and_pages,
+    concurrent_claimers_never_share_a_row,
+);
