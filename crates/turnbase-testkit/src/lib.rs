@@ -132,3 +132,94 @@ pub fn with_database(url: &str, name: &str) -> String {
         None => format!("{base}/{name}"),
     }
 }
+
+/// A real SMTP server for tests: aiosmtpd (`pip install aiosmtpd`, or
+/// Debian's `python3-aiosmtpd`) on a loopback port, storing what it
+/// accepts in a Maildir that the test reads back.
+pub struct SmtpSink {
+    child: std::process::Child,
+    pub port: u16,
+    maildir: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl SmtpSink {
+    pub fn start() -> SmtpSink {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        Self::start_on(port)
+    }
+
+    /// Starts on a chosen port (to bring a "down" server back up).
+    pub fn start_on(port: u16) -> SmtpSink {
+        let dir = tempfile::tempdir().expect("a temporary folder can be created");
+        let maildir = dir.path().join("maildir");
+        let python = std::env::var("TURNBASE_TEST_PYTHON").unwrap_or_else(|_| "python3".into());
+        let child = std::process::Command::new(&python)
+            .args(["-m", "aiosmtpd", "-n", "-l", &format!("127.0.0.1:{port}")])
+            .args(["-c", "aiosmtpd.handlers.Mailbox"])
+            .arg(&maildir)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {python} -m aiosmtpd: {e}"));
+        let mut sink = SmtpSink {
+            child,
+            port,
+            maildir,
+            _dir: dir,
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if let Ok(Some(status)) = sink.child.try_wait() {
+                panic!("aiosmtpd exited ({status}); install it with `pip install aiosmtpd`");
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "aiosmtpd did not start listening"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        sink
+    }
+
+    pub fn url(&self) -> String {
+        format!("smtp://127.0.0.1:{}", self.port)
+    }
+
+    /// Every message accepted so far, as raw text.
+    pub fn messages(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for sub in ["new", "cur"] {
+            if let Ok(entries) = std::fs::read_dir(self.maildir.join(sub)) {
+                for entry in entries.flatten() {
+                    if let Ok(text) = std::fs::read_to_string(entry.path()) {
+                        out.push(text);
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// The Message-ID header of every accepted message.
+    pub fn message_ids(&self) -> Vec<String> {
+        self.messages()
+            .iter()
+            .filter_map(|m| {
+                m.lines()
+                    .find(|l| l.to_ascii_lowercase().starts_with("message-id:"))
+                    .map(|l| l["message-id:".len()..].trim().to_string())
+            })
+            .collect()
+    }
+}
+
+impl Drop for SmtpSink {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -1,0 +1,15 @@
+//! Turnbase mail: typed addresses ([`Email`]), templates with escaping
+//! ([`template`]), the transactional outbox ([`MailService`]) and the
+//! worker that delivers it over SMTP or into a folder ([`worker`],
+//! [`sender`]).
+
+pub mod email;
+pub mod sender;
+pub mod service;
+pub mod template;
+pub mod worker;
+
+pub use email::Email;
+pub use sender::{FileSender, MailSender, MessageSettings, SendError, SmtpSender};
+pub use service::{MailError, MailService, OutgoingMail};
+pub use worker::{MailWorker, Outcome, WorkerConfig};

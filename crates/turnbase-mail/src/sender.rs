@@ -1,0 +1,259 @@
+//! Turning an outbox row into a message and handing it to a transport:
+//! SMTP through lettre, or a folder of `.eml` files for `turnbase up`.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use lettre::message::header::ContentType;
+use lettre::message::{Mailbox, MultiPart, SinglePart};
+use lettre::transport::smtp::PoolConfig;
+use lettre::{AsyncSmtpTransport, AsyncTransport as _, Message, Tokio1Executor};
+use turnbase_store::mail::ClaimedMail;
+use uuid::Uuid;
+
+/// How a send went wrong, as far as retrying is concerned.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SendError {
+    /// Worth trying again later: 4xx replies, timeouts, connection trouble.
+    #[error("{message}")]
+    Transient { code: Option<u16>, message: String },
+    /// Will never work: 5xx replies, a message that cannot be built.
+    #[error("{message}")]
+    Permanent { code: Option<u16>, message: String },
+}
+
+/// The relay's answer to a message it accepted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Accepted {
+    pub code: Option<u16>,
+}
+
+#[async_trait::async_trait]
+pub trait MailSender: Send + Sync {
+    async fn send(&self, id: Uuid, message: Message) -> Result<Accepted, SendError>;
+    /// Where mail goes, for logs.
+    fn describe(&self) -> String;
+}
+
+/// What every message shares: the sender and the Message-ID domain.
+#[derive(Debug, Clone)]
+pub struct MessageSettings {
+    pub from: Mailbox,
+    pub message_id_domain: String,
+}
+
+impl MessageSettings {
+    pub fn new(from: Mailbox) -> Self {
+        let message_id_domain = from.email.domain().to_string();
+        Self {
+            from,
+            message_id_domain,
+        }
+    }
+}
+
+/// The Message-ID of an outbox row: the same for every attempt, so a
+/// receiver can drop the duplicates that at-least-once delivery allows.
+pub fn message_id(id: Uuid, domain: &str) -> String {
+    format!("<{}@{domain}>", id.simple())
+}
+
+pub fn build_message(settings: &MessageSettings, mail: &ClaimedMail) -> Result<Message, SendError> {
+    let permanent = |message: String| SendError::Permanent {
+        code: None,
+        message,
+    };
+    let to: Mailbox = mail
+        .to
+        .parse()
+        .map_err(|e| permanent(format!("recipient {:?}: {e}", mail.to)))?;
+    let builder = Message::builder()
+        .from(settings.from.clone())
+        .to(to)
+        .subject(mail.subject.clone())
+        .message_id(Some(message_id(mail.id, &settings.message_id_domain)));
+    let text = SinglePart::builder()
+        .header(ContentType::TEXT_PLAIN)
+        .body(mail.text_body.clone());
+    let built = match &mail.html_body {
+        Some(html) => builder.multipart(
+            MultiPart::alternative().singlepart(text).singlepart(
+                SinglePart::builder()
+                    .header(ContentType::TEXT_HTML)
+                    .body(html.clone()),
+            ),
+        ),
+        None => builder.singlepart(text),
+    };
+    built.map_err(|e| permanent(format!("cannot build the message: {e}")))
+}
+
+/// SMTP through a pooled lettre transport (`smtp://`, `smtps://`, and
+/// `smtp://…?tls=required` for STARTTLS).
+pub struct SmtpSender {
+    transport: AsyncSmtpTransport<Tokio1Executor>,
+    timeout: Duration,
+    described: String,
+}
+
+impl SmtpSender {
+    pub fn new(url: &str, timeout: Duration, pool_size: u32) -> Result<Self, String> {
+        let transport = AsyncSmtpTransport::<Tokio1Executor>::from_url(url)
+            .map_err(|e| format!("not a usable SMTP URL: {e}"))?
+            .timeout(Some(timeout))
+            .pool_config(PoolConfig::new().max_size(pool_size.max(1)))
+            .build();
+        Ok(Self {
+            transport,
+            timeout,
+            described: redact(url),
+        })
+    }
+}
+
+/// Masks the password of `smtps://user:password@host`.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => match url[scheme + 3..at].find(':') {
+            Some(colon) => format!("{}:***{}", &url[..scheme + 3 + colon], &url[at..]),
+            None => url.to_string(),
+        },
+        _ => url.to_string(),
+    }
+}
+
+#[async_trait::async_trait]
+impl MailSender for SmtpSender {
+    async fn send(&self, _id: Uuid, message: Message) -> Result<Accepted, SendError> {
+        // lettre's timeout bounds each network step; this bounds the whole
+        // conversation, so a server that trickles bytes cannot hold a worker.
+        let sent = tokio::time::timeout(self.timeout * 3, self.transport.send(message)).await;
+        match sent {
+            Err(_) => Err(SendError::Transient {
+                code: None,
+                message: format!("no answer within {:?}", self.timeout * 3),
+            }),
+            Ok(Ok(response)) => Ok(Accepted {
+                code: response.code().to_string().parse().ok(),
+            }),
+            Ok(Err(e)) => {
+                let code = e.status().and_then(|c| c.to_string().parse().ok());
+                let message = e.to_string();
+                if e.is_permanent() {
+                    Err(SendError::Permanent { code, message })
+                } else {
+                    Err(SendError::Transient { code, message })
+                }
+            }
+        }
+    }
+
+    fn describe(&self) -> String {
+        self.described.clone()
+    }
+}
+
+/// Writes each message as `<outbox id>.eml` into a folder: `turnbase up`'s
+/// default, so sign-in codes work without a mail server.
+pub struct FileSender {
+    dir: PathBuf,
+}
+
+impl FileSender {
+    pub fn new(dir: PathBuf) -> std::io::Result<Self> {
+        std::fs::create_dir_all(&dir)?;
+        Ok(Self { dir })
+    }
+}
+
+#[async_trait::async_trait]
+impl MailSender for FileSender {
+    async fn send(&self, id: Uuid, message: Message) -> Result<Accepted, SendError> {
+        let path = self.dir.join(format!("{id}.eml"));
+        let partial = self.dir.join(format!(".{id}.eml.partial"));
+        let bytes = message.formatted();
+        // Written aside and renamed, so a reader never sees half a mail.
+        let written = async {
+            tokio::fs::write(&partial, &bytes).await?;
+            tokio::fs::rename(&partial, &path).await
+        }
+        .await;
+        match written {
+            Ok(()) => {
+                tracing::info!(path = %path.display(), "mail written to the mail folder");
+                Ok(Accepted { code: None })
+            }
+            Err(e) => Err(SendError::Transient {
+                code: None,
+                message: format!("cannot write {}: {e}", path.display()),
+            }),
+        }
+    }
+
+    fn describe(&self) -> String {
+        format!("folder {}", self.dir.display())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mail(html: Option<&str>) -> ClaimedMail {
+        ClaimedMail {
+            id: Uuid::from_u128(0x0123),
+            to: "player@example.org".into(),
+            subject: "Your turn".into(),
+            text_body: "Turn 3 has run.".into(),
+            html_body: html.map(String::from),
+            attempts: 0,
+        }
+    }
+
+    #[test]
+    fn messages_carry_a_stable_message_id_and_both_bodies() {
+        let settings = MessageSettings::new(
+            "Turnbase <noreply@turnbase.example>"
+                .parse()
+                .expect("mailbox"),
+        );
+        let text = String::from_utf8(
+            build_message(&settings, &mail(Some("<p>Turn 3</p>")))
+                .expect("builds")
+                .formatted(),
+        )
+        .expect("utf-8");
+        assert!(
+            text.contains("Message-ID: <00000000000000000000000000000123@turnbase.example>"),
+            "{text}"
+        );
+        assert!(text.contains("multipart/alternative"), "{text}");
+        assert!(
+            text.contains("Turn 3 has run.") && text.contains("<p>Turn 3</p>"),
+            "{text}"
+        );
+        let plain = String::from_utf8(
+            build_message(&settings, &mail(None))
+                .expect("builds")
+                .formatted(),
+        )
+        .expect("utf-8");
+        assert!(!plain.contains("multipart"), "{plain}");
+        let mut bad = mail(None);
+        bad.to = "not an address".into();
+        assert!(matches!(
+            build_message(&settings, &bad),
+            Err(SendError::Permanent { .. })
+        ));
+    }
+
+    #[test]
+    fn smtp_urls_are_redacted() {
+        assert_eq!(
+            redact("smtps://user:secret@mail.example:465"),
+            "smtps://user:***@mail.example:465"
+        );
+        assert_eq!(redact("smtp://mail.example:25"), "smtp://mail.example:25");
+        assert!(SmtpSender::new("ftp://x", Duration::from_secs(1), 1).is_err());
+    }
+}

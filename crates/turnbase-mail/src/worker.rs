@@ -1,0 +1,366 @@
+//! The mail worker: claims due rows under a lease, sends them, records each
+//! attempt, and retries transient failures with jittered exponential
+//! backoff until the attempt budget is spent.
+//!
+//! Each of `concurrency` slots runs the same loop: `try_execute` either
+//! handled one mail (`Done`) or found nothing due (`Empty`, so it sleeps
+//! until the poll interval passes or an enqueue wakes it). A mail whose
+//! send is interrupted by shutdown goes back to the queue without spending
+//! an attempt; a mail whose worker died is claimed again when its lease
+//! runs out.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::Duration;
+
+use chrono::Utc;
+use opentelemetry::KeyValue;
+use opentelemetry::metrics::{Counter, Histogram, Meter, ObservableGauge};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
+use turnbase_store::Database;
+use turnbase_store::mail::{AfterAttempt, NewAttempt};
+use uuid::Uuid;
+
+use crate::sender::{MailSender, MessageSettings, SendError, build_message};
+
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    pub lease: Duration,
+    pub max_attempts: u32,
+    pub retry_base: Duration,
+    pub retry_max: Duration,
+    pub concurrency: usize,
+    pub poll_interval: Duration,
+    /// Rows one slot claims at a time; more means fewer claim round trips.
+    pub claim_batch: usize,
+}
+
+/// The result of one `try_execute`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Done,
+    Empty,
+}
+
+pub struct MailWorker {
+    db: Database,
+    sender: Arc<dyn MailSender>,
+    settings: MessageSettings,
+    config: WorkerConfig,
+    wake: Arc<Notify>,
+    metrics: Option<WorkerMetrics>,
+    queue: Arc<QueueGauges>,
+    /// Distinguishes this process's lease owners from other processes'.
+    instance: String,
+}
+
+#[derive(Default)]
+struct QueueGauges {
+    depth: AtomicI64,
+    oldest_age_ms: AtomicI64,
+}
+
+struct WorkerMetrics {
+    sent: Counter<u64>,
+    failed: Counter<u64>,
+    duration: Histogram<f64>,
+    _depth: ObservableGauge<i64>,
+    _oldest: ObservableGauge<f64>,
+}
+
+impl MailWorker {
+    pub fn new(
+        db: Database,
+        sender: Arc<dyn MailSender>,
+        settings: MessageSettings,
+        config: WorkerConfig,
+        wake: Arc<Notify>,
+        meter: Option<&Meter>,
+    ) -> Self {
+        let queue = Arc::new(QueueGauges::default());
+        Self {
+            db,
+            sender,
+            settings,
+            config,
+            wake,
+            metrics: meter.map(|m| WorkerMetrics::new(m, queue.clone())),
+            queue,
+            instance: Uuid::now_v7().simple().to_string(),
+        }
+    }
+
+    /// Runs every slot until `stop`; returns once each has put back or
+    /// finished the mail in its hands.
+    pub async fn run(self: Arc<Self>, stop: CancellationToken) -> anyhow::Result<()> {
+        tracing::info!(
+            to = %self.sender.describe(),
+            slots = self.config.concurrency,
+            "mail worker started; draining pending mail"
+        );
+        let mut slots = tokio::task::JoinSet::new();
+        for slot in 0..self.config.concurrency.max(1) {
+            let worker = self.clone();
+            let stop = stop.clone();
+            let owner = format!("{}-{slot}", self.instance);
+            slots.spawn(async move { worker.slot(owner, stop).await });
+        }
+        let stats = self.clone();
+        let stats_stop = stop.clone();
+        slots.spawn(async move { stats.refresh_queue_stats(stats_stop).await });
+        while let Some(joined) = slots.join_next().await {
+            joined?;
+        }
+        Ok(())
+    }
+
+    async fn slot(&self, owner: String, stop: CancellationToken) {
+        while !stop.is_cancelled() {
+            let wait = match self.try_execute(&owner, &stop).await {
+                Ok(Outcome::Done) => continue,
+                Ok(Outcome::Empty) => true,
+                Err(err) => {
+                    tracing::error!(error = %format!("{err:#}"), "mail worker step failed");
+                    true
+                }
+            };
+            if wait {
+                tokio::select! {
+                    () = stop.cancelled() => {}
+                    () = self.wake.notified() => {}
+                    () = tokio::time::sleep(self.config.poll_interval) => {}
+                }
+            }
+        }
+    }
+
+    /// Claims a batch of due mail and tries to deliver each.
+    pub async fn try_execute(
+        &self,
+        owner: &str,
+        stop: &CancellationToken,
+    ) -> anyhow::Result<Outcome> {
+        let store = self.db.mail();
+        let claimed_at = std::time::Instant::now();
+        let claimed = store
+            .claim_due_mail(
+                Utc::now(),
+                self.config.lease,
+                owner,
+                i64::try_from(self.config.claim_batch.max(1)).unwrap_or(1),
+            )
+            .await?;
+        if claimed.is_empty() {
+            return Ok(Outcome::Empty);
+        }
+        let mut rest = claimed.into_iter();
+        while let Some(mail) = rest.next() {
+            // Stop early, or before the lease is half gone (so that nobody
+            // else can hold a row we are still sending): hand back the rest.
+            let finished = if stop.is_cancelled() || claimed_at.elapsed() > self.config.lease / 2 {
+                store.release_mail(mail.id, owner).await?;
+                false
+            } else {
+                self.deliver(mail, owner, stop).await?
+            };
+            if !finished {
+                for mail in rest.by_ref() {
+                    store.release_mail(mail.id, owner).await?;
+                }
+            }
+        }
+        Ok(Outcome::Done)
+    }
+
+    /// Sends one claimed mail and records the attempt. Returns `false` when
+    /// shutdown interrupted the send and the mail went back unspent.
+    async fn deliver(
+        &self,
+        mail: turnbase_store::mail::ClaimedMail,
+        owner: &str,
+        stop: &CancellationToken,
+    ) -> anyhow::Result<bool> {
+        let store = self.db.mail();
+        let attempt = mail.attempts + 1;
+        let span = tracing::info_span!("mail_delivery", mail_id = %mail.id, attempt);
+        async {
+            let started_at = Utc::now();
+            let clock = std::time::Instant::now();
+            let result = match build_message(&self.settings, &mail) {
+                Ok(message) => tokio::select! {
+                    result = self.sender.send(mail.id, message) => result,
+                    () = stop.cancelled() => {
+                        store.release_mail(mail.id, owner).await?;
+                        tracing::info!("shutdown interrupted the send; the mail goes back without spending an attempt");
+                        return Ok(false);
+                    }
+                },
+                Err(e) => Err(e),
+            };
+            let elapsed = clock.elapsed().as_secs_f64();
+            let finished_at = Utc::now();
+            let (outcome, after, code, error) = match &result {
+                Ok(accepted) => ("sent", AfterAttempt::Sent, accepted.code, None),
+                Err(SendError::Permanent { code, message }) => {
+                    ("permanent", AfterAttempt::Failed, *code, Some(message.clone()))
+                }
+                Err(SendError::Transient { code, message }) => {
+                    let after = if attempt >= i64::from(self.config.max_attempts) {
+                        AfterAttempt::Failed
+                    } else {
+                        AfterAttempt::RetryAt(
+                            finished_at
+                                + chrono::Duration::from_std(self.backoff(attempt))
+                                    .unwrap_or(chrono::Duration::hours(1)),
+                        )
+                    };
+                    ("transient", after, *code, Some(message.clone()))
+                }
+            };
+            let record = NewAttempt {
+                id: Uuid::now_v7(),
+                started_at,
+                finished_at,
+                outcome,
+                smtp_code: code.map(i64::from),
+                error: error.clone(),
+            };
+            let held = store.finish_attempt(mail.id, owner, &record, after).await?;
+            if !held {
+                tracing::warn!("the lease ran out before the attempt was recorded; another worker owns the mail now");
+            }
+            if let Some(m) = &self.metrics {
+                m.duration.record(elapsed, &[KeyValue::new("outcome", outcome)]);
+                match after {
+                    AfterAttempt::Sent => m.sent.add(1, &[]),
+                    AfterAttempt::Failed => {
+                        let reason = if outcome == "permanent" { "permanent" } else { "attempts_exhausted" };
+                        m.failed.add(1, &[KeyValue::new("reason", reason)]);
+                    }
+                    AfterAttempt::RetryAt(_) => {}
+                }
+            }
+            match after {
+                AfterAttempt::Sent => tracing::debug!(code, "mail sent"),
+                AfterAttempt::RetryAt(at) => tracing::warn!(code, error, %at, "mail send failed; will retry"),
+                AfterAttempt::Failed => tracing::error!(code, error, "mail failed for good"),
+            }
+            Ok(true)
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// The wait after the `attempt`-th failure: doubling from the base,
+    /// capped, ±20% jitter.
+    pub fn backoff(&self, attempt: i64) -> Duration {
+        backoff(&self.config, attempt, &mut rand::rng())
+    }
+
+    async fn refresh_queue_stats(&self, stop: CancellationToken) {
+        loop {
+            match self.db.mail().mail_queue_stats().await {
+                Ok(stats) => {
+                    self.queue.depth.store(stats.depth, Ordering::Relaxed);
+                    let age = stats
+                        .oldest_pending
+                        .map_or(0, |t| (Utc::now() - t).num_milliseconds().max(0));
+                    self.queue.oldest_age_ms.store(age, Ordering::Relaxed);
+                }
+                Err(err) => tracing::warn!(%err, "cannot read mail queue stats"),
+            }
+            tokio::select! {
+                () = stop.cancelled() => return,
+                () = tokio::time::sleep(Duration::from_secs(5)) => {}
+            }
+        }
+    }
+}
+
+pub fn backoff(config: &WorkerConfig, attempt: i64, rng: &mut impl rand::Rng) -> Duration {
+    let exponent = u32::try_from(attempt.saturating_sub(1))
+        .unwrap_or(u32::MAX)
+        .min(30);
+    let step = config
+        .retry_base
+        .saturating_mul(2u32.saturating_pow(exponent))
+        .min(config.retry_max);
+    step.mul_f64(rng.random_range(0.8..=1.2))
+}
+
+impl WorkerMetrics {
+    fn new(meter: &Meter, queue: Arc<QueueGauges>) -> Self {
+        let depth_source = queue.clone();
+        Self {
+            sent: meter
+                .u64_counter("mail_sent")
+                .with_description("Mails the relay accepted")
+                .build(),
+            failed: meter
+                .u64_counter("mail_failed")
+                .with_description("Mails given up on, by reason")
+                .build(),
+            duration: meter
+                .f64_histogram("mail_attempt_duration")
+                .with_unit("s")
+                .with_description("Time of one delivery attempt")
+                .with_boundaries(vec![
+                    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+                ])
+                .build(),
+            _depth: meter
+                .i64_observable_gauge("mail_queue_depth")
+                .with_description("Mails waiting or being sent")
+                .with_callback(move |o| o.observe(depth_source.depth.load(Ordering::Relaxed), &[]))
+                .build(),
+            _oldest: meter
+                .f64_observable_gauge("mail_oldest_pending_age")
+                .with_unit("s")
+                .with_description("Age of the oldest mail not yet sent")
+                .with_callback(move |o| {
+                    o.observe(
+                        queue.oldest_age_ms.load(Ordering::Relaxed) as f64 / 1000.0,
+                        &[],
+                    )
+                })
+                .build(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng as _;
+
+    #[test]
+    fn backoff_doubles_within_jitter_and_caps() {
+        let config = WorkerConfig {
+            lease: Duration::from_secs(300),
+            max_attempts: 10,
+            retry_base: Duration::from_secs(30),
+            retry_max: Duration::from_secs(3600),
+            concurrency: 1,
+            poll_interval: Duration::from_secs(1),
+            claim_batch: 1,
+        };
+        let mut rng = rand::rngs::StdRng::seed_from_u64(1);
+        for (attempt, step) in [
+            (1, 30u64),
+            (2, 60),
+            (3, 120),
+            (7, 1920),
+            (8, 3600),
+            (50, 3600),
+        ] {
+            let d = backoff(&config, attempt, &mut rng).as_secs_f64();
+            let step = step as f64;
+            assert!(
+                d >= step * 0.8 && d <= step * 1.2,
+                "attempt {attempt}: {d} vs {step}"
+            );
+        }
+    }
+}

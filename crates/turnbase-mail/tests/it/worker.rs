@@ -1,0 +1,438 @@
+//! Delivery, retries, failures, leases and shutdown.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use turnbase_mail::template::Template;
+use turnbase_mail::{
+    Email, FileSender, MailSender, MailService, MailWorker, MessageSettings, OutgoingMail,
+    SmtpSender, WorkerConfig,
+};
+use turnbase_store::Database;
+use turnbase_store::mail::{MailFilter, MailRecord};
+use turnbase_testkit::{Backend, SmtpSink, TestDb};
+use uuid::Uuid;
+
+use crate::faulty_smtp::{Behaviour, FaultySmtp};
+
+const PATIENCE: Duration = Duration::from_secs(60);
+
+const TURN: Template = Template {
+    subject: "Turn {{turn}} has run",
+    text: "Hello {{name}}, turn {{turn}} has run.",
+    html: Some("<p>Hello {{name}}, turn {{turn}} has run.</p>"),
+};
+
+struct World {
+    _guard: TestDb,
+    db: Database,
+    service: MailService,
+    wake: Arc<Notify>,
+}
+
+async fn world(backend: Backend) -> World {
+    let guard = TestDb::new(backend).await;
+    let db = Database::connect(&guard.options).await.expect("connect");
+    db.migrate().await.expect("migrate");
+    let wake = Arc::new(Notify::new());
+    World {
+        service: MailService::new(db.clone(), wake.clone(), None),
+        _guard: guard,
+        db,
+        wake,
+    }
+}
+
+fn mail(name: &str) -> OutgoingMail {
+    let values = BTreeMap::from([("name", name.to_string()), ("turn", "3".to_string())]);
+    OutgoingMail {
+        to: Email::parse("player@example.org").expect("valid"),
+        content: TURN.render(&values).expect("renders"),
+        idempotency_key: None,
+    }
+}
+
+impl World {
+    async fn enqueue(&self, n: usize) -> Vec<Uuid> {
+        let mut tx = self.db.begin().await.expect("begin");
+        let mut ids = Vec::new();
+        for i in 0..n {
+            ids.push(
+                self.service
+                    .enqueue(&mut tx, mail(&format!("player {i}")))
+                    .await
+                    .expect("enqueue")
+                    .id(),
+            );
+        }
+        tx.commit().await.expect("commit");
+        self.service.wake();
+        ids
+    }
+
+    fn start(&self, sender: Arc<dyn MailSender>, config: WorkerConfig) -> Running {
+        let worker = Arc::new(MailWorker::new(
+            self.db.clone(),
+            sender,
+            MessageSettings::new("Turnbase <noreply@turnbase.test>".parse().expect("mailbox")),
+            config,
+            self.wake.clone(),
+            None,
+        ));
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(worker.run(stop.clone()));
+        Running { stop, task }
+    }
+
+    async fn all(&self) -> Vec<MailRecord> {
+        self.db
+            .mail()
+            .list_mail(&MailFilter {
+                limit: 100_000,
+                ..MailFilter::default()
+            })
+            .await
+            .expect("list")
+    }
+
+    /// Waits until every mail has the status, or fails.
+    async fn wait_all(&self, status: &str) -> Vec<MailRecord> {
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        loop {
+            // The cheap question first: is anything still queued?
+            let queued = self
+                .db
+                .mail()
+                .mail_queue_stats()
+                .await
+                .expect("stats")
+                .depth;
+            let all = if queued == 0 || status != "sent" {
+                self.all().await
+            } else {
+                Vec::new()
+            };
+            if queued == 0 && all.iter().all(|m| m.status == status) {
+                return all;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "timed out waiting for {status}: {:?}",
+                all.iter()
+                    .map(|m| (&m.status, m.attempts))
+                    .collect::<Vec<_>>()
+            );
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+}
+
+struct Running {
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl Running {
+    async fn stop(self) {
+        self.stop.cancel();
+        tokio::time::timeout(PATIENCE, self.task)
+            .await
+            .expect("the worker stops")
+            .expect("join")
+            .expect("clean stop");
+    }
+}
+
+fn config(retry_base_ms: u64, max_attempts: u32) -> WorkerConfig {
+    WorkerConfig {
+        lease: Duration::from_secs(300),
+        max_attempts,
+        retry_base: Duration::from_millis(retry_base_ms),
+        retry_max: Duration::from_secs(5),
+        concurrency: 2,
+        poll_interval: Duration::from_millis(50),
+        claim_batch: 8,
+    }
+}
+
+fn smtp(url: &str, timeout_ms: u64) -> Arc<dyn MailSender> {
+    Arc::new(SmtpSender::new(url, Duration::from_millis(timeout_ms), 4).expect("valid URL"))
+}
+
+async fn delivers_to_a_real_smtp_server(backend: Backend) {
+    let w = world(backend).await;
+    let sink = SmtpSink::start();
+    let ids = w.enqueue(3).await;
+    let running = w.start(smtp(&sink.url(), 5000), config(50, 10));
+    let sent = w.wait_all("sent").await;
+    running.stop().await;
+    assert!(sent.iter().all(|m| m.attempts == 1 && m.sent_at.is_some()));
+    let messages = sink.messages();
+    assert_eq!(messages.len(), 3);
+    let expected: HashSet<String> = ids
+        .iter()
+        .map(|id| format!("<{}@turnbase.test>", id.simple()))
+        .collect();
+    let got: HashSet<String> = sink.message_ids().into_iter().collect();
+    assert_eq!(got, expected, "Message-ID derives from the outbox id");
+    let one = &messages[0];
+    for needle in [
+        "From: Turnbase <noreply@turnbase.test>",
+        "To: player@example.org",
+        "Subject: Turn 3 has run",
+        "multipart/alternative",
+        "turn 3 has run.",
+        "<p>Hello player",
+    ] {
+        assert!(one.contains(needle), "missing {needle:?} in\n{one}");
+    }
+    let (_, attempts) = w.db.mail().mail(ids[0]).await.expect("show");
+    assert_eq!(
+        (attempts[0].outcome.as_str(), attempts[0].smtp_code),
+        ("sent", Some(250))
+    );
+}
+
+async fn transient_failure_then_success(backend: Backend) {
+    let w = world(backend).await;
+    let server = FaultySmtp::start(vec![
+        Behaviour::Transient,
+        Behaviour::Transient,
+        Behaviour::Accept,
+    ])
+    .await;
+    let ids = w.enqueue(1).await;
+    let running = w.start(
+        smtp(&server.url(), 5000),
+        WorkerConfig {
+            concurrency: 1,
+            ..config(200, 10)
+        },
+    );
+    // After the first failure the retry is scheduled within the jitter bounds.
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    let (first, attempts) = loop {
+        let (m, a) = w.db.mail().mail(ids[0]).await.expect("show");
+        // A consistent look: the row and its attempts agree on one attempt.
+        let (again, _) = w.db.mail().mail(ids[0]).await.expect("show");
+        if a.len() == 1 && m.attempts == 1 && again == m {
+            break (m, a);
+        }
+        assert!(tokio::time::Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    let wait = (first.next_attempt_at - attempts[0].finished_at).num_milliseconds();
+    assert!(
+        (160..=240).contains(&wait),
+        "first retry after {wait} ms, expected 200 ± 20%"
+    );
+    w.wait_all("sent").await;
+    running.stop().await;
+    let (m, attempts) = w.db.mail().mail(ids[0]).await.expect("show");
+    assert_eq!(m.attempts, 3);
+    let outcomes: Vec<(&str, Option<i64>)> = attempts
+        .iter()
+        .map(|a| (a.outcome.as_str(), a.smtp_code))
+        .collect();
+    assert_eq!(
+        outcomes,
+        [
+            ("transient", Some(451)),
+            ("transient", Some(451)),
+            ("sent", Some(250))
+        ]
+    );
+    assert!(
+        attempts[0]
+            .error
+            .as_deref()
+            .is_some_and(|e| e.contains("try again later"))
+    );
+    assert_eq!(*server.accepted.lock().expect("lock"), 1);
+}
+
+async fn permanent_failure_after_exactly_one_attempt(backend: Backend) {
+    let w = world(backend).await;
+    let server = FaultySmtp::start(vec![Behaviour::Permanent]).await;
+    let ids = w.enqueue(1).await;
+    let running = w.start(smtp(&server.url(), 5000), config(50, 10));
+    w.wait_all("failed").await;
+    running.stop().await;
+    let (m, attempts) = w.db.mail().mail(ids[0]).await.expect("show");
+    assert_eq!((m.attempts, attempts.len()), (1, 1));
+    assert_eq!(
+        (attempts[0].outcome.as_str(), attempts[0].smtp_code),
+        ("permanent", Some(550))
+    );
+}
+
+async fn attempts_run_out(backend: Backend) {
+    let w = world(backend).await;
+    let server = FaultySmtp::start(vec![Behaviour::Drop]).await;
+    let ids = w.enqueue(1).await;
+    let running = w.start(smtp(&server.url(), 5000), config(20, 3));
+    w.wait_all("failed").await;
+    running.stop().await;
+    let (_, attempts) = w.db.mail().mail(ids[0]).await.expect("show");
+    assert_eq!(attempts.len(), 3);
+    assert!(attempts.iter().all(|a| a.outcome == "transient"));
+}
+
+async fn server_down_then_up_drains_the_queue(backend: Backend) {
+    let w = world(backend).await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port();
+    let ids = w.enqueue(20).await;
+    let running = w.start(
+        smtp(&format!("smtp://127.0.0.1:{port}"), 2000),
+        config(100, 20),
+    );
+    // Wait for failed attempts against the absent server.
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while w.all().await.iter().all(|m| m.attempts == 0) {
+        assert!(tokio::time::Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let sink = SmtpSink::start_on(port);
+    w.wait_all("sent").await;
+    running.stop().await;
+    let got: HashSet<String> = sink.message_ids().into_iter().collect();
+    assert_eq!(got.len(), ids.len(), "nothing lost");
+}
+
+async fn send_timeout_is_a_transient_failure(backend: Backend) {
+    let w = world(backend).await;
+    let server = FaultySmtp::start(vec![Behaviour::Hang, Behaviour::Accept]).await;
+    let ids = w.enqueue(1).await;
+    let running = w.start(
+        smtp(&server.url(), 300),
+        WorkerConfig {
+            concurrency: 1,
+            ..config(50, 10)
+        },
+    );
+    w.wait_all("sent").await;
+    running.stop().await;
+    let (_, attempts) = w.db.mail().mail(ids[0]).await.expect("show");
+    assert_eq!(attempts.len(), 2);
+    assert_eq!(attempts[0].outcome, "transient");
+    let took = (attempts[0].finished_at - attempts[0].started_at).num_milliseconds();
+    assert!(
+        (250..5000).contains(&took),
+        "the hung attempt ended by timeout after {took} ms"
+    );
+}
+
+async fn an_expired_lease_is_reclaimed(backend: Backend) {
+    let w = world(backend).await;
+    let sink = SmtpSink::start();
+    let ids = w.enqueue(1).await;
+    // A worker that claimed the mail and vanished.
+    let ghost =
+        w.db.mail()
+            .claim_due_mail(chrono::Utc::now(), Duration::from_millis(500), "ghost", 10)
+            .await
+            .expect("claim");
+    assert_eq!(ghost.len(), 1);
+    let running = w.start(smtp(&sink.url(), 5000), config(50, 10));
+    w.wait_all("sent").await;
+    running.stop().await;
+    let (m, attempts) = w.db.mail().mail(ids[0]).await.expect("show");
+    assert_eq!(
+        (m.attempts, attempts.len()),
+        (1, 1),
+        "the ghost's claim spent nothing"
+    );
+    assert_eq!(sink.message_ids().len(), 1);
+}
+
+async fn shutdown_mid_send_does_not_spend_an_attempt(backend: Backend) {
+    let w = world(backend).await;
+    let server = FaultySmtp::start(vec![Behaviour::Hang]).await;
+    let ids = w.enqueue(1).await;
+    let running = w.start(smtp(&server.url(), 60_000), config(50, 10));
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while w.all().await[0].status != "sending" {
+        assert!(tokio::time::Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    running.stop().await;
+    let (m, attempts) = w.db.mail().mail(ids[0]).await.expect("show");
+    assert_eq!((m.status.as_str(), m.attempts), ("pending", 0));
+    assert!(attempts.is_empty());
+}
+
+async fn four_workers_over_many_rows_send_each_once(backend: Backend) {
+    const ROWS: usize = 10_000;
+    let w = world(backend).await;
+    w.enqueue(ROWS).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sender: Arc<dyn MailSender> =
+        Arc::new(FileSender::new(dir.path().to_path_buf()).expect("folder"));
+    let workers: Vec<Running> = (0..4)
+        .map(|_| {
+            w.start(
+                sender.clone(),
+                WorkerConfig {
+                    concurrency: 2,
+                    ..config(50, 10)
+                },
+            )
+        })
+        .collect();
+    let sent = w.wait_all("sent").await;
+    for r in workers {
+        r.stop().await;
+    }
+    assert_eq!(sent.len(), ROWS);
+    assert!(
+        sent.iter().all(|m| m.attempts == 1),
+        "no row was sent twice"
+    );
+    let files = std::fs::read_dir(dir.path())
+        .expect("read")
+        .filter(|e| {
+            e.as_ref()
+                .is_ok_and(|e| e.file_name().to_string_lossy().ends_with(".eml"))
+        })
+        .count();
+    assert_eq!(files, ROWS, "one file per mail, none left");
+}
+
+async fn enqueue_in_a_rolled_back_transaction_leaves_no_mail(backend: Backend) {
+    let w = world(backend).await;
+    let mut tx = w.db.begin().await.expect("begin");
+    w.service
+        .enqueue(&mut tx, mail("Ann"))
+        .await
+        .expect("enqueue");
+    tx.rollback().await.expect("rollback");
+    assert!(w.all().await.is_empty());
+    let mut bad = mail("Ann");
+    bad.content.subject = "two\nlines".into();
+    let mut tx = w.db.begin().await.expect("begin");
+    assert!(matches!(
+        w.service.enqueue(&mut tx, bad).await,
+        Err(turnbase_mail::MailError::Invalid(_))
+    ));
+    tx.rollback().await.expect("rollback");
+}
+
+crate::both_backends!(
+    delivers_to_a_real_smtp_server,
+    transient_failure_then_success,
+    permanent_failure_after_exactly_one_attempt,
+    attempts_run_out,
+    server_down_then_up_drains_the_queue,
+    send_timeout_is_a_transient_failure,
+    an_expired_lease_is_reclaimed,
+    shutdown_mid_send_does_not_spend_an_attempt,
+    four_workers_over_many_rows_send_each_once,
+    enqueue_in_a_rolled_back_transaction_leaves_no_mail,
+);
