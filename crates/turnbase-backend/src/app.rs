@@ -15,7 +15,7 @@ use turnbase_push::PushService;
 use turnbase_store::{Database, InstanceInfo};
 
 use crate::api::{self, AppState};
-use crate::config::Config;
+use crate::config::{Config, MailDelivery};
 
 /// A started backend.
 pub struct App {
@@ -26,6 +26,7 @@ pub struct App {
     pub readiness: Readiness,
     pub database: Database,
     pub push: PushService,
+    pub mail: turnbase_mail::MailService,
     lifecycle: Lifecycle,
 }
 
@@ -65,6 +66,7 @@ impl App {
                 http_addr: parts.http_addr,
                 grpc_push_addr: parts.grpc_push_addr,
                 push: parts.push,
+                mail: parts.mail,
                 metrics_addr: parts.metrics_addr,
                 instance: parts.instance,
                 readiness: parts.readiness,
@@ -111,7 +113,15 @@ impl App {
             Ok(())
         });
 
-        // Domain services and caches join here as they arrive.
+        // Domain services, in dependency order (geo, user, mail, auth, …).
+        let wake_mail = Arc::new(tokio::sync::Notify::new());
+        let mail = turnbase_mail::MailService::new(
+            database.clone(),
+            wake_mail.clone(),
+            Some(telemetry.meter()),
+        );
+
+        // Caches join here as they arrive.
         let readiness = Readiness::default();
 
         let state = AppState {
@@ -119,6 +129,8 @@ impl App {
             readiness: readiness.clone(),
             instance: Arc::new(instance.clone()),
             version,
+            mail: mail.clone(),
+            dev_open_admin: config.dev_open_admin,
         };
         let router = api::router(state, &config.http, HttpMetrics::new(telemetry.meter()));
 
@@ -155,6 +167,32 @@ impl App {
             },
         );
         tracing::info!(addr = %http_addr, "HTTP API listening");
+
+        // Workers, after the listeners: at shutdown they stop first.
+        let sender: Arc<dyn turnbase_mail::MailSender> = match &config.mail.delivery {
+            MailDelivery::Smtp { url, timeout } => Arc::new(
+                turnbase_mail::SmtpSender::new(
+                    url.expose(),
+                    *timeout,
+                    u32::try_from(config.mail.worker.concurrency).unwrap_or(u32::MAX),
+                )
+                .map_err(|e| anyhow::anyhow!("BACKEND_SMTP_URL: {e}"))?,
+            ),
+            MailDelivery::Folder(dir) => {
+                Arc::new(turnbase_mail::FileSender::new(dir.clone()).map_err(|e| {
+                    anyhow::anyhow!("cannot create the mail folder {}: {e}", dir.display())
+                })?)
+            }
+        };
+        let worker = Arc::new(turnbase_mail::MailWorker::new(
+            database.clone(),
+            sender,
+            turnbase_mail::MessageSettings::new(config.mail.from.clone()),
+            config.mail.worker.clone(),
+            wake_mail,
+            Some(telemetry.meter()),
+        ));
+        lifecycle.spawn("mail-worker", None, move |stop| worker.run(stop));
 
         let metrics_addr = match config.metrics_addr {
             Some(addr) => {
@@ -193,6 +231,7 @@ impl App {
             http_addr,
             grpc_push_addr,
             push,
+            mail,
             metrics_addr,
             instance,
             readiness,
@@ -215,6 +254,7 @@ struct Started {
     http_addr: SocketAddr,
     grpc_push_addr: SocketAddr,
     push: PushService,
+    mail: turnbase_mail::MailService,
     metrics_addr: Option<SocketAddr>,
     instance: InstanceInfo,
     readiness: Readiness,

@@ -156,6 +156,71 @@ pub const VARIABLES: &[VarSpec] = &[
         None,
         "Address of the Prometheus `/metrics` listener; unset means no listener."
     ),
+    var!(
+        "BACKEND_MAIL_DELIVERY",
+        None,
+        "`smtp` or `file` (one `.eml` per mail in `BACKEND_MAIL_DIR`). Unset: `smtp` when `BACKEND_SMTP_URL` is set; `turnbase up` falls back to `file`, `turnbase backend` refuses to start."
+    ),
+    var!(
+        "BACKEND_SMTP_URL",
+        None,
+        "SMTP relay: `smtp://host:25`, `smtps://user:pass@host:465`, or `smtp://user:pass@host:587?tls=required` for STARTTLS. Secret."
+    ),
+    var!(
+        "BACKEND_SMTP_TIMEOUT",
+        Some("30s"),
+        "Timeout of each SMTP step; a whole send may take three times this."
+    ),
+    var!(
+        "BACKEND_MAIL_FROM",
+        Some("Turnbase <noreply@turnbase.localhost>"),
+        "Sender of every mail; its domain also names the Message-IDs."
+    ),
+    var!(
+        "BACKEND_MAIL_DIR",
+        None,
+        "Folder for `file` delivery; unset means `mail` in the data folder."
+    ),
+    var!(
+        "BACKEND_MAIL_WORKERS",
+        Some("4"),
+        "Mails sent at once (worker slots, and SMTP connections pooled)."
+    ),
+    var!(
+        "BACKEND_MAIL_LEASE",
+        Some("5m"),
+        "How long a claimed mail is reserved for its worker; after that another worker may take it."
+    ),
+    var!(
+        "BACKEND_MAIL_MAX_ATTEMPTS",
+        Some("10"),
+        "Attempts before a transiently failing mail is given up."
+    ),
+    var!(
+        "BACKEND_MAIL_RETRY_BASE",
+        Some("30s"),
+        "Wait after the first failed attempt; doubles per attempt, ±20% jitter."
+    ),
+    var!(
+        "BACKEND_MAIL_RETRY_MAX",
+        Some("1h"),
+        "Longest wait between attempts."
+    ),
+    var!(
+        "BACKEND_MAIL_POLL_INTERVAL",
+        Some("1s"),
+        "How often idle workers look for due mail (new mail wakes them at once)."
+    ),
+    var!(
+        "BACKEND_MAIL_CLAIM_BATCH",
+        Some("8"),
+        "Mails a worker slot claims at a time."
+    ),
+    var!(
+        "BACKEND_DEV_OPEN_ADMIN",
+        Some("false"),
+        "Development only: serve `/api/v1/admin/*` without admin sign-in (which arrives with accounts)."
+    ),
 ];
 
 #[derive(Debug, Clone)]
@@ -223,6 +288,23 @@ pub enum Profile {
 /// What `turnbase up` uses where `turnbase backend` insists on a choice.
 const UP_DEFAULTS: &[(&str, &str)] = &[("BACKEND_FRESHNESS_WINDOW", "5m")];
 
+/// Where mail goes.
+#[derive(Debug, Clone)]
+pub enum MailDelivery {
+    Smtp {
+        url: Secret<String>,
+        timeout: Duration,
+    },
+    Folder(PathBuf),
+}
+
+#[derive(Debug, Clone)]
+pub struct MailConfig {
+    pub delivery: MailDelivery,
+    pub from: turnbase_mail::Mailbox,
+    pub worker: turnbase_mail::WorkerConfig,
+}
+
 #[derive(Debug, Clone)]
 pub struct Config {
     pub data_dir: PathBuf,
@@ -232,6 +314,9 @@ pub struct Config {
     pub shutdown_timeout: Duration,
     pub telemetry: TelemetryConfig,
     pub metrics_addr: Option<SocketAddr>,
+    pub mail: MailConfig,
+    /// Serve the admin API without admin sign-in (development only).
+    pub dev_open_admin: bool,
 }
 
 impl Config {
@@ -245,6 +330,9 @@ impl Config {
         if profile == Profile::Up {
             for (name, value) in UP_DEFAULTS {
                 source.set_default(name, value);
+            }
+            if source.get("BACKEND_SMTP_URL").is_none() {
+                source.set_default("BACKEND_MAIL_DELIVERY", "file");
             }
         }
         Self::from_source(&source)
@@ -319,6 +407,8 @@ impl Config {
                 );
             }
         }
+        let mail = mail_config(&mut r, &data_dir);
+        let dev_open_admin = r.get("BACKEND_DEV_OPEN_ADMIN", config::parse_bool);
         r.finish()?;
         Ok(Config {
             data_dir,
@@ -328,8 +418,82 @@ impl Config {
             shutdown_timeout,
             telemetry,
             metrics_addr,
+            mail,
+            dev_open_admin,
         })
     }
+}
+
+fn mail_config(r: &mut Reader<'_>, data_dir: &Path) -> MailConfig {
+    let url = r.optional("BACKEND_SMTP_URL", parse_smtp_url);
+    let timeout = r.get("BACKEND_SMTP_TIMEOUT", parse_positive_duration);
+    let choice = r.optional("BACKEND_MAIL_DELIVERY", |t| {
+        config::parse_choice(t, &[("smtp", true), ("file", false)])
+    });
+    let dir = r
+        .optional("BACKEND_MAIL_DIR", parse_string)
+        .map(PathBuf::from)
+        .unwrap_or_else(|| data_dir.join("mail"));
+    let delivery = match (choice, url) {
+        (Some(false), Some(_)) => {
+            r.report(
+                "BACKEND_MAIL_DELIVERY",
+                "is file, but BACKEND_SMTP_URL is set too; choose one".into(),
+            );
+            MailDelivery::Folder(dir)
+        }
+        (Some(false), None) => MailDelivery::Folder(dir),
+        (_, Some(url)) => MailDelivery::Smtp { url, timeout },
+        (_, None) => {
+            if !r.has_problem("BACKEND_SMTP_URL") && !r.has_problem("BACKEND_MAIL_DELIVERY") {
+                r.report(
+                    "BACKEND_SMTP_URL",
+                    "is required to send mail; set it, or set BACKEND_MAIL_DELIVERY=file to write mail to a folder".into(),
+                );
+            }
+            MailDelivery::Folder(dir)
+        }
+    };
+    let from = r.get("BACKEND_MAIL_FROM", parse_mailbox);
+    let retry_base = r.get("BACKEND_MAIL_RETRY_BASE", parse_positive_duration);
+    let retry_max = r.get("BACKEND_MAIL_RETRY_MAX", parse_positive_duration);
+    if retry_base > retry_max {
+        r.report(
+            "BACKEND_MAIL_RETRY_BASE",
+            "must not be longer than BACKEND_MAIL_RETRY_MAX".into(),
+        );
+    }
+    let worker = turnbase_mail::WorkerConfig {
+        lease: r.get("BACKEND_MAIL_LEASE", parse_positive_duration),
+        max_attempts: r.get("BACKEND_MAIL_MAX_ATTEMPTS", parse_u32_positive),
+        retry_base,
+        retry_max,
+        concurrency: r.get("BACKEND_MAIL_WORKERS", parse_usize_positive),
+        poll_interval: r.get("BACKEND_MAIL_POLL_INTERVAL", parse_positive_duration),
+        claim_batch: r.get("BACKEND_MAIL_CLAIM_BATCH", parse_usize_positive),
+    };
+    MailConfig {
+        delivery,
+        from,
+        worker,
+    }
+}
+
+fn parse_smtp_url(text: &str) -> Result<Secret<String>, String> {
+    // The value may hold a password, so it is not echoed back.
+    if (text.starts_with("smtp://") || text.starts_with("smtps://"))
+        && turnbase_mail::sender::check_smtp_url(text).is_ok()
+    {
+        Ok(Secret::new(text.to_string()))
+    } else {
+        Err("expected smtp://host:port or smtps://user:password@host:port".into())
+    }
+}
+
+fn parse_mailbox(text: &str) -> Result<turnbase_mail::Mailbox, String> {
+    text.parse().map_err(|e| {
+        format!("{text:?} is not a mailbox like `Turnbase <noreply@example.org>` ({e})")
+    })
 }
 
 /// Whether two listen addresses would fight over one port.
@@ -548,6 +712,16 @@ mod tests {
             ("BACKEND_PUSH_RING_CAPACITY", "0", "greater than zero"),
             ("BACKEND_PUSH_RING_MAX_BYTES", "huge", "is not a size"),
             ("BACKEND_PUSH_MAX_PAYLOAD_BYTES", "0", "greater than zero"),
+            ("BACKEND_SMTP_URL", "mail.example:25", "expected smtp://"),
+            (
+                "BACKEND_MAIL_DELIVERY",
+                "pigeon",
+                "is not one of smtp, file",
+            ),
+            ("BACKEND_MAIL_FROM", "not a mailbox", "is not a mailbox"),
+            ("BACKEND_MAIL_WORKERS", "0", "greater than zero"),
+            ("BACKEND_MAIL_RETRY_BASE", "2h", "must not be longer"),
+            ("BACKEND_DEV_OPEN_ADMIN", "maybe", "is not a boolean"),
             (
                 "BACKEND_HTTP_ADR",
                 "127.0.0.1:1",
@@ -565,14 +739,40 @@ mod tests {
     }
 
     #[test]
+    fn mail_delivery_needs_a_choice_in_production() {
+        let base = || vec![("BACKEND_FRESHNESS_WINDOW".to_string(), "1m".to_string())];
+        let err = Config::load(Profile::Backend, base(), None).expect_err("no SMTP");
+        assert_eq!(err.problems[0].subject, "BACKEND_SMTP_URL", "{err}");
+        let mut env = base();
+        env.push(("BACKEND_MAIL_DELIVERY".into(), "file".into()));
+        let c = Config::load(Profile::Backend, env, None).expect("file chosen explicitly");
+        assert!(matches!(c.mail.delivery, MailDelivery::Folder(ref d) if d.ends_with("mail")));
+        let mut env = base();
+        env.push((
+            "BACKEND_SMTP_URL".into(),
+            "smtps://u:pw@mail.example:465".into(),
+        ));
+        let c = Config::load(Profile::Backend, env, None).expect("smtp");
+        assert!(matches!(c.mail.delivery, MailDelivery::Smtp { .. }));
+        assert!(!format!("{c:?}").contains("pw@"), "the SMTP URL is secret");
+        let up = load(&[]).expect("up writes mail to a folder");
+        assert!(matches!(up.mail.delivery, MailDelivery::Folder(_)));
+    }
+
+    #[test]
     fn the_freshness_window_is_required_outside_up() {
-        let err = Config::load(Profile::Backend, Vec::new(), None).expect_err("required");
+        let file_mail = ("BACKEND_MAIL_DELIVERY".to_string(), "file".to_string());
+        let err =
+            Config::load(Profile::Backend, vec![file_mail.clone()], None).expect_err("required");
         assert_eq!(err.problems.len(), 1, "{err}");
         assert_eq!(err.problems[0].subject, "BACKEND_FRESHNESS_WINDOW");
         assert!(err.problems[0].message.contains("required"), "{err}");
         let c = Config::load(
             Profile::Backend,
-            vec![("BACKEND_FRESHNESS_WINDOW".to_string(), "90s".to_string())],
+            vec![
+                ("BACKEND_FRESHNESS_WINDOW".to_string(), "90s".to_string()),
+                file_mail,
+            ],
             None,
         )
         .expect("set");

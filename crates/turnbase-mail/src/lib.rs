@@ -10,6 +10,7 @@ pub mod template;
 pub mod worker;
 
 pub use email::Email;
+pub use lettre::message::Mailbox;
 pub use sender::{FileSender, MailSender, MessageSettings, SendError, SmtpSender};
 pub use service::{MailError, MailService, OutgoingMail};
 pub use worker::{MailWorker, Outcome, WorkerConfig};

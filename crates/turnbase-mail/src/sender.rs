@@ -96,6 +96,13 @@ pub struct SmtpSender {
     described: String,
 }
 
+/// Checks an SMTP URL without connecting (and without a runtime).
+pub fn check_smtp_url(url: &str) -> Result<(), String> {
+    AsyncSmtpTransport::<Tokio1Executor>::from_url(url)
+        .map(|_| ())
+        .map_err(|e| format!("not a usable SMTP URL: {e}"))
+}
+
 impl SmtpSender {
     pub fn new(url: &str, timeout: Duration, pool_size: u32) -> Result<Self, String> {
         let transport = AsyncSmtpTransport::<Tokio1Executor>::from_url(url)
@@ -254,6 +261,7 @@ mod tests {
             "smtps://user:***@mail.example:465"
         );
         assert_eq!(redact("smtp://mail.example:25"), "smtp://mail.example:25");
-        assert!(SmtpSender::new("ftp://x", Duration::from_secs(1), 1).is_err());
+        assert!(check_smtp_url("ftp://x").is_err());
+        assert!(check_smtp_url("smtp://mail.example:25").is_ok());
     }
 }

@@ -169,6 +169,14 @@ async fn migrate(config: &Config, telemetry: &Telemetry) -> i32 {
 
 async fn serve(config: Config, telemetry: Telemetry, banner: bool) -> i32 {
     let data_dir = config.data_dir.clone();
+    let mail = match &config.mail.delivery {
+        turnbase_backend::config::MailDelivery::Folder(dir) => {
+            format!("written to {} (no SMTP relay configured)", dir.display())
+        }
+        turnbase_backend::config::MailDelivery::Smtp { .. } => {
+            "sent through BACKEND_SMTP_URL".into()
+        }
+    };
     let app = match App::start(config, telemetry.clone(), VERSION).await {
         Ok(app) => app,
         Err(err) => {
@@ -191,6 +199,7 @@ async fn serve(config: Config, telemetry: Telemetry, banner: bool) -> i32 {
             println!("  Metrics:  http://{metrics}/metrics");
         }
         println!("  Data:     {}", data_dir.display());
+        println!("  Mail:     {mail}");
         println!("Press Ctrl-C to stop.");
     }
     let report = app

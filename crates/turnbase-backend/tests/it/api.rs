@@ -118,6 +118,7 @@ async fn shutdown_stops_components_in_reverse_order(backend: Backend) {
         order,
         [
             "metrics",
+            "mail-worker",
             "http",
             "grpc-push",
             "push",

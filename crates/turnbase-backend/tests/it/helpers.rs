@@ -24,6 +24,8 @@ pub async fn spawn_app_with(backend: Backend, extra: &[(&str, &str)]) -> TestApp
         ("BACKEND_METRICS_ADDR".into(), "127.0.0.1:0".into()),
         ("BACKEND_GRPC_PUSH_ADDR".into(), "127.0.0.1:0".into()),
         ("BACKEND_FRESHNESS_WINDOW".into(), "1m".into()),
+        ("BACKEND_MAIL_DELIVERY".into(), "file".into()),
+        ("BACKEND_MAIL_POLL_INTERVAL".into(), "100ms".into()),
         ("BACKEND_DATA_DIR".into(), db.dir().display().to_string()),
         ("BACKEND_LOG_LEVEL".into(), "warn".into()),
     ];

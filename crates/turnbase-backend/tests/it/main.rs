@@ -1,6 +1,7 @@
 //! Backend API tests: a real backend on loopback per test, on SQLite and on
 //! Postgres.
 
+mod admin_mail;
 mod api;
 mod helpers;
 

@@ -8,6 +8,7 @@ pub fn data_env(dir: &tempfile::TempDir) -> Vec<(&'static str, String)> {
         ("BACKEND_HTTP_ADDR", "127.0.0.1:0".into()),
         ("BACKEND_GRPC_PUSH_ADDR", "127.0.0.1:0".into()),
         ("BACKEND_FRESHNESS_WINDOW", "1m".into()),
+        ("BACKEND_MAIL_DELIVERY", "file".into()),
     ]
 }
 
@@ -33,12 +34,13 @@ fn invalid_configuration_names_every_variable_and_exits_2() {
         "{stderr}"
     );
     assert!(!stderr.contains("backtrace"), "{stderr}");
-    // The required freshness window is missing too: three problems, one message.
+    // The required freshness window and mail relay are missing too: four
+    // problems, one message.
     assert!(
-        stderr.starts_with("turnbase: invalid configuration (3 problems):"),
+        stderr.starts_with("turnbase: invalid configuration (4 problems):"),
         "{stderr}"
     );
-    assert_eq!(stderr.lines().count(), 4, "one message: {stderr}");
+    assert_eq!(stderr.lines().count(), 5, "one message: {stderr}");
 }
 
 #[test]
@@ -113,6 +115,7 @@ fn serve_and_stop(mut env: Vec<(&'static str, String)>, signal: &str) {
         stopped,
         [
             "metrics",
+            "mail-worker",
             "http",
             "grpc-push",
             "push",

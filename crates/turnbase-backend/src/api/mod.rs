@@ -23,6 +23,8 @@ use utoipa_axum::routes;
 
 use crate::config::{CorsOrigins, HttpConfig};
 
+mod admin_mail;
+
 /// How long `/readyz` waits for the database before calling it not ready.
 const READINESS_DB_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -34,13 +36,22 @@ pub struct AppState {
     pub instance: Arc<InstanceInfo>,
     /// The version of the running binary.
     pub version: &'static str,
+    pub mail: turnbase_mail::MailService,
+    /// Serve the admin API without admin sign-in (development only).
+    pub dev_open_admin: bool,
 }
 
 /// Errors a handler can return; converted to status and JSON body here only.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
     #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
     NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    Forbidden(String),
     #[error(transparent)]
     Unexpected(#[from] anyhow::Error),
 }
@@ -48,8 +59,17 @@ pub enum ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         match self {
+            ApiError::BadRequest(message) => {
+                error_response(StatusCode::BAD_REQUEST, "bad_request", message)
+            }
             ApiError::NotFound(message) => {
                 error_response(StatusCode::NOT_FOUND, "not_found", message)
+            }
+            ApiError::Conflict(message) => {
+                error_response(StatusCode::CONFLICT, "conflict", message)
+            }
+            ApiError::Forbidden(message) => {
+                error_response(StatusCode::FORBIDDEN, "forbidden", message)
             }
             ApiError::Unexpected(err) => {
                 tracing::error!(error = %format!("{err:#}"), "request failed unexpectedly");
@@ -75,6 +95,7 @@ impl IntoResponse for ApiError {
     tags(
         (name = "probes", description = "Liveness and readiness"),
         (name = "public", description = "No authentication"),
+        (name = "admin", description = "Operators; needs an admin session (until accounts arrive: BACKEND_DEV_OPEN_ADMIN)"),
     )
 )]
 struct ApiDoc;
@@ -87,7 +108,27 @@ fn routes() -> OpenApiRouter<AppState> {
         .nest("/api/v1/public", public_routes())
         .nest("/api/v1/user", OpenApiRouter::new())
         .nest("/api/v1/internal", OpenApiRouter::new())
-        .nest("/api/v1/admin", OpenApiRouter::new())
+        .nest("/api/v1/admin", admin_routes())
+}
+
+/// The admin API. Every route passes the admin guard.
+fn admin_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().nest("/mail", admin_mail::routes())
+}
+
+/// The admin guard, in front of every `/api/v1/admin` route. Admin
+/// sign-in arrives with accounts; until then the admin API answers only
+/// when the development flag opens it.
+async fn admin_guard(open: bool, request: Request, next: axum::middleware::Next) -> Response {
+    if open || !request.uri().path().starts_with("/api/v1/admin/") {
+        return next.run(request).await;
+    }
+    ApiError::Forbidden(
+        "the admin API needs an admin session, which is not available yet; \
+         set BACKEND_DEV_OPEN_ADMIN=true in development"
+            .into(),
+    )
+    .into_response()
 }
 
 fn public_routes() -> OpenApiRouter<AppState> {
@@ -118,6 +159,12 @@ pub fn openapi(version: &str) -> utoipa::openapi::OpenApi {
 pub fn router(state: AppState, config: &HttpConfig, metrics: HttpMetrics) -> Router {
     let (router, _) = routes().split_for_parts();
     let doc = Arc::new(openapi(state.version));
+    let open_admin = state.dev_open_admin;
+    let router = router.layer(axum::middleware::from_fn(
+        move |request: Request, next: axum::middleware::Next| {
+            admin_guard(open_admin, request, next)
+        },
+    ));
     let request_id = HeaderName::from_static("x-request-id");
     router
         .route(

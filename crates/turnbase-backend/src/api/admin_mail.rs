@@ -1,0 +1,206 @@
+//! `/api/v1/admin/mail`: the outbox for operators — list deliveries by
+//! status with paging, show one with its attempts, retry a failed one.
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use turnbase_store::StoreError;
+use turnbase_store::mail::{AttemptRecord, MailFilter, MailRecord};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+use uuid::Uuid;
+
+use super::{ApiError, AppState};
+
+const STATUSES: &[&str] = &["pending", "retrying", "sending", "sent", "failed"];
+const MAX_LIMIT: i64 = 200;
+
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_mail))
+        .routes(routes!(show_mail))
+        .routes(routes!(retry_mail))
+}
+
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+struct ListQuery {
+    /// `pending`, `retrying`, `sending`, `sent` or `failed`.
+    status: Option<String>,
+    /// Return deliveries older than this id (the previous page's `next`).
+    before: Option<Uuid>,
+    /// Page size, 1 to 200 (default 50).
+    limit: Option<i64>,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+struct Delivery {
+    id: Uuid,
+    to: String,
+    subject: String,
+    /// `pending`, `retrying`, `sending`, `sent` or `failed`.
+    status: String,
+    attempts: i64,
+    idempotency_key: Option<String>,
+    next_attempt_at: DateTime<Utc>,
+    created_at: DateTime<Utc>,
+    sent_at: Option<DateTime<Utc>>,
+    last_error: Option<String>,
+}
+
+impl From<MailRecord> for Delivery {
+    fn from(m: MailRecord) -> Self {
+        Delivery {
+            status: m.display_status().to_string(),
+            id: m.id,
+            to: m.to,
+            subject: m.subject,
+            attempts: m.attempts,
+            idempotency_key: m.idempotency_key,
+            next_attempt_at: m.next_attempt_at,
+            created_at: m.created_at,
+            sent_at: m.sent_at,
+            last_error: m.last_error,
+        }
+    }
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+struct DeliveryPage {
+    items: Vec<Delivery>,
+    /// Pass as `before` for the next page; absent on the last page.
+    next: Option<Uuid>,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+struct Attempt {
+    attempt: i64,
+    started_at: DateTime<Utc>,
+    finished_at: DateTime<Utc>,
+    /// `sent`, `transient` or `permanent`.
+    outcome: String,
+    smtp_code: Option<i64>,
+    error: Option<String>,
+}
+
+impl From<AttemptRecord> for Attempt {
+    fn from(a: AttemptRecord) -> Self {
+        Attempt {
+            attempt: a.attempt,
+            started_at: a.started_at,
+            finished_at: a.finished_at,
+            outcome: a.outcome,
+            smtp_code: a.smtp_code,
+            error: a.error,
+        }
+    }
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+struct DeliveryDetail {
+    #[serde(flatten)]
+    delivery: Delivery,
+    attempts: Vec<Attempt>,
+}
+
+fn store_error(err: StoreError, id: Uuid) -> ApiError {
+    match err {
+        StoreError::NotFound => ApiError::NotFound(format!("no mail {id}")),
+        StoreError::Conflict(message) => ApiError::Conflict(message),
+        other => ApiError::Unexpected(other.into()),
+    }
+}
+
+/// List mail deliveries, newest first.
+#[utoipa::path(get, path = "", tag = "admin", params(ListQuery),
+    responses(
+        (status = 200, description = "A page of deliveries", body = DeliveryPage),
+        (status = 400, description = "Bad filter or page size", body = turnbase_core::http::ErrorBody),
+    ))]
+async fn list_mail(
+    State(state): State<AppState>,
+    Query(query): Query<ListQuery>,
+) -> Result<Json<DeliveryPage>, ApiError> {
+    if let Some(status) = &query.status
+        && !STATUSES.contains(&status.as_str())
+    {
+        return Err(ApiError::BadRequest(format!(
+            "status must be one of {}",
+            STATUSES.join(", ")
+        )));
+    }
+    let limit = query.limit.unwrap_or(50);
+    if !(1..=MAX_LIMIT).contains(&limit) {
+        return Err(ApiError::BadRequest(format!(
+            "limit must be 1 to {MAX_LIMIT}"
+        )));
+    }
+    let records = state
+        .db
+        .mail()
+        .list_mail(&MailFilter {
+            status: query.status,
+            before: query.before,
+            limit: limit + 1,
+        })
+        .await
+        .map_err(|e| ApiError::Unexpected(e.into()))?;
+    let more = records.len() as i64 > limit;
+    let items: Vec<Delivery> = records
+        .into_iter()
+        .take(limit as usize)
+        .map(Delivery::from)
+        .collect();
+    let next = if more {
+        items.last().map(|d| d.id)
+    } else {
+        None
+    };
+    Ok(Json(DeliveryPage { items, next }))
+}
+
+/// One delivery with every attempt.
+#[utoipa::path(get, path = "/{id}", tag = "admin",
+    params(("id" = Uuid, Path, description = "Outbox id")),
+    responses(
+        (status = 200, description = "The delivery", body = DeliveryDetail),
+        (status = 404, description = "No such mail", body = turnbase_core::http::ErrorBody),
+    ))]
+async fn show_mail(
+    State(state): State<AppState>,
+    Path(id): Path<Uuid>,
+) -> Result<Json<DeliveryDetail>, ApiError> {
+    let (record, attempts) = state
+        .db
+        .mail()
+        .mail(id)
+        .await
+        .map_err(|e| store_error(e, id))?;
+    Ok(Json(DeliveryDetail {
+        delivery: record.into(),
+        attempts: attempts.into_iter().map(Attempt::from).collect(),
+    }))
+}
+
+/// Make a failed delivery due again, with a fresh attempt budget.
+#[utoipa::path(post, path = "/{id}/retry", tag = "admin",
+    params(("id" = Uuid, Path, description = "Outbox id")),
+    responses(
+        (status = 200, description = "Queued again", body = Delivery),
+        (status = 404, description = "No such mail", body = turnbase_core::http::ErrorBody),
+        (status = 409, description = "The mail has not failed", body = turnbase_core::http::ErrorBody),
+    ))]
+async fn retry_mail(
+    State(state): State<AppState>,
+    Path(id): Path<Uuid>,
+) -> Result<Json<Delivery>, ApiError> {
+    let record = state
+        .db
+        .mail()
+        .retry_mail(id, Utc::now())
+        .await
+        .map_err(|e| store_error(e, id))?;
+    state.mail.wake();
+    Ok(Json(record.into()))
+}
