@@ -1,6 +1,7 @@
 //! The `turnbase` binary as a child process: configuration errors, start,
 //! probes, signals, stop order, startup failures and telemetry output.
 
+mod mail;
 mod process;
 mod push;
 mod telemetry;
