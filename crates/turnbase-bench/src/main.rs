@@ -1,11 +1,13 @@
 //! `turnbase-bench`: Turnbase's benchmarks, one mode each.
 //!
-//! `turnbase-bench push` measures the push pipeline (publisher → gRPC over
+//! `turnbase-bench mail` measures the mail outbox and worker against a
+//! plain pooled SMTP sender. `turnbase-bench push` measures the push pipeline (publisher → gRPC over
 //! loopback → gateway push client) against NATS core pub/sub in the same
 //! run, and prints its figures followed by one JSON line. The other modes
 //! are the child processes it starts, so that each side's CPU and memory
 //! are measured on their own.
 
+mod mail;
 mod nats;
 mod probe;
 mod push;
@@ -23,6 +25,8 @@ struct Cli {
 enum Mode {
     /// The push pipeline against NATS core pub/sub.
     Push(push::PushArgs),
+    /// The mail outbox and worker against a plain pooled SMTP sender.
+    Mail(mail::MailArgs),
     /// Child: a push service publishing events (our backend side).
     #[command(hide = true)]
     PushPublisher(push::PublisherArgs),
@@ -52,6 +56,7 @@ fn main() -> std::process::ExitCode {
     let result = runtime.block_on(async move {
         match cli.mode {
             Mode::Push(args) => push::run(args).await,
+            Mode::Mail(args) => mail::run(args).await,
             Mode::PushPublisher(args) => push::publisher(args).await,
             Mode::PushSubscriber(args) => push::subscriber(args).await,
             Mode::NatsPublisher(args) => nats::publisher(args).await,

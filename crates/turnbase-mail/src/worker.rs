@@ -18,9 +18,8 @@ use opentelemetry::KeyValue;
 use opentelemetry::metrics::{Counter, Histogram, Meter, ObservableGauge};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
-use tracing::Instrument as _;
 use turnbase_store::Database;
-use turnbase_store::mail::{AfterAttempt, NewAttempt};
+use turnbase_store::mail::{AfterAttempt, Finished, NewAttempt};
 use uuid::Uuid;
 
 use crate::sender::{MailSender, MessageSettings, SendError, build_message};
@@ -136,7 +135,10 @@ impl MailWorker {
         }
     }
 
-    /// Claims a batch of due mail and tries to deliver each.
+    /// Claims a batch of due mail, tries to deliver each, and records the
+    /// attempts together. (A crash before the record means those mails are
+    /// sent again: delivery is at-least-once, and their Message-ID lets the
+    /// receiver drop the copies.)
     pub async fn try_execute(
         &self,
         owner: &str,
@@ -155,102 +157,129 @@ impl MailWorker {
         if claimed.is_empty() {
             return Ok(Outcome::Empty);
         }
+        let mut finished = Vec::with_capacity(claimed.len());
         let mut rest = claimed.into_iter();
         while let Some(mail) = rest.next() {
             // Stop early, or before the lease is half gone (so that nobody
             // else can hold a row we are still sending): hand back the rest.
-            let finished = if stop.is_cancelled() || claimed_at.elapsed() > self.config.lease / 2 {
-                store.release_mail(mail.id, owner).await?;
-                false
+            let done = if stop.is_cancelled() || claimed_at.elapsed() > self.config.lease / 2 {
+                store.release_mail(mail.id, owner, Utc::now()).await?;
+                None
             } else {
-                self.deliver(mail, owner, stop).await?
+                self.attempt(mail, owner, stop).await?
             };
-            if !finished {
-                for mail in rest.by_ref() {
-                    store.release_mail(mail.id, owner).await?;
+            match done {
+                Some(f) => finished.push(f),
+                None => {
+                    for mail in rest.by_ref() {
+                        store.release_mail(mail.id, owner, Utc::now()).await?;
+                    }
                 }
             }
+        }
+        if finished.is_empty() {
+            return Ok(Outcome::Done);
+        }
+        let held = store.finish_attempts(owner, &finished).await?;
+        for (f, held) in finished.iter().zip(held) {
+            self.report(f, held);
         }
         Ok(Outcome::Done)
     }
 
-    /// Sends one claimed mail and records the attempt. Returns `false` when
-    /// shutdown interrupted the send and the mail went back unspent.
-    async fn deliver(
+    /// Sends one claimed mail. Returns `None` when shutdown interrupted the
+    /// send and the mail went back unspent.
+    async fn attempt(
         &self,
         mail: turnbase_store::mail::ClaimedMail,
         owner: &str,
         stop: &CancellationToken,
-    ) -> anyhow::Result<bool> {
-        let store = self.db.mail();
+    ) -> anyhow::Result<Option<Finished>> {
         let attempt = mail.attempts + 1;
-        let span = tracing::info_span!("mail_delivery", mail_id = %mail.id, attempt);
-        async {
-            let started_at = Utc::now();
-            let clock = std::time::Instant::now();
-            let result = match build_message(&self.settings, &mail) {
-                Ok(message) => tokio::select! {
-                    result = self.sender.send(mail.id, message) => result,
-                    () = stop.cancelled() => {
-                        store.release_mail(mail.id, owner).await?;
-                        tracing::info!("shutdown interrupted the send; the mail goes back without spending an attempt");
-                        return Ok(false);
-                    }
-                },
-                Err(e) => Err(e),
-            };
-            let elapsed = clock.elapsed().as_secs_f64();
-            let finished_at = Utc::now();
-            let (outcome, after, code, error) = match &result {
-                Ok(accepted) => ("sent", AfterAttempt::Sent, accepted.code, None),
-                Err(SendError::Permanent { code, message }) => {
-                    ("permanent", AfterAttempt::Failed, *code, Some(message.clone()))
+        let started_at = Utc::now();
+        let result = match build_message(&self.settings, &mail) {
+            Ok(message) => tokio::select! {
+                result = self.sender.send(mail.id, message) => result,
+                () = stop.cancelled() => {
+                    self.db.mail().release_mail(mail.id, owner, Utc::now()).await?;
+                    tracing::info!(mail_id = %mail.id, "shutdown interrupted the send; the mail goes back without spending an attempt");
+                    return Ok(None);
                 }
-                Err(SendError::Transient { code, message }) => {
-                    let after = if attempt >= i64::from(self.config.max_attempts) {
-                        AfterAttempt::Failed
-                    } else {
-                        AfterAttempt::RetryAt(
-                            finished_at
-                                + chrono::Duration::from_std(self.backoff(attempt))
-                                    .unwrap_or(chrono::Duration::hours(1)),
-                        )
-                    };
-                    ("transient", after, *code, Some(message.clone()))
-                }
-            };
-            let record = NewAttempt {
+            },
+            Err(e) => Err(e),
+        };
+        let finished_at = Utc::now();
+        let (outcome, after, code, error) = match result {
+            Ok(accepted) => ("sent", AfterAttempt::Sent, accepted.code, None),
+            Err(SendError::Permanent { code, message }) => {
+                ("permanent", AfterAttempt::Failed, code, Some(message))
+            }
+            Err(SendError::Transient { code, message }) => {
+                let after = if attempt >= i64::from(self.config.max_attempts) {
+                    AfterAttempt::Failed
+                } else {
+                    AfterAttempt::RetryAt(
+                        finished_at
+                            + chrono::Duration::from_std(self.backoff(attempt))
+                                .unwrap_or(chrono::Duration::hours(1)),
+                    )
+                };
+                ("transient", after, code, Some(message))
+            }
+        };
+        Ok(Some(Finished {
+            mail_id: mail.id,
+            attempt: NewAttempt {
                 id: Uuid::now_v7(),
                 started_at,
                 finished_at,
                 outcome,
                 smtp_code: code.map(i64::from),
-                error: error.clone(),
-            };
-            let held = store.finish_attempt(mail.id, owner, &record, after).await?;
-            if !held {
-                tracing::warn!("the lease ran out before the attempt was recorded; another worker owns the mail now");
-            }
-            if let Some(m) = &self.metrics {
-                m.duration.record(elapsed, &[KeyValue::new("outcome", outcome)]);
-                match after {
-                    AfterAttempt::Sent => m.sent.add(1, &[]),
-                    AfterAttempt::Failed => {
-                        let reason = if outcome == "permanent" { "permanent" } else { "attempts_exhausted" };
-                        m.failed.add(1, &[KeyValue::new("reason", reason)]);
-                    }
-                    AfterAttempt::RetryAt(_) => {}
-                }
-            }
-            match after {
-                AfterAttempt::Sent => tracing::debug!(code, "mail sent"),
-                AfterAttempt::RetryAt(at) => tracing::warn!(code, error, %at, "mail send failed; will retry"),
-                AfterAttempt::Failed => tracing::error!(code, error, "mail failed for good"),
-            }
-            Ok(true)
+                error,
+            },
+            after,
+        }))
+    }
+
+    /// Logs and counts a recorded attempt.
+    fn report(&self, f: &Finished, held: bool) {
+        let a = &f.attempt;
+        let span = tracing::info_span!("mail_delivery", mail_id = %f.mail_id);
+        let _entered = span.enter();
+        if !held {
+            tracing::warn!(
+                "the lease ran out before the attempt was recorded; another worker owns the mail now"
+            );
         }
-        .instrument(span)
-        .await
+        if let Some(m) = &self.metrics {
+            let elapsed = (a.finished_at - a.started_at)
+                .num_microseconds()
+                .unwrap_or(0) as f64
+                / 1e6;
+            m.duration
+                .record(elapsed, &[KeyValue::new("outcome", a.outcome)]);
+            match f.after {
+                AfterAttempt::Sent => m.sent.add(1, &[]),
+                AfterAttempt::Failed => {
+                    let reason = if a.outcome == "permanent" {
+                        "permanent"
+                    } else {
+                        "attempts_exhausted"
+                    };
+                    m.failed.add(1, &[KeyValue::new("reason", reason)]);
+                }
+                AfterAttempt::RetryAt(_) => {}
+            }
+        }
+        match f.after {
+            AfterAttempt::Sent => tracing::debug!(code = a.smtp_code, "mail sent"),
+            AfterAttempt::RetryAt(at) => {
+                tracing::warn!(code = a.smtp_code, error = a.error, %at, "mail send failed; will retry")
+            }
+            AfterAttempt::Failed => {
+                tracing::error!(code = a.smtp_code, error = a.error, "mail failed for good")
+            }
+        }
     }
 
     /// The wait after the `attempt`-th failure: doubling from the base,

@@ -67,6 +67,14 @@ pub struct NewAttempt {
     pub error: Option<String>,
 }
 
+/// A finished attempt on a claimed row and what follows from it.
+#[derive(Debug, Clone)]
+pub struct Finished {
+    pub mail_id: Uuid,
+    pub attempt: NewAttempt,
+    pub after: AfterAttempt,
+}
+
 /// What becomes of the row after an attempt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AfterAttempt {
@@ -144,18 +152,33 @@ pub trait MailStore: Send + Sync {
         limit: i64,
     ) -> StoreResult<Vec<ClaimedMail>>;
 
-    /// Records an attempt and its consequence, if `owner` still holds the
-    /// lease; returns whether it did.
+    /// Records attempts and their consequences in one transaction, each
+    /// only if `owner` still holds its lease; returns, per item, whether it
+    /// did.
+    async fn finish_attempts(&self, owner: &str, items: &[Finished]) -> StoreResult<Vec<bool>>;
+
+    /// [`MailStore::finish_attempts`] for one attempt.
     async fn finish_attempt(
         &self,
         id: Uuid,
         owner: &str,
         attempt: &NewAttempt,
         after: AfterAttempt,
-    ) -> StoreResult<bool>;
+    ) -> StoreResult<bool> {
+        let item = Finished {
+            mail_id: id,
+            attempt: attempt.clone(),
+            after,
+        };
+        let held = self
+            .finish_attempts(owner, std::slice::from_ref(&item))
+            .await?;
+        Ok(held.first().copied().unwrap_or(false))
+    }
 
-    /// Gives a claimed row back without spending an attempt (shutdown).
-    async fn release_mail(&self, id: Uuid, owner: &str) -> StoreResult<()>;
+    /// Gives a claimed row back, due at `now`, without spending an attempt
+    /// (shutdown).
+    async fn release_mail(&self, id: Uuid, owner: &str, now: DateTime<Utc>) -> StoreResult<()>;
 
     async fn list_mail(&self, filter: &MailFilter) -> StoreResult<Vec<MailRecord>>;
 

@@ -10,8 +10,8 @@ use sqlx::postgres::PgRow;
 use uuid::Uuid;
 
 use crate::mail::{
-    AfterAttempt, AttemptRecord, ClaimedMail, Enqueued, FAILED, MailFilter, MailRecord, MailStore,
-    NewAttempt, NewMail, PENDING, QueueStats, SENDING, SENT, lease_end,
+    AfterAttempt, AttemptRecord, ClaimedMail, Enqueued, FAILED, Finished, MailFilter, MailRecord,
+    MailStore, NewMail, PENDING, QueueStats, SENDING, SENT, lease_end,
 };
 use crate::{PostgresStore, StoreError, StoreResult, Tx};
 
@@ -79,11 +79,11 @@ impl MailStore for PostgresStore {
         limit: i64,
     ) -> StoreResult<Vec<ClaimedMail>> {
         let rows = sqlx::query(
-            "UPDATE mail_outbox SET status = $1, lease_owner = $2, lease_until = $3
+            "UPDATE mail_outbox
+             SET status = $1, lease_owner = $2, lease_until = $3, next_attempt_at = $3
              WHERE id IN (
                  SELECT id FROM mail_outbox
-                 WHERE (status = $4 AND next_attempt_at <= $5)
-                    OR (status = $1 AND lease_until < $5)
+                 WHERE status IN ($4, $1) AND next_attempt_at <= $5
                  ORDER BY next_attempt_at
                  LIMIT $6
                  FOR UPDATE SKIP LOCKED)
@@ -112,62 +112,83 @@ impl MailStore for PostgresStore {
             .map_err(Into::into)
     }
 
-    async fn finish_attempt(
-        &self,
-        id: Uuid,
-        owner: &str,
-        attempt: &NewAttempt,
-        after: AfterAttempt,
-    ) -> StoreResult<bool> {
-        let mut tx = self.pool().begin().await?;
-        let (status, next, sent_at) = match after {
-            AfterAttempt::Sent => (SENT, None, Some(attempt.finished_at)),
-            AfterAttempt::RetryAt(at) => (PENDING, Some(at), None),
-            AfterAttempt::Failed => (FAILED, None, None),
-        };
-        let updated = sqlx::query(
-            "UPDATE mail_outbox SET status = $1, attempts = attempts + 1,
-                 next_attempt_at = COALESCE($2, next_attempt_at), sent_at = $3,
-                 last_error = $4, lease_owner = NULL, lease_until = NULL
-             WHERE id = $5 AND status = $6 AND lease_owner = $7",
+    async fn finish_attempts(&self, owner: &str, items: &[Finished]) -> StoreResult<Vec<bool>> {
+        // One statement for the whole batch: the rows still leased to
+        // `owner` are updated, and only their attempts are recorded.
+        let mut ids = Vec::with_capacity(items.len());
+        let mut statuses = Vec::with_capacity(items.len());
+        let mut next_at = Vec::with_capacity(items.len());
+        let mut sent_at = Vec::with_capacity(items.len());
+        let mut errors = Vec::with_capacity(items.len());
+        let mut attempt_ids = Vec::with_capacity(items.len());
+        let mut started = Vec::with_capacity(items.len());
+        let mut finished = Vec::with_capacity(items.len());
+        let mut outcomes = Vec::with_capacity(items.len());
+        let mut codes = Vec::with_capacity(items.len());
+        for item in items {
+            let (status, next, sent) = match item.after {
+                AfterAttempt::Sent => (SENT, None, Some(item.attempt.finished_at)),
+                AfterAttempt::RetryAt(at) => (PENDING, Some(at), None),
+                AfterAttempt::Failed => (FAILED, None, None),
+            };
+            ids.push(item.mail_id);
+            statuses.push(status);
+            next_at.push(next);
+            sent_at.push(sent);
+            errors.push(item.attempt.error.clone());
+            attempt_ids.push(item.attempt.id);
+            started.push(item.attempt.started_at);
+            finished.push(item.attempt.finished_at);
+            outcomes.push(item.attempt.outcome);
+            codes.push(item.attempt.smtp_code);
+        }
+        let held: Vec<Uuid> = sqlx::query_scalar(
+            "WITH input AS (
+                 SELECT * FROM unnest($1::uuid[], $2::text[], $3::timestamptz[], $4::timestamptz[], $5::text[])
+                     AS t(id, status, next_at, sent_at, error)
+             ), updated AS (
+                 UPDATE mail_outbox m
+                 SET status = i.status, attempts = m.attempts + 1,
+                     next_attempt_at = COALESCE(i.next_at, m.next_attempt_at),
+                     sent_at = i.sent_at, last_error = i.error,
+                     lease_owner = NULL, lease_until = NULL
+                 FROM input i
+                 WHERE m.id = i.id AND m.status = $6 AND m.lease_owner = $7
+                 RETURNING m.id
+             )
+             INSERT INTO mail_attempts (id, mail_id, attempt, started_at, finished_at, outcome, smtp_code, error)
+             SELECT a.attempt_id, a.mail_id,
+                    (SELECT COUNT(*) + 1 FROM mail_attempts x WHERE x.mail_id = a.mail_id),
+                    a.started_at, a.finished_at, a.outcome, a.smtp_code, a.error
+             FROM unnest($8::uuid[], $1::uuid[], $9::timestamptz[], $10::timestamptz[], $11::text[], $12::bigint[], $5::text[])
+                 AS a(attempt_id, mail_id, started_at, finished_at, outcome, smtp_code, error)
+             WHERE a.mail_id IN (SELECT id FROM updated)
+             RETURNING mail_id",
         )
-        .bind(status)
-        .bind(next)
-        .bind(sent_at)
-        .bind(&attempt.error)
-        .bind(id)
+        .bind(&ids)
+        .bind(&statuses)
+        .bind(&next_at)
+        .bind(&sent_at)
+        .bind(&errors)
         .bind(SENDING)
         .bind(owner)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        if updated == 0 {
-            tx.rollback().await?;
-            return Ok(false);
-        }
-        sqlx::query(
-            "INSERT INTO mail_attempts (id, mail_id, attempt, started_at, finished_at, outcome, smtp_code, error)
-             VALUES ($1, $2, (SELECT COUNT(*) + 1 FROM mail_attempts WHERE mail_id = $2), $3, $4, $5, $6, $7)",
-        )
-        .bind(attempt.id)
-        .bind(id)
-        .bind(attempt.started_at)
-        .bind(attempt.finished_at)
-        .bind(attempt.outcome)
-        .bind(attempt.smtp_code)
-        .bind(&attempt.error)
-        .execute(&mut *tx)
+        .bind(&attempt_ids)
+        .bind(&started)
+        .bind(&finished)
+        .bind(&outcomes)
+        .bind(&codes)
+        .fetch_all(self.pool())
         .await?;
-        tx.commit().await?;
-        Ok(true)
+        Ok(ids.iter().map(|id| held.contains(id)).collect())
     }
 
-    async fn release_mail(&self, id: Uuid, owner: &str) -> StoreResult<()> {
+    async fn release_mail(&self, id: Uuid, owner: &str, now: DateTime<Utc>) -> StoreResult<()> {
         sqlx::query(
-            "UPDATE mail_outbox SET status = $1, lease_owner = NULL, lease_until = NULL
-             WHERE id = $2 AND status = $3 AND lease_owner = $4",
+            "UPDATE mail_outbox SET status = $1, next_attempt_at = $2, lease_owner = NULL, lease_until = NULL
+             WHERE id = $3 AND status = $4 AND lease_owner = $5",
         )
         .bind(PENDING)
+        .bind(now)
         .bind(id)
         .bind(SENDING)
         .bind(owner)

@@ -9,8 +9,8 @@ use sqlx::sqlite::SqliteRow;
 use uuid::Uuid;
 
 use crate::mail::{
-    AfterAttempt, AttemptRecord, ClaimedMail, Enqueued, FAILED, MailFilter, MailRecord, MailStore,
-    NewAttempt, NewMail, PENDING, QueueStats, SENDING, SENT, lease_end,
+    AfterAttempt, AttemptRecord, ClaimedMail, Enqueued, FAILED, Finished, MailFilter, MailRecord,
+    MailStore, NewMail, PENDING, QueueStats, SENDING, SENT, lease_end,
 };
 use crate::{SqliteStore, StoreError, StoreResult, Tx};
 
@@ -78,11 +78,11 @@ impl MailStore for SqliteStore {
     ) -> StoreResult<Vec<ClaimedMail>> {
         let mut tx = self.pool().begin_with("BEGIN IMMEDIATE").await?;
         let rows = sqlx::query(
-            "UPDATE mail_outbox SET status = ?1, lease_owner = ?2, lease_until = ?3
+            "UPDATE mail_outbox
+             SET status = ?1, lease_owner = ?2, lease_until = ?3, next_attempt_at = ?3
              WHERE id IN (
                  SELECT id FROM mail_outbox
-                 WHERE (status = ?4 AND next_attempt_at <= ?5)
-                    OR (status = ?1 AND lease_until < ?5)
+                 WHERE status IN (?4, ?1) AND next_attempt_at <= ?5
                  ORDER BY next_attempt_at
                  LIMIT ?6)
              RETURNING id, to_address, subject, text_body, html_body, attempts",
@@ -111,63 +111,60 @@ impl MailStore for SqliteStore {
             .map_err(Into::into)
     }
 
-    async fn finish_attempt(
-        &self,
-        id: Uuid,
-        owner: &str,
-        attempt: &NewAttempt,
-        after: AfterAttempt,
-    ) -> StoreResult<bool> {
+    async fn finish_attempts(&self, owner: &str, items: &[Finished]) -> StoreResult<Vec<bool>> {
         let mut tx = self.pool().begin_with("BEGIN IMMEDIATE").await?;
-        let (status, next, sent_at) = match after {
-            AfterAttempt::Sent => (SENT, None, Some(attempt.finished_at)),
-            AfterAttempt::RetryAt(at) => (PENDING, Some(at), None),
-            AfterAttempt::Failed => (FAILED, None, None),
-        };
-        let updated = sqlx::query(
-            "UPDATE mail_outbox SET status = ?, attempts = attempts + 1,
-                 next_attempt_at = COALESCE(?, next_attempt_at), sent_at = ?,
-                 last_error = ?, lease_owner = NULL, lease_until = NULL
-             WHERE id = ? AND status = ? AND lease_owner = ?",
-        )
-        .bind(status)
-        .bind(next)
-        .bind(sent_at)
-        .bind(&attempt.error)
-        .bind(id)
-        .bind(SENDING)
-        .bind(owner)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        if updated == 0 {
-            tx.rollback().await?;
-            return Ok(false);
+        let mut held = Vec::with_capacity(items.len());
+        for item in items {
+            let (status, next, sent_at) = match item.after {
+                AfterAttempt::Sent => (SENT, None, Some(item.attempt.finished_at)),
+                AfterAttempt::RetryAt(at) => (PENDING, Some(at), None),
+                AfterAttempt::Failed => (FAILED, None, None),
+            };
+            let updated = sqlx::query(
+                "UPDATE mail_outbox SET status = ?, attempts = attempts + 1,
+                     next_attempt_at = COALESCE(?, next_attempt_at), sent_at = ?,
+                     last_error = ?, lease_owner = NULL, lease_until = NULL
+                 WHERE id = ? AND status = ? AND lease_owner = ?",
+            )
+            .bind(status)
+            .bind(next)
+            .bind(sent_at)
+            .bind(&item.attempt.error)
+            .bind(item.mail_id)
+            .bind(SENDING)
+            .bind(owner)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            held.push(updated > 0);
+            if updated == 0 {
+                continue;
+            }
+            sqlx::query(
+                "INSERT INTO mail_attempts (id, mail_id, attempt, started_at, finished_at, outcome, smtp_code, error)
+                 VALUES (?1, ?2, (SELECT COUNT(*) + 1 FROM mail_attempts WHERE mail_id = ?2), ?3, ?4, ?5, ?6, ?7)",
+            )
+            .bind(item.attempt.id)
+            .bind(item.mail_id)
+            .bind(item.attempt.started_at)
+            .bind(item.attempt.finished_at)
+            .bind(item.attempt.outcome)
+            .bind(item.attempt.smtp_code)
+            .bind(&item.attempt.error)
+            .execute(&mut *tx)
+            .await?;
         }
-        sqlx::query(
-            "INSERT INTO mail_attempts (id, mail_id, attempt, started_at, finished_at, outcome, smtp_code, error)
-             VALUES (?, ?, (SELECT COUNT(*) + 1 FROM mail_attempts WHERE mail_id = ?), ?, ?, ?, ?, ?)",
-        )
-        .bind(attempt.id)
-        .bind(id)
-        .bind(id)
-        .bind(attempt.started_at)
-        .bind(attempt.finished_at)
-        .bind(attempt.outcome)
-        .bind(attempt.smtp_code)
-        .bind(&attempt.error)
-        .execute(&mut *tx)
-        .await?;
         tx.commit().await?;
-        Ok(true)
+        Ok(held)
     }
 
-    async fn release_mail(&self, id: Uuid, owner: &str) -> StoreResult<()> {
+    async fn release_mail(&self, id: Uuid, owner: &str, now: DateTime<Utc>) -> StoreResult<()> {
         sqlx::query(
-            "UPDATE mail_outbox SET status = ?, lease_owner = NULL, lease_until = NULL
+            "UPDATE mail_outbox SET status = ?, next_attempt_at = ?, lease_owner = NULL, lease_until = NULL
              WHERE id = ? AND status = ? AND lease_owner = ?",
         )
         .bind(PENDING)
+        .bind(now)
         .bind(id)
         .bind(SENDING)
         .bind(owner)

@@ -16,7 +16,11 @@ CREATE TABLE mail_outbox (
     sent_at TIMESTAMPTZ,
     last_error TEXT
 );
-CREATE INDEX mail_outbox_due ON mail_outbox (status, next_attempt_at);
+-- Rows still to deliver, by when they are due. A row being sent is due
+-- again when its lease ends (claims set next_attempt_at to the lease end),
+-- so one range scan finds both new work and work whose worker died.
+CREATE INDEX mail_outbox_due ON mail_outbox (next_attempt_at)
+    WHERE status IN ('pending', 'sending');
 
 CREATE TABLE mail_attempts (
     id UUID PRIMARY KEY NOT NULL,

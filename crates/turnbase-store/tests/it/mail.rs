@@ -197,7 +197,7 @@ async fn attempts_retries_failures_and_release(backend: Backend) {
         .expect("claim");
     assert_eq!(claimed[0].attempts, 1);
     // Shutdown: the row goes back without spending an attempt.
-    store.release_mail(id, "w").await.expect("release");
+    store.release_mail(id, "w", t(60)).await.expect("release");
     let (m, _) = store.mail(id).await.expect("show");
     assert_eq!((m.display_status(), m.attempts), ("retrying", 1));
     store

@@ -1,0 +1,467 @@
+//! The mail benchmark: the outbox and its worker draining mail into a
+//! local SMTP sink, on SQLite and on Postgres, against the sink's ceiling
+//! (the same messages sent by a plain pooled lettre sender, no outbox).
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use turnbase_mail::template::Template;
+use turnbase_mail::{
+    Email, MailSender, MailService, MailWorker, MessageSettings, OutgoingMail, SmtpSender,
+    WorkerConfig,
+};
+use turnbase_store::{Database, DatabaseOptions};
+
+use crate::probe::latency;
+
+#[derive(clap::Args)]
+pub struct MailArgs {
+    /// Mails per run.
+    #[arg(long, default_value_t = 20_000)]
+    mails: usize,
+    /// Worker slots (and pooled SMTP connections), for the outbox and the ceiling alike.
+    #[arg(long, default_value_t = 8)]
+    workers: usize,
+    /// A Postgres server where the benchmark may create a database; falls
+    /// back to TURNBASE_TEST_POSTGRES_URL. Without one, Postgres is skipped.
+    #[arg(long)]
+    postgres_url: Option<String>,
+}
+
+const NOTE: Template = Template {
+    subject: "Turn {{turn}} has run",
+    text: "Hello {{name}}, turn {{turn}} of your game has run. Send your orders for the next one.",
+    html: Some("<p>Hello {{name}}, turn {{turn}} of your game has run.</p>"),
+};
+
+/// A minimal, fast SMTP server on loopback that accepts everything and
+/// notes when each Message-ID arrived.
+struct Sink {
+    port: u16,
+    arrivals: Arc<Mutex<HashMap<String, Instant>>>,
+    changed: Arc<Notify>,
+}
+
+impl Sink {
+    async fn start() -> anyhow::Result<Sink> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let port = listener.local_addr()?.port();
+        let arrivals: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
+        let changed = Arc::new(Notify::new());
+        let (a, c) = (arrivals.clone(), changed.clone());
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let _ = stream.set_nodelay(true);
+                let (a, c) = (a.clone(), c.clone());
+                tokio::spawn(async move {
+                    let _ = serve(stream, a, c).await;
+                });
+            }
+        });
+        Ok(Sink {
+            port,
+            arrivals,
+            changed,
+        })
+    }
+
+    fn count(&self) -> usize {
+        self.arrivals.lock().map_or(0, |a| a.len())
+    }
+
+    async fn wait_for(&self, n: usize, patience: Duration) -> anyhow::Result<()> {
+        let deadline = tokio::time::Instant::now() + patience;
+        while self.count() < n {
+            let notified = self.changed.notified();
+            if self.count() >= n {
+                break;
+            }
+            anyhow::ensure!(
+                tokio::time::timeout_at(deadline, notified).await.is_ok(),
+                "only {} of {n} mails arrived",
+                self.count()
+            );
+        }
+        Ok(())
+    }
+
+    fn take(&self) -> HashMap<String, Instant> {
+        self.arrivals
+            .lock()
+            .map(|mut a| std::mem::take(&mut *a))
+            .unwrap_or_default()
+    }
+}
+
+async fn serve(
+    stream: tokio::net::TcpStream,
+    arrivals: Arc<Mutex<HashMap<String, Instant>>>,
+    changed: Arc<Notify>,
+) -> std::io::Result<()> {
+    let (read, mut write) = stream.into_split();
+    write.write_all(b"220 sink ESMTP\r\n").await?;
+    let mut reader = BufReader::new(read);
+    let mut in_data = false;
+    let mut message_id = String::new();
+    let mut line = String::new();
+    loop {
+        // lettre writes a message and its closing dot in two writes without
+        // TCP_NODELAY, so a delayed ACK here would stall every message for
+        // ~40 ms; acknowledging at once keeps the sink from being the limit.
+        let _ = socket2::SockRef::from(reader.get_ref().as_ref()).set_tcp_quickack(true);
+        line.clear();
+        if reader.read_line(&mut line).await? == 0 {
+            break;
+        }
+        let line = line.trim_end_matches(['\r', '\n']);
+        if in_data {
+            if line == "." {
+                in_data = false;
+                if let Ok(mut a) = arrivals.lock() {
+                    a.insert(std::mem::take(&mut message_id), Instant::now());
+                }
+                changed.notify_waiters();
+                write.write_all(b"250 ok\r\n").await?;
+            } else if message_id.is_empty()
+                && line.len() > 11
+                && line[..11].eq_ignore_ascii_case("message-id:")
+            {
+                message_id = line[11..].trim().to_string();
+            }
+            continue;
+        }
+        let upper = line.get(..4).unwrap_or("").to_ascii_uppercase();
+        match upper.as_str() {
+            "EHLO" | "HELO" => write.write_all(b"250 sink\r\n").await?,
+            "DATA" => {
+                in_data = true;
+                write.write_all(b"354 go on\r\n").await?;
+            }
+            "QUIT" => {
+                write.write_all(b"221 bye\r\n").await?;
+                return Ok(());
+            }
+            _ => write.write_all(b"250 ok\r\n").await?,
+        }
+    }
+    Ok(())
+}
+
+fn outgoing(i: usize) -> anyhow::Result<OutgoingMail> {
+    let values = BTreeMap::from([
+        ("name", format!("player {i}")),
+        ("turn", (i % 50).to_string()),
+    ]);
+    Ok(OutgoingMail {
+        to: Email::parse(&format!("player{i}@example.org"))?,
+        content: NOTE.render(&values)?,
+        idempotency_key: Some(format!("bench:{i}")),
+    })
+}
+
+struct Run {
+    /// Drain rate: everything enqueued first, then the worker alone.
+    mails_per_sec: f64,
+    /// Enqueueing and sending at once, as in production.
+    flow_mails_per_sec: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    enqueue_per_sec: f64,
+}
+
+async fn outbox_run(options: DatabaseOptions, mails: usize, workers: usize) -> anyhow::Result<Run> {
+    let drain = outbox_pass(&options, mails, workers, true).await?;
+    let flow = outbox_pass(&options, mails, workers, false).await?;
+    Ok(Run {
+        mails_per_sec: drain.mails_per_sec,
+        flow_mails_per_sec: flow.mails_per_sec,
+        p50_ms: flow.p50_ms,
+        p99_ms: flow.p99_ms,
+        enqueue_per_sec: drain.enqueue_per_sec,
+    })
+}
+
+struct Pass {
+    mails_per_sec: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    enqueue_per_sec: f64,
+}
+
+/// Enqueues `mails` in transactions of 100 as fast as it can, and waits
+/// until the sink has them all. With `prefill`, the worker starts only
+/// once everything is queued and the clock measures the drain alone.
+async fn outbox_pass(
+    options: &DatabaseOptions,
+    mails: usize,
+    workers: usize,
+    prefill: bool,
+) -> anyhow::Result<Pass> {
+    let sink = Sink::start().await?;
+    let db = Database::connect(options).await?;
+    db.migrate().await?;
+    let wake = Arc::new(Notify::new());
+    let service = MailService::new(db.clone(), wake.clone(), None);
+    let sender: Arc<dyn MailSender> = Arc::new(
+        SmtpSender::new(
+            &format!("smtp://127.0.0.1:{}", sink.port),
+            Duration::from_secs(10),
+            u32::try_from(workers)?,
+        )
+        .map_err(anyhow::Error::msg)?,
+    );
+    let worker = Arc::new(MailWorker::new(
+        db.clone(),
+        sender,
+        MessageSettings::new("Turnbase <noreply@turnbase.bench>".parse()?),
+        WorkerConfig {
+            lease: Duration::from_secs(300),
+            max_attempts: 10,
+            retry_base: Duration::from_secs(1),
+            retry_max: Duration::from_secs(10),
+            concurrency: workers,
+            poll_interval: Duration::from_millis(50),
+            claim_batch: 16,
+        },
+        wake,
+        None,
+    ));
+    let stop = CancellationToken::new();
+    let mut running = None;
+    if !prefill {
+        running = Some(tokio::spawn(worker.clone().run(stop.clone())));
+    }
+
+    let started = Instant::now();
+    let mut enqueued_at: HashMap<uuid::Uuid, Instant> = HashMap::with_capacity(mails);
+    for chunk in (0..mails).collect::<Vec<_>>().chunks(100) {
+        let mut tx = db.begin().await?;
+        let mut ids = Vec::with_capacity(chunk.len());
+        for &i in chunk {
+            ids.push(service.enqueue(&mut tx, outgoing(i)?).await?.id());
+        }
+        tx.commit().await?;
+        let now = Instant::now();
+        enqueued_at.extend(ids.into_iter().map(|id| (id, now)));
+        service.wake();
+    }
+    let enqueue_secs = started.elapsed().as_secs_f64();
+    let drain_started = Instant::now();
+    let running = match running {
+        Some(r) => r,
+        None => tokio::spawn(worker.run(stop.clone())),
+    };
+    sink.wait_for(mails, Duration::from_secs(600)).await?;
+    let elapsed = if prefill {
+        drain_started.elapsed().as_secs_f64()
+    } else {
+        started.elapsed().as_secs_f64()
+    };
+    stop.cancel();
+    running.await??;
+    // Each pass starts from an empty outbox.
+    clear(&db).await?;
+    db.close().await;
+    finish(&sink, enqueued_at, mails, elapsed, enqueue_secs)
+}
+
+async fn clear(db: &Database) -> anyhow::Result<()> {
+    match db {
+        Database::Postgres(pg) => {
+            sqlx_exec(pg.pool(), "TRUNCATE mail_attempts, mail_outbox").await?
+        }
+        Database::Sqlite(s) => {
+            sqlx::query("DELETE FROM mail_attempts")
+                .execute(s.pool())
+                .await?;
+            sqlx::query("DELETE FROM mail_outbox")
+                .execute(s.pool())
+                .await?;
+        }
+    }
+    Ok(())
+}
+
+fn finish(
+    sink: &Sink,
+    enqueued_at: HashMap<uuid::Uuid, Instant>,
+    mails: usize,
+    elapsed: f64,
+    enqueue_secs: f64,
+) -> anyhow::Result<Pass> {
+    let arrivals = sink.take();
+    let samples: Vec<u64> = enqueued_at
+        .iter()
+        .filter_map(|(id, at)| {
+            let arrived =
+                arrivals.get(&turnbase_mail::sender::message_id(*id, "turnbase.bench"))?;
+            Some(u64::try_from(arrived.duration_since(*at).as_nanos()).unwrap_or(u64::MAX))
+        })
+        .collect();
+    anyhow::ensure!(
+        samples.len() == mails,
+        "{} of {mails} mails matched",
+        samples.len()
+    );
+    let l = latency(samples);
+    Ok(Pass {
+        mails_per_sec: mails as f64 / elapsed,
+        p50_ms: l.p50_ms,
+        p99_ms: l.p99_ms,
+        enqueue_per_sec: mails as f64 / enqueue_secs,
+    })
+}
+
+/// The same messages through a plain pooled lettre sender: what the sink
+/// and SMTP itself allow.
+async fn ceiling(mails: usize, workers: usize) -> anyhow::Result<f64> {
+    let sink = Sink::start().await?;
+    let sender = Arc::new(
+        SmtpSender::new(
+            &format!("smtp://127.0.0.1:{}", sink.port),
+            Duration::from_secs(10),
+            u32::try_from(workers)?,
+        )
+        .map_err(anyhow::Error::msg)?,
+    );
+    let settings = MessageSettings::new("Turnbase <noreply@turnbase.bench>".parse()?);
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let started = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..workers {
+        let (sender, settings, next) = (sender.clone(), settings.clone(), next.clone());
+        tasks.spawn(async move {
+            loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if i >= mails {
+                    return Ok::<(), anyhow::Error>(());
+                }
+                let o = outgoing(i)?;
+                let claimed = turnbase_store::mail::ClaimedMail {
+                    id: uuid::Uuid::now_v7(),
+                    to: o.to.to_string(),
+                    subject: o.content.subject,
+                    text_body: o.content.text,
+                    html_body: o.content.html,
+                    attempts: 0,
+                };
+                let message = turnbase_mail::sender::build_message(&settings, &claimed)?;
+                sender.send(claimed.id, message).await?;
+            }
+        });
+    }
+    while let Some(done) = tasks.join_next().await {
+        done??;
+    }
+    sink.wait_for(mails, Duration::from_secs(60)).await?;
+    Ok(mails as f64 / started.elapsed().as_secs_f64())
+}
+
+pub async fn run(args: MailArgs) -> anyhow::Result<()> {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    println!(
+        "mail benchmark: {} mails, {} worker slots, {cores} cores, local SMTP sink on loopback",
+        args.mails, args.workers
+    );
+    let ceiling = ceiling(args.mails, args.workers).await?;
+    println!("ceiling (pooled lettre, no outbox): {ceiling:.0} mails/s");
+
+    let dir = tempfile::tempdir()?;
+    let sqlite = outbox_run(
+        DatabaseOptions::Sqlite {
+            path: dir.path().join("bench.db"),
+            busy_timeout: Duration::from_secs(10),
+            max_connections: u32::try_from(args.workers + 2)?,
+        },
+        args.mails,
+        args.workers,
+    )
+    .await?;
+    print_run("sqlite", &sqlite, ceiling);
+
+    let postgres_url = args
+        .postgres_url
+        .or_else(|| std::env::var("TURNBASE_TEST_POSTGRES_URL").ok());
+    let postgres = match postgres_url {
+        Some(server) => {
+            let name = format!("turnbase_bench_{}", uuid::Uuid::now_v7().simple());
+            let admin = Database::connect(&DatabaseOptions::Postgres {
+                url: server.clone(),
+                max_connections: 1,
+                connect_timeout: Duration::from_secs(10),
+            })
+            .await?;
+            let Database::Postgres(pg) = &admin else {
+                anyhow::bail!("not Postgres")
+            };
+            sqlx_exec(pg.pool(), &format!("CREATE DATABASE {name}")).await?;
+            let url = turnbase_testkit::with_database(&server, &name);
+            let run = outbox_run(
+                DatabaseOptions::Postgres {
+                    url,
+                    max_connections: u32::try_from(args.workers + 2)?,
+                    connect_timeout: Duration::from_secs(10),
+                },
+                args.mails,
+                args.workers,
+            )
+            .await;
+            sqlx_exec(
+                pg.pool(),
+                &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
+            )
+            .await?;
+            admin.close().await;
+            let run = run?;
+            print_run("postgres", &run, ceiling);
+            Some(run)
+        }
+        None => {
+            println!("postgres: skipped (pass --postgres-url or set TURNBASE_TEST_POSTGRES_URL)");
+            None
+        }
+    };
+    let json = serde_json::json!({
+        "bench": "mail",
+        "cores": cores,
+        "mails": args.mails,
+        "workers": args.workers,
+        "ceiling_mails_per_sec": ceiling.round(),
+        "sqlite_mails_per_sec": sqlite.mails_per_sec.round(),
+        "sqlite_ratio": (sqlite.mails_per_sec / ceiling * 1000.0).round() / 1000.0,
+        "sqlite_p99_ms": sqlite.p99_ms,
+        "sqlite_enqueue_per_sec": sqlite.enqueue_per_sec.round(),
+        "sqlite_flow_mails_per_sec": sqlite.flow_mails_per_sec.round(),
+        "postgres_mails_per_sec": postgres.as_ref().map(|r| r.mails_per_sec.round()),
+        "postgres_ratio": postgres.as_ref().map(|r| (r.mails_per_sec / ceiling * 1000.0).round() / 1000.0),
+        "postgres_p99_ms": postgres.as_ref().map(|r| r.p99_ms),
+        "postgres_enqueue_per_sec": postgres.as_ref().map(|r| r.enqueue_per_sec.round()),
+        "postgres_flow_mails_per_sec": postgres.as_ref().map(|r| r.flow_mails_per_sec.round()),
+    });
+    println!("{json}");
+    Ok(())
+}
+
+fn print_run(name: &str, run: &Run, ceiling: f64) {
+    println!(
+        "{name}: drains {:.0} mails/s ({:.2} of the ceiling); enqueueing and sending at once {:.0} mails/s, \
+         enqueue-to-accepted p50 {:.1} ms, p99 {:.1} ms; enqueue alone {:.0} mails/s",
+        run.mails_per_sec,
+        run.mails_per_sec / ceiling,
+        run.flow_mails_per_sec,
+        run.p50_ms,
+        run.p99_ms,
+        run.enqueue_per_sec
+    );
+}
+
+async fn sqlx_exec(pool: &sqlx::PgPool, sql: &str) -> anyhow::Result<()> {
+    sqlx::query(sqlx::AssertSqlSafe(sql.to_string()))
+        .execute(pool)
+        .await?;
+    Ok(())
+}
