@@ -26,7 +26,7 @@ use uuid::Uuid;
 pub use mail::MailStore;
 pub use migrate::{Migration, MigrationReport, POSTGRES_MIGRATIONS, SQLITE_MIGRATIONS};
 pub use postgres::PostgresStore;
-pub use sqlite::SqliteStore;
+pub use sqlite::{SqliteStore, SqliteTx};
 
 /// Errors at the storage boundary.
 #[derive(Debug, thiserror::Error)]
@@ -143,7 +143,7 @@ pub trait InstanceStore: Send + Sync {
 /// An open transaction of either backend, handed to stores whose writes
 /// must commit or roll back with the caller's change.
 pub enum Tx {
-    Sqlite(sqlx::Transaction<'static, sqlx::Sqlite>),
+    Sqlite(SqliteTx),
     Postgres(sqlx::Transaction<'static, sqlx::Postgres>),
 }
 
@@ -220,7 +220,7 @@ impl Database {
     /// that two writers never deadlock upgrading from a read.
     pub async fn begin(&self) -> StoreResult<Tx> {
         Ok(match self {
-            Database::Sqlite(s) => Tx::Sqlite(s.pool().begin_with("BEGIN IMMEDIATE").await?),
+            Database::Sqlite(s) => Tx::Sqlite(s.begin_write().await?),
             Database::Postgres(p) => Tx::Postgres(p.pool().begin().await?),
         })
     }

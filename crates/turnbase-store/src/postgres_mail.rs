@@ -78,21 +78,22 @@ impl MailStore for PostgresStore {
         owner: &str,
         limit: i64,
     ) -> StoreResult<Vec<ClaimedMail>> {
+        // The statuses are literals so that the planner can use the partial
+        // index `mail_outbox_due`, whose predicate names them.
         let rows = sqlx::query(
             "UPDATE mail_outbox
              SET status = $1, lease_owner = $2, lease_until = $3, next_attempt_at = $3
              WHERE id IN (
                  SELECT id FROM mail_outbox
-                 WHERE status IN ($4, $1) AND next_attempt_at <= $5
+                 WHERE status IN ('pending', 'sending') AND next_attempt_at <= $4
                  ORDER BY next_attempt_at
-                 LIMIT $6
+                 LIMIT $5
                  FOR UPDATE SKIP LOCKED)
              RETURNING id, to_address, subject, text_body, html_body, attempts",
         )
         .bind(SENDING)
         .bind(owner)
         .bind(lease_end(now, lease))
-        .bind(PENDING)
         .bind(now)
         .bind(limit)
         .fetch_all(self.pool())

@@ -3,6 +3,7 @@
 //! keys enforced.
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -18,6 +19,41 @@ use crate::{InstanceInfo, InstanceStore, StoreError, StoreResult};
 #[derive(Clone, Debug)]
 pub struct SqliteStore {
     pool: SqlitePool,
+    /// SQLite has one writer at a time. Writers in this process queue here
+    /// instead of spinning in SQLite's busy handler, whose sleeps grow to
+    /// tens of milliseconds under contention; other processes on the same
+    /// file still meet the busy timeout.
+    write_gate: Arc<tokio::sync::Mutex<()>>,
+}
+
+/// A write transaction holding this process's turn to write.
+pub struct SqliteTx {
+    pub(crate) tx: sqlx::Transaction<'static, sqlx::Sqlite>,
+    _turn: tokio::sync::OwnedMutexGuard<()>,
+}
+
+impl std::ops::Deref for SqliteTx {
+    type Target = SqliteConnection;
+
+    fn deref(&self) -> &SqliteConnection {
+        &self.tx
+    }
+}
+
+impl std::ops::DerefMut for SqliteTx {
+    fn deref_mut(&mut self) -> &mut SqliteConnection {
+        &mut self.tx
+    }
+}
+
+impl SqliteTx {
+    pub(crate) async fn commit(self) -> Result<(), sqlx::Error> {
+        self.tx.commit().await
+    }
+
+    pub(crate) async fn rollback(self) -> Result<(), sqlx::Error> {
+        self.tx.rollback().await
+    }
 }
 
 impl SqliteStore {
@@ -48,11 +84,22 @@ impl SqliteStore {
             .connect_with(options)
             .await
             .map_err(|e| connect_error(e.to_string()))?;
-        Ok(Self { pool })
+        Ok(Self {
+            pool,
+            write_gate: Arc::default(),
+        })
     }
 
     pub fn pool(&self) -> &SqlitePool {
         &self.pool
+    }
+
+    /// Begins a write transaction: this process's turn, then SQLite's
+    /// write lock (`BEGIN IMMEDIATE`).
+    pub async fn begin_write(&self) -> Result<SqliteTx, sqlx::Error> {
+        let turn = self.write_gate.clone().lock_owned().await;
+        let tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        Ok(SqliteTx { tx, _turn: turn })
     }
 
     pub async fn ping(&self) -> StoreResult<()> {
@@ -83,7 +130,7 @@ impl SqliteStore {
             };
             // The write lock is taken before looking again, so two processes
             // migrating one file at once apply each migration exactly once.
-            let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+            let mut tx = self.begin_write().await?;
             let done: Option<i64> =
                 sqlx::query_scalar("SELECT version FROM schema_migrations WHERE version = ?")
                     .bind(m.version)

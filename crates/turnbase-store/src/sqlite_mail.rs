@@ -76,21 +76,22 @@ impl MailStore for SqliteStore {
         owner: &str,
         limit: i64,
     ) -> StoreResult<Vec<ClaimedMail>> {
-        let mut tx = self.pool().begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.begin_write().await?;
+        // The statuses are literals so that the planner can use the partial
+        // index `mail_outbox_due`, whose predicate names them.
         let rows = sqlx::query(
             "UPDATE mail_outbox
              SET status = ?1, lease_owner = ?2, lease_until = ?3, next_attempt_at = ?3
              WHERE id IN (
                  SELECT id FROM mail_outbox
-                 WHERE status IN (?4, ?1) AND next_attempt_at <= ?5
+                 WHERE status IN ('pending', 'sending') AND next_attempt_at <= ?4
                  ORDER BY next_attempt_at
-                 LIMIT ?6)
+                 LIMIT ?5)
              RETURNING id, to_address, subject, text_body, html_body, attempts",
         )
         .bind(SENDING)
         .bind(owner)
         .bind(lease_end(now, lease))
-        .bind(PENDING)
         .bind(now)
         .bind(limit)
         .fetch_all(&mut *tx)
@@ -112,7 +113,7 @@ impl MailStore for SqliteStore {
     }
 
     async fn finish_attempts(&self, owner: &str, items: &[Finished]) -> StoreResult<Vec<bool>> {
-        let mut tx = self.pool().begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.begin_write().await?;
         let mut held = Vec::with_capacity(items.len());
         for item in items {
             let (status, next, sent_at) = match item.after {
