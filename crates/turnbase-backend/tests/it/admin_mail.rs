@@ -181,3 +181,29 @@ async fn bad_admin_input_gets_4xx_json() {
     }
     t.app.shutdown().await;
 }
+
+#[tokio::test]
+async fn mail_metrics_are_exported() {
+    let t = spawn_app_with(Backend::Sqlite, &[("BACKEND_DEV_OPEN_ADMIN", "true")]).await;
+    let id = enqueue(&t, "Ann").await;
+    wait_status(&t, id, "sent").await;
+    let text = t
+        .client
+        .get(&t.metrics)
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    for line in [
+        "mail_enqueued_total 1",
+        "mail_sent_total 1",
+        r#"mail_attempt_duration_seconds_count{outcome="sent"} 1"#,
+        "mail_queue_depth ",
+        "mail_oldest_pending_age_seconds ",
+    ] {
+        assert!(text.contains(line), "missing {line:?} in\n{text}");
+    }
+    t.app.shutdown().await;
+}
