@@ -213,8 +213,8 @@ pub const VARIABLES: &[VarSpec] = &[
     ),
     var!(
         "BACKEND_MAIL_CLAIM_BATCH",
-        Some("8"),
-        "Mails a worker slot claims at a time."
+        Some("32"),
+        "Mails a worker slot claims at a time; their attempts are recorded together."
     ),
     var!(
         "BACKEND_DEV_OPEN_ADMIN",

@@ -26,6 +26,10 @@ pub struct MailArgs {
     /// Worker slots (and pooled SMTP connections), for the outbox and the ceiling alike.
     #[arg(long, default_value_t = 8)]
     workers: usize,
+    /// Mails a worker slot claims at a time (BACKEND_MAIL_CLAIM_BATCH, whose
+    /// default this is).
+    #[arg(long, default_value_t = 32)]
+    claim_batch: usize,
     /// A Postgres server where the benchmark may create a database; falls
     /// back to TURNBASE_TEST_POSTGRES_URL. Without one, Postgres is skipped.
     #[arg(long)]
@@ -173,9 +177,14 @@ struct Run {
     enqueue_per_sec: f64,
 }
 
-async fn outbox_run(options: DatabaseOptions, mails: usize, workers: usize) -> anyhow::Result<Run> {
-    let drain = outbox_pass(&options, mails, workers, true).await?;
-    let flow = outbox_pass(&options, mails, workers, false).await?;
+async fn outbox_run(
+    options: DatabaseOptions,
+    mails: usize,
+    workers: usize,
+    claim_batch: usize,
+) -> anyhow::Result<Run> {
+    let drain = outbox_pass(&options, mails, workers, claim_batch, true).await?;
+    let flow = outbox_pass(&options, mails, workers, claim_batch, false).await?;
     Ok(Run {
         mails_per_sec: drain.mails_per_sec,
         flow_mails_per_sec: flow.mails_per_sec,
@@ -199,6 +208,7 @@ async fn outbox_pass(
     options: &DatabaseOptions,
     mails: usize,
     workers: usize,
+    claim_batch: usize,
     prefill: bool,
 ) -> anyhow::Result<Pass> {
     let sink = Sink::start().await?;
@@ -225,7 +235,7 @@ async fn outbox_pass(
             retry_max: Duration::from_secs(10),
             concurrency: workers,
             poll_interval: Duration::from_millis(50),
-            claim_batch: 16,
+            claim_batch,
         },
         wake,
         None,
@@ -379,6 +389,7 @@ pub async fn run(args: MailArgs) -> anyhow::Result<()> {
         },
         args.mails,
         args.workers,
+        args.claim_batch,
     )
     .await?;
     print_run("sqlite", &sqlite, ceiling);
@@ -408,6 +419,7 @@ pub async fn run(args: MailArgs) -> anyhow::Result<()> {
                 },
                 args.mails,
                 args.workers,
+                args.claim_batch,
             )
             .await;
             sqlx_exec(
@@ -430,6 +442,7 @@ pub async fn run(args: MailArgs) -> anyhow::Result<()> {
         "cores": cores,
         "mails": args.mails,
         "workers": args.workers,
+        "claim_batch": args.claim_batch,
         "ceiling_mails_per_sec": ceiling.round(),
         "sqlite_mails_per_sec": sqlite.mails_per_sec.round(),
         "sqlite_ratio": (sqlite.mails_per_sec / ceiling * 1000.0).round() / 1000.0,
