@@ -36,6 +36,12 @@ pub struct WorkerConfig {
     pub claim_batch: usize,
 }
 
+/// Attempts are recorded once this many are done, or this long after the
+/// last record, whichever comes first: few database round trips, and a
+/// crash resends at most a chunk.
+const RECORD_EVERY: usize = 16;
+const RECORD_AFTER: Duration = Duration::from_millis(200);
+
 /// The result of one `try_execute`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
@@ -136,7 +142,7 @@ impl MailWorker {
     }
 
     /// Claims a batch of due mail, tries to deliver each, and records the
-    /// attempts together. (A crash before the record means those mails are
+    /// attempts in chunks. (A crash before a record means those mails are
     /// sent again: delivery is at-least-once, and their Message-ID lets the
     /// receiver drop the copies.)
     pub async fn try_execute(
@@ -157,7 +163,8 @@ impl MailWorker {
         if claimed.is_empty() {
             return Ok(Outcome::Empty);
         }
-        let mut finished = Vec::with_capacity(claimed.len());
+        let mut finished = Vec::with_capacity(RECORD_EVERY);
+        let mut last_record = std::time::Instant::now();
         let mut rest = claimed.into_iter();
         while let Some(mail) = rest.next() {
             // Stop early, or before the lease is half gone (so that nobody
@@ -176,15 +183,26 @@ impl MailWorker {
                     }
                 }
             }
+            // Record in chunks, so that a crash resends at most a chunk.
+            if finished.len() >= RECORD_EVERY || last_record.elapsed() >= RECORD_AFTER {
+                self.record(owner, &mut finished).await?;
+                last_record = std::time::Instant::now();
+            }
         }
+        self.record(owner, &mut finished).await?;
+        Ok(Outcome::Done)
+    }
+
+    async fn record(&self, owner: &str, finished: &mut Vec<Finished>) -> anyhow::Result<()> {
         if finished.is_empty() {
-            return Ok(Outcome::Done);
+            return Ok(());
         }
-        let held = store.finish_attempts(owner, &finished).await?;
+        let held = self.db.mail().finish_attempts(owner, finished).await?;
         for (f, held) in finished.iter().zip(held) {
             self.report(f, held);
         }
-        Ok(Outcome::Done)
+        finished.clear();
+        Ok(())
     }
 
     /// Sends one claimed mail. Returns `None` when shutdown interrupted the

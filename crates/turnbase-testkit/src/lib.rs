@@ -223,3 +223,31 @@ impl Drop for SmtpSink {
         let _ = self.child.wait();
     }
 }
+
+/// Defines each named async test once per backend, in modules `sqlite` and
+/// `postgres`; each function takes the [`Backend`] to run on. Optionally
+/// `flavor = "multi_thread";` first, for tests that need a second thread.
+#[macro_export]
+macro_rules! both_backends {
+    (flavor = $flavor:literal; $($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = $flavor)]
+                async fn $name() {
+                    super::$name($crate::Backend::Sqlite).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = $flavor)]
+                async fn $name() {
+                    super::$name($crate::Backend::Postgres).await;
+                }
+            )*
+        }
+    };
+    ($($name:ident),* $(,)?) => {
+        $crate::both_backends!(flavor = "current_thread"; $($name),*);
+    };
+}

@@ -159,7 +159,7 @@ async fn list_show_and_retry(backend: Backend) {
     t.app.shutdown().await;
 }
 
-crate::both_backends!(list_show_and_retry);
+turnbase_testkit::both_backends!(list_show_and_retry);
 
 #[tokio::test]
 async fn bad_admin_input_gets_4xx_json() {

@@ -128,7 +128,7 @@ async fn shutdown_stops_components_in_reverse_order(backend: Backend) {
     );
 }
 
-crate::both_backends!(
+turnbase_testkit::both_backends!(
     probes_answer,
     readyz_names_caches_that_are_not_ready,
     readyz_fails_when_the_database_is_gone,

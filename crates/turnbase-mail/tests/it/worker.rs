@@ -424,7 +424,8 @@ async fn enqueue_in_a_rolled_back_transaction_leaves_no_mail(backend: Backend) {
     tx.rollback().await.expect("rollback");
 }
 
-crate::both_backends!(
+turnbase_testkit::both_backends!(
+    flavor = "multi_thread";
     delivers_to_a_real_smtp_server,
     transient_failure_then_success,
     permanent_failure_after_exactly_one_attempt,

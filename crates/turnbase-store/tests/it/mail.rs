@@ -366,7 +366,7 @@ async fn concurrent_claimers_never_share_a_row(backend: Backend) {
     db.close().await;
 }
 
-super::both_backends!(
+turnbase_testkit::both_backends!(
     enqueue_commits_or_rolls_back_with_the_caller,
     idempotency_key_makes_a_second_enqueue_a_no_op,
     claims_lease_and_reclaim_after_expiry,

@@ -120,7 +120,7 @@ async fn database_from_a_newer_turnbase_is_refused(backend: Backend) {
     db.close().await;
 }
 
-super::both_backends!(
+turnbase_testkit::both_backends!(
     failed_migration_rolls_back_and_is_named,
     edited_migration_is_refused,
     database_from_a_newer_turnbase_is_refused,

@@ -90,7 +90,7 @@ async fn ping_answers_until_closed(backend: Backend) {
     assert!(db.ping().await.is_err(), "a closed pool does not answer");
 }
 
-super::both_backends!(
+turnbase_testkit::both_backends!(
     instance_is_created_once_and_counted,
     migrating_twice_applies_nothing_the_second_time,
     concurrent_migrations_do_not_collide,

@@ -47,6 +47,8 @@ async fn crash_test(backend: Backend) {
     env.push(("BACKEND_SMTP_URL", sink.url()));
     env.push(("BACKEND_MAIL_LEASE", "1s".into()));
     env.push(("BACKEND_MAIL_WORKERS", "4".into()));
+    // Small batches: each kill wastes at most a batch per slot.
+    env.push(("BACKEND_MAIL_CLAIM_BATCH", "8".into()));
     env.push(("BACKEND_MAIL_POLL_INTERVAL", "100ms".into()));
     env.push(("BACKEND_LOG_LEVEL", "warn".into()));
     let database_url = match &test_db.url {
@@ -55,12 +57,12 @@ async fn crash_test(backend: Backend) {
     };
     env.push(("BACKEND_DATABASE_URL", database_url));
 
-    let deadline = Instant::now() + Duration::from_secs(120);
+    let deadline = Instant::now() + Duration::from_secs(240);
     let mut kills = 0;
     loop {
         let mut backend_proc = Running::start(&["backend"], &env);
         // Let it work for a moment, then kill it mid-flight.
-        std::thread::sleep(Duration::from_millis(300 + 100 * (kills % 4)));
+        std::thread::sleep(Duration::from_millis(500 + 150 * (kills % 4)));
         let depth = db.mail().mail_queue_stats().await.expect("stats").depth;
         if depth == 0 {
             backend_proc.signal("TERM");
