@@ -170,11 +170,16 @@ impl App {
 
         // Workers, after the listeners: at shutdown they stop first.
         let sender: Arc<dyn turnbase_mail::MailSender> = match &config.mail.delivery {
-            MailDelivery::Smtp { url, timeout } => Arc::new(
+            MailDelivery::Smtp {
+                url,
+                timeout,
+                extra_roots,
+            } => Arc::new(
                 turnbase_mail::SmtpSender::new(
                     url.expose(),
                     *timeout,
                     u32::try_from(config.mail.worker.concurrency).unwrap_or(u32::MAX),
+                    extra_roots.as_deref(),
                 )
                 .map_err(|e| anyhow::anyhow!("BACKEND_SMTP_URL: {e}"))?,
             ),

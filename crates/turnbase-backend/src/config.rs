@@ -167,6 +167,11 @@ pub const VARIABLES: &[VarSpec] = &[
         "SMTP relay: `smtp://host:25`, `smtps://user:pass@host:465`, or `smtp://user:pass@host:587?tls=required` for STARTTLS. Secret."
     ),
     var!(
+        "BACKEND_SMTP_CA_FILE",
+        None,
+        "PEM file of certificates to trust for the relay besides the public roots (a private CA)."
+    ),
+    var!(
         "BACKEND_SMTP_TIMEOUT",
         Some("30s"),
         "Timeout of each SMTP step; a whole send may take three times this."
@@ -294,6 +299,8 @@ pub enum MailDelivery {
     Smtp {
         url: Secret<String>,
         timeout: Duration,
+        /// PEM certificates trusted besides the public roots.
+        extra_roots: Option<Vec<u8>>,
     },
     Folder(PathBuf),
 }
@@ -443,7 +450,11 @@ fn mail_config(r: &mut Reader<'_>, data_dir: &Path) -> MailConfig {
             MailDelivery::Folder(dir)
         }
         (Some(false), None) => MailDelivery::Folder(dir),
-        (_, Some(url)) => MailDelivery::Smtp { url, timeout },
+        (_, Some(url)) => MailDelivery::Smtp {
+            url,
+            timeout,
+            extra_roots: r.optional("BACKEND_SMTP_CA_FILE", parse_pem_file),
+        },
         (_, None) => {
             if !r.has_problem("BACKEND_SMTP_URL") && !r.has_problem("BACKEND_MAIL_DELIVERY") {
                 r.report(
@@ -477,6 +488,14 @@ fn mail_config(r: &mut Reader<'_>, data_dir: &Path) -> MailConfig {
         from,
         worker,
     }
+}
+
+fn parse_pem_file(text: &str) -> Result<Vec<u8>, String> {
+    let pem = std::fs::read(text).map_err(|e| format!("cannot read {text:?}: {e}"))?;
+    if !pem.windows(27).any(|w| w == b"-----BEGIN CERTIFICATE-----") {
+        return Err(format!("{text:?} holds no PEM certificate"));
+    }
+    Ok(pem)
 }
 
 fn parse_smtp_url(text: &str) -> Result<Secret<String>, String> {
@@ -755,6 +774,15 @@ mod tests {
         let c = Config::load(Profile::Backend, env, None).expect("smtp");
         assert!(matches!(c.mail.delivery, MailDelivery::Smtp { .. }));
         assert!(!format!("{c:?}").contains("pw@"), "the SMTP URL is secret");
+        let mut env = base();
+        env.push((
+            "BACKEND_SMTP_URL".into(),
+            "smtp://mail.example:587?tls=required".into(),
+        ));
+        env.push(("BACKEND_SMTP_CA_FILE".into(), "/nonexistent/ca.pem".into()));
+        let err = Config::load(Profile::Backend, env, None).expect_err("missing CA file");
+        assert_eq!(err.problems[0].subject, "BACKEND_SMTP_CA_FILE", "{err}");
+        assert!(err.problems[0].message.contains("cannot read"), "{err}");
         let up = load(&[]).expect("up writes mail to a folder");
         assert!(matches!(up.mail.delivery, MailDelivery::Folder(_)));
     }

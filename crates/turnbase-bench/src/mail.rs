@@ -221,6 +221,7 @@ async fn outbox_pass(
             &format!("smtp://127.0.0.1:{}", sink.port),
             Duration::from_secs(10),
             u32::try_from(workers)?,
+            None,
         )
         .map_err(anyhow::Error::msg)?,
     );
@@ -335,6 +336,7 @@ async fn ceiling(mails: usize, workers: usize) -> anyhow::Result<f64> {
             &format!("smtp://127.0.0.1:{}", sink.port),
             Duration::from_secs(10),
             u32::try_from(workers)?,
+            None,
         )
         .map_err(anyhow::Error::msg)?,
     );

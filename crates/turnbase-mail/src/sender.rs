@@ -7,6 +7,7 @@ use std::time::Duration;
 use lettre::message::header::ContentType;
 use lettre::message::{Mailbox, MultiPart, SinglePart};
 use lettre::transport::smtp::PoolConfig;
+use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
 use lettre::{AsyncSmtpTransport, AsyncTransport as _, Message, Tokio1Executor};
 use turnbase_store::mail::ClaimedMail;
 use uuid::Uuid;
@@ -104,18 +105,52 @@ pub fn check_smtp_url(url: &str) -> Result<(), String> {
 }
 
 impl SmtpSender {
-    pub fn new(url: &str, timeout: Duration, pool_size: u32) -> Result<Self, String> {
-        let transport = AsyncSmtpTransport::<Tokio1Executor>::from_url(url)
+    /// A pooled sender for `url`. `extra_roots` (PEM) are trusted besides
+    /// the public roots, for relays with a private CA.
+    pub fn new(
+        url: &str,
+        timeout: Duration,
+        pool_size: u32,
+        extra_roots: Option<&[u8]>,
+    ) -> Result<Self, String> {
+        let mut builder = AsyncSmtpTransport::<Tokio1Executor>::from_url(url)
             .map_err(|e| format!("not a usable SMTP URL: {e}"))?
             .timeout(Some(timeout))
-            .pool_config(PoolConfig::new().max_size(pool_size.max(1)))
-            .build();
+            .pool_config(PoolConfig::new().max_size(pool_size.max(1)));
+        if let Some(pem) = extra_roots
+            && let Some(tls) = tls_with_roots(url, pem)?
+        {
+            builder = builder.tls(tls);
+        }
+        let transport = builder.build();
         Ok(Self {
             transport,
             timeout,
             described: redact(url),
         })
     }
+}
+
+/// The TLS mode the URL asks for (`smtps://`: TLS from the start;
+/// `?tls=required` / `?tls=opportunistic`: STARTTLS), trusting `pem` too.
+fn tls_with_roots(url: &str, pem: &[u8]) -> Result<Option<Tls>, String> {
+    let (scheme, rest) = url.split_once("://").ok_or("not a URL")?;
+    let authority = &rest[..rest.find(['/', '?']).unwrap_or(rest.len())];
+    let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let host = host_port.rsplit_once(':').map_or(host_port, |(h, _)| h);
+    let query = rest.split_once('?').map_or("", |(_, q)| q);
+    let root = Certificate::from_pem(pem).map_err(|e| format!("not a PEM certificate: {e}"))?;
+    let params = TlsParameters::builder(host.to_string())
+        .add_root_certificate(root)
+        .build_rustls()
+        .map_err(|e| format!("cannot set up TLS: {e}"))?;
+    let wants = |mode: &str| query.split('&').any(|kv| kv == format!("tls={mode}"));
+    Ok(match scheme {
+        "smtps" => Some(Tls::Wrapper(params)),
+        "smtp" if wants("required") => Some(Tls::Required(params)),
+        "smtp" if wants("opportunistic") => Some(Tls::Opportunistic(params)),
+        _ => None,
+    })
 }
 
 /// Masks the password of `smtps://user:password@host`.

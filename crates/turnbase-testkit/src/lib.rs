@@ -133,6 +133,13 @@ pub fn with_database(url: &str, name: &str) -> String {
     }
 }
 
+/// How a [`SmtpSink`] speaks TLS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SinkTls {
+    Starttls,
+    Smtps,
+}
+
 /// A real SMTP server for tests: aiosmtpd (`pip install aiosmtpd`, or
 /// Debian's `python3-aiosmtpd`) on a loopback port, storing what it
 /// accepts in a Maildir that the test reads back.
@@ -154,11 +161,36 @@ impl SmtpSink {
 
     /// Starts on a chosen port (to bring a "down" server back up).
     pub fn start_on(port: u16) -> SmtpSink {
+        Self::start_with(port, &[])
+    }
+
+    /// Starts with STARTTLS required (`tls = Starttls`) or TLS from the
+    /// first byte (`Smtps`), using the given certificate and key files.
+    pub fn start_tls(tls: SinkTls, cert: &std::path::Path, key: &std::path::Path) -> SmtpSink {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let (cert_flag, key_flag) = match tls {
+            SinkTls::Starttls => ("--tlscert", "--tlskey"),
+            SinkTls::Smtps => ("--smtpscert", "--smtpskey"),
+        };
+        let args = [
+            cert_flag.to_string(),
+            cert.display().to_string(),
+            key_flag.to_string(),
+            key.display().to_string(),
+        ];
+        Self::start_with(port, &args)
+    }
+
+    fn start_with(port: u16, extra: &[String]) -> SmtpSink {
         let dir = tempfile::tempdir().expect("a temporary folder can be created");
         let maildir = dir.path().join("maildir");
         let python = std::env::var("TURNBASE_TEST_PYTHON").unwrap_or_else(|_| "python3".into());
         let child = std::process::Command::new(&python)
             .args(["-m", "aiosmtpd", "-n", "-l", &format!("127.0.0.1:{port}")])
+            .args(extra)
             .args(["-c", "aiosmtpd.handlers.Mailbox"])
             .arg(&maildir)
             .stdout(std::process::Stdio::null())

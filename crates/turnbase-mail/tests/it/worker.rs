@@ -122,7 +122,7 @@ impl World {
                 tokio::time::Instant::now() < deadline,
                 "timed out waiting for {status}: {:?}",
                 all.iter()
-                    .map(|m| (&m.status, m.attempts))
+                    .map(|m| (&m.status, m.attempts, &m.last_error))
                     .collect::<Vec<_>>()
             );
             tokio::time::sleep(Duration::from_millis(25)).await;
@@ -159,7 +159,7 @@ fn config(retry_base_ms: u64, max_attempts: u32) -> WorkerConfig {
 }
 
 fn smtp(url: &str, timeout_ms: u64) -> Arc<dyn MailSender> {
-    Arc::new(SmtpSender::new(url, Duration::from_millis(timeout_ms), 4).expect("valid URL"))
+    Arc::new(SmtpSender::new(url, Duration::from_millis(timeout_ms), 4, None).expect("valid URL"))
 }
 
 async fn delivers_to_a_real_smtp_server(backend: Backend) {
@@ -437,3 +437,128 @@ turnbase_testkit::both_backends!(
     four_workers_over_many_rows_send_each_once,
     enqueue_in_a_rolled_back_transaction_leaves_no_mail,
 );
+
+/// A private CA and a certificate it signed for `localhost`, made with the
+/// openssl tool. Returns the CA certificate, and the server's certificate
+/// and key.
+fn private_ca(
+    dir: &std::path::Path,
+) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
+    let path = |name: &str| dir.join(name).display().to_string();
+    let openssl = |args: &[&str]| {
+        let status = std::process::Command::new("openssl")
+            .args(args)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .expect("openssl runs");
+        assert!(status.success(), "openssl {args:?}");
+    };
+    std::fs::write(
+        dir.join("leaf.ext"),
+        "basicConstraints=critical,CA:FALSE\nsubjectAltName=DNS:localhost\n",
+    )
+    .expect("write");
+    openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "1",
+        "-subj",
+        "/CN=Test CA",
+        "-keyout",
+        &path("ca.key"),
+        "-out",
+        &path("ca.pem"),
+    ]);
+    openssl(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-subj",
+        "/CN=localhost",
+        "-keyout",
+        &path("key.pem"),
+        "-out",
+        &path("leaf.csr"),
+    ]);
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        &path("leaf.csr"),
+        "-CA",
+        &path("ca.pem"),
+        "-CAkey",
+        &path("ca.key"),
+        "-CAcreateserial",
+        "-days",
+        "1",
+        "-extfile",
+        &path("leaf.ext"),
+        "-out",
+        &path("cert.pem"),
+    ]);
+    (
+        dir.join("ca.pem"),
+        dir.join("cert.pem"),
+        dir.join("key.pem"),
+    )
+}
+
+async fn tls_delivery(tls: turnbase_testkit::SinkTls, url_for: fn(u16) -> String) {
+    let w = world(Backend::Sqlite).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (ca, cert, key) = private_ca(dir.path());
+    let sink = SmtpSink::start_tls(tls, &cert, &key);
+    let pem = std::fs::read(&ca).expect("CA certificate");
+    let url = url_for(sink.port);
+
+    // Without trusting the certificate, the handshake fails: a transient
+    // failure, recorded (with a budget of one attempt, the mail then fails),
+    // nothing delivered.
+    let untrusting: Arc<dyn MailSender> =
+        Arc::new(SmtpSender::new(&url, Duration::from_secs(5), 2, None).expect("valid URL"));
+    let ids = w.enqueue(1).await;
+    let running = w.start(untrusting, config(50, 1));
+    w.wait_all("failed").await;
+    running.stop().await;
+    let (_, attempts) = w.db.mail().mail(ids[0]).await.expect("show");
+    assert_eq!(attempts[0].outcome, "transient", "{attempts:?}");
+    assert!(sink.messages().is_empty());
+
+    // Trusting it, the retried mail goes through over TLS.
+    w.db.mail()
+        .retry_mail(ids[0], chrono::Utc::now())
+        .await
+        .expect("retry");
+    let trusting: Arc<dyn MailSender> =
+        Arc::new(SmtpSender::new(&url, Duration::from_secs(5), 2, Some(&pem)).expect("valid URL"));
+    let running = w.start(trusting, config(50, 10));
+    w.wait_all("sent").await;
+    running.stop().await;
+    assert_eq!(
+        sink.message_ids(),
+        [format!("<{}@turnbase.test>", ids[0].simple())]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn starttls_with_a_private_ca() {
+    tls_delivery(turnbase_testkit::SinkTls::Starttls, |port| {
+        format!("smtp://localhost:{port}?tls=required")
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn smtps_with_a_private_ca() {
+    tls_delivery(turnbase_testkit::SinkTls::Smtps, |port| {
+        format!("smtps://localhost:{port}")
+    })
+    .await;
+}
