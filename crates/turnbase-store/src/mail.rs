@@ -190,6 +190,55 @@ pub trait MailStore: Send + Sync {
     async fn mail_queue_stats(&self) -> StoreResult<QueueStats>;
 }
 
+/// Reads a [`MailRecord`] from a row of either backend (the column names
+/// are the same; only the row type differs).
+macro_rules! mail_record_from_row {
+    ($row:expr) => {
+        $crate::mail::MailRecord {
+            id: $row.try_get("id")?,
+            idempotency_key: $row.try_get("idempotency_key")?,
+            to: $row.try_get("to_address")?,
+            subject: $row.try_get("subject")?,
+            status: $row.try_get("status")?,
+            attempts: $row.try_get("attempts")?,
+            next_attempt_at: $row.try_get("next_attempt_at")?,
+            created_at: $row.try_get("created_at")?,
+            sent_at: $row.try_get("sent_at")?,
+            last_error: $row.try_get("last_error")?,
+        }
+    };
+}
+
+/// Reads a [`ClaimedMail`] from a claim's returned row.
+macro_rules! claimed_mail_from_row {
+    ($row:expr) => {
+        $crate::mail::ClaimedMail {
+            id: $row.try_get("id")?,
+            to: $row.try_get("to_address")?,
+            subject: $row.try_get("subject")?,
+            text_body: $row.try_get("text_body")?,
+            html_body: $row.try_get("html_body")?,
+            attempts: $row.try_get("attempts")?,
+        }
+    };
+}
+
+/// Reads an [`AttemptRecord`] from a row of `mail_attempts`.
+macro_rules! attempt_from_row {
+    ($row:expr) => {
+        $crate::mail::AttemptRecord {
+            attempt: $row.try_get("attempt")?,
+            started_at: $row.try_get("started_at")?,
+            finished_at: $row.try_get("finished_at")?,
+            outcome: $row.try_get("outcome")?,
+            smtp_code: $row.try_get("smtp_code")?,
+            error: $row.try_get("error")?,
+        }
+    };
+}
+
+pub(crate) use {attempt_from_row, claimed_mail_from_row, mail_record_from_row};
+
 pub(crate) fn lease_end(now: DateTime<Utc>, lease: Duration) -> DateTime<Utc> {
     now + chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::days(1))
 }

@@ -10,7 +10,8 @@ use uuid::Uuid;
 
 use crate::mail::{
     AfterAttempt, AttemptRecord, ClaimedMail, Enqueued, FAILED, Finished, MailFilter, MailRecord,
-    MailStore, NewMail, PENDING, QueueStats, SENDING, SENT, lease_end,
+    MailStore, NewMail, PENDING, QueueStats, SENDING, SENT, attempt_from_row,
+    claimed_mail_from_row, lease_end, mail_record_from_row,
 };
 use crate::{SqliteStore, StoreError, StoreResult, Tx};
 
@@ -18,18 +19,7 @@ const RECORD_COLUMNS: &str = "id, idempotency_key, to_address, subject, status, 
      next_attempt_at, created_at, sent_at, last_error";
 
 fn record(row: &SqliteRow) -> Result<MailRecord, sqlx::Error> {
-    Ok(MailRecord {
-        id: row.try_get("id")?,
-        idempotency_key: row.try_get("idempotency_key")?,
-        to: row.try_get("to_address")?,
-        subject: row.try_get("subject")?,
-        status: row.try_get("status")?,
-        attempts: row.try_get("attempts")?,
-        next_attempt_at: row.try_get("next_attempt_at")?,
-        created_at: row.try_get("created_at")?,
-        sent_at: row.try_get("sent_at")?,
-        last_error: row.try_get("last_error")?,
-    })
+    Ok(mail_record_from_row!(row))
 }
 
 #[async_trait::async_trait]
@@ -98,16 +88,7 @@ impl MailStore for SqliteStore {
         .await?;
         tx.commit().await?;
         rows.iter()
-            .map(|r| {
-                Ok(ClaimedMail {
-                    id: r.try_get("id")?,
-                    to: r.try_get("to_address")?,
-                    subject: r.try_get("subject")?,
-                    text_body: r.try_get("text_body")?,
-                    html_body: r.try_get("html_body")?,
-                    attempts: r.try_get("attempts")?,
-                })
-            })
+            .map(|r| Ok(claimed_mail_from_row!(r)))
             .collect::<Result<_, sqlx::Error>>()
             .map_err(Into::into)
     }
@@ -215,16 +196,7 @@ impl MailStore for SqliteStore {
         .await?;
         let attempts = attempts
             .iter()
-            .map(|r| {
-                Ok(AttemptRecord {
-                    attempt: r.try_get("attempt")?,
-                    started_at: r.try_get("started_at")?,
-                    finished_at: r.try_get("finished_at")?,
-                    outcome: r.try_get("outcome")?,
-                    smtp_code: r.try_get("smtp_code")?,
-                    error: r.try_get("error")?,
-                })
-            })
+            .map(|r| Ok(attempt_from_row!(r)))
             .collect::<Result<_, sqlx::Error>>()?;
         Ok((record(&row)?, attempts))
     }

@@ -187,15 +187,7 @@ async fn mail_metrics_are_exported() {
     let t = spawn_app_with(Backend::Sqlite, &[("BACKEND_DEV_OPEN_ADMIN", "true")]).await;
     let id = enqueue(&t, "Ann").await;
     wait_status(&t, id, "sent").await;
-    let text = t
-        .client
-        .get(&t.metrics)
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let text = t.metrics_text().await;
     for line in [
         "mail_enqueued_total 1",
         "mail_sent_total 1",

@@ -204,15 +204,7 @@ async fn metrics_count_requests() {
         .send()
         .await
         .expect("request");
-    let text = t
-        .client
-        .get(&t.metrics)
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let text = t.metrics_text().await;
     assert!(
         text.contains(
             r#"http_server_requests_total{method="GET",route="/healthz",status="200"} 3"#
@@ -355,15 +347,7 @@ async fn push_metrics_are_exported() {
         .expect("publish");
     second.message().await.expect("ok").expect("events");
 
-    let text = t
-        .client
-        .get(&t.metrics)
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let text = t.metrics_text().await;
     for line in [
         r#"grpc_push_events_total{kind="session_invalidation"} 1"#,
         r#"grpc_push_stale_total{reason="malformed"} 1"#,

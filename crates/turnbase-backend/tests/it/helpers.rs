@@ -55,6 +55,17 @@ impl TestApp {
         self.db.dir().display().to_string()
     }
 
+    /// The Prometheus text the metrics listener serves.
+    pub async fn metrics_text(&self) -> String {
+        let response = self
+            .client
+            .get(&self.metrics)
+            .send()
+            .await
+            .expect("metrics");
+        response.text().await.expect("metrics text")
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }
