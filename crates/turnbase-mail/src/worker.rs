@@ -16,7 +16,7 @@ use std::time::Duration;
 use chrono::Utc;
 use opentelemetry::KeyValue;
 use opentelemetry::metrics::{Counter, Histogram, Meter, ObservableGauge};
-use tokio::sync::Notify;
+use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 use turnbase_store::Database;
 use turnbase_store::mail::{AfterAttempt, Finished, NewAttempt};
@@ -41,6 +41,8 @@ pub struct WorkerConfig {
 /// crash resends at most a chunk.
 const RECORD_EVERY: usize = 16;
 const RECORD_AFTER: Duration = Duration::from_millis(200);
+/// Chunks waiting for the recorder before sending waits for it.
+const RECORD_QUEUE: usize = 2;
 
 /// The result of one `try_execute`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -121,24 +123,41 @@ impl MailWorker {
         Ok(())
     }
 
+    /// One worker slot: a sending loop and, beside it, a recorder that
+    /// writes finished attempts while the next mails are already being sent.
     async fn slot(&self, owner: String, stop: CancellationToken) {
-        while !stop.is_cancelled() {
-            let wait = match self.try_execute(&owner, &stop).await {
-                Ok(Outcome::Done) => continue,
-                Ok(Outcome::Empty) => true,
-                Err(err) => {
-                    tracing::error!(error = %format!("{err:#}"), "mail worker step failed");
-                    true
-                }
-            };
-            if wait {
-                tokio::select! {
-                    () = stop.cancelled() => {}
-                    () = self.wake.notified() => {}
-                    () = tokio::time::sleep(self.config.poll_interval) => {}
+        let (records, mut pending) = mpsc::channel::<Vec<Finished>>(RECORD_QUEUE);
+        let sending = async {
+            while !stop.is_cancelled() {
+                let wait = match self.try_execute(&owner, &stop, &records).await {
+                    Ok(Outcome::Done) => continue,
+                    Ok(Outcome::Empty) => true,
+                    Err(err) => {
+                        tracing::error!(error = %format!("{err:#}"), "mail worker step failed");
+                        true
+                    }
+                };
+                if wait {
+                    tokio::select! {
+                        () = stop.cancelled() => {}
+                        () = self.wake.notified() => {}
+                        () = tokio::time::sleep(self.config.poll_interval) => {}
+                    }
                 }
             }
-        }
+            // Closing the channel lets the recorder finish what is queued.
+            drop(records);
+        };
+        let recording = async {
+            while let Some(chunk) = pending.recv().await {
+                if let Err(err) = self.record(&owner, &chunk).await {
+                    // The rows stay leased; once the lease ends they are
+                    // claimed and sent again (at-least-once).
+                    tracing::error!(error = %format!("{err:#}"), "cannot record mail attempts");
+                }
+            }
+        };
+        tokio::join!(sending, recording);
     }
 
     /// Claims a batch of due mail, tries to deliver each, and records the
@@ -149,6 +168,7 @@ impl MailWorker {
         &self,
         owner: &str,
         stop: &CancellationToken,
+        records: &mpsc::Sender<Vec<Finished>>,
     ) -> anyhow::Result<Outcome> {
         let store = self.db.mail();
         let claimed_at = std::time::Instant::now();
@@ -185,23 +205,19 @@ impl MailWorker {
             }
             // Record in chunks, so that a crash resends at most a chunk.
             if finished.len() >= RECORD_EVERY || last_record.elapsed() >= RECORD_AFTER {
-                self.record(owner, &mut finished).await?;
+                queue_record(records, &mut finished).await?;
                 last_record = std::time::Instant::now();
             }
         }
-        self.record(owner, &mut finished).await?;
+        queue_record(records, &mut finished).await?;
         Ok(Outcome::Done)
     }
 
-    async fn record(&self, owner: &str, finished: &mut Vec<Finished>) -> anyhow::Result<()> {
-        if finished.is_empty() {
-            return Ok(());
-        }
+    async fn record(&self, owner: &str, finished: &[Finished]) -> anyhow::Result<()> {
         let held = self.db.mail().finish_attempts(owner, finished).await?;
         for (f, held) in finished.iter().zip(held) {
             self.report(f, held);
         }
-        finished.clear();
         Ok(())
     }
 
@@ -324,6 +340,20 @@ impl MailWorker {
             }
         }
     }
+}
+
+/// Hands a chunk of finished attempts to the slot's recorder.
+async fn queue_record(
+    records: &mpsc::Sender<Vec<Finished>>,
+    finished: &mut Vec<Finished>,
+) -> anyhow::Result<()> {
+    if finished.is_empty() {
+        return Ok(());
+    }
+    records
+        .send(std::mem::take(finished))
+        .await
+        .map_err(|_| anyhow::anyhow!("the attempt recorder stopped"))
 }
 
 pub fn backoff(config: &WorkerConfig, attempt: i64, rng: &mut impl rand::Rng) -> Duration {
