@@ -251,8 +251,8 @@ async fn malformed_cursor_and_bad_client_id() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lapped_slow_subscriber_gets_stale_while_others_are_unaffected() {
-    const EVENTS: u64 = 20_000;
-    let server = start(config(4096, Duration::from_secs(60))).await;
+    const EVENTS: u64 = 40_000;
+    let server = start(config(8192, Duration::from_secs(60))).await;
     let mut slow = subscribe(server.addr, "slow", "").await;
     assert!(matches!(next(&mut slow).await, Ok(Msg::Resumed(_))));
     let mut fast = subscribe(server.addr, "fast", "").await;
