@@ -9,6 +9,8 @@
 //! Ids are UUIDv7 and times are UTC; both are chosen by the caller, so that
 //! clocks and id generation can be injected in tests.
 
+pub mod accounts;
+mod accounts_sql;
 pub mod mail;
 mod migrate;
 mod postgres;
@@ -23,6 +25,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
+pub use accounts::AccountStore;
 pub use mail::MailStore;
 pub use migrate::{Migration, MigrationReport, POSTGRES_MIGRATIONS, SQLITE_MIGRATIONS};
 pub use postgres::PostgresStore;
@@ -226,6 +229,13 @@ impl Database {
     }
 
     pub fn mail(&self) -> &dyn MailStore {
+        match self {
+            Database::Sqlite(s) => s,
+            Database::Postgres(p) => p,
+        }
+    }
+
+    pub fn accounts(&self) -> &dyn AccountStore {
         match self {
             Database::Sqlite(s) => s,
             Database::Postgres(p) => p,

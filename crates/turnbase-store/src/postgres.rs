@@ -58,6 +58,17 @@ impl PostgresStore {
         Ok(Self { pool })
     }
 
+    /// Begins a transaction (Postgres needs no write lock up front).
+    pub async fn begin_write(
+        &self,
+    ) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, sqlx::Error> {
+        self.pool.begin().await
+    }
+
+    /// Postgres takes concurrent writers as they come; see
+    /// [`crate::SqliteStore::write_turn`].
+    pub async fn write_turn(&self) {}
+
     pub fn pool(&self) -> &PgPool {
         &self.pool
     }

@@ -102,6 +102,12 @@ impl SqliteStore {
         Ok(SqliteTx { tx, _turn: turn })
     }
 
+    /// This process's turn to write, for a single statement outside a
+    /// transaction.
+    pub async fn write_turn(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.write_gate.lock().await
+    }
+
     pub async fn ping(&self) -> StoreResult<()> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
         Ok(())
