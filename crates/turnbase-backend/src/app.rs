@@ -27,6 +27,7 @@ pub struct App {
     pub database: Database,
     pub push: PushService,
     pub mail: turnbase_mail::MailService,
+    pub accounts: turnbase_accounts::AccountService,
     lifecycle: Lifecycle,
 }
 
@@ -67,6 +68,7 @@ impl App {
                 grpc_push_addr: parts.grpc_push_addr,
                 push: parts.push,
                 mail: parts.mail,
+                accounts: parts.accounts,
                 metrics_addr: parts.metrics_addr,
                 instance: parts.instance,
                 readiness: parts.readiness,
@@ -121,8 +123,44 @@ impl App {
             Some(telemetry.meter()),
         );
 
-        // Caches join here as they arrive.
+        let geo = match &config.accounts.geoip_db {
+            Some(path) => turnbase_accounts::GeoIp::open(path)
+                .map_err(|e| anyhow::anyhow!("BACKEND_GEOIP_DB: {e}"))?,
+            None => turnbase_accounts::GeoIp::none(),
+        };
+        let accounts = turnbase_accounts::AccountService::new(
+            database.clone(),
+            mail.clone(),
+            push.clone(),
+            geo,
+            config.accounts.service.clone(),
+            turnbase_accounts::system_clock(),
+            Some(telemetry.meter()),
+        );
+        if let Some(admin) = accounts.ensure_admin().await? {
+            tracing::info!(account = %admin.id, "the configured admin account is ready");
+        }
+        // Registered before the listeners so that it stops after them: the
+        // final flush then holds every sign-in, including those of requests
+        // drained at shutdown.
+        let flusher = accounts.clone();
+        let interval = config.accounts.flush_interval;
+        lifecycle.spawn("accounts-flusher", None, move |stop| {
+            turnbase_accounts::workers::run_flusher(flusher, interval, stop)
+        });
+
+        // Caches, each reporting to /readyz until warm.
         let readiness = Readiness::default();
+        let session_cache_ready = readiness.register("session-cache");
+        // Warmed before the listeners bind (DESIGN section 2, step 6); a
+        // failure only costs speed, since the cache fills as sessions are used.
+        match accounts.warm_cache().await {
+            Ok(n) => tracing::info!(sessions = n, "session cache warmed"),
+            Err(err) => {
+                tracing::warn!(error = %err, "session cache not warmed; it fills as sessions are used");
+            }
+        }
+        session_cache_ready.set(true);
 
         let state = AppState {
             db: database.clone(),
@@ -130,7 +168,9 @@ impl App {
             instance: Arc::new(instance.clone()),
             version,
             mail: mail.clone(),
-            dev_open_admin: config.dev_open_admin,
+            accounts: accounts.clone(),
+            internal_token: Arc::new(config.accounts.internal_token.clone()),
+            trusted_proxies: Arc::new(config.accounts.trusted_proxies.clone()),
         };
         let router = api::router(state, &config.http, HttpMetrics::new(telemetry.meter()));
 
@@ -198,6 +238,14 @@ impl App {
             Some(telemetry.meter()),
         ));
         lifecycle.spawn("mail-worker", None, move |stop| worker.run(stop));
+        let reaper = accounts.clone();
+        let (retention, every) = (
+            config.accounts.guest_retention,
+            config.accounts.guest_reap_interval,
+        );
+        lifecycle.spawn("guest-reaper", None, move |stop| {
+            turnbase_accounts::workers::run_guest_reaper(reaper, retention, every, stop)
+        });
 
         let metrics_addr = match config.metrics_addr {
             Some(addr) => {
@@ -237,6 +285,7 @@ impl App {
             grpc_push_addr,
             push,
             mail,
+            accounts,
             metrics_addr,
             instance,
             readiness,
@@ -260,6 +309,7 @@ struct Started {
     grpc_push_addr: SocketAddr,
     push: PushService,
     mail: turnbase_mail::MailService,
+    accounts: turnbase_accounts::AccountService,
     metrics_addr: Option<SocketAddr>,
     instance: InstanceInfo,
     readiness: Readiness,

@@ -222,9 +222,69 @@ pub const VARIABLES: &[VarSpec] = &[
         "Mails a worker slot claims at a time; their attempts are recorded together."
     ),
     var!(
-        "BACKEND_DEV_OPEN_ADMIN",
-        Some("false"),
-        "Development only: serve `/api/v1/admin/*` without admin sign-in (which arrives with accounts)."
+        "BACKEND_INTERNAL_TOKEN",
+        None,
+        "Shared secret gateways send to `/api/v1/internal/*` (at least 32 characters). Required (`turnbase up` makes one per start). Secret."
+    ),
+    var!(
+        "BACKEND_ADMIN_EMAIL",
+        None,
+        "Address of the first admin: created (or promoted) at startup; signs in by code like anyone."
+    ),
+    var!(
+        "BACKEND_LOGIN_CODE_TTL",
+        Some("10m"),
+        "How long a mailed sign-in code stays valid."
+    ),
+    var!(
+        "BACKEND_LOGIN_CODE_TRIES",
+        Some("5"),
+        "Wrong codes allowed before a code is void."
+    ),
+    var!(
+        "BACKEND_LOGIN_EMAIL_RATE",
+        Some("5/15m"),
+        "Sign-in codes mailed per address: `count/period`."
+    ),
+    var!(
+        "BACKEND_LOGIN_IP_RATE",
+        Some("60/1m"),
+        "Sign-in requests (codes, verifications, guests, upgrades) per client address: `count/period`."
+    ),
+    var!(
+        "BACKEND_SESSION_CACHE_CAPACITY",
+        Some("100000"),
+        "Sessions kept in the in-memory session cache."
+    ),
+    var!(
+        "BACKEND_SESSION_LAST_SEEN_RESOLUTION",
+        Some("5m"),
+        "A session's last-seen time is written at most this often."
+    ),
+    var!(
+        "BACKEND_GUEST_RETENTION",
+        Some("720h"),
+        "Guest accounts older than this holding no seat in any game are deleted."
+    ),
+    var!(
+        "BACKEND_GUEST_REAP_INTERVAL",
+        Some("1h"),
+        "How often the guest reaper runs."
+    ),
+    var!(
+        "BACKEND_GEOIP_DB",
+        None,
+        "MaxMind-format country database (e.g. GeoLite2-Country.mmdb); unset means countries are unknown."
+    ),
+    var!(
+        "BACKEND_TRUSTED_PROXIES",
+        None,
+        "Comma-separated addresses or CIDR networks whose `X-Forwarded-For` is believed (e.g. the gateways)."
+    ),
+    var!(
+        "BACKEND_ACCOUNTS_FLUSH_INTERVAL",
+        Some("30s"),
+        "How often sign-in counts per country and last-seen times are written (and at shutdown)."
     ),
 ];
 
@@ -322,8 +382,19 @@ pub struct Config {
     pub telemetry: TelemetryConfig,
     pub metrics_addr: Option<SocketAddr>,
     pub mail: MailConfig,
-    /// Serve the admin API without admin sign-in (development only).
-    pub dev_open_admin: bool,
+    pub accounts: AccountsSettings,
+}
+
+/// Accounts, sessions, the reaper and geo.
+#[derive(Debug, Clone)]
+pub struct AccountsSettings {
+    pub service: turnbase_accounts::AccountsConfig,
+    pub internal_token: Secret<String>,
+    pub geoip_db: Option<PathBuf>,
+    pub trusted_proxies: turnbase_accounts::TrustedProxies,
+    pub guest_retention: Duration,
+    pub guest_reap_interval: Duration,
+    pub flush_interval: Duration,
 }
 
 impl Config {
@@ -337,6 +408,14 @@ impl Config {
         if profile == Profile::Up {
             for (name, value) in UP_DEFAULTS {
                 source.set_default(name, value);
+            }
+            if source.get("BACKEND_INTERNAL_TOKEN").is_none() {
+                // `up` runs the gateway in the same process; a fresh secret
+                // per start is all it needs.
+                source.set_default(
+                    "BACKEND_INTERNAL_TOKEN",
+                    turnbase_accounts::SessionToken::generate().as_str(),
+                );
             }
             if source.get("BACKEND_SMTP_URL").is_none() {
                 source.set_default("BACKEND_MAIL_DELIVERY", "file");
@@ -415,7 +494,7 @@ impl Config {
             }
         }
         let mail = mail_config(&mut r, &data_dir);
-        let dev_open_admin = r.get("BACKEND_DEV_OPEN_ADMIN", config::parse_bool);
+        let accounts = accounts_config(&mut r);
         r.finish()?;
         Ok(Config {
             data_dir,
@@ -426,7 +505,7 @@ impl Config {
             telemetry,
             metrics_addr,
             mail,
-            dev_open_admin,
+            accounts,
         })
     }
 }
@@ -488,6 +567,69 @@ fn mail_config(r: &mut Reader<'_>, data_dir: &Path) -> MailConfig {
         from,
         worker,
     }
+}
+
+fn accounts_config(r: &mut Reader<'_>) -> AccountsSettings {
+    let service = turnbase_accounts::AccountsConfig {
+        code_ttl: r.get("BACKEND_LOGIN_CODE_TTL", parse_positive_duration),
+        code_tries: r.get("BACKEND_LOGIN_CODE_TRIES", parse_u32_positive),
+        email_rate: r.get("BACKEND_LOGIN_EMAIL_RATE", parse_rate),
+        ip_rate: r.get("BACKEND_LOGIN_IP_RATE", parse_rate),
+        admin_email: r.optional("BACKEND_ADMIN_EMAIL", |t| {
+            turnbase_mail::Email::parse(t).map_err(|e| e.to_string())
+        }),
+        session_cache_capacity: r.get("BACKEND_SESSION_CACHE_CAPACITY", parse_usize_positive),
+        last_seen_resolution: r.get("BACKEND_SESSION_LAST_SEEN_RESOLUTION", parse_duration),
+    };
+    AccountsSettings {
+        service,
+        internal_token: r
+            .required("BACKEND_INTERNAL_TOKEN", parse_internal_token)
+            .unwrap_or_else(|| Secret::new(String::new())),
+        geoip_db: r.optional("BACKEND_GEOIP_DB", parse_geoip_db),
+        trusted_proxies: r
+            .optional(
+                "BACKEND_TRUSTED_PROXIES",
+                turnbase_accounts::TrustedProxies::parse,
+            )
+            .unwrap_or_default(),
+        guest_retention: r.get("BACKEND_GUEST_RETENTION", parse_positive_duration),
+        guest_reap_interval: r.get("BACKEND_GUEST_REAP_INTERVAL", parse_positive_duration),
+        flush_interval: r.get("BACKEND_ACCOUNTS_FLUSH_INTERVAL", parse_positive_duration),
+    }
+}
+
+fn parse_rate(text: &str) -> Result<turnbase_accounts::Rate, String> {
+    let (count, per) = text
+        .split_once('/')
+        .ok_or_else(|| format!("{text:?} is not a rate like 5/15m"))?;
+    let count = count
+        .trim()
+        .parse::<u32>()
+        .ok()
+        .filter(|n| *n > 0)
+        .ok_or_else(|| format!("{text:?}: the count before / must be a whole number above zero"))?;
+    let per = parse_positive_duration(per.trim())?;
+    Ok(turnbase_accounts::Rate { count, per })
+}
+
+fn parse_internal_token(text: &str) -> Result<Secret<String>, String> {
+    // The value is secret, so it is not echoed back.
+    if text.chars().count() < 32 {
+        return Err("must be at least 32 characters (e.g. `openssl rand -hex 32`)".into());
+    }
+    if text.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err("must not contain spaces or control characters".into());
+    }
+    Ok(Secret::new(text.to_string()))
+}
+
+fn parse_geoip_db(text: &str) -> Result<PathBuf, String> {
+    // Opened here too, so that a bad file stops the start with the
+    // variable's name rather than later.
+    let path = PathBuf::from(text);
+    turnbase_accounts::GeoIp::open(&path)?;
+    Ok(path)
 }
 
 fn parse_pem_file(text: &str) -> Result<Vec<u8>, String> {
@@ -740,7 +882,22 @@ mod tests {
             ("BACKEND_MAIL_FROM", "not a mailbox", "is not a mailbox"),
             ("BACKEND_MAIL_WORKERS", "0", "greater than zero"),
             ("BACKEND_MAIL_RETRY_BASE", "2h", "must not be longer"),
-            ("BACKEND_DEV_OPEN_ADMIN", "maybe", "is not a boolean"),
+            ("BACKEND_INTERNAL_TOKEN", "short", "at least 32 characters"),
+            ("BACKEND_ADMIN_EMAIL", "root", "not a valid email"),
+            ("BACKEND_LOGIN_EMAIL_RATE", "5", "is not a rate"),
+            ("BACKEND_LOGIN_IP_RATE", "0/1m", "above zero"),
+            ("BACKEND_LOGIN_IP_RATE", "5/0s", "greater than zero"),
+            (
+                "BACKEND_GEOIP_DB",
+                "/nonexistent.mmdb",
+                "cannot open the GeoIP database",
+            ),
+            (
+                "BACKEND_TRUSTED_PROXIES",
+                "10.0.0.0/33",
+                "not an IP address",
+            ),
+            ("BACKEND_GUEST_RETENTION", "0s", "greater than zero"),
             (
                 "BACKEND_HTTP_ADR",
                 "127.0.0.1:1",
@@ -759,7 +916,12 @@ mod tests {
 
     #[test]
     fn mail_delivery_needs_a_choice_in_production() {
-        let base = || vec![("BACKEND_FRESHNESS_WINDOW".to_string(), "1m".to_string())];
+        let base = || {
+            vec![
+                ("BACKEND_FRESHNESS_WINDOW".to_string(), "1m".to_string()),
+                ("BACKEND_INTERNAL_TOKEN".to_string(), TOKEN.to_string()),
+            ]
+        };
         let err = Config::load(Profile::Backend, base(), None).expect_err("no SMTP");
         assert_eq!(err.problems[0].subject, "BACKEND_SMTP_URL", "{err}");
         let mut env = base();
@@ -790,8 +952,13 @@ mod tests {
     #[test]
     fn the_freshness_window_is_required_outside_up() {
         let file_mail = ("BACKEND_MAIL_DELIVERY".to_string(), "file".to_string());
-        let err =
-            Config::load(Profile::Backend, vec![file_mail.clone()], None).expect_err("required");
+        let token = ("BACKEND_INTERNAL_TOKEN".to_string(), TOKEN.to_string());
+        let err = Config::load(
+            Profile::Backend,
+            vec![file_mail.clone(), token.clone()],
+            None,
+        )
+        .expect_err("required");
         assert_eq!(err.problems.len(), 1, "{err}");
         assert_eq!(err.problems[0].subject, "BACKEND_FRESHNESS_WINDOW");
         assert!(err.problems[0].message.contains("required"), "{err}");
@@ -800,6 +967,7 @@ mod tests {
             vec![
                 ("BACKEND_FRESHNESS_WINDOW".to_string(), "90s".to_string()),
                 file_mail,
+                token,
             ],
             None,
         )
@@ -807,6 +975,61 @@ mod tests {
         assert_eq!(c.grpc_push.service.ring.max_age, Duration::from_secs(90));
         let up = load(&[]).expect("up has a default");
         assert_eq!(up.grpc_push.service.ring.max_age, Duration::from_secs(300));
+    }
+
+    const TOKEN: &str = "0123456789abcdef0123456789abcdef";
+
+    #[test]
+    fn the_internal_token_is_required_outside_up_and_secret() {
+        let env = vec![
+            ("BACKEND_FRESHNESS_WINDOW".to_string(), "1m".to_string()),
+            ("BACKEND_MAIL_DELIVERY".to_string(), "file".to_string()),
+        ];
+        let err = Config::load(Profile::Backend, env.clone(), None).expect_err("required");
+        assert_eq!(err.problems.len(), 1, "{err}");
+        assert_eq!(err.problems[0].subject, "BACKEND_INTERNAL_TOKEN");
+        let mut with = env;
+        with.push(("BACKEND_INTERNAL_TOKEN".into(), TOKEN.into()));
+        let c = Config::load(Profile::Backend, with, None).expect("set");
+        assert_eq!(c.accounts.internal_token.expose(), TOKEN);
+        assert!(!format!("{c:?}").contains(TOKEN), "the token is secret");
+        let a = load(&[]).expect("up makes one");
+        let b = load(&[]).expect("up makes one");
+        assert!(a.accounts.internal_token.expose().len() >= 32);
+        assert_ne!(
+            a.accounts.internal_token.expose(),
+            b.accounts.internal_token.expose(),
+            "a fresh secret per start"
+        );
+        let problems = problems(&[("BACKEND_INTERNAL_TOKEN", "x")]);
+        assert!(!problems[0].contains("\"x\""), "not echoed: {problems:?}");
+    }
+
+    #[test]
+    fn accounts_settings() {
+        let geo = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../../shared/data/geo/GeoLite2-Country-Test.mmdb"
+        );
+        let c = load(&[
+            ("BACKEND_LOGIN_EMAIL_RATE", "3/1h"),
+            ("BACKEND_ADMIN_EMAIL", "Boss@Example.org"),
+            ("BACKEND_GEOIP_DB", geo),
+            ("BACKEND_TRUSTED_PROXIES", "127.0.0.1, 10.0.0.0/8"),
+        ])
+        .expect("valid");
+        let s = &c.accounts.service;
+        assert_eq!(s.email_rate.count, 3);
+        assert_eq!(s.email_rate.per, Duration::from_secs(3600));
+        assert_eq!(s.ip_rate.count, 60);
+        assert_eq!(s.code_ttl, Duration::from_secs(600));
+        assert_eq!(
+            s.admin_email.as_ref().map(|e| e.as_str()),
+            Some("Boss@example.org")
+        );
+        assert_eq!(c.accounts.guest_retention, Duration::from_secs(720 * 3600));
+        assert_eq!(c.accounts.guest_reap_interval, Duration::from_secs(3600));
+        assert!(c.accounts.geoip_db.is_some());
     }
 
     #[test]

@@ -1,8 +1,8 @@
 //! `/api/v1/admin/mail`: the outbox for operators — list deliveries by
 //! status with paging, show one with its attempts, retry a failed one.
 
-use axum::Json;
 use axum::extract::{Path, Query, State};
+use axum::{Extension, Json};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use turnbase_store::StoreError;
@@ -11,6 +11,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
+use super::auth::AdminSession;
 use super::{ApiError, AppState};
 
 const STATUSES: &[&str] = &["pending", "retrying", "sending", "sent", "failed"];
@@ -113,7 +114,7 @@ fn store_error(err: StoreError, id: Uuid) -> ApiError {
 }
 
 /// List mail deliveries, newest first.
-#[utoipa::path(get, path = "", tag = "admin", params(ListQuery),
+#[utoipa::path(get, path = "", tag = "admin", security(("bearer" = [])), params(ListQuery),
     responses(
         (status = 200, description = "A page of deliveries", body = DeliveryPage),
         (status = 400, description = "Bad filter or page size", body = turnbase_core::http::ErrorBody),
@@ -161,7 +162,7 @@ async fn list_mail(
 }
 
 /// One delivery with every attempt.
-#[utoipa::path(get, path = "/{id}", tag = "admin",
+#[utoipa::path(get, path = "/{id}", tag = "admin", security(("bearer" = [])),
     params(("id" = Uuid, Path, description = "Outbox id")),
     responses(
         (status = 200, description = "The delivery", body = DeliveryDetail),
@@ -184,7 +185,7 @@ async fn show_mail(
 }
 
 /// Make a failed delivery due again, with a fresh attempt budget.
-#[utoipa::path(post, path = "/{id}/retry", tag = "admin",
+#[utoipa::path(post, path = "/{id}/retry", tag = "admin", security(("bearer" = [])),
     params(("id" = Uuid, Path, description = "Outbox id")),
     responses(
         (status = 200, description = "Queued again", body = Delivery),
@@ -193,6 +194,7 @@ async fn show_mail(
     ))]
 async fn retry_mail(
     State(state): State<AppState>,
+    Extension(admin): Extension<AdminSession>,
     Path(id): Path<Uuid>,
 ) -> Result<Json<Delivery>, ApiError> {
     let record = state
@@ -202,5 +204,14 @@ async fn retry_mail(
         .await
         .map_err(|e| store_error(e, id))?;
     state.mail.wake();
+    state
+        .accounts
+        .audit(
+            &admin.actor(),
+            "mail.retry",
+            id.to_string(),
+            serde_json::json!({ "to": record.to }),
+        )
+        .await?;
     Ok(Json(record.into()))
 }

@@ -23,7 +23,15 @@ use utoipa_axum::routes;
 
 use crate::config::{CorsOrigins, HttpConfig};
 
+mod admin_accounts;
 mod admin_mail;
+mod auth;
+mod internal;
+mod public_auth;
+mod user;
+
+use auth::SecuritySchemes;
+pub use auth::{ADMIN_ROUTE_PREFIX, INTERNAL_ROUTE_PREFIX};
 
 /// How long `/readyz` waits for the database before calling it not ready.
 const READINESS_DB_TIMEOUT: Duration = Duration::from_secs(2);
@@ -37,8 +45,11 @@ pub struct AppState {
     /// The version of the running binary.
     pub version: &'static str,
     pub mail: turnbase_mail::MailService,
-    /// Serve the admin API without admin sign-in (development only).
-    pub dev_open_admin: bool,
+    pub accounts: turnbase_accounts::AccountService,
+    /// The secret gateways present on `/api/v1/internal`.
+    pub internal_token: Arc<turnbase_core::config::Secret<String>>,
+    /// Proxies whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: Arc<turnbase_accounts::TrustedProxies>,
 }
 
 /// Errors a handler can return; converted to status and JSON body here only.
@@ -52,6 +63,13 @@ pub enum ApiError {
     Conflict(String),
     #[error("{0}")]
     Forbidden(String),
+    #[error("{0}")]
+    Unauthorized(String),
+    #[error("too many requests")]
+    RateLimited(Duration),
+    /// A status with a code more specific than the status's own.
+    #[error("{2}")]
+    Coded(StatusCode, &'static str, String),
     #[error(transparent)]
     Unexpected(#[from] anyhow::Error),
 }
@@ -71,6 +89,28 @@ impl IntoResponse for ApiError {
             ApiError::Forbidden(message) => {
                 error_response(StatusCode::FORBIDDEN, "forbidden", message)
             }
+            ApiError::Unauthorized(message) => {
+                let mut response =
+                    error_response(StatusCode::UNAUTHORIZED, "unauthorized", message);
+                response.headers_mut().insert(
+                    http::header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Bearer"),
+                );
+                response
+            }
+            ApiError::RateLimited(wait) => {
+                let secs = wait.as_secs().max(1);
+                let mut response = error_response(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "rate_limited",
+                    format!("too many requests; try again in {secs} s"),
+                );
+                response
+                    .headers_mut()
+                    .insert(http::header::RETRY_AFTER, HeaderValue::from(secs));
+                response
+            }
+            ApiError::Coded(status, code, message) => error_response(status, code, message),
             ApiError::Unexpected(err) => {
                 tracing::error!(error = %format!("{err:#}"), "request failed unexpectedly");
                 error_response(
@@ -79,6 +119,30 @@ impl IntoResponse for ApiError {
                     "an unexpected error occurred; it has been logged",
                 )
             }
+        }
+    }
+}
+
+impl From<turnbase_accounts::AccountError> for ApiError {
+    fn from(err: turnbase_accounts::AccountError) -> Self {
+        use turnbase_accounts::AccountError as E;
+        match err {
+            E::Invalid(message) => ApiError::BadRequest(message),
+            E::InvalidCode => ApiError::Coded(
+                StatusCode::BAD_REQUEST,
+                "invalid_code",
+                E::InvalidCode.to_string(),
+            ),
+            E::Unauthorized => ApiError::Unauthorized(E::Unauthorized.to_string()),
+            E::RateLimited(wait) => ApiError::RateLimited(wait),
+            E::Blocked => ApiError::Coded(
+                StatusCode::FORBIDDEN,
+                "account_blocked",
+                E::Blocked.to_string(),
+            ),
+            E::NotFound(message) => ApiError::NotFound(message),
+            E::Conflict(message) => ApiError::Conflict(message),
+            E::Unexpected(err) => ApiError::Unexpected(err),
         }
     }
 }
@@ -92,10 +156,13 @@ impl IntoResponse for ApiError {
         license(name = "Apache-2.0 OR MIT", identifier = "Apache-2.0 OR MIT")
     ),
     components(schemas(ErrorBody)),
+    modifiers(&SecuritySchemes),
     tags(
         (name = "probes", description = "Liveness and readiness"),
         (name = "public", description = "No authentication"),
-        (name = "admin", description = "Operators; needs an admin session (until accounts arrive: BACKEND_DEV_OPEN_ADMIN)"),
+        (name = "user", description = "A signed-in player: `Authorization: Bearer <session token>`"),
+        (name = "internal", description = "Gateways only: `Authorization: Bearer <BACKEND_INTERNAL_TOKEN>`"),
+        (name = "admin", description = "Operators: a session of an account with the admin role"),
     )
 )]
 struct ApiDoc;
@@ -106,33 +173,22 @@ fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(healthz))
         .routes(routes!(readyz))
         .nest("/api/v1/public", public_routes())
-        .nest("/api/v1/user", OpenApiRouter::new())
-        .nest("/api/v1/internal", OpenApiRouter::new())
+        .nest("/api/v1/user", user::routes())
+        .nest("/api/v1/internal", internal::routes())
         .nest("/api/v1/admin", admin_routes())
 }
 
 /// The admin API. Every route passes the admin guard.
 fn admin_routes() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().nest("/mail", admin_mail::routes())
-}
-
-/// The admin guard, in front of every `/api/v1/admin` route. Admin
-/// sign-in arrives with accounts; until then the admin API answers only
-/// when the development flag opens it.
-async fn admin_guard(open: bool, request: Request, next: axum::middleware::Next) -> Response {
-    if open || !request.uri().path().starts_with("/api/v1/admin/") {
-        return next.run(request).await;
-    }
-    ApiError::Forbidden(
-        "the admin API needs an admin session, which is not available yet; \
-         set BACKEND_DEV_OPEN_ADMIN=true in development"
-            .into(),
-    )
-    .into_response()
+    OpenApiRouter::new()
+        .nest("/mail", admin_mail::routes())
+        .merge(admin_accounts::routes())
 }
 
 fn public_routes() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().routes(routes!(server_info))
+    OpenApiRouter::new()
+        .routes(routes!(server_info))
+        .merge(public_auth::routes())
 }
 
 /// The OpenAPI document, as served at `/api/v1/openapi.json`.
@@ -159,11 +215,11 @@ pub fn openapi(version: &str) -> utoipa::openapi::OpenApi {
 pub fn router(state: AppState, config: &HttpConfig, metrics: HttpMetrics) -> Router {
     let (router, _) = routes().split_for_parts();
     let doc = Arc::new(openapi(state.version));
-    let open_admin = state.dev_open_admin;
-    let router = router.layer(axum::middleware::from_fn(
-        move |request: Request, next: axum::middleware::Next| {
-            admin_guard(open_admin, request, next)
-        },
+    // The guards look at the path, so every route under their prefixes
+    // passes them, including routes added later.
+    let router = router.layer(axum::middleware::from_fn_with_state(
+        state.clone(),
+        auth::guard,
     ));
     let request_id = HeaderName::from_static("x-request-id");
     router

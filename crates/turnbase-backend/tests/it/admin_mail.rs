@@ -9,7 +9,7 @@ use turnbase_mail::{Email, OutgoingMail};
 use turnbase_store::mail::{AfterAttempt, NewAttempt};
 use turnbase_testkit::Backend;
 
-use crate::helpers::{TestApp, spawn_app, spawn_app_with};
+use crate::helpers::{TestApp, spawn_app};
 
 const NOTE: Template = Template {
     subject: "Note for {{name}}",
@@ -53,22 +53,9 @@ async fn wait_status(t: &TestApp, id: uuid::Uuid, status: &str) -> serde_json::V
     }
 }
 
-#[tokio::test]
-async fn admin_routes_are_closed_without_the_development_flag() {
-    let t = spawn_app(Backend::Sqlite).await;
-    let (status, body) = t.get_json("/api/v1/admin/mail").await;
-    assert_eq!(status, StatusCode::FORBIDDEN);
-    assert_eq!(body["error"]["code"], "forbidden");
-    assert!(
-        body["error"]["message"]
-            .as_str()
-            .is_some_and(|m| m.contains("BACKEND_DEV_OPEN_ADMIN"))
-    );
-    t.app.shutdown().await;
-}
-
 async fn list_show_and_retry(backend: Backend) {
-    let t = spawn_app_with(backend, &[("BACKEND_DEV_OPEN_ADMIN", "true")]).await;
+    let t = spawn_app(backend).await;
+    let admin = t.become_admin().await;
     let sent = enqueue(&t, "Ann").await;
     let detail = wait_status(&t, sent, "sent").await;
     assert_eq!(detail["attempts"][0]["outcome"], "sent");
@@ -143,6 +130,7 @@ async fn list_show_and_retry(backend: Backend) {
     let retry = |id: uuid::Uuid| {
         t.client
             .post(t.url(&format!("/api/v1/admin/mail/{id}/retry")))
+            .bearer_auth(&admin)
             .send()
     };
     let conflict = retry(sent).await.expect("request");
@@ -156,6 +144,14 @@ async fn list_show_and_retry(backend: Backend) {
     );
     let missing = retry(uuid::Uuid::now_v7()).await.expect("request");
     assert_eq!(missing.status(), StatusCode::NOT_FOUND);
+    let (_, audit) = t.get_json("/api/v1/admin/audit").await;
+    assert_eq!(audit["items"][0]["action"], "mail.retry", "{audit}");
+    assert_eq!(audit["items"][0]["target"], id.to_string());
+    assert_eq!(
+        audit["items"].as_array().map(Vec::len),
+        Some(1),
+        "only the retry that happened: {audit}"
+    );
     t.app.shutdown().await;
 }
 
@@ -163,7 +159,8 @@ turnbase_testkit::both_backends!(list_show_and_retry);
 
 #[tokio::test]
 async fn bad_admin_input_gets_4xx_json() {
-    let t = spawn_app_with(Backend::Sqlite, &[("BACKEND_DEV_OPEN_ADMIN", "true")]).await;
+    let t = spawn_app(Backend::Sqlite).await;
+    t.become_admin().await;
     for (path, status) in [
         ("/api/v1/admin/mail?status=lost", StatusCode::BAD_REQUEST),
         ("/api/v1/admin/mail?limit=0", StatusCode::BAD_REQUEST),
@@ -184,14 +181,15 @@ async fn bad_admin_input_gets_4xx_json() {
 
 #[tokio::test]
 async fn mail_metrics_are_exported() {
-    let t = spawn_app_with(Backend::Sqlite, &[("BACKEND_DEV_OPEN_ADMIN", "true")]).await;
+    let t = spawn_app(Backend::Sqlite).await;
+    t.become_admin().await;
     let id = enqueue(&t, "Ann").await;
     wait_status(&t, id, "sent").await;
     let text = t.metrics_text().await;
     for line in [
-        "mail_enqueued_total 1",
-        "mail_sent_total 1",
-        r#"mail_attempt_duration_seconds_count{outcome="sent"} 1"#,
+        "mail_enqueued_total 2",
+        "mail_sent_total 2",
+        r#"mail_attempt_duration_seconds_count{outcome="sent"} 2"#,
         "mail_queue_depth ",
         "mail_oldest_pending_age_seconds ",
     ] {

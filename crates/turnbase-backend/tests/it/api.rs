@@ -57,8 +57,8 @@ async fn every_error_has_the_json_body(backend: Backend) {
             reqwest::Method::GET,
             "/api/v1/user/me",
             String::new(),
-            StatusCode::NOT_FOUND,
-            "not_found",
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
         ),
         (
             reqwest::Method::POST,
@@ -118,9 +118,11 @@ async fn shutdown_stops_components_in_reverse_order(backend: Backend) {
         order,
         [
             "metrics",
+            "guest-reaper",
             "mail-worker",
             "http",
             "grpc-push",
+            "accounts-flusher",
             "push",
             "database",
             "telemetry"

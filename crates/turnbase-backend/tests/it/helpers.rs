@@ -10,8 +10,14 @@ pub struct TestApp {
     pub base: String,
     pub metrics: String,
     pub client: reqwest::Client,
+    /// Sent as the bearer token by `get_json` and `send` once set.
+    pub bearer: std::sync::Mutex<Option<String>>,
     db: TestDb,
 }
+
+/// The admin every test app has (`BACKEND_ADMIN_EMAIL`).
+pub const ADMIN_EMAIL: &str = "admin@example.org";
+pub const INTERNAL_TOKEN: &str = "internal-secret-for-tests-0123456789";
 
 pub async fn spawn_app(backend: Backend) -> TestApp {
     spawn_app_with(backend, &[]).await
@@ -28,6 +34,8 @@ pub async fn spawn_app_with(backend: Backend, extra: &[(&str, &str)]) -> TestApp
         ("BACKEND_MAIL_POLL_INTERVAL".into(), "100ms".into()),
         ("BACKEND_DATA_DIR".into(), db.dir().display().to_string()),
         ("BACKEND_LOG_LEVEL".into(), "warn".into()),
+        ("BACKEND_INTERNAL_TOKEN".into(), INTERNAL_TOKEN.into()),
+        ("BACKEND_ADMIN_EMAIL".into(), ADMIN_EMAIL.into()),
     ];
     if let Some(url) = &db.url {
         env.push(("BACKEND_DATABASE_URL".into(), url.clone()));
@@ -38,6 +46,16 @@ pub async fn spawn_app_with(backend: Backend, extra: &[(&str, &str)]) -> TestApp
     let app = App::start(config, telemetry, "test")
         .await
         .expect("backend starts");
+    // Caches warm in the background; tests start once they are.
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !app.readiness.not_ready().is_empty() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not ready: {:?}",
+            app.readiness.not_ready()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
     TestApp {
         base: format!("http://{}", app.http_addr),
         metrics: format!(
@@ -46,6 +64,7 @@ pub async fn spawn_app_with(backend: Backend, extra: &[(&str, &str)]) -> TestApp
         ),
         app,
         client: reqwest::Client::new(),
+        bearer: std::sync::Mutex::new(None),
         db,
     }
 }
@@ -71,13 +90,143 @@ impl TestApp {
     }
 
     pub async fn get_json(&self, path: &str) -> (reqwest::StatusCode, serde_json::Value) {
-        let response = self
-            .client
-            .get(self.url(path))
-            .send()
+        let token = self.bearer.lock().expect("not poisoned").clone();
+        self.send(reqwest::Method::GET, path, token.as_deref(), None)
             .await
-            .expect("request");
+    }
+
+    /// Sends a request with an optional bearer token and JSON body; returns
+    /// the status and the JSON body (`null` for an empty one).
+    pub async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<serde_json::Value>,
+    ) -> (reqwest::StatusCode, serde_json::Value) {
+        let mut request = self.client.request(method, self.url(path));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.expect("request");
         let status = response.status();
-        (status, response.json().await.expect("JSON body"))
+        let bytes = response.bytes().await.expect("body");
+        let json = if bytes.is_empty() {
+            serde_json::Value::Null
+        } else {
+            serde_json::from_slice(&bytes)
+                .unwrap_or_else(|e| panic!("{status}: not JSON ({e}): {bytes:?}"))
+        };
+        (status, json)
+    }
+
+    /// The folder `file` delivery writes mail into.
+    pub fn mail_dir(&self) -> std::path::PathBuf {
+        self.db.dir().join("mail")
+    }
+
+    /// Waits for a sign-in code mail to `email` newer than `skip` mails
+    /// already seen, and reads the code from it.
+    pub async fn code_for(&self, email: &str, skip: usize) -> String {
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+        loop {
+            let mut codes: Vec<(String, String)> = Vec::new();
+            if let Ok(entries) = std::fs::read_dir(self.mail_dir()) {
+                for entry in entries.flatten() {
+                    let name = entry.file_name().to_string_lossy().to_string();
+                    if !name.ends_with(".eml") || name.starts_with('.') {
+                        continue;
+                    }
+                    let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
+                    let to_line = format!("To: {email}");
+                    if !text.lines().any(|l| l.eq_ignore_ascii_case(&to_line)) {
+                        continue;
+                    }
+                    if let Some(at) = text.find("sign-in code: ") {
+                        let code: String = text[at + 14..].chars().take(6).collect();
+                        // Outbox ids are UUIDv7: the file names sort by age.
+                        codes.push((name, code));
+                    }
+                }
+            }
+            codes.sort();
+            if codes.len() > skip {
+                return codes.pop().expect("at least one").1;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no sign-in mail to {email} arrived"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Signs in by mailed code; returns the sign-in response.
+    pub async fn sign_in(&self, email: &str) -> serde_json::Value {
+        let seen = self.mails_to(email);
+        let (status, body) = self
+            .send(
+                reqwest::Method::POST,
+                "/api/v1/public/auth/email/start",
+                None,
+                Some(serde_json::json!({ "email": email })),
+            )
+            .await;
+        assert_eq!(status, reqwest::StatusCode::ACCEPTED, "{body}");
+        let code = self.code_for(email, seen).await;
+        let (status, body) = self
+            .send(
+                reqwest::Method::POST,
+                "/api/v1/public/auth/email/verify",
+                None,
+                Some(serde_json::json!({ "email": email, "code": code, "device_name": "test" })),
+            )
+            .await;
+        assert_eq!(status, reqwest::StatusCode::OK, "{body}");
+        body
+    }
+
+    /// How many sign-in mails to `email` are in the mail folder.
+    pub fn mails_to(&self, email: &str) -> usize {
+        let to_line = format!("To: {email}");
+        std::fs::read_dir(self.mail_dir())
+            .map(|entries| {
+                entries
+                    .flatten()
+                    .filter(|e| e.file_name().to_string_lossy().ends_with(".eml"))
+                    .filter(|e| {
+                        std::fs::read_to_string(e.path())
+                            .unwrap_or_default()
+                            .lines()
+                            .any(|l| l.eq_ignore_ascii_case(&to_line))
+                    })
+                    .count()
+            })
+            .unwrap_or(0)
+    }
+
+    /// Signs in as the configured admin and sends that token from now on.
+    pub async fn become_admin(&self) -> String {
+        let body = self.sign_in(ADMIN_EMAIL).await;
+        let token = body["token"].as_str().expect("a token").to_string();
+        *self.bearer.lock().expect("not poisoned") = Some(token.clone());
+        token
+    }
+
+    /// A new guest: (token, sign-in response).
+    pub async fn guest(&self, name: &str) -> (String, serde_json::Value) {
+        let (status, body) = self
+            .send(
+                reqwest::Method::POST,
+                "/api/v1/public/auth/guest",
+                None,
+                Some(serde_json::json!({ "display_name": name, "device_name": "test" })),
+            )
+            .await;
+        assert_eq!(status, reqwest::StatusCode::CREATED, "{body}");
+        (body["token"].as_str().expect("a token").to_string(), body)
     }
 }

@@ -1,6 +1,8 @@
 //! Backend API tests: a real backend on loopback per test, on SQLite and on
 //! Postgres.
 
+mod accounts;
 mod admin_mail;
 mod api;
 mod helpers;
+mod reaper;

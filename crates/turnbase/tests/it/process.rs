@@ -9,6 +9,10 @@ pub fn data_env(dir: &tempfile::TempDir) -> Vec<(&'static str, String)> {
         ("BACKEND_GRPC_PUSH_ADDR", "127.0.0.1:0".into()),
         ("BACKEND_FRESHNESS_WINDOW", "1m".into()),
         ("BACKEND_MAIL_DELIVERY", "file".into()),
+        (
+            "BACKEND_INTERNAL_TOKEN",
+            "process-test-secret-0123456789abcdef".into(),
+        ),
     ]
 }
 
@@ -34,13 +38,17 @@ fn invalid_configuration_names_every_variable_and_exits_2() {
         "{stderr}"
     );
     assert!(!stderr.contains("backtrace"), "{stderr}");
-    // The required freshness window and mail relay are missing too: four
-    // problems, one message.
+    // The required freshness window, mail relay and internal secret are
+    // missing too: five problems, one message.
     assert!(
-        stderr.starts_with("turnbase: invalid configuration (4 problems):"),
+        stderr.starts_with("turnbase: invalid configuration (5 problems):"),
         "{stderr}"
     );
-    assert_eq!(stderr.lines().count(), 5, "one message: {stderr}");
+    assert!(
+        stderr.contains("BACKEND_INTERNAL_TOKEN: is required"),
+        "{stderr}"
+    );
+    assert_eq!(stderr.lines().count(), 6, "one message: {stderr}");
 }
 
 #[test]
@@ -115,9 +123,11 @@ fn serve_and_stop(mut env: Vec<(&'static str, String)>, signal: &str) {
         stopped,
         [
             "metrics",
+            "guest-reaper",
             "mail-worker",
             "http",
             "grpc-push",
+            "accounts-flusher",
             "push",
             "database",
             "telemetry"

@@ -1,0 +1,179 @@
+//! The guest reaper's rule with an injected clock, on both backends: an
+//! old guest without a seat goes with its sessions (and gateways hear of
+//! it); a young guest, a seated guest and an email account stay.
+
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use chrono::{DateTime, TimeZone as _, Utc};
+use prost::Message as _;
+use turnbase_accounts::{AccountService, AccountsConfig, Client, GeoIp, Rate};
+use turnbase_push::proto::PushEvent;
+use turnbase_push::proto::push_event::Kind;
+use turnbase_push::{PushConfig, PushService};
+use turnbase_store::Database;
+use turnbase_testkit::{Backend, TestDb};
+use uuid::Uuid;
+
+const RETENTION: Duration = Duration::from_secs(720 * 3600);
+
+fn config() -> AccountsConfig {
+    let generous = Rate {
+        count: 1000,
+        per: Duration::from_secs(1),
+    };
+    AccountsConfig {
+        code_ttl: Duration::from_secs(600),
+        code_tries: 5,
+        email_rate: generous,
+        ip_rate: generous,
+        admin_email: None,
+        session_cache_capacity: 100,
+        last_seen_resolution: Duration::from_secs(300),
+    }
+}
+
+async fn seat(db: &Database, account: Uuid) {
+    let sql = "INSERT INTO game_players (game_id, account_id, joined_at) VALUES ($1, $2, $3)";
+    let result = match db {
+        Database::Sqlite(s) => sqlx::query(sql)
+            .bind(Uuid::now_v7())
+            .bind(account)
+            .bind(Utc::now())
+            .execute(s.pool())
+            .await
+            .map(|_| ()),
+        Database::Postgres(p) => sqlx::query(sql)
+            .bind(Uuid::now_v7())
+            .bind(account)
+            .bind(Utc::now())
+            .execute(p.pool())
+            .await
+            .map(|_| ()),
+    };
+    result.expect("a seat");
+}
+
+async fn old_seatless_guests_are_reaped(backend: Backend) {
+    let test_db = TestDb::new(backend).await;
+    let db = Database::connect(&test_db.options).await.expect("connect");
+    db.migrate().await.expect("migrate");
+    let start: DateTime<Utc> = Utc
+        .with_ymd_and_hms(2026, 1, 1, 12, 0, 0)
+        .single()
+        .expect("valid");
+    let now = Arc::new(Mutex::new(start));
+    let clock_now = now.clone();
+    let push = PushService::new(PushConfig::with_window(Duration::from_secs(60)), None);
+    let mut sub = push.subscribe("test", "").expect("subscribe");
+    let mail = turnbase_mail::MailService::new(db.clone(), Arc::default(), None);
+    let service = AccountService::new(
+        db.clone(),
+        mail,
+        push.clone(),
+        GeoIp::none(),
+        config(),
+        Arc::new(move || *clock_now.lock().expect("not poisoned")),
+        None,
+    );
+    let client = Client {
+        ip: "127.0.0.1".parse().expect("ip"),
+    };
+    let old = service
+        .guest_sign_in("Old", None, client)
+        .await
+        .expect("guest");
+    let seated = service
+        .guest_sign_in("Seated", None, client)
+        .await
+        .expect("guest");
+    seat(&db, seated.session.account.id).await;
+    // An email account made as old as the guests.
+    let member = db
+        .accounts()
+        .sign_in_by_email(
+            &turnbase_store::accounts::NewAccount {
+                id: Uuid::now_v7(),
+                email: Some("m@example.org".into()),
+                display_name: "M".into(),
+                role: turnbase_store::accounts::ROLE_PLAYER,
+                created_at: start,
+            },
+            &turnbase_store::accounts::NewSession {
+                id: Uuid::now_v7(),
+                token_hash: vec![7; 32],
+                device_name: "d".into(),
+                country: None,
+                created_at: start,
+            },
+        )
+        .await
+        .expect("member");
+    let turnbase_store::accounts::EmailSignIn::SignedIn {
+        account: member, ..
+    } = member
+    else {
+        panic!("not blocked");
+    };
+
+    *now.lock().expect("not poisoned") = start + chrono::Duration::days(29);
+    let young = service
+        .guest_sign_in("Young", None, client)
+        .await
+        .expect("guest");
+    assert_eq!(
+        service.reap_guests(RETENTION).await.expect("reap"),
+        0,
+        "nobody is 30 days old yet"
+    );
+
+    *now.lock().expect("not poisoned") = start + chrono::Duration::days(31);
+    assert_eq!(service.reap_guests(RETENTION).await.expect("reap"), 1);
+    assert!(
+        service.resolve(old.token.as_str()).await.is_err(),
+        "the reaped guest's session is gone, from the cache too"
+    );
+    for kept in [&seated, &young] {
+        service.resolve(kept.token.as_str()).await.expect("kept");
+    }
+    db.accounts()
+        .account(member.id)
+        .await
+        .expect("the email account is kept");
+    assert!(
+        db.accounts()
+            .session_by_token(&old.token.hash())
+            .await
+            .expect("lookup")
+            .is_none()
+    );
+    let reaped = old.session.account.id.to_string();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let frame = tokio::time::timeout_at(deadline, sub.next())
+            .await
+            .expect("an invalidation is published")
+            .expect("the subscription stays open");
+        let turnbase_push::wire::Frame::Events(events) = frame else {
+            continue;
+        };
+        let invalidations: Vec<_> = events
+            .iter()
+            .filter_map(
+                |bytes| match PushEvent::decode(bytes.as_ref()).expect("an event").kind {
+                    Some(Kind::SessionInvalidation(i)) => Some(i),
+                    _ => None,
+                },
+            )
+            .collect();
+        if let Some(i) = invalidations.first() {
+            assert_eq!(i.user_id, reaped);
+            assert_eq!(i.device_session_id, None, "all of the account's sessions");
+            assert_eq!(i.reason, "account_deleted");
+            break;
+        }
+    }
+}
+
+turnbase_testkit::both_backends!(old_seatless_guests_are_reaped);
