@@ -4,6 +4,7 @@
 //! counts. Nothing here knows HTTP; the backend's `api` module maps
 //! [`AccountError`] to status codes.
 
+mod batch;
 pub mod cache;
 pub mod geo;
 pub mod limiter;

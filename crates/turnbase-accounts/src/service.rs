@@ -22,6 +22,7 @@ use turnbase_store::accounts::{
 use turnbase_store::{Database, StoreError};
 use uuid::Uuid;
 
+use crate::batch::GuestWriter;
 use crate::cache::{CachedSession, SessionCache};
 use crate::geo::{GeoIp, LoginCounter};
 use crate::limiter::{Rate, RateLimiter};
@@ -144,6 +145,7 @@ pub struct AccountService {
 
 struct Inner {
     db: Database,
+    guests: GuestWriter,
     mail: MailService,
     push: PushService,
     cache: SessionCache,
@@ -184,6 +186,7 @@ impl AccountService {
         });
         AccountService {
             inner: Arc::new(Inner {
+                guests: GuestWriter::start(db.clone()),
                 db,
                 mail,
                 push,
@@ -387,9 +390,8 @@ impl AccountService {
             created_at: now,
         };
         self.inner
-            .db
-            .accounts()
-            .create_guest(&new_account, &new_session)
+            .guests
+            .create(new_account.clone(), new_session.clone())
             .await?;
         let account = AccountRow {
             id: new_account.id,

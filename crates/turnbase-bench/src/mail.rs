@@ -474,7 +474,7 @@ fn print_run(name: &str, run: &Run, ceiling: f64) {
     );
 }
 
-async fn sqlx_exec(pool: &sqlx::PgPool, sql: &str) -> anyhow::Result<()> {
+pub(crate) async fn sqlx_exec(pool: &sqlx::PgPool, sql: &str) -> anyhow::Result<()> {
     sqlx::query(sqlx::AssertSqlSafe(sql.to_string()))
         .execute(pool)
         .await?;

@@ -1,12 +1,14 @@
 //! `turnbase-bench`: Turnbase's benchmarks, one mode each.
 //!
-//! `turnbase-bench mail` measures the mail outbox and worker against a
+//! `turnbase-bench api` measures guest sign-ups and authenticated requests
+//! through the backend's HTTP API. `turnbase-bench mail` measures the mail outbox and worker against a
 //! plain pooled SMTP sender. `turnbase-bench push` measures the push pipeline (publisher → gRPC over
 //! loopback → gateway push client) against NATS core pub/sub in the same
 //! run, and prints its figures followed by one JSON line. The other modes
 //! are the child processes it starts, so that each side's CPU and memory
 //! are measured on their own.
 
+mod api;
 mod mail;
 mod nats;
 mod probe;
@@ -27,6 +29,11 @@ enum Mode {
     Push(push::PushArgs),
     /// The mail outbox and worker against a plain pooled SMTP sender.
     Mail(mail::MailArgs),
+    /// Guest sign-ups and authenticated `GET /me` through the backend's HTTP API.
+    Api(api::ApiArgs),
+    /// Child: a backend serving the API benchmark.
+    #[command(hide = true)]
+    ApiBackend(api::BackendArgs),
     /// Child: a push service publishing events (our backend side).
     #[command(hide = true)]
     PushPublisher(push::PublisherArgs),
@@ -57,6 +64,8 @@ fn main() -> std::process::ExitCode {
         match cli.mode {
             Mode::Push(args) => push::run(args).await,
             Mode::Mail(args) => mail::run(args).await,
+            Mode::Api(args) => api::run(args).await,
+            Mode::ApiBackend(args) => api::backend(args).await,
             Mode::PushPublisher(args) => push::publisher(args).await,
             Mode::PushSubscriber(args) => push::subscriber(args).await,
             Mode::NatsPublisher(args) => nats::publisher(args).await,

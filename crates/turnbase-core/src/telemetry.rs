@@ -149,8 +149,16 @@ impl Telemetry {
         } else {
             None
         };
+        let has_reader = config.metrics != Exporter::None || registry.is_some();
         let meter_provider = meter_builder.build();
-        let meter = meter_provider.meter("turnbase");
+        // Without a reader nothing would read the instruments, and the SDK
+        // logs an error for every observable gauge; a no-op meter records
+        // nothing, quietly.
+        let meter = if has_reader {
+            meter_provider.meter("turnbase")
+        } else {
+            opentelemetry::metrics::noop::NoopMeterProvider::new().meter("turnbase")
+        };
 
         opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
         install_subscriber(config, &tracer_provider);

@@ -152,8 +152,15 @@ pub trait AccountStore: Send + Sync {
         session: &NewSession,
     ) -> StoreResult<EmailSignIn>;
 
-    /// Creates a guest account with its first session.
-    async fn create_guest(&self, account: &NewAccount, session: &NewSession) -> StoreResult<()>;
+    /// Creates guest accounts, each with its first session, in one
+    /// transaction (callers batch concurrent sign-ups into one write).
+    async fn create_guests(&self, guests: &[(NewAccount, NewSession)]) -> StoreResult<()>;
+
+    /// [`AccountStore::create_guests`] for one guest.
+    async fn create_guest(&self, account: &NewAccount, session: &NewSession) -> StoreResult<()> {
+        self.create_guests(&[(account.clone(), session.clone())])
+            .await
+    }
 
     async fn session_by_token(&self, token_hash: &[u8]) -> StoreResult<Option<SessionWithAccount>>;
 

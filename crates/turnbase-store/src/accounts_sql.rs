@@ -251,20 +251,40 @@ macro_rules! impl_account_store {
                     })
                 }
 
-                async fn create_guest(&self, new: &NewAccount, s: &NewSession) -> StoreResult<()> {
+                async fn create_guests(&self, guests: &[(NewAccount, NewSession)]) -> StoreResult<()> {
+                    if guests.is_empty() {
+                        return Ok(());
+                    }
                     let mut tx = self.begin_write().await?;
-                    sqlx::query(
-                        "INSERT INTO accounts (id, email, display_name, role, is_guest,
-                             created_at, updated_at)
-                         VALUES ($1, NULL, $2, $3, TRUE, $4, $4)",
-                    )
-                    .bind(new.id)
-                    .bind(&new.display_name)
-                    .bind(new.role)
-                    .bind(new.created_at)
-                    .execute(&mut *tx)
-                    .await?;
-                    insert_session(&mut *tx, new.id, s).await?;
+                    // Multi-row inserts: two statements however many guests.
+                    let mut accounts = sqlx::QueryBuilder::new(
+                        "INSERT INTO accounts (id, email, display_name, role, is_guest, \
+                         created_at, updated_at) ",
+                    );
+                    accounts.push_values(guests, |mut row, (a, _)| {
+                        row.push_bind(a.id)
+                            .push("NULL")
+                            .push_bind(&a.display_name)
+                            .push_bind(a.role)
+                            .push("TRUE")
+                            .push_bind(a.created_at)
+                            .push_bind(a.created_at);
+                    });
+                    accounts.build().execute(&mut *tx).await?;
+                    let mut sessions = sqlx::QueryBuilder::new(
+                        "INSERT INTO sessions (id, account_id, token_hash, device_name, country, \
+                         created_at, last_seen_at) ",
+                    );
+                    sessions.push_values(guests, |mut row, (a, s)| {
+                        row.push_bind(s.id)
+                            .push_bind(a.id)
+                            .push_bind(&s.token_hash)
+                            .push_bind(&s.device_name)
+                            .push_bind(&s.country)
+                            .push_bind(s.created_at)
+                            .push_bind(s.created_at);
+                    });
+                    sessions.build().execute(&mut *tx).await?;
                     tx.commit().await?;
                     Ok(())
                 }

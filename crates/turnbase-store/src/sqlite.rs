@@ -80,6 +80,9 @@ impl SqliteStore {
             .foreign_keys(true);
         let pool = SqlitePoolOptions::new()
             .max_connections(max_connections)
+            // A connection to a local file does not go stale; checking it on
+            // every checkout costs a round trip to its worker thread.
+            .test_before_acquire(false)
             .acquire_timeout(busy_timeout.max(Duration::from_secs(5)))
             .connect_with(options)
             .await

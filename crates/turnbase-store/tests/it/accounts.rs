@@ -533,7 +533,46 @@ async fn login_counts_add_up(backend: Backend) {
     );
 }
 
+async fn guests_are_created_in_batches(backend: Backend) {
+    let (_g, db) = open(backend).await;
+    let store = db.accounts();
+    store.create_guests(&[]).await.expect("nothing to do");
+    let batch: Vec<_> = (1..=130u8)
+        .map(|i| {
+            (
+                account(None, &format!("G{i}"), i64::from(i)),
+                session(i, i64::from(i)),
+            )
+        })
+        .collect();
+    store.create_guests(&batch).await.expect("a batch");
+    for (a, s) in &batch {
+        let found = store
+            .session_by_token(&s.token_hash)
+            .await
+            .expect("lookup")
+            .expect("each guest has its session");
+        assert_eq!(found.account.id, a.id);
+        assert_eq!(found.account.display_name, a.display_name);
+        assert!(found.account.is_guest);
+        assert_eq!(found.account.email, None);
+        assert_eq!(found.session.id, s.id);
+    }
+    // One bad row fails the whole batch, which writes nothing.
+    let mut dup = vec![(account(None, "New", 0), session(200, 0))];
+    dup.push(batch[0].clone());
+    assert!(store.create_guests(&dup).await.is_err());
+    assert!(
+        store
+            .session_by_token(&[200; 32])
+            .await
+            .expect("lookup")
+            .is_none()
+    );
+}
+
 turnbase_testkit::both_backends!(
+    guests_are_created_in_batches,
     login_codes_are_checked_and_spent,
     email_sign_in_creates_once_and_refuses_blocked,
     sessions_resolve_touch_and_delete,
