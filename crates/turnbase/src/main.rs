@@ -169,6 +169,10 @@ async fn migrate(config: &Config, telemetry: &Telemetry) -> i32 {
 
 async fn serve(config: Config, telemetry: Telemetry, banner: bool) -> i32 {
     let data_dir = config.data_dir.clone();
+    let admin = match &config.accounts.service.admin_email {
+        Some(email) => format!("{email} (signs in by code)"),
+        None => "none; set BACKEND_ADMIN_EMAIL to make one".into(),
+    };
     let mail = match &config.mail.delivery {
         turnbase_backend::config::MailDelivery::Folder(dir) => {
             format!("written to {} (no SMTP relay configured)", dir.display())
@@ -200,6 +204,9 @@ async fn serve(config: Config, telemetry: Telemetry, banner: bool) -> i32 {
         }
         println!("  Data:     {}", data_dir.display());
         println!("  Mail:     {mail}");
+        println!("  Admin:    {admin}");
+        println!("Sign in: POST {base}/api/v1/public/auth/email/start {{\"email\": …}}, then");
+        println!("         POST {base}/api/v1/public/auth/email/verify with the mailed code.");
         println!("Press Ctrl-C to stop.");
     }
     let report = app

@@ -1,6 +1,7 @@
-//! The guest reaper's rule with an injected clock, on both backends: an
+//! The accounts service with an injected clock. The guest reaper's rule, on both backends: an
 //! old guest without a seat goes with its sessions (and gateways hear of
-//! it); a young guest, a seated guest and an email account stay.
+//! it); a young guest, a seated guest and an email account stay. Last-seen
+//! times are written at most once per resolution.
 
 use std::sync::Arc;
 use std::sync::Mutex;
@@ -176,4 +177,68 @@ async fn old_seatless_guests_are_reaped(backend: Backend) {
     }
 }
 
-turnbase_testkit::both_backends!(old_seatless_guests_are_reaped);
+async fn last_seen_is_written_once_per_resolution(backend: Backend) {
+    let test_db = TestDb::new(backend).await;
+    let db = Database::connect(&test_db.options).await.expect("connect");
+    db.migrate().await.expect("migrate");
+    let start: DateTime<Utc> = Utc
+        .with_ymd_and_hms(2026, 1, 1, 12, 0, 0)
+        .single()
+        .expect("valid");
+    let now = Arc::new(Mutex::new(start));
+    let clock_now = now.clone();
+    let push = PushService::new(PushConfig::with_window(Duration::from_secs(60)), None);
+    let mail = turnbase_mail::MailService::new(db.clone(), Arc::default(), None);
+    let service = AccountService::new(
+        db.clone(),
+        mail,
+        push,
+        GeoIp::none(),
+        config(),
+        Arc::new(move || *clock_now.lock().expect("not poisoned")),
+        None,
+    );
+    let client = Client {
+        ip: "127.0.0.1".parse().expect("ip"),
+    };
+    let guest = service
+        .guest_sign_in("G", None, client)
+        .await
+        .expect("guest");
+    let last_seen = || async {
+        db.accounts()
+            .sessions(guest.session.account.id)
+            .await
+            .expect("sessions")[0]
+            .last_seen_at
+    };
+    let set = |minutes: i64| {
+        *now.lock().expect("not poisoned") = start + chrono::Duration::minutes(minutes)
+    };
+
+    set(2);
+    service.resolve(guest.token.as_str()).await.expect("valid");
+    service.flush().await.expect("flush");
+    assert_eq!(
+        last_seen().await,
+        start,
+        "within the 5 minute resolution nothing is written"
+    );
+
+    set(6);
+    service.resolve(guest.token.as_str()).await.expect("valid");
+    set(7);
+    service.resolve(guest.token.as_str()).await.expect("valid");
+    service.flush().await.expect("flush");
+    assert_eq!(last_seen().await, start + chrono::Duration::minutes(6));
+
+    set(12);
+    service.resolve(guest.token.as_str()).await.expect("valid");
+    service.flush().await.expect("flush");
+    assert_eq!(last_seen().await, start + chrono::Duration::minutes(12));
+}
+
+turnbase_testkit::both_backends!(
+    old_seatless_guests_are_reaped,
+    last_seen_is_written_once_per_resolution
+);
