@@ -167,7 +167,7 @@ mod tests {
 
     fn fixture(name: &str) -> std::path::PathBuf {
         Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../../../shared/data/geo")
+            .join("../../testdata/geo")
             .join(name)
     }
 

@@ -1009,7 +1009,7 @@ mod tests {
     fn accounts_settings() {
         let geo = concat!(
             env!("CARGO_MANIFEST_DIR"),
-            "/../../../shared/data/geo/GeoLite2-Country-Test.mmdb"
+            "/../../testdata/geo/GeoLite2-Country-Test.mmdb"
         );
         let c = load(&[
             ("BACKEND_LOGIN_EMAIL_RATE", "3/1h"),

@@ -785,7 +785,7 @@ async fn wrong_codes_void_the_code_and_requests_are_rate_limited() {
 async fn countries_from_trusted_proxies_and_counts_flushed_at_shutdown() {
     let geo = concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/../../../shared/data/geo/GeoLite2-Country-Test.mmdb"
+        "/../../testdata/geo/GeoLite2-Country-Test.mmdb"
     );
     let t = spawn_app_with(
         Backend::Sqlite,
