@@ -7,7 +7,6 @@
 mod batch;
 pub mod cache;
 pub mod geo;
-pub mod limiter;
 pub mod names;
 pub mod secret;
 pub mod service;
@@ -15,10 +14,10 @@ pub mod workers;
 
 pub use cache::CachedSession;
 pub use geo::{GeoIp, TrustedProxies};
-pub use limiter::Rate;
 pub use names::{DeviceName, DisplayName};
 pub use secret::{LoginCode, SessionToken};
 pub use service::{
     AccountDetail, AccountError, AccountService, AccountsConfig, Actor, Client, Clock, SignedIn,
     system_clock,
 };
+pub use turnbase_core::limiter::{Rate, RateLimiter};

@@ -25,9 +25,9 @@ use uuid::Uuid;
 use crate::batch::GuestWriter;
 use crate::cache::{CachedSession, SessionCache};
 use crate::geo::{GeoIp, LoginCounter};
-use crate::limiter::{Rate, RateLimiter};
 use crate::names::{DeviceName, DisplayName};
 use crate::secret::{LoginCode, SessionToken};
+use turnbase_core::limiter::{Rate, RateLimiter};
 
 /// The current time; injected so that TTLs and the reaper are tested
 /// without waiting.

@@ -150,6 +150,29 @@ impl Extractor for HeaderExtractor<'_> {
     }
 }
 
+struct HeaderInjector<'a>(&'a mut HeaderMap);
+
+impl opentelemetry::propagation::Injector for HeaderInjector<'_> {
+    fn set(&mut self, key: &str, value: String) {
+        if let (Ok(name), Ok(value)) = (
+            http::HeaderName::from_bytes(key.as_bytes()),
+            HeaderValue::from_str(&value),
+        ) {
+            self.0.insert(name, value);
+        }
+    }
+}
+
+/// Writes the current span's W3C trace context (`traceparent`) into
+/// `headers`, so a call to another service continues the trace.
+pub fn inject_trace_context(headers: &mut HeaderMap) {
+    use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+    let cx = tracing::Span::current().context();
+    opentelemetry::global::get_text_map_propagator(|p| {
+        p.inject_context(&cx, &mut HeaderInjector(headers));
+    });
+}
+
 /// Middleware: opens the request span (continuing a W3C `traceparent` from
 /// the caller), records the trace and span ids on it so that every log line
 /// inside the request carries them, and counts and times the request.

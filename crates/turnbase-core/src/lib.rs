@@ -1,9 +1,11 @@
-//! Building blocks shared by the Turnbase processes (backend now, gateway
-//! later): configuration parsing, the component lifecycle, readiness flags,
-//! telemetry, and the HTTP conventions every listener follows.
+//! Building blocks shared by the Turnbase processes (backend and gateway):
+//! configuration parsing, the component lifecycle, readiness flags,
+//! telemetry, rate limiting, and the HTTP conventions every listener
+//! follows.
 
 pub mod config;
 pub mod http;
 pub mod lifecycle;
+pub mod limiter;
 pub mod readiness;
 pub mod telemetry;
