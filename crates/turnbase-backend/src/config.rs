@@ -351,7 +351,12 @@ pub enum Profile {
 }
 
 /// What `turnbase up` uses where `turnbase backend` insists on a choice.
-const UP_DEFAULTS: &[(&str, &str)] = &[("BACKEND_FRESHNESS_WINDOW", "5m")];
+/// The gateway of `up` runs on this machine, so its `X-Forwarded-For` is
+/// believed.
+const UP_DEFAULTS: &[(&str, &str)] = &[
+    ("BACKEND_FRESHNESS_WINDOW", "5m"),
+    ("BACKEND_TRUSTED_PROXIES", "127.0.0.1, ::1"),
+];
 
 /// Where mail goes.
 #[derive(Debug, Clone)]

@@ -1,37 +1,188 @@
 //! The gateway's configuration: every `GATEWAY_*` variable ([`VARIABLES`],
-//! mirrored by the README table). So far only the push client's.
+//! mirrored by the README table) and the parsed [`GatewayConfig`].
 
-use std::path::Path;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use turnbase_core::config::{
-    ConfigError, Reader, Source, VarSpec, parse_positive_duration, parse_string,
+    ConfigError, Reader, Secret, Source, VarSpec, parse_bool, parse_byte_size, parse_duration,
+    parse_positive_duration, parse_secret, parse_socket_addr, parse_string, parse_u32_positive,
+};
+use turnbase_core::limiter::Rate;
+use turnbase_core::telemetry::{
+    TelemetryConfig, parse_exporter, parse_log_format, parse_log_level,
 };
 
 pub const PREFIX: &str = "GATEWAY_";
 
+macro_rules! var {
+    ($name:literal, $default:expr, $help:literal) => {
+        VarSpec {
+            name: $name,
+            default: $default,
+            help: $help,
+        }
+    };
+}
+
 /// Every gateway variable; the README table is checked against it.
 pub const VARIABLES: &[VarSpec] = &[
-    VarSpec {
-        name: "GATEWAY_GRPC_PUSH_URL",
-        default: Some("http://127.0.0.1:8081"),
-        help: "The backend's push listener (`BACKEND_GRPC_PUSH_ADDR`) as an `http://` URL.",
-    },
-    VarSpec {
-        name: "GATEWAY_CLIENT_ID",
-        default: None,
-        help: "This gateway's id on the push stream; unset means the host name plus a random suffix. Two gateways must not share one.",
-    },
-    VarSpec {
-        name: "GATEWAY_PUSH_RECONNECT_BASE_BACKOFF",
-        default: Some("500ms"),
-        help: "First wait before reconnecting to the push stream; doubles per failure, ±20% jitter.",
-    },
-    VarSpec {
-        name: "GATEWAY_PUSH_RECONNECT_MAX_BACKOFF",
-        default: Some("30s"),
-        help: "Longest wait between push reconnects.",
-    },
+    var!(
+        "GATEWAY_HTTP_ADDR",
+        Some("127.0.0.1:8090"),
+        "Address of the public edge: the REST API, live events and the signing keys."
+    ),
+    var!(
+        "GATEWAY_BACKEND_URL",
+        Some("http://127.0.0.1:8080"),
+        "The backend's HTTP API (`BACKEND_HTTP_ADDR`) as an `http://` URL."
+    ),
+    var!(
+        "GATEWAY_GRPC_PUSH_URL",
+        Some("http://127.0.0.1:8081"),
+        "The backend's push listener (`BACKEND_GRPC_PUSH_ADDR`) as an `http://` URL."
+    ),
+    var!(
+        "GATEWAY_INTERNAL_TOKEN",
+        None,
+        "The backend's `BACKEND_INTERNAL_TOKEN`, for resolving sessions. Required (`turnbase up` shares its own). Secret."
+    ),
+    var!(
+        "GATEWAY_SIGNING_KEY_FILE",
+        None,
+        "File holding the Ed25519 key that signs event envelopes (64 hex digits). Required; `turnbase up` generates one in the data folder."
+    ),
+    var!(
+        "GATEWAY_CLIENT_ID",
+        None,
+        "This gateway's id on the push stream; unset means the host name plus a random suffix. Two gateways must not share one."
+    ),
+    var!(
+        "GATEWAY_PUSH_RECONNECT_BASE_BACKOFF",
+        Some("500ms"),
+        "First wait before reconnecting to the push stream; doubles per failure, ±20% jitter."
+    ),
+    var!(
+        "GATEWAY_PUSH_RECONNECT_MAX_BACKOFF",
+        Some("30s"),
+        "Longest wait between push reconnects."
+    ),
+    var!(
+        "GATEWAY_EXPOSE_ADMIN",
+        Some("false"),
+        "Forward `/api/v1/admin/*` and `/api/v1/internal/*` too (otherwise 404 at the edge)."
+    ),
+    var!(
+        "GATEWAY_HTTP_BODY_LIMIT",
+        Some("1MiB"),
+        "Largest request body forwarded (413 above it)."
+    ),
+    var!(
+        "GATEWAY_HTTP_REQUEST_TIMEOUT",
+        Some("30s"),
+        "Longest time a forwarded request may take (504 after it)."
+    ),
+    var!(
+        "GATEWAY_RATE_PER_IP",
+        Some("100/1s"),
+        "Requests (and event connections) per client address: `count/period`."
+    ),
+    var!(
+        "GATEWAY_RATE_PER_SESSION",
+        Some("50/1s"),
+        "Requests per session token on `/api/v1/user/*`: `count/period`."
+    ),
+    var!(
+        "GATEWAY_SESSION_CACHE_TTL",
+        Some("10s"),
+        "How long a resolved session is reused before asking the backend again (revocations drop it at once)."
+    ),
+    var!(
+        "GATEWAY_TICKET_TTL",
+        Some("30s"),
+        "Lifetime of a one-use event ticket from `POST /api/v1/user/events/ticket`."
+    ),
+    var!(
+        "GATEWAY_RESUME_WINDOW",
+        Some("2m"),
+        "How long delivered envelopes stay resumable per user."
+    ),
+    var!(
+        "GATEWAY_RESUME_MAX_EVENTS",
+        Some("256"),
+        "Most envelopes kept per user for resuming."
+    ),
+    var!(
+        "GATEWAY_RESUME_MAX_BYTES",
+        Some("256KiB"),
+        "Most envelope bytes kept per user for resuming."
+    ),
+    var!(
+        "GATEWAY_CLIENT_QUEUE_MESSAGES",
+        Some("256"),
+        "Messages queued for one connection before it is closed as a slow consumer."
+    ),
+    var!(
+        "GATEWAY_CLIENT_QUEUE_BYTES",
+        Some("1MiB"),
+        "Bytes queued for one connection before it is closed as a slow consumer."
+    ),
+    var!(
+        "GATEWAY_WS_PING_INTERVAL",
+        Some("20s"),
+        "How often an idle WebSocket is pinged (SSE gets a comment line)."
+    ),
+    var!(
+        "GATEWAY_WS_IDLE_TIMEOUT",
+        Some("60s"),
+        "A WebSocket that sends nothing (not even a pong) this long is closed."
+    ),
+    var!(
+        "GATEWAY_WS_MAX_MESSAGE",
+        Some("64KiB"),
+        "Largest WebSocket message or frame accepted from a client (close 1009 above it)."
+    ),
+    var!(
+        "GATEWAY_SHUTDOWN_TIMEOUT",
+        Some("15s"),
+        "Deadline for the whole shutdown."
+    ),
+    var!(
+        "GATEWAY_LOG_FORMAT",
+        Some("auto"),
+        "`text`, `json`, or `auto` (text on a terminal, JSON otherwise)."
+    ),
+    var!(
+        "GATEWAY_LOG_LEVEL",
+        Some("info"),
+        "Log filter, e.g. `info` or `info,turnbase_gateway=debug`."
+    ),
+    var!(
+        "GATEWAY_OTEL_TRACES_EXPORTER",
+        Some("none"),
+        "Trace exporter: `none`, `stdout` or `otlp`."
+    ),
+    var!(
+        "GATEWAY_OTEL_METRICS_EXPORTER",
+        Some("none"),
+        "Metrics exporter: `none`, `stdout` or `otlp`."
+    ),
+    var!(
+        "GATEWAY_OTEL_EXPORTER_OTLP_ENDPOINT",
+        Some("http://127.0.0.1:4318"),
+        "OTLP/HTTP collector base URL for the `otlp` exporters."
+    ),
+    var!(
+        "GATEWAY_OTEL_METRICS_INTERVAL",
+        Some("60s"),
+        "How often the metrics exporter sends."
+    ),
+    var!(
+        "GATEWAY_METRICS_ADDR",
+        None,
+        "Address of the Prometheus `/metrics` listener; unset means no listener."
+    ),
 ];
 
 #[derive(Debug, Clone)]
@@ -42,42 +193,205 @@ pub struct PushClientConfig {
     pub max_backoff: Duration,
 }
 
+/// Which command the configuration is for: `turnbase up` supplies what
+/// production must set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Profile {
+    Gateway,
+    Up,
+}
+
+/// Bounds of one connection and of the per-user resume window.
+#[derive(Debug, Clone)]
+pub struct EdgeLimits {
+    pub resume_window: Duration,
+    pub resume_max_events: usize,
+    pub resume_max_bytes: usize,
+    pub queue_messages: usize,
+    pub queue_bytes: usize,
+    pub ping_interval: Duration,
+    pub idle_timeout: Duration,
+    pub max_message: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct GatewayConfig {
+    pub http_addr: SocketAddr,
+    pub backend_url: String,
+    pub internal_token: Secret<String>,
+    pub signing_key_file: PathBuf,
+    pub push: PushClientConfig,
+    pub expose_admin: bool,
+    pub body_limit: usize,
+    pub request_timeout: Duration,
+    pub rate_per_ip: Rate,
+    pub rate_per_session: Rate,
+    pub session_cache_ttl: Duration,
+    pub ticket_ttl: Duration,
+    pub limits: EdgeLimits,
+    pub shutdown_timeout: Duration,
+    pub telemetry: TelemetryConfig,
+    pub metrics_addr: Option<SocketAddr>,
+}
+
+impl GatewayConfig {
+    /// Reads `GATEWAY_*` from `env` over the optional TOML file. For
+    /// `up`, `defaults` fills what production must set (the backend's
+    /// addresses, the shared secret, the key file in the data folder).
+    pub fn load(
+        profile: Profile,
+        env: impl IntoIterator<Item = (String, String)>,
+        file: Option<&Path>,
+        defaults: &[(&str, String)],
+    ) -> Result<GatewayConfig, ConfigError> {
+        let mut source = Source::load(PREFIX, VARIABLES, env, file);
+        if profile == Profile::Up {
+            for (name, value) in defaults {
+                source.set_default(name, value);
+            }
+        }
+        let mut r = Reader::new(&source, VARIABLES);
+        let http_addr = r.get("GATEWAY_HTTP_ADDR", parse_socket_addr);
+        let backend_url = r.get("GATEWAY_BACKEND_URL", parse_push_url);
+        let push = push_config(&mut r);
+        let internal_token = r
+            .required("GATEWAY_INTERNAL_TOKEN", parse_secret)
+            .unwrap_or_else(|| Secret::new(String::new()));
+        let signing_key_file = r
+            .required("GATEWAY_SIGNING_KEY_FILE", parse_string)
+            .map(PathBuf::from)
+            .unwrap_or_default();
+        let limits = EdgeLimits {
+            resume_window: r.get("GATEWAY_RESUME_WINDOW", parse_positive_duration),
+            resume_max_events: r.get("GATEWAY_RESUME_MAX_EVENTS", parse_count),
+            resume_max_bytes: r.get("GATEWAY_RESUME_MAX_BYTES", parse_size),
+            queue_messages: r.get("GATEWAY_CLIENT_QUEUE_MESSAGES", parse_count),
+            queue_bytes: r.get("GATEWAY_CLIENT_QUEUE_BYTES", parse_size),
+            ping_interval: r.get("GATEWAY_WS_PING_INTERVAL", parse_positive_duration),
+            idle_timeout: r.get("GATEWAY_WS_IDLE_TIMEOUT", parse_positive_duration),
+            max_message: r.get("GATEWAY_WS_MAX_MESSAGE", parse_size),
+        };
+        if limits.ping_interval >= limits.idle_timeout
+            && !r.has_problem("GATEWAY_WS_PING_INTERVAL")
+            && !r.has_problem("GATEWAY_WS_IDLE_TIMEOUT")
+        {
+            r.report(
+                "GATEWAY_WS_PING_INTERVAL",
+                "must be shorter than GATEWAY_WS_IDLE_TIMEOUT".into(),
+            );
+        }
+        let metrics_addr = r.optional("GATEWAY_METRICS_ADDR", parse_socket_addr);
+        let config = GatewayConfig {
+            http_addr,
+            backend_url,
+            internal_token,
+            signing_key_file,
+            push,
+            expose_admin: r.get("GATEWAY_EXPOSE_ADMIN", parse_bool),
+            body_limit: r.get("GATEWAY_HTTP_BODY_LIMIT", parse_size),
+            request_timeout: r.get("GATEWAY_HTTP_REQUEST_TIMEOUT", parse_positive_duration),
+            rate_per_ip: r.get("GATEWAY_RATE_PER_IP", parse_rate),
+            rate_per_session: r.get("GATEWAY_RATE_PER_SESSION", parse_rate),
+            session_cache_ttl: r.get("GATEWAY_SESSION_CACHE_TTL", parse_duration),
+            ticket_ttl: r.get("GATEWAY_TICKET_TTL", parse_positive_duration),
+            limits,
+            shutdown_timeout: r.get("GATEWAY_SHUTDOWN_TIMEOUT", parse_positive_duration),
+            telemetry: TelemetryConfig {
+                service_name: "turnbase-gateway",
+                log_format: r.get("GATEWAY_LOG_FORMAT", parse_log_format),
+                log_level: r.get("GATEWAY_LOG_LEVEL", parse_log_level),
+                traces: r.get("GATEWAY_OTEL_TRACES_EXPORTER", parse_exporter),
+                metrics: r.get("GATEWAY_OTEL_METRICS_EXPORTER", parse_exporter),
+                otlp_endpoint: r.get("GATEWAY_OTEL_EXPORTER_OTLP_ENDPOINT", parse_push_url),
+                metrics_interval: r.get("GATEWAY_OTEL_METRICS_INTERVAL", parse_positive_duration),
+                prometheus: metrics_addr.is_some(),
+            },
+            metrics_addr,
+        };
+        if let Some(m) = metrics_addr
+            && m.port() != 0
+            && m.port() == config.http_addr.port()
+        {
+            r.report(
+                "GATEWAY_METRICS_ADDR",
+                format!("{m} is also GATEWAY_HTTP_ADDR; the two listeners need different ports"),
+            );
+        }
+        r.finish()?;
+        Ok(config)
+    }
+}
+
 impl PushClientConfig {
+    /// Only the push client's variables (used by `turnbase push tail`
+    /// and tests).
     pub fn load(
         env: impl IntoIterator<Item = (String, String)>,
         file: Option<&Path>,
     ) -> Result<Self, ConfigError> {
         let source = Source::load(PREFIX, VARIABLES, env, file);
         let mut r = Reader::new(&source, VARIABLES);
-        let url = r.get("GATEWAY_GRPC_PUSH_URL", parse_push_url);
-        let client_id = r
-            .optional("GATEWAY_CLIENT_ID", parse_client_id)
-            .unwrap_or_else(default_client_id);
-        let base_backoff = r.get(
-            "GATEWAY_PUSH_RECONNECT_BASE_BACKOFF",
-            parse_positive_duration,
-        );
-        let max_backoff = r.get(
-            "GATEWAY_PUSH_RECONNECT_MAX_BACKOFF",
-            parse_positive_duration,
-        );
-        if base_backoff > max_backoff
-            && !r.has_problem("GATEWAY_PUSH_RECONNECT_BASE_BACKOFF")
-            && !r.has_problem("GATEWAY_PUSH_RECONNECT_MAX_BACKOFF")
-        {
-            r.report(
-                "GATEWAY_PUSH_RECONNECT_BASE_BACKOFF",
-                "must not be longer than GATEWAY_PUSH_RECONNECT_MAX_BACKOFF".into(),
-            );
-        }
+        let push = push_config(&mut r);
         r.finish()?;
-        Ok(Self {
-            url,
-            client_id,
-            base_backoff,
-            max_backoff,
-        })
+        Ok(push)
     }
+}
+
+fn push_config(r: &mut Reader<'_>) -> PushClientConfig {
+    let url = r.get("GATEWAY_GRPC_PUSH_URL", parse_push_url);
+    let client_id = r
+        .optional("GATEWAY_CLIENT_ID", parse_client_id)
+        .unwrap_or_else(default_client_id);
+    let base_backoff = r.get(
+        "GATEWAY_PUSH_RECONNECT_BASE_BACKOFF",
+        parse_positive_duration,
+    );
+    let max_backoff = r.get(
+        "GATEWAY_PUSH_RECONNECT_MAX_BACKOFF",
+        parse_positive_duration,
+    );
+    if base_backoff > max_backoff
+        && !r.has_problem("GATEWAY_PUSH_RECONNECT_BASE_BACKOFF")
+        && !r.has_problem("GATEWAY_PUSH_RECONNECT_MAX_BACKOFF")
+    {
+        r.report(
+            "GATEWAY_PUSH_RECONNECT_BASE_BACKOFF",
+            "must not be longer than GATEWAY_PUSH_RECONNECT_MAX_BACKOFF".into(),
+        );
+    }
+    PushClientConfig {
+        url,
+        client_id,
+        base_backoff,
+        max_backoff,
+    }
+}
+
+fn parse_count(text: &str) -> Result<usize, String> {
+    let n = parse_u32_positive(text)?;
+    usize::try_from(n).map_err(|_| format!("{text:?} is too large"))
+}
+
+fn parse_size(text: &str) -> Result<usize, String> {
+    match parse_byte_size(text)? {
+        0 => Err("must be greater than zero".into()),
+        n => usize::try_from(n).map_err(|_| format!("{text:?} is too large")),
+    }
+}
+
+/// `count/period`, e.g. `100/1s`.
+pub fn parse_rate(text: &str) -> Result<Rate, String> {
+    let (count, per) = text
+        .split_once('/')
+        .ok_or_else(|| format!("{text:?} is not a rate like 100/1s"))?;
+    let count = count
+        .trim()
+        .parse::<u32>()
+        .ok()
+        .filter(|n| *n > 0)
+        .ok_or_else(|| format!("{text:?}: the count before / must be a whole number above zero"))?;
+    let per = parse_positive_duration(per.trim())?;
+    Ok(Rate { count, per })
 }
 
 /// An `http://host:port` URL (TLS to the backend is not supported yet).

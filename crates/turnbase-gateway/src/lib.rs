@@ -1,9 +1,17 @@
-//! The Turnbase gateway: the public edge. So far this crate holds the
-//! gateway's client of the backend's push stream ([`push_client`]) and its
-//! configuration ([`config`]); the gateway process arrives with its issue.
+//! The Turnbase gateway: the public edge. It forwards the REST API to the
+//! backend ([`edge`]), holds clients' WebSocket and SSE connections
+//! ([`hub`]) fed by the backend's push stream ([`push_client`]), and signs
+//! every envelope it delivers ([`signing`], [`envelope`]).
 
+pub mod app;
+pub mod backend;
 pub mod config;
+pub mod edge;
+pub mod envelope;
+pub mod hub;
 pub mod push_client;
+pub mod signing;
 
-pub use config::PushClientConfig;
+pub use app::Gateway;
+pub use config::{GatewayConfig, Profile, PushClientConfig};
 pub use push_client::{Backoff, Notice, PushClient, PushHandler};

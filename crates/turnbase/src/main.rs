@@ -1,5 +1,6 @@
 //! The `turnbase` command: runs the whole stack (`up`), the backend alone
-//! (`backend`), or applies migrations (`migrate`).
+//! (`backend`), the gateway alone (`gateway`), or applies migrations
+//! (`migrate`).
 //!
 //! Exit codes: 0 after a clean stop, 1 when starting or stopping failed
 //! (including a missed shutdown deadline), 2 for invalid configuration or
@@ -15,6 +16,7 @@ use turnbase_backend::config::Profile;
 use turnbase_backend::{App, Config};
 use turnbase_core::lifecycle::shutdown_signal;
 use turnbase_core::telemetry::Telemetry;
+use turnbase_gateway::{Gateway, GatewayConfig, Profile as GatewayProfile};
 
 const VERSION: &str = env!("CARGO_PKG_VERSION");
 
@@ -40,6 +42,8 @@ enum Command {
     Up,
     /// Run the backend process (configured by BACKEND_* variables).
     Backend,
+    /// Run the gateway process, the public edge (configured by GATEWAY_* variables).
+    Gateway,
     /// Apply database migrations and exit.
     Migrate,
     /// Operator tools for the push stream.
@@ -72,6 +76,7 @@ fn main() -> ExitCode {
             cursor,
             client_id,
         }) => return tail(url, cursor, client_id),
+        Command::Gateway => return gateway(cli.config),
         Command::Up => Run::Up,
         Command::Backend => Run::Backend,
         Command::Migrate => Run::Migrate,
@@ -89,6 +94,14 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // `up` runs the gateway too: its configuration is checked before
+    // anything starts, like the backend's.
+    if matches!(run, Run::Up)
+        && let Err(err) = gateway_config_for_up(&config, None, cli.config.as_deref())
+    {
+        eprintln!("turnbase: {err}");
+        return ExitCode::from(2);
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -99,7 +112,7 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let code = runtime.block_on(start(run, config));
+    let code = runtime.block_on(start(run, config, cli.config));
     // Do not wait for tasks abandoned at a missed deadline: exit now.
     std::process::exit(code);
 }
@@ -111,7 +124,106 @@ enum Run {
     Migrate,
 }
 
-async fn start(run: Run, config: Config) -> i32 {
+/// The gateway's configuration inside `up`: pointed at this backend, with
+/// its secret, and a signing key in the data folder. `started` gives the
+/// backend's bound addresses once known.
+fn gateway_config_for_up(
+    backend: &Config,
+    started: Option<&App>,
+    file: Option<&std::path::Path>,
+) -> Result<GatewayConfig, turnbase_core::config::ConfigError> {
+    let (http, push) = match started {
+        Some(app) => (app.http_addr, app.grpc_push_addr),
+        None => (backend.http.addr, backend.grpc_push.addr),
+    };
+    let defaults = [
+        ("GATEWAY_BACKEND_URL", format!("http://{http}")),
+        ("GATEWAY_GRPC_PUSH_URL", format!("http://{push}")),
+        (
+            "GATEWAY_INTERNAL_TOKEN",
+            backend.accounts.internal_token.expose().clone(),
+        ),
+        (
+            "GATEWAY_SIGNING_KEY_FILE",
+            backend
+                .data_dir
+                .join("gateway-signing.key")
+                .display()
+                .to_string(),
+        ),
+    ];
+    GatewayConfig::load(GatewayProfile::Up, std::env::vars(), file, &defaults)
+}
+
+/// `turnbase gateway`.
+fn gateway(file: Option<PathBuf>) -> ExitCode {
+    let config = match GatewayConfig::load(
+        GatewayProfile::Gateway,
+        std::env::vars(),
+        file.as_deref(),
+        &[],
+    ) {
+        Ok(config) => config,
+        Err(err) => {
+            eprintln!("turnbase: {err}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(err) => {
+            eprintln!("turnbase: cannot start the async runtime: {err}");
+            return ExitCode::from(1);
+        }
+    };
+    let code = runtime.block_on(async move {
+        let telemetry = match Telemetry::init(&config.telemetry) {
+            Ok(t) => t,
+            Err(err) => {
+                eprintln!("turnbase: cannot start telemetry: {err:#}");
+                return 1;
+            }
+        };
+        let gateway = match Gateway::start(config, telemetry, true, false).await {
+            Ok(g) => g,
+            Err(err) => {
+                tracing::error!(error = %format!("{err:#}"), "startup failed");
+                eprintln!("turnbase: {err:#}");
+                return 1;
+            }
+        };
+        finish(gateway.run_until(signals()).await)
+    });
+    std::process::exit(code);
+}
+
+/// The first signal stops; a second while stopping exits at once.
+async fn signals() {
+    shutdown_signal().await;
+    tokio::spawn(async {
+        shutdown_signal().await;
+        eprintln!("turnbase: second signal; exiting without finishing shutdown");
+        std::process::exit(1);
+    });
+}
+
+fn finish(report: turnbase_core::lifecycle::ShutdownReport) -> i32 {
+    if let Some(cause) = &report.cause {
+        eprintln!("turnbase: {cause}");
+    }
+    if report.is_clean() {
+        tracing::info!("stopped cleanly");
+        0
+    } else {
+        tracing::error!("shutdown was not clean");
+        1
+    }
+}
+
+async fn start(run: Run, config: Config, file: Option<PathBuf>) -> i32 {
     let telemetry = match Telemetry::init(&config.telemetry) {
         Ok(t) => t,
         Err(err) => {
@@ -121,8 +233,8 @@ async fn start(run: Run, config: Config) -> i32 {
     };
     match run {
         Run::Migrate => migrate(&config, &telemetry).await,
-        Run::Up => serve(config, telemetry, true).await,
-        Run::Backend => serve(config, telemetry, false).await,
+        Run::Up => serve(config, telemetry, Some(file)).await,
+        Run::Backend => serve(config, telemetry, None).await,
     }
 }
 
@@ -167,7 +279,12 @@ async fn migrate(config: &Config, telemetry: &Telemetry) -> i32 {
     code
 }
 
-async fn serve(config: Config, telemetry: Telemetry, banner: bool) -> i32 {
+/// Runs the backend; with `up` (the gateway's config file), the gateway
+/// beside it and the banner.
+async fn serve(config: Config, telemetry: Telemetry, up: Option<Option<PathBuf>>) -> i32 {
+    let gateway_config_file = up.clone().flatten();
+    let banner = up.is_some();
+    let backend_config = config.clone();
     let data_dir = config.data_dir.clone();
     let admin = match &config.accounts.service.admin_email {
         Some(email) => format!("{email} (signs in by code)"),
@@ -189,10 +306,38 @@ async fn serve(config: Config, telemetry: Telemetry, banner: bool) -> i32 {
             return 1;
         }
     };
-    if banner {
+    let gateway = if banner {
+        let gateway_config = match gateway_config_for_up(
+            &backend_config,
+            Some(&app),
+            gateway_config_file.as_deref(),
+        ) {
+            Ok(c) => c,
+            Err(err) => {
+                eprintln!("turnbase: {err}");
+                app.shutdown().await;
+                return 2;
+            }
+        };
+        match Gateway::start(gateway_config, telemetry.clone(), false, true).await {
+            Ok(g) => Some(g),
+            Err(err) => {
+                tracing::error!(error = %format!("{err:#}"), "gateway startup failed");
+                eprintln!("turnbase: {err:#}");
+                app.shutdown().await;
+                return 1;
+            }
+        }
+    } else {
+        None
+    };
+    if let Some(gateway) = &gateway {
         let base = format!("http://{}", app.http_addr);
-        println!("Turnbase {VERSION} is up.");
-        println!("  API:      {base}/api/v1/");
+        let edge = format!("http://{}", gateway.http_addr);
+        println!("Turnbase {VERSION} is up. Use the gateway:");
+        println!("  Gateway:  {edge}/api/v1/  (REST, and live events at {edge}/api/v1/events)");
+        println!("  Keys:     {edge}/.well-known/turnbase-signing-keys");
+        println!("  Backend:  {base}/api/v1/  (behind the gateway; admin API here)");
         println!("  OpenAPI:  {base}/api/v1/openapi.json");
         println!(
             "  Push:     http://{} (gRPC, for gateways)",
@@ -205,29 +350,20 @@ async fn serve(config: Config, telemetry: Telemetry, banner: bool) -> i32 {
         println!("  Data:     {}", data_dir.display());
         println!("  Mail:     {mail}");
         println!("  Admin:    {admin}");
-        println!("Sign in: POST {base}/api/v1/public/auth/email/start {{\"email\": …}}, then");
-        println!("         POST {base}/api/v1/public/auth/email/verify with the mailed code.");
+        println!("Sign in: POST {edge}/api/v1/public/auth/email/start {{\"email\": …}}, then");
+        println!("         POST {edge}/api/v1/public/auth/email/verify with the mailed code.");
         println!("Press Ctrl-C to stop.");
     }
-    let report = app
-        .run_until(async {
-            shutdown_signal().await;
-            // A second signal while stopping means "stop now".
-            tokio::spawn(async {
-                shutdown_signal().await;
-                eprintln!("turnbase: second signal; exiting without finishing shutdown");
-                std::process::exit(1);
-            });
-        })
-        .await;
-    if let Some(cause) = &report.cause {
-        eprintln!("turnbase: {cause}");
-    }
-    if report.is_clean() {
-        tracing::info!("stopped cleanly");
-        0
-    } else {
-        tracing::error!("shutdown was not clean");
-        1
+    match gateway {
+        // The edge stops first (clients are told to reconnect), then the
+        // backend.
+        Some(gateway) => {
+            let edge = gateway.run_until(signals()).await;
+            let backend = app.shutdown().await;
+            let edge_code = finish(edge);
+            let backend_code = finish(backend);
+            edge_code.max(backend_code)
+        }
+        None => finish(app.run_until(signals()).await),
     }
 }

@@ -1,4 +1,7 @@
-//! The gateway push client against a real push server over loopback.
+//! The gateway push client against a real push server over loopback, and
+//! the gateway edge against a real backend (`edge`).
+
+mod edge;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

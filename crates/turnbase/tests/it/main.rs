@@ -27,6 +27,8 @@ pub mod harness {
             }
         }
         cmd.env("BACKEND_LOG_FORMAT", "json");
+        // `up` runs a gateway too; tests run side by side.
+        cmd.env("GATEWAY_HTTP_ADDR", "127.0.0.1:0");
         for (k, v) in env {
             cmd.env(k, v);
         }
@@ -61,6 +63,18 @@ pub mod harness {
         }
 
         /// Waits for the whole banner and returns the API base URL it names.
+        /// The gateway's base URL from the banner (after `base_url`).
+        pub fn gateway_url(&self) -> String {
+            let line = self
+                .stdout_lines
+                .iter()
+                .find(|l| l.trim_start().starts_with("Gateway:"))
+                .expect("a Gateway: line in the banner");
+            let url = line.split_whitespace().nth(1).expect("URL after Gateway:");
+            url.trim_end_matches("/api/v1/").to_string()
+        }
+
+        /// The backend's base URL from the banner.
         pub fn base_url(&mut self) -> String {
             let deadline = Instant::now() + PATIENCE;
             loop {
@@ -71,9 +85,9 @@ pub mod harness {
                 if let Some(line) = self
                     .stdout_lines
                     .iter()
-                    .find(|l| complete && l.contains("API:"))
+                    .find(|l| complete && l.trim_start().starts_with("Backend:"))
                 {
-                    let url = line.split_whitespace().nth(1).expect("URL after API:");
+                    let url = line.split_whitespace().nth(1).expect("URL after Backend:");
                     return url.trim_end_matches("/api/v1/").to_string();
                 }
                 let left = deadline.saturating_duration_since(Instant::now());

@@ -111,6 +111,23 @@ fn serve_and_stop(mut env: Vec<(&'static str, String)>, signal: &str) {
     assert_eq!(get(&format!("{base}/healthz"), &[]).0, 200);
     let (status, body) = get(&format!("{base}/readyz"), &[]);
     assert_eq!((status, body.as_str()), (200, r#"{"status":"ready"}"#));
+    // The gateway beside it: ready once subscribed to the push stream,
+    // forwarding the API and publishing its signing key.
+    let edge = up.gateway_url();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while get(&format!("{edge}/readyz"), &[]).0 != 200 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the gateway never got ready"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let (status, body) = get(&format!("{edge}/api/v1/public/info"), &[]);
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("\"name\":\"turnbase\""), "{body}");
+    let (status, body) = get(&format!("{edge}/.well-known/turnbase-signing-keys"), &[]);
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("Ed25519"), "{body}");
     up.signal(signal);
     assert_eq!(up.wait(), 0, "{}", up.stderr_lines.join("\n"));
     let stopped: Vec<String> = up
@@ -122,6 +139,8 @@ fn serve_and_stop(mut env: Vec<(&'static str, String)>, signal: &str) {
     assert_eq!(
         stopped,
         [
+            "gateway-http",
+            "gateway-push-client",
             "metrics",
             "guest-reaper",
             "mail-worker",

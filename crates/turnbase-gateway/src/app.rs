@@ -1,0 +1,255 @@
+//! Wiring of the gateway process: the push client feeding the hub, the
+//! edge's HTTP listener, the optional metrics listener. Started in that
+//! order and stopped in reverse, so clients are told to reconnect before
+//! the push stream closes.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use turnbase_core::http::{HttpMetrics, bind, text_response};
+use turnbase_core::lifecycle::{Lifecycle, ShutdownReport};
+use turnbase_core::readiness::{Readiness, ReadyFlag};
+use turnbase_core::telemetry::Telemetry;
+use turnbase_push::proto::PushEvent;
+use turnbase_push::proto::push_event::Kind;
+use uuid::Uuid;
+
+use crate::backend::{Resolver, http_client};
+use crate::config::GatewayConfig;
+use crate::edge::{Edge, router};
+use crate::envelope::signed_frame;
+use crate::hub::Hub;
+use crate::push_client::{Notice, PushClient, PushHandler};
+use crate::signing::Signer;
+
+/// A started gateway.
+pub struct Gateway {
+    pub http_addr: SocketAddr,
+    pub metrics_addr: Option<SocketAddr>,
+    pub readiness: Readiness,
+    pub hub: Arc<Hub>,
+    pub signer: Arc<Signer>,
+    lifecycle: Lifecycle,
+}
+
+/// Feeds the hub from the push stream.
+struct Feed {
+    hub: Arc<Hub>,
+    resolver: Arc<Resolver>,
+    signer: Arc<Signer>,
+    ready: ReadyFlag,
+}
+
+impl PushHandler for Feed {
+    async fn on_event(&self, event: PushEvent) {
+        match event.kind {
+            Some(Kind::ClientEvent(e)) => {
+                let Ok(user) = Uuid::parse_str(&e.user_id) else {
+                    tracing::warn!(user = %e.user_id, "client event for a user id that is not a UUID");
+                    return;
+                };
+                let session = e
+                    .device_session_id
+                    .as_deref()
+                    .and_then(|s| Uuid::parse_str(s).ok());
+                match signed_frame(&self.signer, &event.cursor, &e, event.published_at_ms) {
+                    Some(frame) => self
+                        .hub
+                        .deliver(user, session, Arc::from(event.cursor), frame),
+                    None => {
+                        tracing::warn!(cursor = %event.cursor, "client event with a payload that is not JSON; dropped")
+                    }
+                }
+            }
+            Some(Kind::SessionInvalidation(i)) => {
+                let Ok(user) = Uuid::parse_str(&i.user_id) else {
+                    return;
+                };
+                let session = i
+                    .device_session_id
+                    .as_deref()
+                    .and_then(|s| Uuid::parse_str(s).ok());
+                self.resolver.forget(user, session);
+                self.hub.revoke(user, session);
+            }
+            None => {}
+        }
+    }
+
+    async fn on_notice(&self, notice: Notice) {
+        match notice {
+            Notice::Resumed { .. } => self.ready.set(true),
+            Notice::Stale { .. } | Notice::Gap { .. } => {
+                self.ready.set(true);
+                self.resolver.clear();
+                self.hub.resync_all("events_lost");
+            }
+            Notice::Disconnected { .. } => self.ready.set(false),
+            Notice::Replaced { .. } => {}
+        }
+    }
+}
+
+impl Gateway {
+    /// Starts every component; `own_telemetry` makes the gateway flush
+    /// telemetry last at shutdown (false inside `turnbase up`, whose
+    /// backend owns it).
+    pub async fn start(
+        config: GatewayConfig,
+        telemetry: Telemetry,
+        own_telemetry: bool,
+        create_key: bool,
+    ) -> anyhow::Result<Gateway> {
+        let mut lifecycle = Lifecycle::new(config.shutdown_timeout);
+        match Self::start_components(
+            &config,
+            telemetry,
+            own_telemetry,
+            create_key,
+            &mut lifecycle,
+        )
+        .await
+        {
+            Ok((http_addr, metrics_addr, readiness, hub, signer)) => Ok(Gateway {
+                http_addr,
+                metrics_addr,
+                readiness,
+                hub,
+                signer,
+                lifecycle,
+            }),
+            Err(err) => {
+                lifecycle.shutdown().await;
+                Err(err)
+            }
+        }
+    }
+
+    #[allow(clippy::type_complexity)]
+    async fn start_components(
+        config: &GatewayConfig,
+        telemetry: Telemetry,
+        own_telemetry: bool,
+        create_key: bool,
+        lifecycle: &mut Lifecycle,
+    ) -> anyhow::Result<(
+        SocketAddr,
+        Option<SocketAddr>,
+        Readiness,
+        Arc<Hub>,
+        Arc<Signer>,
+    )> {
+        if own_telemetry {
+            let t = telemetry.clone();
+            lifecycle.add("gateway-telemetry", None, move || async move {
+                tokio::task::spawn_blocking(move || t.shutdown()).await?
+            });
+        }
+        let signer = Arc::new(
+            Signer::load(&config.signing_key_file, create_key)
+                .map_err(|e| anyhow::anyhow!("GATEWAY_SIGNING_KEY_FILE: {e}"))?,
+        );
+        tracing::info!(kid = %signer.kid(), "envelope signing key loaded");
+        let readiness = Readiness::default();
+        let client = http_client();
+        let resolver = Arc::new(Resolver::new(
+            client.clone(),
+            &config.backend_url,
+            config.internal_token.clone(),
+            config.session_cache_ttl,
+        ));
+        let hub = Hub::new(config.limits.clone(), Some(telemetry.meter()));
+
+        // The push stream first, so that it closes last.
+        let feed = Feed {
+            hub: hub.clone(),
+            resolver: resolver.clone(),
+            signer: signer.clone(),
+            ready: readiness.register("push-stream"),
+        };
+        let push = PushClient::new(config.push.clone(), feed);
+        let running = push.clone();
+        let task = tokio::spawn(async move { running.run().await });
+        lifecycle.add("gateway-push-client", None, move || async move {
+            push.close();
+            task.await?;
+            Ok(())
+        });
+
+        let edge = Edge::new(
+            config,
+            hub.clone(),
+            resolver,
+            signer.clone(),
+            client,
+            readiness.clone(),
+            Some(telemetry.meter()),
+        );
+        let app = router(
+            edge.clone(),
+            HttpMetrics::new(telemetry.meter()),
+            config.body_limit,
+        );
+        let listener = bind(config.http_addr, "GATEWAY_HTTP_ADDR").await?;
+        let http_addr = listener.local_addr()?;
+        let draining = hub.clone();
+        lifecycle.spawn("gateway-http", None, move |stop| async move {
+            let closing = edge.clone();
+            axum::serve(
+                listener,
+                app.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .with_graceful_shutdown(async move {
+                stop.cancelled().await;
+                closing.begin_closing();
+            })
+            .await
+            .map_err(|e| anyhow::anyhow!("HTTP server: {e}"))?;
+            // WebSockets outlive the HTTP server's own draining; wait for
+            // them to say goodbye.
+            let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+            while draining.connection_count() > 0 && tokio::time::Instant::now() < deadline {
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+            Ok(())
+        });
+        tracing::info!(addr = %http_addr, "gateway listening");
+
+        let metrics_addr = match config.metrics_addr {
+            Some(addr) => {
+                let listener = bind(addr, "GATEWAY_METRICS_ADDR").await?;
+                let local = listener.local_addr()?;
+                let t = telemetry.clone();
+                let router = axum::Router::new().route(
+                    "/metrics",
+                    axum::routing::get(move || {
+                        let t = t.clone();
+                        async move {
+                            text_response(
+                                "text/plain; version=0.0.4; charset=utf-8",
+                                t.prometheus_text().unwrap_or_default(),
+                            )
+                        }
+                    }),
+                );
+                lifecycle.spawn("gateway-metrics", None, move |stop| async move {
+                    axum::serve(listener, router)
+                        .with_graceful_shutdown(stop.cancelled_owned())
+                        .await
+                        .map_err(|e| anyhow::anyhow!("metrics server: {e}"))
+                });
+                Some(local)
+            }
+            None => None,
+        };
+        Ok((http_addr, metrics_addr, readiness, hub, signer))
+    }
+
+    pub async fn run_until(self, signal: impl std::future::Future<Output = ()>) -> ShutdownReport {
+        self.lifecycle.run_until(signal).await
+    }
+
+    pub async fn shutdown(self) -> ShutdownReport {
+        self.lifecycle.shutdown().await
+    }
+}

@@ -1,0 +1,641 @@
+//! The public edge's HTTP side: REST forwarding to the backend, live
+//! events over WebSocket and SSE, event tickets, the signing keys, probes,
+//! and the per-address and per-session rate limits.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{ConnectInfo, Query, Request, State};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get, post};
+use axum::{Json, Router};
+use futures::Stream;
+use http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
+use opentelemetry::KeyValue;
+use opentelemetry::metrics::{Histogram, Meter};
+use rand::Rng as _;
+use serde::Deserialize;
+use sha2::{Digest as _, Sha256};
+use tokio::time::Instant;
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use turnbase_core::http::{
+    HttpMetrics, error_response, inject_trace_context, normalize_errors, observe,
+};
+use turnbase_core::limiter::RateLimiter;
+use turnbase_core::readiness::Readiness;
+
+use crate::backend::{HttpClient, ResolveError, Resolver, Session};
+use crate::config::{EdgeLimits, GatewayConfig};
+use crate::envelope::control;
+use crate::hub::{CloseReason, Connection, Hub, Outbound, Start};
+use crate::signing::Signer;
+
+/// Everything the edge's handlers share.
+pub struct Edge {
+    pub hub: Arc<Hub>,
+    pub resolver: Arc<Resolver>,
+    pub signer: Arc<Signer>,
+    pub readiness: Readiness,
+    client: HttpClient,
+    backend_url: String,
+    expose_admin: bool,
+    request_timeout: Duration,
+    limits: EdgeLimits,
+    ticket_ttl: Duration,
+    tickets: Mutex<HashMap<String, (Session, Instant)>>,
+    per_ip: RateLimiter<IpAddr>,
+    per_session: RateLimiter<[u8; 32]>,
+    /// Set when the gateway starts stopping: new event connections are refused.
+    closing: AtomicBool,
+    edge_duration: Option<Histogram<f64>>,
+}
+
+impl Edge {
+    pub fn new(
+        config: &GatewayConfig,
+        hub: Arc<Hub>,
+        resolver: Arc<Resolver>,
+        signer: Arc<Signer>,
+        client: HttpClient,
+        readiness: Readiness,
+        meter: Option<&Meter>,
+    ) -> Arc<Edge> {
+        Arc::new(Edge {
+            hub,
+            resolver,
+            signer,
+            readiness,
+            client,
+            backend_url: config.backend_url.clone(),
+            expose_admin: config.expose_admin,
+            request_timeout: config.request_timeout,
+            limits: config.limits.clone(),
+            ticket_ttl: config.ticket_ttl,
+            tickets: Mutex::default(),
+            per_ip: RateLimiter::new(config.rate_per_ip),
+            per_session: RateLimiter::new(config.rate_per_session),
+            closing: AtomicBool::new(false),
+            edge_duration: meter.map(|m| {
+                m.f64_histogram("edge_request_duration")
+                    .with_unit("s")
+                    .with_description("Forwarded requests, from arrival to the backend's answer")
+                    .build()
+            }),
+        })
+    }
+
+    /// Refuses new event connections and closes the open ones, each told
+    /// to reconnect.
+    pub fn begin_closing(&self) {
+        self.closing.store(true, Ordering::SeqCst);
+        self.hub.close_all();
+    }
+}
+
+fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
+    error_response(status, code.to_string(), message)
+}
+
+fn unauthorized(message: &str) -> Response {
+    let mut r = error(StatusCode::UNAUTHORIZED, "unauthorized", message);
+    r.headers_mut()
+        .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    r
+}
+
+fn too_many(wait: Duration) -> Response {
+    let secs = wait.as_secs().max(1);
+    let mut r = error(
+        StatusCode::TOO_MANY_REQUESTS,
+        "rate_limited",
+        format!("too many requests; try again in {secs} s"),
+    );
+    r.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    r
+}
+
+fn resolve_error(err: ResolveError) -> Response {
+    match err {
+        ResolveError::Unauthorized => unauthorized("missing, unknown or revoked session token"),
+        ResolveError::Unavailable(why) => {
+            tracing::warn!(%why, "cannot resolve a session");
+            error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "sessions cannot be checked right now; try again",
+            )
+        }
+    }
+}
+
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let text = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = text.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then_some(token.trim())
+}
+
+/// The router with every layer.
+pub fn router(edge: Arc<Edge>, metrics: HttpMetrics, body_limit: usize) -> Router {
+    let request_id = HeaderName::from_static("x-request-id");
+    let forwarded = Router::new()
+        .route("/api/v1/user/events/ticket", post(ticket))
+        .route("/api/v1/events", get(events))
+        .route("/api/v1/public/{*rest}", any(forward))
+        .route("/api/v1/user/{*rest}", any(forward))
+        .route("/api/v1/admin/{*rest}", any(forward))
+        .route("/api/v1/internal/{*rest}", any(forward))
+        .route("/api/v1/openapi.json", get(forward))
+        .layer(RequestBodyLimitLayer::new(body_limit))
+        .layer(axum::middleware::from_fn_with_state(edge.clone(), limit));
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/.well-known/turnbase-signing-keys", get(keys))
+        .merge(forwarded)
+        .fallback(not_found)
+        .with_state(edge)
+        .layer(axum::middleware::from_fn_with_state(metrics, observe))
+        .layer(PropagateRequestIdLayer::new(request_id.clone()))
+        .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
+        .layer(axum::middleware::from_fn(normalize_errors))
+}
+
+async fn not_found(request: Request) -> Response {
+    error(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        format!("no route for {} {}", request.method(), request.uri().path()),
+    )
+}
+
+async fn healthz() -> Json<serde_json::Value> {
+    Json(serde_json::json!({ "status": "ok" }))
+}
+
+async fn readyz(State(edge): State<Arc<Edge>>) -> Response {
+    let not_ready = edge.readiness.not_ready();
+    if not_ready.is_empty() {
+        return Json(serde_json::json!({ "status": "ready" })).into_response();
+    }
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        Json(serde_json::json!({
+            "error": { "code": "not_ready", "message": format!("not ready: {}", not_ready.join(", ")) },
+            "not_ready": not_ready,
+        })),
+    )
+        .into_response()
+}
+
+async fn keys(State(edge): State<Arc<Edge>>) -> Response {
+    let mut r = Json(edge.signer.jwks()).into_response();
+    r.headers_mut().insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("public, max-age=300"),
+    );
+    r
+}
+
+/// Per client address on everything forwarded or connected; per session
+/// token on `/api/v1/user/*`.
+async fn limit(
+    State(edge): State<Arc<Edge>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    request: Request,
+    next: axum::middleware::Next,
+) -> Response {
+    if let Err(wait) = edge.per_ip.check(peer.ip()) {
+        return too_many(wait);
+    }
+    if request.uri().path().starts_with("/api/v1/user/")
+        && let Some(token) = bearer(request.headers())
+        && let Err(wait) = edge
+            .per_session
+            .check(Sha256::digest(token.as_bytes()).into())
+    {
+        return too_many(wait);
+    }
+    next.run(request).await
+}
+
+/// Headers that belong to one connection and are not forwarded.
+fn hop_by_hop(name: &HeaderName) -> bool {
+    matches!(
+        name.as_str(),
+        "connection"
+            | "keep-alive"
+            | "proxy-authenticate"
+            | "proxy-authorization"
+            | "te"
+            | "trailer"
+            | "transfer-encoding"
+            | "upgrade"
+            | "host"
+    )
+}
+
+async fn forward(
+    State(edge): State<Arc<Edge>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    request: Request,
+) -> Response {
+    let path = request.uri().path();
+    if !edge.expose_admin
+        && (path.starts_with("/api/v1/admin/") || path.starts_with("/api/v1/internal/"))
+    {
+        return error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no route for {} {path}", request.method()),
+        );
+    }
+    let started = Instant::now();
+    let (parts, body) = request.into_parts();
+    let target = format!(
+        "{}{}",
+        edge.backend_url,
+        parts
+            .uri
+            .path_and_query()
+            .map_or(parts.uri.path(), |p| p.as_str())
+    );
+    let mut builder = http::Request::builder()
+        .method(parts.method.clone())
+        .uri(&target);
+    let mut forwarded_for = None;
+    if let Some(headers) = builder.headers_mut() {
+        for (name, value) in &parts.headers {
+            if hop_by_hop(name) {
+                continue;
+            }
+            if name == "x-forwarded-for" {
+                forwarded_for = value.to_str().ok().map(str::to_string);
+                continue;
+            }
+            headers.append(name, value.clone());
+        }
+        let chain = match forwarded_for {
+            Some(earlier) => format!("{earlier}, {}", peer.ip()),
+            None => peer.ip().to_string(),
+        };
+        if let Ok(value) = HeaderValue::from_str(&chain) {
+            headers.insert("x-forwarded-for", value);
+        }
+        inject_trace_context(headers);
+    }
+    let Ok(outgoing) = builder.body(body) else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "cannot forward this request",
+        );
+    };
+    let result = tokio::time::timeout(edge.request_timeout, edge.client.request(outgoing)).await;
+    let status_label;
+    let response = match result {
+        Ok(Ok(response)) => {
+            status_label = response.status().as_u16().to_string();
+            let (mut parts, incoming) = response.into_parts();
+            let names: Vec<HeaderName> = parts
+                .headers
+                .keys()
+                .filter(|n| hop_by_hop(n))
+                .cloned()
+                .collect();
+            for name in names {
+                parts.headers.remove(name);
+            }
+            Response::from_parts(parts, Body::new(incoming))
+        }
+        Ok(Err(err)) => {
+            // A body over the limit surfaces here, as the client's error.
+            let too_large = std::error::Error::source(&err)
+                .map(|s| s.to_string().contains("length limit"))
+                .unwrap_or(false)
+                || err.to_string().contains("length limit");
+            if too_large {
+                status_label = "413".into();
+                error(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "payload_too_large",
+                    "the request body is too large",
+                )
+            } else {
+                status_label = "502".into();
+                tracing::warn!(error = %err, "the backend did not answer");
+                error(
+                    StatusCode::BAD_GATEWAY,
+                    "bad_gateway",
+                    "the backend did not answer; try again",
+                )
+            }
+        }
+        Err(_) => {
+            status_label = "504".into();
+            error(
+                StatusCode::GATEWAY_TIMEOUT,
+                "gateway_timeout",
+                "the backend took too long to answer",
+            )
+        }
+    };
+    if let Some(h) = &edge.edge_duration {
+        h.record(
+            started.elapsed().as_secs_f64(),
+            &[KeyValue::new("status", status_label)],
+        );
+    }
+    response
+}
+
+/// A one-use ticket that opens `GET /api/v1/events?ticket=…` (browsers
+/// cannot set headers on WebSocket or EventSource requests, and a session
+/// token must never travel in a URL).
+async fn ticket(State(edge): State<Arc<Edge>>, headers: HeaderMap) -> Response {
+    let Some(token) = bearer(&headers) else {
+        return unauthorized("missing Authorization: Bearer header");
+    };
+    let session = match edge.resolver.resolve(token).await {
+        Ok(s) => s,
+        Err(e) => return resolve_error(e),
+    };
+    let bytes: [u8; 24] = rand::rng().random();
+    let ticket: String = std::iter::once("tbt_".to_string())
+        .chain(bytes.iter().map(|b| format!("{b:02x}")))
+        .collect();
+    {
+        let mut tickets = edge.tickets.lock().unwrap_or_else(|p| p.into_inner());
+        let ttl = edge.ticket_ttl;
+        tickets.retain(|_, (_, at)| at.elapsed() < ttl);
+        tickets.insert(ticket.clone(), (session, Instant::now()));
+    }
+    (
+        StatusCode::CREATED,
+        Json(serde_json::json!({ "ticket": ticket, "expires_in": edge.ticket_ttl.as_secs() })),
+    )
+        .into_response()
+}
+
+#[derive(Deserialize)]
+struct EventsQuery {
+    ticket: Option<String>,
+    resume: Option<String>,
+}
+
+/// Live events: a WebSocket upgrade, or SSE with `Accept: text/event-stream`.
+async fn events(
+    State(edge): State<Arc<Edge>>,
+    Query(query): Query<EventsQuery>,
+    headers: HeaderMap,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Response {
+    if edge.closing.load(Ordering::SeqCst) {
+        let mut r = error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "shutting_down",
+            "this gateway is stopping; reconnect",
+        );
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        return r;
+    }
+    let (session, token) = if let Some(token) = bearer(&headers) {
+        match edge.resolver.resolve(token).await {
+            Ok(s) => (s, Some(token.to_string())),
+            Err(e) => return resolve_error(e),
+        }
+    } else if let Some(ticket) = &query.ticket {
+        let found = edge
+            .tickets
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(ticket);
+        match found {
+            Some((s, at)) if at.elapsed() < edge.ticket_ttl => (s, None),
+            _ => return unauthorized("unknown, used or expired ticket"),
+        }
+    } else {
+        return unauthorized(
+            "send Authorization: Bearer <token>, or ?ticket= from POST /api/v1/user/events/ticket",
+        );
+    };
+    let last_event_id = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let resume = query.resume.clone().or(last_event_id);
+    if let Ok(ws) = upgrade {
+        let limits = edge.limits.clone();
+        return ws
+            .max_message_size(limits.max_message)
+            .max_frame_size(limits.max_message)
+            .read_buffer_size(4 * 1024)
+            .write_buffer_size(0)
+            .on_upgrade(move |socket| websocket(edge, socket, session, token, resume));
+    }
+    let wants_sse = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.contains("text/event-stream"));
+    if !wants_sse {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "connect with a WebSocket upgrade, or send Accept: text/event-stream",
+        );
+    }
+    sse(edge, session, token, resume).into_response()
+}
+
+fn start(resume: Option<String>) -> Start {
+    match resume.filter(|r| !r.is_empty()) {
+        Some(id) => Start::Resume(id),
+        None => Start::Fresh,
+    }
+}
+
+/// After a resync the gateway checks the session again: events that would
+/// have revoked it may be among those lost.
+async fn still_valid(edge: &Edge, token: Option<&str>) -> bool {
+    match token {
+        Some(token) => !matches!(
+            edge.resolver.ask(token).await,
+            Err(ResolveError::Unauthorized)
+        ),
+        // A ticket connection has no token to check again; its session is
+        // re-checked when it reconnects.
+        None => true,
+    }
+}
+
+#[derive(Deserialize)]
+struct ClientMessage {
+    r#type: String,
+    id: Option<String>,
+}
+
+async fn websocket(
+    edge: Arc<Edge>,
+    mut socket: WebSocket,
+    session: Session,
+    token: Option<String>,
+    resume: Option<String>,
+) {
+    let mut conn = edge
+        .hub
+        .register(session.account_id, session.session_id, start(resume));
+    let mut sent_any = false;
+    let mut ping = tokio::time::interval(edge.limits.ping_interval);
+    ping.tick().await;
+    let mut last_heard = Instant::now();
+    let close = |code: u16, reason: &'static str| {
+        Message::Close(Some(CloseFrame {
+            code,
+            reason: reason.into(),
+        }))
+    };
+    loop {
+        tokio::select! {
+            reason = conn.state.closed() => {
+                let _ = socket.send(close(reason.code(), reason.text())).await;
+                break;
+            }
+            message = conn.rx.recv() => {
+                let Some(message) = message else { break };
+                conn.sent(&message);
+                let frame = match &message {
+                    Outbound::Event { frame, .. } => frame.clone(),
+                    Outbound::Resync { reason } => control("resync", reason),
+                };
+                if socket.send(Message::Text(frame)).await.is_err() {
+                    break;
+                }
+                sent_any = true;
+                if matches!(message, Outbound::Resync { .. }) && !still_valid(&edge, token.as_deref()).await {
+                    let r = CloseReason::Revoked;
+                    let _ = socket.send(close(r.code(), r.text())).await;
+                    break;
+                }
+            }
+            incoming = socket.recv() => {
+                last_heard = Instant::now();
+                match incoming {
+                    None | Some(Ok(Message::Close(_))) => break,
+                    Some(Ok(Message::Text(text))) => {
+                        let parsed: Option<ClientMessage> = serde_json::from_str(&text).ok();
+                        match parsed {
+                            Some(m) if m.r#type == "resume" && !sent_any => {
+                                // Nothing was written yet: start over from the
+                                // id; whatever was queued is in the window too.
+                                drop(conn);
+                                conn = edge.hub.register(
+                                    session.account_id,
+                                    session.session_id,
+                                    start(m.id),
+                                );
+                            }
+                            Some(m) if m.r#type == "resume" => {
+                                let _ = socket
+                                    .send(Message::Text(control("error", "resume must come before any event; reconnect with ?resume=")))
+                                    .await;
+                            }
+                            _ => {
+                                let _ = socket
+                                    .send(Message::Text(control("error", "unknown message; clients may only send {\"type\":\"resume\",\"id\":…}")))
+                                    .await;
+                            }
+                        }
+                    }
+                    Some(Ok(_)) => {}
+                    Some(Err(err)) => {
+                        // Most likely a message over the size limit.
+                        let too_big = err.to_string().to_lowercase().contains("too long")
+                            || err.to_string().to_lowercase().contains("too big")
+                            || err.to_string().to_lowercase().contains("size");
+                        if too_big {
+                            let _ = socket.send(close(1009, "message too big")).await;
+                        }
+                        break;
+                    }
+                }
+            }
+            _ = ping.tick() => {
+                if last_heard.elapsed() > edge.limits.idle_timeout {
+                    let _ = socket.send(close(4000, "idle timeout")).await;
+                    break;
+                }
+                if socket.send(Message::Ping(bytes::Bytes::new())).await.is_err() {
+                    break;
+                }
+            }
+        }
+    }
+}
+
+fn sse(
+    edge: Arc<Edge>,
+    session: Session,
+    token: Option<String>,
+    resume: Option<String>,
+) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+    let conn = edge
+        .hub
+        .register(session.account_id, session.session_id, start(resume));
+    let keep_alive = KeepAlive::new().interval(edge.limits.ping_interval);
+    struct SseState {
+        edge: Arc<Edge>,
+        conn: Connection,
+        token: Option<String>,
+        done: bool,
+    }
+    let state = SseState {
+        edge,
+        conn,
+        token,
+        done: false,
+    };
+    let stream = futures::stream::unfold(state, |mut s| async move {
+        if s.done {
+            return None;
+        }
+        let event = tokio::select! {
+            reason = s.conn.state.closed() => {
+                s.done = true;
+                let mut e = Event::default()
+                    .event(reason.sse_event())
+                    .data(serde_json::json!({ "type": reason.sse_event(), "reason": reason.text() }).to_string());
+                if reason != CloseReason::Revoked {
+                    e = e.retry(Duration::from_secs(1));
+                }
+                e
+            }
+            message = s.conn.rx.recv() => {
+                let message = message?;
+                s.conn.sent(&message);
+                match message {
+                    Outbound::Event { id, frame } => Event::default().id(&*id).event("event").data(frame.as_str()),
+                    Outbound::Resync { reason } => {
+                        if !still_valid(&s.edge, s.token.as_deref()).await {
+                            s.conn.state.close(CloseReason::Revoked);
+                        }
+                        Event::default().event("resync").data(control("resync", reason).as_str())
+                    }
+                }
+            }
+        };
+        Some((Ok(event), s))
+    });
+    Sse::new(stream).keep_alive(keep_alive)
+}

@@ -1,0 +1,509 @@
+//! The hub: every live connection by user, and per user a bounded window
+//! of recent envelopes for resuming. The push client feeds it; WebSocket
+//! and SSE handlers register connections and drain their queues.
+//!
+//! Registration and delivery for one user happen under that user's lock,
+//! so a connection that resumes gets the missed envelopes and then the
+//! live ones with nothing lost or repeated between the two.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use axum::extract::ws::Utf8Bytes;
+use opentelemetry::KeyValue;
+use opentelemetry::metrics::{Counter, Meter, UpDownCounter};
+use tokio::sync::{Notify, mpsc};
+use tokio::time::Instant;
+use uuid::Uuid;
+
+use crate::config::EdgeLimits;
+
+/// Why the gateway closes a connection. Each maps to a documented
+/// WebSocket close code and a final SSE event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseReason {
+    /// The session was revoked (or the account blocked or deleted).
+    Revoked,
+    /// The connection's queue overflowed; reconnect and resume.
+    SlowConsumer,
+    /// The gateway is stopping; reconnect (elsewhere).
+    ShuttingDown,
+}
+
+impl CloseReason {
+    /// WebSocket close code.
+    pub fn code(self) -> u16 {
+        match self {
+            CloseReason::Revoked => 4001,
+            CloseReason::SlowConsumer => 4008,
+            CloseReason::ShuttingDown => 1001,
+        }
+    }
+
+    pub fn text(self) -> &'static str {
+        match self {
+            CloseReason::Revoked => "session revoked",
+            CloseReason::SlowConsumer => "slow consumer, resume",
+            CloseReason::ShuttingDown => "gateway stopping, reconnect",
+        }
+    }
+
+    /// The final SSE event's name.
+    pub fn sse_event(self) -> &'static str {
+        match self {
+            CloseReason::Revoked => "revoked",
+            CloseReason::SlowConsumer => "slow_consumer",
+            CloseReason::ShuttingDown => "reconnect",
+        }
+    }
+}
+
+/// Something queued for a connection.
+#[derive(Debug, Clone)]
+pub enum Outbound {
+    Event { id: Arc<str>, frame: Utf8Bytes },
+    Resync { reason: &'static str },
+}
+
+impl Outbound {
+    fn size(&self) -> usize {
+        match self {
+            Outbound::Event { frame, .. } => frame.len(),
+            Outbound::Resync { .. } => 64,
+        }
+    }
+}
+
+/// The hub's side of a connection.
+struct Conn {
+    id: u64,
+    session: Uuid,
+    tx: mpsc::Sender<Outbound>,
+    state: Arc<ConnState>,
+}
+
+/// Shared between the hub and the connection's task.
+pub struct ConnState {
+    /// Bytes queued and not yet written.
+    pub queued: AtomicUsize,
+    closed: OnceLock<CloseReason>,
+    notify: Notify,
+}
+
+impl ConnState {
+    /// Marks the connection for closing (the first reason wins).
+    pub fn close(&self, reason: CloseReason) {
+        if self.closed.set(reason).is_ok() {
+            self.notify.notify_one();
+        }
+    }
+
+    /// Resolves once the connection is to be closed, with why.
+    pub async fn closed(&self) -> CloseReason {
+        loop {
+            if let Some(reason) = self.closed.get() {
+                return *reason;
+            }
+            self.notify.notified().await;
+        }
+    }
+}
+
+/// A registered connection, held by its handler: its queue, and it leaves
+/// the hub when dropped.
+pub struct Connection {
+    pub rx: mpsc::Receiver<Outbound>,
+    pub state: Arc<ConnState>,
+    hub: Arc<Hub>,
+    user: Uuid,
+    id: u64,
+}
+
+impl Connection {
+    /// Call when a queued message has been written.
+    pub fn sent(&self, message: &Outbound) {
+        self.state
+            .queued
+            .fetch_sub(message.size(), Ordering::Relaxed);
+        if let (Some(m), Outbound::Event { .. }) = (&self.hub.metrics, message) {
+            m.sent.add(1, &[]);
+        }
+    }
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        self.hub.unregister(self.user, self.id);
+    }
+}
+
+struct Stored {
+    id: Arc<str>,
+    session: Option<Uuid>,
+    frame: Utf8Bytes,
+    at: Instant,
+}
+
+#[derive(Default)]
+struct User {
+    window: VecDeque<Stored>,
+    window_bytes: usize,
+    conns: Vec<Conn>,
+}
+
+struct Metrics {
+    connections: UpDownCounter<i64>,
+    sent: Counter<u64>,
+    slow: Counter<u64>,
+    closed: Counter<u64>,
+}
+
+const SHARDS: usize = 64;
+
+pub struct Hub {
+    shards: Vec<Mutex<HashMap<Uuid, User>>>,
+    limits: EdgeLimits,
+    next_id: AtomicU64,
+    metrics: Option<Metrics>,
+}
+
+/// How a registration starts.
+pub enum Start {
+    /// From now on.
+    Fresh,
+    /// After the envelope with this id.
+    Resume(String),
+}
+
+impl Hub {
+    pub fn new(limits: EdgeLimits, meter: Option<&Meter>) -> Arc<Hub> {
+        Arc::new(Hub {
+            shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
+            limits,
+            next_id: AtomicU64::new(1),
+            metrics: meter.map(|m| Metrics {
+                connections: m
+                    .i64_up_down_counter("edge_connections")
+                    .with_description("Open live-event connections")
+                    .build(),
+                sent: m
+                    .u64_counter("edge_events_sent")
+                    .with_description("Envelopes written to clients")
+                    .build(),
+                slow: m
+                    .u64_counter("edge_slow_client_closes")
+                    .with_description("Connections closed because their queue overflowed")
+                    .build(),
+                closed: m
+                    .u64_counter("edge_closes")
+                    .with_description("Connections closed by the gateway, by reason")
+                    .build(),
+            }),
+        })
+    }
+
+    fn shard(&self, user: Uuid) -> std::sync::MutexGuard<'_, HashMap<Uuid, User>> {
+        let i = (user.as_u128() % SHARDS as u128) as usize;
+        self.shards[i].lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Registers a connection of `session` (of `user`). Resuming queues
+    /// what it missed, in order, or a resync when the id is no longer in
+    /// the window.
+    pub fn register(self: &Arc<Self>, user: Uuid, session: Uuid, start: Start) -> Connection {
+        let (tx, rx) = mpsc::channel(self.limits.queue_messages.max(1));
+        let state = Arc::new(ConnState {
+            queued: AtomicUsize::new(0),
+            closed: OnceLock::new(),
+            notify: Notify::new(),
+        });
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let conn = Conn {
+            id,
+            session,
+            tx,
+            state: state.clone(),
+        };
+        {
+            let mut shard = self.shard(user);
+            let entry = shard.entry(user).or_default();
+            self.expire(entry);
+            if let Start::Resume(after) = start {
+                match entry.window.iter().position(|s| *s.id == *after) {
+                    Some(at) => {
+                        for stored in entry.window.iter().skip(at + 1) {
+                            if stored.session.is_none_or(|s| s == session) {
+                                let message = Outbound::Event {
+                                    id: stored.id.clone(),
+                                    frame: stored.frame.clone(),
+                                };
+                                self.offer(&conn, message);
+                            }
+                        }
+                    }
+                    None => self.offer(
+                        &conn,
+                        Outbound::Resync {
+                            reason: "resume_unavailable",
+                        },
+                    ),
+                }
+            }
+            entry.conns.push(conn);
+        }
+        if let Some(m) = &self.metrics {
+            m.connections.add(1, &[]);
+        }
+        Connection {
+            rx,
+            state,
+            hub: self.clone(),
+            user,
+            id,
+        }
+    }
+
+    fn unregister(&self, user: Uuid, id: u64) {
+        let mut shard = self.shard(user);
+        if let Some(entry) = shard.get_mut(&user) {
+            entry.conns.retain(|c| c.id != id);
+            if entry.conns.is_empty() && entry.window.is_empty() {
+                shard.remove(&user);
+            }
+        }
+        drop(shard);
+        if let Some(m) = &self.metrics {
+            m.connections.add(-1, &[]);
+        }
+    }
+
+    /// Queues `message` for `conn`, or closes it as a slow consumer when
+    /// its queue is full (by count or bytes). Never waits.
+    fn offer(&self, conn: &Conn, message: Outbound) {
+        if conn.state.closed.get().is_some() {
+            return;
+        }
+        let size = message.size();
+        let queued = conn.state.queued.fetch_add(size, Ordering::Relaxed) + size;
+        let overflow = queued > self.limits.queue_bytes || conn.tx.try_send(message).is_err();
+        if overflow {
+            conn.state.queued.fetch_sub(size, Ordering::Relaxed);
+            self.close(conn, CloseReason::SlowConsumer);
+        }
+    }
+
+    fn close(&self, conn: &Conn, reason: CloseReason) {
+        if conn.state.closed.get().is_none() {
+            conn.state.close(reason);
+            if let Some(m) = &self.metrics {
+                if reason == CloseReason::SlowConsumer {
+                    m.slow.add(1, &[]);
+                }
+                m.closed
+                    .add(1, &[KeyValue::new("reason", reason.sse_event())]);
+            }
+        }
+    }
+
+    /// Drops envelopes older than the window or beyond its bounds.
+    fn expire(&self, entry: &mut User) {
+        let now = Instant::now();
+        while let Some(front) = entry.window.front() {
+            let too_old = now.duration_since(front.at) > self.limits.resume_window;
+            let too_many = entry.window.len() > self.limits.resume_max_events;
+            let too_big = entry.window_bytes > self.limits.resume_max_bytes;
+            if !(too_old || too_many || too_big) {
+                break;
+            }
+            entry.window_bytes -= front.frame.len();
+            entry.window.pop_front();
+        }
+    }
+
+    /// Delivers an envelope to the user's connections (only those of
+    /// `session` when it names one) and keeps it for resuming.
+    pub fn deliver(&self, user: Uuid, session: Option<Uuid>, id: Arc<str>, frame: Utf8Bytes) {
+        let mut shard = self.shard(user);
+        let entry = shard.entry(user).or_default();
+        for conn in &entry.conns {
+            if session.is_none_or(|s| s == conn.session) {
+                self.offer(
+                    conn,
+                    Outbound::Event {
+                        id: id.clone(),
+                        frame: frame.clone(),
+                    },
+                );
+            }
+        }
+        entry.window_bytes += frame.len();
+        entry.window.push_back(Stored {
+            id,
+            session,
+            frame,
+            at: Instant::now(),
+        });
+        self.expire(entry);
+    }
+
+    /// Closes the connections of a revoked session (or of every session
+    /// of the user).
+    pub fn revoke(&self, user: Uuid, session: Option<Uuid>) {
+        let shard = self.shard(user);
+        if let Some(entry) = shard.get(&user) {
+            for conn in &entry.conns {
+                if session.is_none_or(|s| s == conn.session) {
+                    self.close(conn, CloseReason::Revoked);
+                }
+            }
+        }
+    }
+
+    /// After events were lost upstream: forget every window (resuming
+    /// across the hole would hide it) and tell every client to resync.
+    pub fn resync_all(&self, reason: &'static str) {
+        for shard in &self.shards {
+            let mut shard = shard.lock().unwrap_or_else(|p| p.into_inner());
+            shard.retain(|_, entry| {
+                entry.window.clear();
+                entry.window_bytes = 0;
+                for conn in &entry.conns {
+                    self.offer(conn, Outbound::Resync { reason });
+                }
+                !entry.conns.is_empty()
+            });
+        }
+    }
+
+    /// Every connected (user, session), for revalidation.
+    pub fn sessions(&self) -> Vec<(Uuid, Uuid)> {
+        let mut all = Vec::new();
+        for shard in &self.shards {
+            let shard = shard.lock().unwrap_or_else(|p| p.into_inner());
+            for (user, entry) in shard.iter() {
+                all.extend(entry.conns.iter().map(|c| (*user, c.session)));
+            }
+        }
+        all.sort();
+        all.dedup();
+        all
+    }
+
+    /// Closes every connection (the gateway is stopping).
+    pub fn close_all(&self) {
+        for shard in &self.shards {
+            let shard = shard.lock().unwrap_or_else(|p| p.into_inner());
+            for entry in shard.values() {
+                for conn in &entry.conns {
+                    self.close(conn, CloseReason::ShuttingDown);
+                }
+            }
+        }
+    }
+
+    pub fn connection_count(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|s| {
+                s.lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .values()
+                    .map(|u| u.conns.len())
+                    .sum::<usize>()
+            })
+            .sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn limits(queue: usize) -> EdgeLimits {
+        EdgeLimits {
+            resume_window: Duration::from_secs(60),
+            resume_max_events: 3,
+            resume_max_bytes: 1 << 20,
+            queue_messages: queue,
+            queue_bytes: 1 << 20,
+            ping_interval: Duration::from_secs(20),
+            idle_timeout: Duration::from_secs(60),
+            max_message: 1 << 16,
+        }
+    }
+
+    fn frame(n: u32) -> (Arc<str>, Utf8Bytes) {
+        (
+            Arc::from(format!("e.{n}")),
+            Utf8Bytes::from(format!("frame {n}")),
+        )
+    }
+
+    fn ids(conn: &mut Connection) -> Vec<String> {
+        let mut out = Vec::new();
+        while let Ok(m) = conn.rx.try_recv() {
+            conn.sent(&m);
+            out.push(match m {
+                Outbound::Event { id, .. } => id.to_string(),
+                Outbound::Resync { reason } => format!("resync:{reason}"),
+            });
+        }
+        out
+    }
+
+    #[tokio::test]
+    async fn resume_replays_exactly_the_missed_envelopes_then_live() {
+        let hub = Hub::new(limits(16), None);
+        let (user, s1, s2) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
+        for n in 1..=3 {
+            let (id, f) = frame(n);
+            // Event 2 is for the other session only.
+            hub.deliver(user, (n == 2).then_some(s2), id, f);
+        }
+        let mut c = hub.register(user, s1, Start::Resume("e.1".into()));
+        let (id, f) = frame(4);
+        hub.deliver(user, None, id, f);
+        assert_eq!(ids(&mut c), ["e.3", "e.4"]);
+        let mut gone = hub.register(user, s1, Start::Resume("e.0".into()));
+        assert_eq!(
+            ids(&mut gone),
+            ["resync:resume_unavailable"],
+            "e.0 left the window (max 3)"
+        );
+        let mut fresh = hub.register(user, s1, Start::Fresh);
+        assert!(ids(&mut fresh).is_empty());
+        assert_eq!(hub.connection_count(), 3);
+        drop((c, gone, fresh));
+        assert_eq!(hub.connection_count(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_closes_only_that_connection() {
+        let hub = Hub::new(limits(2), None);
+        let user = Uuid::now_v7();
+        let slow = hub.register(user, Uuid::now_v7(), Start::Fresh);
+        let mut fast = hub.register(user, Uuid::now_v7(), Start::Fresh);
+        for n in 1..=3 {
+            let (id, f) = frame(n);
+            hub.deliver(user, None, id, f);
+            ids(&mut fast);
+        }
+        assert_eq!(slow.state.closed().await, CloseReason::SlowConsumer);
+        assert!(fast.state.closed.get().is_none());
+    }
+
+    #[tokio::test]
+    async fn revocation_closes_the_named_session_or_all() {
+        let hub = Hub::new(limits(8), None);
+        let (user, s1, s2) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
+        let a = hub.register(user, s1, Start::Fresh);
+        let b = hub.register(user, s2, Start::Fresh);
+        hub.revoke(user, Some(s1));
+        assert_eq!(a.state.closed().await, CloseReason::Revoked);
+        assert!(b.state.closed.get().is_none());
+        hub.revoke(user, None);
+        assert_eq!(b.state.closed().await, CloseReason::Revoked);
+    }
+}

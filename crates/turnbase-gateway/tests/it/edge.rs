@@ -1,0 +1,820 @@
+//! The gateway edge with a real backend on loopback: REST forwarding, live
+//! events over real WebSocket and SSE clients, signatures, resume,
+//! revocation, slow clients, limits and graceful stop.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use bytes::Bytes;
+use ed25519_dalek::{Signature, Verifier as _, VerifyingKey};
+use futures::{SinkExt as _, StreamExt as _};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
+use turnbase_backend::config::Profile as BackendProfile;
+use turnbase_backend::{App, Config};
+use turnbase_core::telemetry::Telemetry;
+use turnbase_gateway::{Gateway, GatewayConfig, Profile};
+use turnbase_push::ClientEventInput;
+use turnbase_testkit::{Backend, TestDb};
+use uuid::Uuid;
+
+const PATIENCE: Duration = Duration::from_secs(10);
+const SECRET: &str = "edge-test-internal-secret-0123456789";
+
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+struct Stack {
+    app: Option<App>,
+    gateway: Option<Gateway>,
+    db: TestDb,
+    backend_http: SocketAddr,
+    backend_push: SocketAddr,
+    edge: String,
+    client: reqwest::Client,
+}
+
+fn backend_config(db: &TestDb, http: &str, push: &str) -> Config {
+    let env: Vec<(String, String)> = vec![
+        ("BACKEND_HTTP_ADDR".into(), http.into()),
+        ("BACKEND_GRPC_PUSH_ADDR".into(), push.into()),
+        ("BACKEND_FRESHNESS_WINDOW".into(), "1m".into()),
+        ("BACKEND_MAIL_DELIVERY".into(), "file".into()),
+        ("BACKEND_MAIL_POLL_INTERVAL".into(), "50ms".into()),
+        ("BACKEND_DATA_DIR".into(), db.dir().display().to_string()),
+        ("BACKEND_LOG_LEVEL".into(), "warn".into()),
+        ("BACKEND_INTERNAL_TOKEN".into(), SECRET.into()),
+        ("BACKEND_TRUSTED_PROXIES".into(), "127.0.0.1".into()),
+        // Keeps a Prometheus registry, which the gateway's listener serves.
+        ("BACKEND_METRICS_ADDR".into(), "127.0.0.1:0".into()),
+    ];
+    Config::load(BackendProfile::Backend, env, None).expect("backend config")
+}
+
+impl Stack {
+    async fn start(extra: &[(&str, &str)]) -> Stack {
+        let db = TestDb::new(Backend::Sqlite).await;
+        let config = backend_config(&db, "127.0.0.1:0", "127.0.0.1:0");
+        let telemetry = Telemetry::init(&config.telemetry).expect("telemetry");
+        let app = App::start(config, telemetry.clone(), "test")
+            .await
+            .expect("backend starts");
+        let (backend_http, backend_push) = (app.http_addr, app.grpc_push_addr);
+        let mut env: Vec<(String, String)> = vec![
+            ("GATEWAY_HTTP_ADDR".into(), "127.0.0.1:0".into()),
+            ("GATEWAY_METRICS_ADDR".into(), "127.0.0.1:0".into()),
+            ("GATEWAY_PUSH_RECONNECT_BASE_BACKOFF".into(), "50ms".into()),
+            ("GATEWAY_PUSH_RECONNECT_MAX_BACKOFF".into(), "200ms".into()),
+        ];
+        env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        let key: PathBuf = db.dir().join("gateway.key");
+        let defaults = [
+            ("GATEWAY_BACKEND_URL", format!("http://{backend_http}")),
+            ("GATEWAY_GRPC_PUSH_URL", format!("http://{backend_push}")),
+            ("GATEWAY_INTERNAL_TOKEN", SECRET.to_string()),
+            ("GATEWAY_SIGNING_KEY_FILE", key.display().to_string()),
+        ];
+        let gw_config =
+            GatewayConfig::load(Profile::Up, env, None, &defaults).expect("gateway config");
+        let gateway = Gateway::start(gw_config, telemetry, false, true)
+            .await
+            .expect("gateway starts");
+        let edge = format!("http://{}", gateway.http_addr);
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        while !gateway.readiness.not_ready().is_empty() {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the gateway never subscribed"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        Stack {
+            app: Some(app),
+            gateway: Some(gateway),
+            db,
+            backend_http,
+            backend_push,
+            edge,
+            client: reqwest::Client::new(),
+        }
+    }
+
+    fn app(&self) -> &App {
+        self.app.as_ref().expect("the backend is running")
+    }
+
+    async fn stop(mut self) {
+        if let Some(g) = self.gateway.take() {
+            g.shutdown().await;
+        }
+        if let Some(a) = self.app.take() {
+            a.shutdown().await;
+        }
+    }
+
+    async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let mut request = self.client.request(method, format!("{}{path}", self.edge));
+        if let Some(t) = token {
+            request = request.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            request = request.json(&b);
+        }
+        let response = request.send().await.expect("request");
+        let status = response.status();
+        let bytes = response.bytes().await.expect("body");
+        let json = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null)
+        };
+        (status, json)
+    }
+
+    /// A guest through the gateway: (token, account id, session id).
+    async fn guest(&self, name: &str) -> (String, Uuid, Uuid) {
+        let (status, body) = self
+            .send(
+                reqwest::Method::POST,
+                "/api/v1/public/auth/guest",
+                None,
+                Some(json!({ "display_name": name })),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        (
+            body["token"].as_str().expect("token").to_string(),
+            body["account"]["id"]
+                .as_str()
+                .expect("id")
+                .parse()
+                .expect("uuid"),
+            body["session"]["id"]
+                .as_str()
+                .expect("id")
+                .parse()
+                .expect("uuid"),
+        )
+    }
+
+    /// A second session of the same account, by mailed code.
+    async fn sign_in(&self, email: &str) -> (String, Uuid, Uuid) {
+        let mail_dir = self.db.dir().join("mail");
+        let count = || {
+            std::fs::read_dir(&mail_dir)
+                .map(|d| {
+                    d.flatten()
+                        .filter(|e| {
+                            let name = e.file_name().to_string_lossy().to_string();
+                            name.ends_with(".eml") && !name.starts_with('.')
+                        })
+                        .count()
+                })
+                .unwrap_or(0)
+        };
+        let before = count();
+        let (status, _) = self
+            .send(
+                reqwest::Method::POST,
+                "/api/v1/public/auth/email/start",
+                None,
+                Some(json!({ "email": email })),
+            )
+            .await;
+        assert_eq!(status, StatusCode::ACCEPTED);
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        let code = loop {
+            if count() > before {
+                let mut files: Vec<_> = std::fs::read_dir(&mail_dir)
+                    .expect("mail dir")
+                    .flatten()
+                    .map(|e| e.path())
+                    .filter(|p| {
+                        p.extension().is_some_and(|x| x == "eml")
+                            && !p
+                                .file_name()
+                                .is_some_and(|n| n.to_string_lossy().starts_with('.'))
+                    })
+                    .collect();
+                files.sort();
+                let text = std::fs::read_to_string(files.last().expect("a mail")).expect("read");
+                let at = text.find("sign-in code: ").expect("a code");
+                break text[at + 14..at + 20].to_string();
+            }
+            assert!(tokio::time::Instant::now() < deadline, "no mail");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        };
+        let (status, body) = self
+            .send(
+                reqwest::Method::POST,
+                "/api/v1/public/auth/email/verify",
+                None,
+                Some(json!({ "email": email, "code": code })),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        (
+            body["token"].as_str().expect("token").to_string(),
+            body["account"]["id"]
+                .as_str()
+                .expect("id")
+                .parse()
+                .expect("uuid"),
+            body["session"]["id"]
+                .as_str()
+                .expect("id")
+                .parse()
+                .expect("uuid"),
+        )
+    }
+
+    fn publish(&self, user: Uuid, session: Option<Uuid>, n: u64) {
+        self.app()
+            .push
+            .publish_client_event(ClientEventInput {
+                user_id: user,
+                device_session_id: session,
+                kind: "game.turn".into(),
+                payload: Bytes::from(format!("{{\"n\":{n}}}")),
+                event_id: format!("e{n}"),
+                request_id: String::new(),
+                trace_id: String::new(),
+            })
+            .expect("published");
+    }
+
+    async fn ws(&self, token: &str, query: &str) -> Ws {
+        let url = format!(
+            "{}/api/v1/events{query}",
+            self.edge.replacen("http://", "ws://", 1)
+        );
+        let mut request = url.into_client_request().expect("request");
+        request.headers_mut().insert(
+            "authorization",
+            format!("Bearer {token}").parse().expect("header"),
+        );
+        let (ws, _) = tokio_tungstenite::connect_async(request)
+            .await
+            .expect("WebSocket connects");
+        ws
+    }
+}
+
+/// The next text message of a WebSocket, as JSON.
+async fn next_json(ws: &mut Ws) -> Value {
+    loop {
+        let message = tokio::time::timeout(PATIENCE, ws.next())
+            .await
+            .expect("a message in time")
+            .expect("the socket stays open")
+            .expect("no error");
+        match message {
+            Message::Text(text) => return serde_json::from_str(&text).expect("JSON"),
+            Message::Close(frame) => panic!("closed: {frame:?}"),
+            _ => {}
+        }
+    }
+}
+
+/// Reads until the socket closes; returns the close code.
+async fn close_code(ws: &mut Ws, within: Duration) -> u16 {
+    loop {
+        let message = tokio::time::timeout(within, ws.next())
+            .await
+            .expect("closed in time");
+        match message {
+            Some(Ok(Message::Close(Some(frame)))) => return u16::from(frame.code),
+            Some(Ok(Message::Close(None))) | None => return 1005,
+            Some(Ok(_)) => {}
+            Some(Err(err)) => panic!("socket error before close: {err}"),
+        }
+    }
+}
+
+fn n_of(frame: &Value) -> u64 {
+    let envelope: Value =
+        serde_json::from_str(frame["envelope"].as_str().expect("envelope string")).expect("JSON");
+    envelope["payload"]["n"].as_u64().expect("n")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_reach_only_their_user_and_session_with_a_valid_signature() {
+    let s = Stack::start(&[]).await;
+    let (a1, user_a, session_a1) = s.sign_in("ann@example.org").await;
+    let (a2, _, _) = s.sign_in("ann@example.org").await;
+    let (b, user_b, _) = s.guest("Bo").await;
+    let mut ws_a1 = s.ws(&a1, "").await;
+    let mut ws_a2 = s.ws(&a2, "").await;
+    let mut ws_b = s.ws(&b, "").await;
+    s.publish(user_a, None, 1);
+    s.publish(user_a, Some(session_a1), 2);
+    s.publish(user_b, None, 3);
+    assert_eq!(n_of(&next_json(&mut ws_a1).await), 1);
+    assert_eq!(n_of(&next_json(&mut ws_a1).await), 2);
+    assert_eq!(n_of(&next_json(&mut ws_a2).await), 1);
+    let third = next_json(&mut ws_b).await;
+    assert_eq!(n_of(&third), 3, "user B sees only its own event");
+    s.publish(user_a, None, 4);
+    assert_eq!(
+        n_of(&next_json(&mut ws_a2).await),
+        4,
+        "session-only event 2 skipped A2"
+    );
+
+    // The signature verifies with the published key, and not after a flip.
+    let (status, keys) = s
+        .send(
+            reqwest::Method::GET,
+            "/.well-known/turnbase-signing-keys",
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let key = &keys["keys"][0];
+    assert_eq!(key["kid"], third["kid"]);
+    assert_eq!(
+        (key["kty"].as_str(), key["crv"].as_str()),
+        (Some("OKP"), Some("Ed25519"))
+    );
+    let x = URL_SAFE_NO_PAD
+        .decode(key["x"].as_str().expect("x"))
+        .expect("b64");
+    let public = VerifyingKey::from_bytes(&x.try_into().expect("32 bytes")).expect("key");
+    let sig = URL_SAFE_NO_PAD
+        .decode(third["sig"].as_str().expect("sig"))
+        .expect("b64");
+    let sig = Signature::from_slice(&sig).expect("64 bytes");
+    let envelope = third["envelope"]
+        .as_str()
+        .expect("string")
+        .as_bytes()
+        .to_vec();
+    assert!(public.verify(&envelope, &sig).is_ok());
+    let mut flipped = envelope.clone();
+    flipped[10] ^= 1;
+    assert!(public.verify(&flipped, &sig).is_err());
+    let parsed: Value = serde_json::from_slice(&envelope).expect("JSON");
+    assert_eq!(parsed["user_id"], user_b.to_string());
+    assert_eq!(parsed["kind"], "game.turn");
+    assert_eq!(parsed["event_id"], "e3");
+    assert_eq!(parsed["id"], third["id"]);
+    for field in ["request_id", "trace_id", "published_at"] {
+        assert!(parsed[field].is_string(), "{field}: {parsed}");
+    }
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resume_within_the_window_is_exact_and_past_it_is_a_resync() {
+    let s = Stack::start(&[("GATEWAY_RESUME_MAX_EVENTS", "4")]).await;
+    let (token, user, _) = s.guest("Resumer").await;
+    let mut ws = s.ws(&token, "").await;
+    s.publish(user, None, 1);
+    s.publish(user, None, 2);
+    let _ = next_json(&mut ws).await;
+    let second = next_json(&mut ws).await;
+    let last = second["id"].as_str().expect("id").to_string();
+    drop(ws);
+    s.publish(user, None, 3);
+    s.publish(user, None, 4);
+    let mut back = s.ws(&token, &format!("?resume={last}")).await;
+    assert_eq!(n_of(&next_json(&mut back).await), 3);
+    assert_eq!(n_of(&next_json(&mut back).await), 4);
+    s.publish(user, None, 5);
+    assert_eq!(
+        n_of(&next_json(&mut back).await),
+        5,
+        "then live, nothing twice"
+    );
+
+    // The resume message works too, as the first thing a client sends.
+    let mut by_message = s.ws(&token, "").await;
+    by_message
+        .send(Message::Text(
+            json!({"type": "resume", "id": last}).to_string().into(),
+        ))
+        .await
+        .expect("send");
+    let got: Vec<u64> = vec![
+        n_of(&next_json(&mut by_message).await),
+        n_of(&next_json(&mut by_message).await),
+        n_of(&next_json(&mut by_message).await),
+    ];
+    assert_eq!(got, [3, 4, 5]);
+
+    // SSE with Last-Event-ID.
+    let response = s
+        .client
+        .get(format!("{}/api/v1/events", s.edge))
+        .bearer_auth(&token)
+        .header("accept", "text/event-stream")
+        .header("last-event-id", &last)
+        .send()
+        .await
+        .expect("SSE");
+    assert_eq!(response.status(), StatusCode::OK);
+    let text = read_sse(response, 3).await;
+    let ns: Vec<u64> = sse_data(&text).iter().map(n_of).collect();
+    assert_eq!(ns, [3, 4, 5]);
+    for block in text.split("\n\n").filter(|b| b.contains("event: event")) {
+        let id = block
+            .lines()
+            .find_map(|l| l.strip_prefix("id: "))
+            .expect("an id line");
+        let data: Value = serde_json::from_str(
+            block
+                .lines()
+                .find_map(|l| l.strip_prefix("data: "))
+                .expect("data"),
+        )
+        .expect("JSON");
+        assert_eq!(data["id"], id, "the SSE id is the envelope id");
+    }
+
+    // Past the window (4 envelopes): a resync, not a partial replay.
+    for n in 6..=10 {
+        s.publish(user, None, n);
+    }
+    let mut late = s.ws(&token, &format!("?resume={last}")).await;
+    let first = next_json(&mut late).await;
+    assert_eq!(first["type"], "resync", "{first}");
+    s.stop().await;
+}
+
+/// Reads an SSE body until `events` data lines of type event arrived.
+async fn read_sse(mut response: reqwest::Response, events: usize) -> String {
+    let mut text = String::new();
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while text.matches("event: event").count() < events {
+        let chunk = tokio::time::timeout_at(deadline, response.chunk())
+            .await
+            .expect("SSE data in time")
+            .expect("no error")
+            .expect("the stream stays open");
+        text.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    text
+}
+
+fn sse_data(text: &str) -> Vec<Value> {
+    text.split("\n\n")
+        .filter(|block| block.contains("event: event"))
+        .filter_map(|block| {
+            block
+                .lines()
+                .find_map(|l| l.strip_prefix("data: "))
+                .and_then(|d| serde_json::from_str(d).ok())
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revoking_a_session_closes_its_connections_within_a_second() {
+    let s = Stack::start(&[]).await;
+    let (a1, _, session_a1) = s.sign_in("cy@example.org").await;
+    let (a2, _, _) = s.sign_in("cy@example.org").await;
+    let mut ws_a1 = s.ws(&a1, "").await;
+    let mut ws_a2 = s.ws(&a2, "").await;
+    let sse = s
+        .client
+        .get(format!("{}/api/v1/events", s.edge))
+        .bearer_auth(&a1)
+        .header("accept", "text/event-stream")
+        .send()
+        .await
+        .expect("SSE");
+    let (status, _) = s
+        .send(
+            reqwest::Method::DELETE,
+            &format!("/api/v1/user/sessions/{session_a1}"),
+            Some(&a2),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT, "revoked through the edge");
+    assert_eq!(close_code(&mut ws_a1, Duration::from_secs(1)).await, 4001);
+    let body = tokio::time::timeout(Duration::from_secs(1), sse.text())
+        .await
+        .expect("the SSE stream ends within a second")
+        .expect("body");
+    assert!(body.contains("event: revoked"), "{body}");
+    // The other session is untouched, and the revoked token is refused.
+    s.publish(s_user(&s, &a2).await, None, 1);
+    assert_eq!(n_of(&next_json(&mut ws_a2).await), 1);
+    let url = format!("{}/api/v1/events", s.edge.replacen("http://", "ws://", 1));
+    let mut request = url.into_client_request().expect("request");
+    request.headers_mut().insert(
+        "authorization",
+        format!("Bearer {a1}").parse().expect("header"),
+    );
+    match tokio_tungstenite::connect_async(request).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(r)) => assert_eq!(r.status(), 401),
+        other => panic!(
+            "expected 401 before the upgrade, got {:?}",
+            other.map(|_| ())
+        ),
+    }
+    s.stop().await;
+}
+
+async fn s_user(s: &Stack, token: &str) -> Uuid {
+    let (_, me) = s
+        .send(reqwest::Method::GET, "/api/v1/user/me", Some(token), None)
+        .await;
+    me["id"].as_str().expect("id").parse().expect("uuid")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_client_is_closed_while_a_fast_one_keeps_up() {
+    let s = Stack::start(&[
+        ("GATEWAY_CLIENT_QUEUE_MESSAGES", "64"),
+        ("GATEWAY_CLIENT_QUEUE_BYTES", "2MiB"),
+    ])
+    .await;
+    let (token, user, _) = s.guest("Twins").await;
+    let mut fast = s.ws(&token, "").await;
+    let mut slow = s.ws(&token, "").await;
+    // 400 events of ~60 KB: far more than the slow socket's buffers hold.
+    let pad = "x".repeat(60_000);
+    let total = 400u64;
+    let reader = tokio::spawn(async move {
+        let mut got = Vec::new();
+        while got.len() < total as usize {
+            let frame = next_json(&mut fast).await;
+            got.push(n_of(&frame));
+        }
+        got
+    });
+    for n in 0..total {
+        s.app()
+            .push
+            .publish_client_event(ClientEventInput {
+                user_id: user,
+                device_session_id: None,
+                kind: "big".into(),
+                payload: Bytes::from(format!("{{\"n\":{n},\"pad\":\"{pad}\"}}")),
+                event_id: String::new(),
+                request_id: String::new(),
+                trace_id: String::new(),
+            })
+            .expect("published");
+        // Paced so that a reading client keeps up with room to spare.
+        if n % 8 == 7 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+    let got = tokio::time::timeout(Duration::from_secs(60), reader)
+        .await
+        .expect("the fast client keeps up")
+        .expect("reader");
+    assert_eq!(got, (0..total).collect::<Vec<_>>(), "every event, in order");
+    assert_eq!(close_code(&mut slow, Duration::from_secs(30)).await, 4008);
+    let metrics = s
+        .gateway
+        .as_ref()
+        .and_then(|g| g.metrics_addr)
+        .expect("metrics");
+    let text = s
+        .client
+        .get(format!("http://{metrics}/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    assert!(text.contains("edge_slow_client_closes_total 1"), "{text}");
+    assert!(text.contains("edge_events_sent_total"), "{text}");
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversize_messages_get_1009_and_bad_credentials_401_before_upgrade() {
+    let s = Stack::start(&[
+        ("GATEWAY_WS_MAX_MESSAGE", "4KiB"),
+        ("GATEWAY_TICKET_TTL", "1s"),
+    ])
+    .await;
+    let (token, _, _) = s.guest("Big").await;
+    let mut ws = s.ws(&token, "").await;
+    ws.send(Message::Text("y".repeat(8 * 1024).into()))
+        .await
+        .expect("send");
+    assert_eq!(close_code(&mut ws, PATIENCE).await, 1009);
+
+    let ws_status = |query: String, token: Option<String>| {
+        let edge = s.edge.clone();
+        async move {
+            let url = format!(
+                "{}/api/v1/events{query}",
+                edge.replacen("http://", "ws://", 1)
+            );
+            let mut request = url.into_client_request().expect("request");
+            if let Some(t) = token {
+                request.headers_mut().insert(
+                    "authorization",
+                    format!("Bearer {t}").parse().expect("header"),
+                );
+            }
+            match tokio_tungstenite::connect_async(request).await {
+                Ok(_) => 101,
+                Err(tokio_tungstenite::tungstenite::Error::Http(r)) => r.status().as_u16(),
+                Err(other) => panic!("{other}"),
+            }
+        }
+    };
+    assert_eq!(ws_status(String::new(), None).await, 401, "absent");
+    assert_eq!(
+        ws_status(String::new(), Some("tbs_garbage".into())).await,
+        401,
+        "garbage"
+    );
+    assert_eq!(
+        ws_status("?ticket=tbt_nope".into(), None).await,
+        401,
+        "unknown ticket"
+    );
+    let (status, body) = s
+        .send(
+            reqwest::Method::POST,
+            "/api/v1/user/events/ticket",
+            Some(&token),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let ticket = body["ticket"].as_str().expect("ticket").to_string();
+    assert_eq!(ws_status(format!("?ticket={ticket}"), None).await, 101);
+    assert_eq!(
+        ws_status(format!("?ticket={ticket}"), None).await,
+        401,
+        "used once"
+    );
+    let (_, body) = s
+        .send(
+            reqwest::Method::POST,
+            "/api/v1/user/events/ticket",
+            Some(&token),
+            None,
+        )
+        .await;
+    let expired = body["ticket"].as_str().expect("ticket").to_string();
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(
+        ws_status(format!("?ticket={expired}"), None).await,
+        401,
+        "expired"
+    );
+    let (status, _) = s
+        .send(
+            reqwest::Method::POST,
+            "/api/v1/user/events/ticket",
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forwarding_hides_admin_and_internal_routes_and_limits_rates() {
+    let s = Stack::start(&[("GATEWAY_RATE_PER_IP", "12/1m")]).await;
+    let (token, _, _) = s.guest("Fwd").await;
+    let (status, info) = s
+        .send(reqwest::Method::GET, "/api/v1/public/info", None, None)
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(info["name"], "turnbase");
+    let (status, me) = s
+        .send(reqwest::Method::GET, "/api/v1/user/me", Some(&token), None)
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(me["display_name"], "Fwd");
+    for path in [
+        "/api/v1/admin/accounts",
+        "/api/v1/internal/sessions/resolve",
+    ] {
+        let (status, body) = s.send(reqwest::Method::GET, path, Some(&token), None).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{path}: {body}");
+        assert_eq!(body["error"]["code"], "not_found");
+    }
+    // The backend is reachable directly, so 404 above is the edge's doing.
+    let direct = s
+        .client
+        .get(format!("http://{}/api/v1/admin/accounts", s.backend_http))
+        .send()
+        .await
+        .expect("direct");
+    assert_eq!(direct.status(), StatusCode::UNAUTHORIZED);
+    let mut limited = None;
+    for _ in 0..12 {
+        let response = s
+            .client
+            .get(format!("{}/api/v1/public/info", s.edge))
+            .send()
+            .await
+            .expect("request");
+        if response.status() == StatusCode::TOO_MANY_REQUESTS {
+            limited = response
+                .headers()
+                .get("retry-after")
+                .and_then(|v| v.to_str().ok())
+                .map(String::from);
+            break;
+        }
+    }
+    assert!(
+        limited.is_some_and(|r| r.parse::<u64>().is_ok()),
+        "429 with Retry-After"
+    );
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_routes_pass_when_exposed() {
+    let s = Stack::start(&[("GATEWAY_EXPOSE_ADMIN", "true")]).await;
+    let (status, body) = s
+        .send(reqwest::Method::GET, "/api/v1/admin/accounts", None, None)
+        .await;
+    assert_eq!(
+        status,
+        StatusCode::UNAUTHORIZED,
+        "forwarded to the backend's guard: {body}"
+    );
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backend_restart_means_reconnect_and_resync_without_duplicates() {
+    let mut s = Stack::start(&[]).await;
+    let (token, user, _) = s.guest("Survivor").await;
+    let mut ws = s.ws(&token, "").await;
+    s.publish(user, None, 1);
+    assert_eq!(n_of(&next_json(&mut ws).await), 1);
+    // Restart the backend on the same addresses and database.
+    let old = s.app.take().expect("running");
+    old.shutdown().await;
+    let config = backend_config(
+        &s.db,
+        &s.backend_http.to_string(),
+        &s.backend_push.to_string(),
+    );
+    let telemetry = Telemetry::init(&config.telemetry).expect("telemetry");
+    s.app = Some(
+        App::start(config, telemetry, "test")
+            .await
+            .expect("restarts"),
+    );
+    let resync = next_json(&mut ws).await;
+    assert_eq!(resync["type"], "resync", "{resync}");
+    s.publish(user, None, 2);
+    let next = next_json(&mut ws).await;
+    assert_eq!(n_of(&next), 2, "live again, nothing repeated: {next}");
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graceful_stop_tells_clients_to_reconnect() {
+    let mut s = Stack::start(&[]).await;
+    let (token, _, _) = s.guest("Leaver").await;
+    let mut ws = s.ws(&token, "").await;
+    let sse = s
+        .client
+        .get(format!("{}/api/v1/events", s.edge))
+        .bearer_auth(&token)
+        .header("accept", "text/event-stream")
+        .send()
+        .await
+        .expect("SSE");
+    let gateway = s.gateway.take().expect("running");
+    let stopping = tokio::spawn(gateway.shutdown());
+    assert_eq!(close_code(&mut ws, PATIENCE).await, 1001);
+    let body = tokio::time::timeout(PATIENCE, sse.text())
+        .await
+        .expect("the SSE stream ends")
+        .expect("body");
+    assert!(body.contains("event: reconnect"), "{body}");
+    assert!(body.contains("retry: 1000"), "{body}");
+    let report = stopping.await.expect("joined");
+    assert!(report.is_clean(), "{report:?}");
+    let order: Vec<&str> = report.components.iter().map(|c| c.name).collect();
+    assert_eq!(
+        order,
+        ["gateway-metrics", "gateway-http", "gateway-push-client"],
+        "the push stream closes last"
+    );
+    s.stop().await;
+}
