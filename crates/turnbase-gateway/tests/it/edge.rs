@@ -50,6 +50,14 @@ fn backend_config(db: &TestDb, http: &str, push: &str) -> Config {
         ("BACKEND_LOG_LEVEL".into(), "warn".into()),
         ("BACKEND_INTERNAL_TOKEN".into(), SECRET.into()),
         ("BACKEND_TRUSTED_PROXIES".into(), "127.0.0.1".into()),
+        (
+            "BACKEND_GEOIP_DB".into(),
+            concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/../../testdata/geo/GeoLite2-Country-Test.mmdb"
+            )
+            .into(),
+        ),
         // Keeps a Prometheus registry, which the gateway's listener serves.
         ("BACKEND_METRICS_ADDR".into(), "127.0.0.1:0".into()),
     ];
@@ -719,6 +727,37 @@ async fn forwarding_hides_admin_and_internal_routes_and_limits_rates() {
         .await
         .expect("direct");
     assert_eq!(direct.status(), StatusCode::UNAUTHORIZED);
+    // The client's address reaches the backend: the test client is on
+    // loopback (trusted by this backend, like the gateway), so the address
+    // it forwards is the one the backend sees.
+    let signed_up = s
+        .client
+        .post(format!("{}/api/v1/public/auth/guest", s.edge))
+        .header("x-forwarded-for", "81.2.69.160")
+        .json(&json!({ "display_name": "Far" }))
+        .send()
+        .await
+        .expect("request");
+    let body: Value = signed_up.json().await.expect("json");
+    assert_eq!(body["session"]["country"], "GB", "{body}");
+    let metrics = s
+        .gateway
+        .as_ref()
+        .and_then(|g| g.metrics_addr)
+        .expect("metrics");
+    let text = s
+        .client
+        .get(format!("http://{metrics}/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        text.contains("edge_request_duration_seconds_bucket"),
+        "{text}"
+    );
     let mut limited = None;
     for _ in 0..12 {
         let response = s
