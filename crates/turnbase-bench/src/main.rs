@@ -1,6 +1,7 @@
 //! `turnbase-bench`: Turnbase's benchmarks, one mode each.
 //!
-//! `turnbase-bench api` measures guest sign-ups and authenticated requests
+//! `turnbase-bench fanout` measures live-event fan-out through the gateway
+//! against NATS. `turnbase-bench api` measures guest sign-ups and authenticated requests
 //! through the backend's HTTP API. `turnbase-bench mail` measures the mail outbox and worker against a
 //! plain pooled SMTP sender. `turnbase-bench push` measures the push pipeline (publisher → gRPC over
 //! loopback → gateway push client) against NATS core pub/sub in the same
@@ -9,6 +10,7 @@
 //! are measured on their own.
 
 mod api;
+mod fanout;
 mod mail;
 mod nats;
 mod probe;
@@ -31,6 +33,14 @@ enum Mode {
     Mail(mail::MailArgs),
     /// Guest sign-ups and authenticated `GET /me` through the backend's HTTP API.
     Api(api::ApiArgs),
+    /// 10,000 WebSocket clients fed through the gateway, against NATS over WebSocket.
+    Fanout(fanout::FanoutArgs),
+    /// Child: a backend and gateway for the fan-out benchmark.
+    #[command(hide = true)]
+    FanoutServer(fanout::ServerArgs),
+    /// Child: a NATS publisher for the fan-out benchmark.
+    #[command(hide = true)]
+    FanoutNatsPublisher(fanout::NatsPublisherArgs),
     /// Child: a backend serving the API benchmark.
     #[command(hide = true)]
     ApiBackend(api::BackendArgs),
@@ -65,6 +75,9 @@ fn main() -> std::process::ExitCode {
             Mode::Push(args) => push::run(args).await,
             Mode::Mail(args) => mail::run(args).await,
             Mode::Api(args) => api::run(args).await,
+            Mode::Fanout(args) => fanout::run(args).await,
+            Mode::FanoutServer(args) => fanout::server(args).await,
+            Mode::FanoutNatsPublisher(args) => fanout::nats_publisher(args).await,
             Mode::ApiBackend(args) => api::backend(args).await,
             Mode::PushPublisher(args) => push::publisher(args).await,
             Mode::PushSubscriber(args) => push::subscriber(args).await,

@@ -166,6 +166,17 @@ impl ChildProc {
         serde_json::from_str(&line).with_context(|| format!("unexpected child output: {line}"))
     }
 
+    /// Sends the child one JSON line on its stdin.
+    pub async fn send(&mut self, value: &impl Serialize) -> anyhow::Result<()> {
+        use tokio::io::AsyncWriteExt as _;
+        let stdin = self.stdin.as_mut().context("the child's stdin is closed")?;
+        let mut line = serde_json::to_vec(value)?;
+        line.push(b'\n');
+        stdin.write_all(&line).await?;
+        stdin.flush().await?;
+        Ok(())
+    }
+
     /// Closes the child's stdin, telling it to finish.
     pub fn finish(&mut self) {
         self.stdin.take();

@@ -6,6 +6,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use axum::serve::ListenerExt as _;
 use turnbase_core::http::{HttpMetrics, bind, text_response};
 use turnbase_core::lifecycle::{Lifecycle, ShutdownReport};
 use turnbase_core::readiness::{Readiness, ReadyFlag};
@@ -195,6 +196,12 @@ impl Gateway {
         let draining = hub.clone();
         lifecycle.spawn("gateway-http", None, move |stop| async move {
             let closing = edge.clone();
+            // Envelopes are small writes that must leave at once: no Nagle.
+            let listener = listener.tap_io(|tcp| {
+                if let Err(err) = tcp.set_nodelay(true) {
+                    tracing::debug!(%err, "cannot set TCP_NODELAY");
+                }
+            });
             axum::serve(
                 listener,
                 app.into_make_service_with_connect_info::<SocketAddr>(),

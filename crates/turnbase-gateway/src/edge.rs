@@ -17,7 +17,7 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
 use axum::{Json, Router};
-use futures::Stream;
+use futures::{SinkExt, Stream};
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use opentelemetry::KeyValue;
 use opentelemetry::metrics::{Histogram, Meter};
@@ -441,8 +441,11 @@ async fn events(
         return ws
             .max_message_size(limits.max_message)
             .max_frame_size(limits.max_message)
-            .read_buffer_size(4 * 1024)
-            .write_buffer_size(0)
+            // Small buffers: most connections are idle most of the time.
+            // Writes are batched by the connection loop and flushed at the
+            // end of each batch.
+            .read_buffer_size(1024)
+            .write_buffer_size(16 * 1024)
             .on_upgrade(move |socket| websocket(edge, socket, session, token, resume));
     }
     let wants_sse = headers
@@ -458,6 +461,9 @@ async fn events(
     }
     sse(edge, session, token, resume).into_response()
 }
+
+/// The most queued messages one write carries.
+const WRITE_BATCH: usize = 64;
 
 fn start(resume: Option<String>) -> Start {
     match resume.filter(|r| !r.is_empty()) {
@@ -513,17 +519,33 @@ async fn websocket(
                 break;
             }
             message = conn.rx.recv() => {
-                let Some(message) = message else { break };
-                conn.sent(&message);
-                let frame = match &message {
-                    Outbound::Event { frame, .. } => frame.clone(),
-                    Outbound::Resync { reason } => control("resync", reason),
-                };
-                if socket.send(Message::Text(frame)).await.is_err() {
+                let Some(first) = message else { break };
+                // Whatever else is queued goes out in the same write.
+                let mut next = Some(first);
+                let (mut batch, mut resync, mut failed) = (0, false, false);
+                while let Some(message) = next.take() {
+                    conn.sent(&message);
+                    let frame = match &message {
+                        Outbound::Event(sealed) => sealed.frame.clone(),
+                        Outbound::Resync(reason) => {
+                            resync = true;
+                            control("resync", reason)
+                        }
+                    };
+                    if socket.feed(Message::Text(frame)).await.is_err() {
+                        failed = true;
+                        break;
+                    }
+                    batch += 1;
+                    if batch < WRITE_BATCH {
+                        next = conn.rx.try_recv().ok();
+                    }
+                }
+                if failed || SinkExt::flush(&mut socket).await.is_err() {
                     break;
                 }
                 sent_any = true;
-                if matches!(message, Outbound::Resync { .. }) && !still_valid(&edge, token.as_deref()).await {
+                if resync && !still_valid(&edge, token.as_deref()).await {
                     let r = CloseReason::Revoked;
                     let _ = socket.send(close(r.code(), r.text())).await;
                     break;
@@ -625,8 +647,8 @@ fn sse(
                 let message = message?;
                 s.conn.sent(&message);
                 match message {
-                    Outbound::Event { id, frame } => Event::default().id(&*id).event("event").data(frame.as_str()),
-                    Outbound::Resync { reason } => {
+                    Outbound::Event(sealed) => Event::default().id(&*sealed.id).event("event").data(sealed.frame.as_str()),
+                    Outbound::Resync(reason) => {
                         if !still_valid(&s.edge, s.token.as_deref()).await {
                             s.conn.state.close(CloseReason::Revoked);
                         }

@@ -59,18 +59,27 @@ impl CloseReason {
     }
 }
 
-/// Something queued for a connection.
+/// A signed envelope ready to send, shared by every connection of its
+/// user and by the resume window.
+#[derive(Debug)]
+pub struct Sealed {
+    pub id: Arc<str>,
+    pub frame: Utf8Bytes,
+}
+
+/// Something queued for a connection. Kept to two words, since every
+/// connection's queue reserves room for a block of them.
 #[derive(Debug, Clone)]
 pub enum Outbound {
-    Event { id: Arc<str>, frame: Utf8Bytes },
-    Resync { reason: &'static str },
+    Event(Arc<Sealed>),
+    Resync(&'static str),
 }
 
 impl Outbound {
     fn size(&self) -> usize {
         match self {
-            Outbound::Event { frame, .. } => frame.len(),
-            Outbound::Resync { .. } => 64,
+            Outbound::Event(sealed) => sealed.frame.len(),
+            Outbound::Resync(_) => 64,
         }
     }
 }
@@ -126,7 +135,7 @@ impl Connection {
         self.state
             .queued
             .fetch_sub(message.size(), Ordering::Relaxed);
-        if let (Some(m), Outbound::Event { .. }) = (&self.hub.metrics, message) {
+        if let (Some(m), Outbound::Event(_)) = (&self.hub.metrics, message) {
             m.sent.add(1, &[]);
         }
     }
@@ -139,9 +148,8 @@ impl Drop for Connection {
 }
 
 struct Stored {
-    id: Arc<str>,
+    sealed: Arc<Sealed>,
     session: Option<Uuid>,
-    frame: Utf8Bytes,
     at: Instant,
 }
 
@@ -230,24 +238,15 @@ impl Hub {
             let entry = shard.entry(user).or_default();
             self.expire(entry);
             if let Start::Resume(after) = start {
-                match entry.window.iter().position(|s| *s.id == *after) {
+                match entry.window.iter().position(|s| *s.sealed.id == *after) {
                     Some(at) => {
                         for stored in entry.window.iter().skip(at + 1) {
                             if stored.session.is_none_or(|s| s == session) {
-                                let message = Outbound::Event {
-                                    id: stored.id.clone(),
-                                    frame: stored.frame.clone(),
-                                };
-                                self.offer(&conn, message);
+                                self.offer(&conn, Outbound::Event(stored.sealed.clone()));
                             }
                         }
                     }
-                    None => self.offer(
-                        &conn,
-                        Outbound::Resync {
-                            reason: "resume_unavailable",
-                        },
-                    ),
+                    None => self.offer(&conn, Outbound::Resync("resume_unavailable")),
                 }
             }
             entry.conns.push(conn);
@@ -316,7 +315,7 @@ impl Hub {
             if !(too_old || too_many || too_big) {
                 break;
             }
-            entry.window_bytes -= front.frame.len();
+            entry.window_bytes -= front.sealed.frame.len();
             entry.window.pop_front();
         }
     }
@@ -324,24 +323,19 @@ impl Hub {
     /// Delivers an envelope to the user's connections (only those of
     /// `session` when it names one) and keeps it for resuming.
     pub fn deliver(&self, user: Uuid, session: Option<Uuid>, id: Arc<str>, frame: Utf8Bytes) {
+        let size = frame.len();
+        let sealed = Arc::new(Sealed { id, frame });
         let mut shard = self.shard(user);
         let entry = shard.entry(user).or_default();
         for conn in &entry.conns {
             if session.is_none_or(|s| s == conn.session) {
-                self.offer(
-                    conn,
-                    Outbound::Event {
-                        id: id.clone(),
-                        frame: frame.clone(),
-                    },
-                );
+                self.offer(conn, Outbound::Event(sealed.clone()));
             }
         }
-        entry.window_bytes += frame.len();
+        entry.window_bytes += size;
         entry.window.push_back(Stored {
-            id,
+            sealed,
             session,
-            frame,
             at: Instant::now(),
         });
         self.expire(entry);
@@ -369,7 +363,7 @@ impl Hub {
                 entry.window.clear();
                 entry.window_bytes = 0;
                 for conn in &entry.conns {
-                    self.offer(conn, Outbound::Resync { reason });
+                    self.offer(conn, Outbound::Resync(reason));
                 }
                 !entry.conns.is_empty()
             });
@@ -446,8 +440,8 @@ mod tests {
         while let Ok(m) = conn.rx.try_recv() {
             conn.sent(&m);
             out.push(match m {
-                Outbound::Event { id, .. } => id.to_string(),
-                Outbound::Resync { reason } => format!("resync:{reason}"),
+                Outbound::Event(sealed) => sealed.id.to_string(),
+                Outbound::Resync(reason) => format!("resync:{reason}"),
             });
         }
         out
