@@ -195,10 +195,10 @@ pub async fn run(args: FanoutArgs) -> anyhow::Result<()> {
         args.users, args.per_user, args.burst, args.payload
     );
     let ours = measure_ours(&args).await?;
-    print("turnbase", &ours);
+    print("turnbase", &ours, args.latency_load);
     let nats = match measure_nats(&args).await {
         Ok(r) => {
-            print("nats", &r);
+            print("nats", &r, args.latency_load);
             Some(r)
         }
         Err(e) => {
@@ -237,13 +237,14 @@ fn round2(x: f64) -> f64 {
     (x * 100.0).round() / 100.0
 }
 
-fn print(name: &str, r: &SystemResult) {
+fn print(name: &str, r: &SystemResult, share: f64) {
     println!(
-        "{name:>9}: peak {:>9.0} delivered/s ({:.2} s burst, server CPU {:.2} cores, load CPU {:.2}); at 50% ({:.0} events/s): p50 {:.2} ms, p99 {:.2} ms; {:.0} B per idle connection; {} closed",
+        "{name:>9}: peak {:>9.0} delivered/s ({:.2} s burst, server CPU {:.2} cores, load CPU {:.2}); at {:.0}% ({:.0} events/s): p50 {:.2} ms, p99 {:.2} ms; {:.0} B per idle connection; {} closed",
         r.delivered_per_sec,
         r.burst_seconds,
         r.server_cpu_cores_at_peak,
         r.load_cpu_cores_at_peak,
+        share * 100.0,
         r.rate_at_50pct,
         r.p50_ms,
         r.p99_ms,

@@ -568,12 +568,19 @@ async fn a_slow_client_is_closed_while_a_fast_one_keeps_up() {
                 .expect("open")
                 .expect("no error");
             let Message::Text(text) = message else {
-                assert!(!matches!(message, Message::Close(_)), "the fast client was closed after {} events", got.len());
+                assert!(
+                    !matches!(message, Message::Close(_)),
+                    "the fast client was closed after {} events",
+                    got.len()
+                );
                 continue;
             };
             let marker = "{\\\"n\\\":";
             let at = text.find(marker).expect("the payload's n") + marker.len();
-            let digits: String = text[at..].chars().take_while(char::is_ascii_digit).collect();
+            let digits: String = text[at..]
+                .chars()
+                .take_while(char::is_ascii_digit)
+                .collect();
             got.push(digits.parse::<u64>().expect("a number"));
         }
         got
