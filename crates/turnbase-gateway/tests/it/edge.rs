@@ -878,3 +878,90 @@ async fn graceful_stop_tells_clients_to_reconnect() {
     );
     s.stop().await;
 }
+
+/// What the backend receives from the edge. A capturing server stands in
+/// for the backend here only to observe the forwarded request itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forwarded_requests_carry_the_client_address_and_trace_context() {
+    use std::sync::{Arc, Mutex};
+    let seen: Arc<Mutex<Vec<(http::HeaderMap, String, String)>>> = Arc::default();
+    let capture = seen.clone();
+    let app = axum::Router::new().fallback(move |request: axum::extract::Request| {
+        let capture = capture.clone();
+        async move {
+            let (parts, body) = request.into_parts();
+            let bytes = axum::body::to_bytes(body, 1 << 20).await.expect("body");
+            capture.lock().expect("not poisoned").push((
+                parts.headers,
+                parts.uri.to_string(),
+                String::from_utf8_lossy(&bytes).to_string(),
+            ));
+            axum::Json(json!({ "ok": true }))
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let backend = listener.local_addr().expect("addr");
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let dir = tempfile_dir();
+    let env: Vec<(String, String)> = vec![
+        ("GATEWAY_HTTP_ADDR".into(), "127.0.0.1:0".into()),
+        ("GATEWAY_OTEL_TRACES_EXPORTER".into(), "none".into()),
+    ];
+    let defaults = [
+        ("GATEWAY_BACKEND_URL", format!("http://{backend}")),
+        // Nothing listens there; forwarding does not need the push stream.
+        ("GATEWAY_GRPC_PUSH_URL", "http://127.0.0.1:9".to_string()),
+        ("GATEWAY_INTERNAL_TOKEN", SECRET.to_string()),
+        (
+            "GATEWAY_SIGNING_KEY_FILE",
+            dir.join("key").display().to_string(),
+        ),
+    ];
+    let config = GatewayConfig::load(Profile::Up, env, None, &defaults).expect("config");
+    let telemetry = Telemetry::init(&config.telemetry).expect("telemetry");
+    let gateway = Gateway::start(config, telemetry, false, true)
+        .await
+        .expect("starts");
+    let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let response = reqwest::Client::new()
+        .post(format!(
+            "http://{}/api/v1/public/echo?x=1",
+            gateway.http_addr
+        ))
+        .header("traceparent", format!("00-{trace_id}-00f067aa0ba902b7-01"))
+        .header("x-forwarded-for", "203.0.113.9")
+        .header("connection", "keep-alive")
+        .body("hello backend")
+        .send()
+        .await
+        .expect("forwarded");
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(response.headers().contains_key("x-request-id"));
+    let (headers, uri, body) = seen.lock().expect("not poisoned").pop().expect("a request");
+    assert_eq!(uri, "/api/v1/public/echo?x=1");
+    assert_eq!(body, "hello backend");
+    assert_eq!(
+        headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()),
+        Some("203.0.113.9, 127.0.0.1"),
+        "the peer's address is appended"
+    );
+    let parent = headers
+        .get("traceparent")
+        .and_then(|v| v.to_str().ok())
+        .expect("trace context passed on");
+    assert!(parent.contains(trace_id), "the same trace: {parent}");
+    assert!(
+        headers.contains_key("x-request-id"),
+        "the request id goes along"
+    );
+    gateway.shutdown().await;
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+fn tempfile_dir() -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("tb-gw-{}", Uuid::now_v7()));
+    std::fs::create_dir_all(&dir).expect("a temporary folder");
+    dir
+}
