@@ -557,6 +557,11 @@ async fn a_slow_client_is_closed_while_a_fast_one_keeps_up() {
     // 1,000 events of ~20 KB: far more than the slow socket's buffers hold.
     let pad = "x".repeat(20_000);
     let total = 1000u64;
+    // The publisher never runs more than a few events ahead of the fast
+    // client, so only the client that does not read can overflow, however
+    // slow the machine.
+    let received = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let progress = received.clone();
     let reader = tokio::spawn(async move {
         // Reads the number without parsing 20 KB of JSON twice per
         // message, which a debug build could not keep up with.
@@ -582,6 +587,7 @@ async fn a_slow_client_is_closed_while_a_fast_one_keeps_up() {
                 .take_while(char::is_ascii_digit)
                 .collect();
             got.push(digits.parse::<u64>().expect("a number"));
+            progress.store(got.len() as u64, std::sync::atomic::Ordering::SeqCst);
         }
         got
     });
@@ -598,10 +604,15 @@ async fn a_slow_client_is_closed_while_a_fast_one_keeps_up() {
                 trace_id: String::new(),
             })
             .expect("published");
-        // Paced so that a reading client (in a debug build) keeps up with
-        // room to spare.
-        if n % 4 == 3 {
-            tokio::time::sleep(Duration::from_millis(10)).await;
+        if n % 8 == 7 {
+            let deadline = tokio::time::Instant::now() + PATIENCE;
+            while received.load(std::sync::atomic::Ordering::SeqCst) < n + 1 {
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "the fast client stalled at {n}"
+                );
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
         }
     }
     let got = tokio::time::timeout(Duration::from_secs(60), reader)
