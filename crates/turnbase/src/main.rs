@@ -87,7 +87,7 @@ fn main() -> ExitCode {
         Run::Backend => Profile::Backend,
         Run::Up | Run::Migrate => Profile::Up,
     };
-    let config = match Config::load(profile, std::env::vars(), cli.config.as_deref()) {
+    let mut config = match Config::load(profile, std::env::vars(), cli.config.as_deref()) {
         Ok(config) => config,
         Err(err) => {
             eprintln!("turnbase: {err}");
@@ -96,11 +96,16 @@ fn main() -> ExitCode {
     };
     // `up` runs the gateway too: its configuration is checked before
     // anything starts, like the backend's.
-    if matches!(run, Run::Up)
-        && let Err(err) = gateway_config_for_up(&config, None, cli.config.as_deref())
-    {
-        eprintln!("turnbase: {err}");
-        return ExitCode::from(2);
+    if matches!(run, Run::Up) {
+        match gateway_config_for_up(&config, None, cli.config.as_deref()) {
+            // One telemetry runtime serves both: keep a Prometheus
+            // registry when either listener wants one.
+            Ok(gateway) => config.telemetry.prometheus |= gateway.metrics_addr.is_some(),
+            Err(err) => {
+                eprintln!("turnbase: {err}");
+                return ExitCode::from(2);
+            }
+        }
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

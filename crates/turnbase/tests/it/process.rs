@@ -318,3 +318,26 @@ fn push_tail_rejects_a_bad_url() {
     assert_eq!(output.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&output.stderr).contains("--url"));
 }
+
+#[test]
+fn gateway_names_what_it_is_missing_and_exits_2() {
+    let output = command(&["gateway"], &[("GATEWAY_RATE_PER_IP", "lots".into())])
+        .output()
+        .expect("runs");
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    for expected in [
+        "GATEWAY_INTERNAL_TOKEN: is required but not set",
+        "GATEWAY_SIGNING_KEY_FILE: is required but not set",
+        "GATEWAY_RATE_PER_IP: \"lots\" is not a rate",
+    ] {
+        assert!(
+            stderr.contains(expected),
+            "missing {expected:?} in {stderr}"
+        );
+    }
+    assert!(
+        stderr.starts_with("turnbase: invalid configuration (3 problems)"),
+        "{stderr}"
+    );
+}
