@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use turnbase_core::config::{
     self, ConfigError, Reader, Secret, Source, VarSpec, parse_byte_size, parse_duration,
-    parse_list, parse_positive_duration, parse_socket_addr, parse_string, parse_u32_positive,
+    parse_list, parse_positive_duration, parse_rate, parse_socket_addr, parse_string,
+    parse_u32_positive,
 };
 use turnbase_core::telemetry::{
     TelemetryConfig, parse_exporter, parse_log_format, parse_log_level,
@@ -602,20 +603,6 @@ fn accounts_config(r: &mut Reader<'_>) -> AccountsSettings {
         guest_reap_interval: r.get("BACKEND_GUEST_REAP_INTERVAL", parse_positive_duration),
         flush_interval: r.get("BACKEND_ACCOUNTS_FLUSH_INTERVAL", parse_positive_duration),
     }
-}
-
-fn parse_rate(text: &str) -> Result<turnbase_accounts::Rate, String> {
-    let (count, per) = text
-        .split_once('/')
-        .ok_or_else(|| format!("{text:?} is not a rate like 5/15m"))?;
-    let count = count
-        .trim()
-        .parse::<u32>()
-        .ok()
-        .filter(|n| *n > 0)
-        .ok_or_else(|| format!("{text:?}: the count before / must be a whole number above zero"))?;
-    let per = parse_positive_duration(per.trim())?;
-    Ok(turnbase_accounts::Rate { count, per })
 }
 
 fn parse_internal_token(text: &str) -> Result<Secret<String>, String> {

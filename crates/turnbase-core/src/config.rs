@@ -454,6 +454,21 @@ pub fn parse_list(text: &str) -> Result<Vec<String>, String> {
 }
 
 /// Parses one of a fixed set of lower-case words.
+/// `count/period`, e.g. `5/15m`: a rate for [`crate::limiter::RateLimiter`].
+pub fn parse_rate(text: &str) -> Result<crate::limiter::Rate, String> {
+    let (count, per) = text
+        .split_once('/')
+        .ok_or_else(|| format!("{text:?} is not a rate like 5/15m"))?;
+    let count = count
+        .trim()
+        .parse::<u32>()
+        .ok()
+        .filter(|n| *n > 0)
+        .ok_or_else(|| format!("{text:?}: the count before / must be a whole number above zero"))?;
+    let per = parse_positive_duration(per.trim())?;
+    Ok(crate::limiter::Rate { count, per })
+}
+
 pub fn parse_choice<T: Copy>(text: &str, choices: &[(&str, T)]) -> Result<T, String> {
     let lower = text.to_ascii_lowercase();
     choices

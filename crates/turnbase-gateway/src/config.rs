@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use turnbase_core::config::{
     ConfigError, Reader, Secret, Source, VarSpec, parse_bool, parse_byte_size, parse_duration,
-    parse_positive_duration, parse_secret, parse_socket_addr, parse_string, parse_u32_positive,
+    parse_positive_duration, parse_rate, parse_secret, parse_socket_addr, parse_string,
+    parse_u32_positive,
 };
 use turnbase_core::limiter::Rate;
 use turnbase_core::telemetry::{
@@ -377,21 +378,6 @@ fn parse_size(text: &str) -> Result<usize, String> {
         0 => Err("must be greater than zero".into()),
         n => usize::try_from(n).map_err(|_| format!("{text:?} is too large")),
     }
-}
-
-/// `count/period`, e.g. `100/1s`.
-pub fn parse_rate(text: &str) -> Result<Rate, String> {
-    let (count, per) = text
-        .split_once('/')
-        .ok_or_else(|| format!("{text:?} is not a rate like 100/1s"))?;
-    let count = count
-        .trim()
-        .parse::<u32>()
-        .ok()
-        .filter(|n| *n > 0)
-        .ok_or_else(|| format!("{text:?}: the count before / must be a whole number above zero"))?;
-    let per = parse_positive_duration(per.trim())?;
-    Ok(Rate { count, per })
 }
 
 /// An `http://host:port` URL (TLS to the backend is not supported yet).
