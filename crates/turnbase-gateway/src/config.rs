@@ -499,6 +499,71 @@ mod tests {
         }
     }
 
+    fn gateway(profile: Profile, pairs: &[(&str, &str)]) -> Result<GatewayConfig, ConfigError> {
+        let defaults = [
+            ("GATEWAY_INTERNAL_TOKEN", "shared-secret".to_string()),
+            ("GATEWAY_SIGNING_KEY_FILE", "/data/key".to_string()),
+        ];
+        GatewayConfig::load(
+            profile,
+            pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())),
+            None,
+            &defaults,
+        )
+    }
+
+    #[test]
+    fn the_gateway_needs_its_secret_and_key_outside_up() {
+        let err = gateway(Profile::Gateway, &[]).expect_err("required");
+        let subjects: Vec<&str> = err.problems.iter().map(|p| p.subject.as_str()).collect();
+        assert_eq!(
+            subjects,
+            ["GATEWAY_INTERNAL_TOKEN", "GATEWAY_SIGNING_KEY_FILE"]
+        );
+        let c = gateway(Profile::Up, &[]).expect("up fills them");
+        assert_eq!(c.internal_token.expose(), "shared-secret");
+        assert!(
+            !format!("{c:?}").contains("shared-secret"),
+            "the secret is not printed"
+        );
+        assert_eq!(c.http_addr.to_string(), "127.0.0.1:8090");
+        assert_eq!(c.backend_url, "http://127.0.0.1:8080");
+        assert_eq!(c.rate_per_ip.count, 100);
+        assert_eq!(c.limits.queue_bytes, 1024 * 1024);
+        assert!(!c.expose_admin);
+    }
+
+    #[test]
+    fn invalid_edge_values_name_their_variable() {
+        let cases: &[(&str, &str, &str)] = &[
+            ("GATEWAY_RATE_PER_IP", "fast", "is not a rate"),
+            ("GATEWAY_RATE_PER_SESSION", "0/1s", "above zero"),
+            ("GATEWAY_CLIENT_QUEUE_BYTES", "0", "greater than zero"),
+            ("GATEWAY_RESUME_MAX_EVENTS", "many", "not"),
+            (
+                "GATEWAY_WS_PING_INTERVAL",
+                "2m",
+                "shorter than GATEWAY_WS_IDLE_TIMEOUT",
+            ),
+            ("GATEWAY_BACKEND_URL", "backend:8080", "not an http://"),
+            ("GATEWAY_EXPOSE_ADMIN", "perhaps", "is not a boolean"),
+            (
+                "GATEWAY_METRICS_ADDR",
+                "127.0.0.1:8090",
+                "is also GATEWAY_HTTP_ADDR",
+            ),
+        ];
+        for (name, value, expected) in cases {
+            let err = gateway(Profile::Up, &[(name, value)]).expect_err("refused");
+            assert_eq!(err.problems.len(), 1, "{name}={value}: {err}");
+            assert_eq!(err.problems[0].subject, *name, "{err}");
+            assert!(
+                err.problems[0].message.contains(expected),
+                "{name}={value}: {err}"
+            );
+        }
+    }
+
     #[test]
     fn readme_table_matches_the_variable_list() {
         let readme =
