@@ -486,6 +486,28 @@ async fn still_valid(edge: &Edge, token: Option<&str>) -> bool {
     }
 }
 
+/// Sends a close frame and waits briefly for the client's answer before
+/// the connection is dropped, as the closing handshake asks; dropping at
+/// once would make a client that still writes (a pong, say) see a reset
+/// instead of the close code.
+async fn goodbye(socket: &mut WebSocket, frame: Message) {
+    if socket.send(frame).await.is_err() {
+        return;
+    }
+    let _ = tokio::time::timeout(CLOSE_GRACE, async {
+        loop {
+            match socket.recv().await {
+                None | Some(Err(_)) | Some(Ok(Message::Close(_))) => break,
+                Some(Ok(_)) => {}
+            }
+        }
+    })
+    .await;
+}
+
+/// How long a closed connection waits for the client's close frame.
+const CLOSE_GRACE: Duration = Duration::from_secs(1);
+
 #[derive(Deserialize)]
 struct ClientMessage {
     r#type: String,
@@ -515,7 +537,7 @@ async fn websocket(
     loop {
         tokio::select! {
             reason = conn.state.closed() => {
-                let _ = socket.send(close(reason.code(), reason.text())).await;
+                goodbye(&mut socket, close(reason.code(), reason.text())).await;
                 break;
             }
             message = conn.rx.recv() => {
@@ -547,7 +569,7 @@ async fn websocket(
                 sent_any = true;
                 if resync && !still_valid(&edge, token.as_deref()).await {
                     let r = CloseReason::Revoked;
-                    let _ = socket.send(close(r.code(), r.text())).await;
+                    goodbye(&mut socket, close(r.code(), r.text())).await;
                     break;
                 }
             }
@@ -595,7 +617,7 @@ async fn websocket(
             }
             _ = ping.tick() => {
                 if last_heard.elapsed() > edge.limits.idle_timeout {
-                    let _ = socket.send(close(4000, "idle timeout")).await;
+                    goodbye(&mut socket, close(4000, "idle timeout")).await;
                     break;
                 }
                 if socket.send(Message::Ping(bytes::Bytes::new())).await.is_err() {

@@ -455,6 +455,10 @@ async fn resume_within_the_window_is_exact_and_past_it_is_a_resync() {
     for n in 6..=10 {
         s.publish(user, None, n);
     }
+    // Once a live client has them, the gateway's window has moved on.
+    for n in 6..=10 {
+        assert_eq!(n_of(&next_json(&mut back).await), n);
+    }
     let mut late = s.ws(&token, &format!("?resume={last}")).await;
     let first = next_json(&mut late).await;
     assert_eq!(first["type"], "resync", "{first}");
@@ -975,4 +979,36 @@ fn tempfile_dir() -> PathBuf {
     let dir = std::env::temp_dir().join(format!("tb-gw-{}", Uuid::now_v7()));
     std::fs::create_dir_all(&dir).expect("a temporary folder");
     dir
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pings_keep_a_live_client_open_and_silence_closes_with_4000() {
+    let s = Stack::start(&[
+        ("GATEWAY_WS_PING_INTERVAL", "100ms"),
+        ("GATEWAY_WS_IDLE_TIMEOUT", "400ms"),
+    ])
+    .await;
+    let (token, user, _) = s.guest("Pinger").await;
+    // A client that reads answers the pings (tungstenite does so as it
+    // reads), so it outlives the idle timeout several times over.
+    let mut live = s.ws(&token, "").await;
+    let until = tokio::time::Instant::now() + Duration::from_millis(1500);
+    let mut pings = 0;
+    while tokio::time::Instant::now() < until {
+        match tokio::time::timeout_at(until, live.next()).await {
+            Ok(Some(Ok(Message::Ping(_)))) => pings += 1,
+            Ok(Some(Ok(Message::Close(frame)))) => panic!("closed: {frame:?}"),
+            Ok(Some(Ok(_))) => {}
+            Ok(other) => panic!("ended: {other:?}"),
+            Err(_) => break,
+        }
+    }
+    assert!(pings >= 5, "pinged every 100 ms: {pings}");
+    s.publish(user, None, 1);
+    assert_eq!(n_of(&next_json(&mut live).await), 1, "still delivering");
+    // A client that never reads never answers: closed as idle.
+    let mut silent = s.ws(&token, "").await;
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert_eq!(close_code(&mut silent, PATIENCE).await, 4000);
+    s.stop().await;
 }
