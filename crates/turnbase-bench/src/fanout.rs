@@ -309,6 +309,90 @@ async fn connect_all(
     Ok(running)
 }
 
+/// The socket under a handshaken WebSocket client. From here on the load
+/// reads frames itself: server frames are unmasked and unfragmented, so
+/// this is a few comparisons per message, and the two systems under test
+/// get most of the shared CPU. Both are read the same way.
+fn raw(ws: Ws) -> anyhow::Result<tokio::net::TcpStream> {
+    match ws.into_inner() {
+        tokio_tungstenite::MaybeTlsStream::Plain(stream) => Ok(stream),
+        _ => anyhow::bail!("expected a plain TCP stream"),
+    }
+}
+
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// A masked client frame (clients must mask).
+fn client_frame(opcode: u8, payload: &[u8]) -> Vec<u8> {
+    let mask: [u8; 4] = rand::random();
+    let mut frame = vec![0x80 | opcode];
+    match payload.len() {
+        n if n < 126 => frame.push(0x80 | n as u8),
+        n => {
+            frame.push(0x80 | 126);
+            frame.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+    }
+    frame.extend_from_slice(&mask);
+    frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    frame
+}
+
+/// Reads frames until the connection ends, handing each data payload to
+/// `on_data`, which may ask for bytes to be sent back.
+async fn read_frames(
+    mut stream: tokio::net::TcpStream,
+    tally: Arc<Tally>,
+    mut on_data: impl FnMut(&[u8]) -> Option<Vec<u8>>,
+) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut buf = bytes::BytesMut::with_capacity(4096);
+    loop {
+        loop {
+            if buf.len() < 2 {
+                break;
+            }
+            let opcode = buf[0] & 0x0f;
+            let (len, header) = match buf[1] & 0x7f {
+                126 if buf.len() >= 4 => (usize::from(u16::from_be_bytes([buf[2], buf[3]])), 4),
+                127 if buf.len() >= 10 => {
+                    let mut n = [0u8; 8];
+                    n.copy_from_slice(&buf[2..10]);
+                    (
+                        usize::try_from(u64::from_be_bytes(n)).unwrap_or(usize::MAX),
+                        10,
+                    )
+                }
+                126 | 127 => break,
+                n => (usize::from(n), 2),
+            };
+            if buf.len() < header + len {
+                break;
+            }
+            let reply = match opcode {
+                0..=2 => on_data(&buf[header..header + len]),
+                8 => {
+                    tally.closed.fetch_add(1, Ordering::Relaxed);
+                    return;
+                }
+                9 => Some(client_frame(0xA, &buf[header..header + len])),
+                _ => None,
+            };
+            let _ = bytes::Buf::advance(&mut buf, header + len);
+            if let Some(bytes) = reply
+                && stream.write_all(&bytes).await.is_err()
+            {
+                return;
+            }
+        }
+        match stream.read_buf(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {}
+        }
+    }
+}
+
 /// Connects one client of ours; the returned task reads until the end.
 async fn our_client(
     url: String,
@@ -319,19 +403,15 @@ async fn our_client(
     request
         .headers_mut()
         .insert("authorization", format!("Bearer {token}").parse()?);
-    let (mut ws, _) = tokio_tungstenite::connect_async(request).await?;
+    let (ws, _) = tokio_tungstenite::connect_async(request).await?;
+    let stream = raw(ws)?;
     Ok(tokio::spawn(async move {
         let mut recorder = Recorder::new(tally.clone());
-        while let Some(Ok(message)) = ws.next().await {
-            match message {
-                Message::Text(text) => recorder.record(text.as_bytes()),
-                Message::Close(_) => {
-                    tally.closed.fetch_add(1, Ordering::Relaxed);
-                    break;
-                }
-                _ => {}
-            }
-        }
+        read_frames(stream, tally, |payload| {
+            recorder.record(payload);
+            None
+        })
+        .await;
     }))
 }
 
@@ -346,28 +426,25 @@ async fn nats_client(
         "CONNECT {{\"verbose\":false,\"pedantic\":false,\"protocol\":1}}\r\nSUB {subject} 1\r\nPING\r\n"
     );
     ws.send(Message::Binary(Bytes::from(hello))).await?;
-    // Wait for the PONG: subscribed.
+    // Wait for the PONG: subscribed. Nothing else is sent to us until a
+    // message is published, so no bytes are left behind in `ws`.
     let mut buffer: Vec<u8> = Vec::new();
     loop {
         let message = ws.next().await.context("closed before PONG")??;
         buffer.extend_from_slice(&message.into_data());
         if buffer.windows(4).any(|w| w == b"PONG") {
-            buffer.clear();
             break;
         }
     }
+    let stream = raw(ws)?;
     Ok(tokio::spawn(async move {
         let mut recorder = Recorder::new(tally.clone());
-        let mut buffer: VecDeque<u8> = VecDeque::new();
-        while let Some(Ok(message)) = ws.next().await {
-            if let Message::Close(_) = message {
-                tally.closed.fetch_add(1, Ordering::Relaxed);
-                break;
-            }
-            buffer.extend(message.into_data().iter());
+        let mut pending: VecDeque<u8> = VecDeque::new();
+        read_frames(stream, tally, move |data| {
+            pending.extend(data.iter());
             let mut pong = false;
             loop {
-                let bytes = buffer.make_contiguous();
+                let bytes = pending.make_contiguous();
                 let Some(eol) = bytes.windows(2).position(|w| w == b"\r\n") else {
                     break;
                 };
@@ -382,23 +459,15 @@ async fn nats_client(
                         break;
                     }
                     recorder.record(&bytes[eol + 2..eol + 2 + size]);
-                    buffer.drain(..eol + 2 + size + 2);
+                    pending.drain(..eol + 2 + size + 2);
                 } else {
-                    if line == b"PING" {
-                        pong = true;
-                    }
-                    buffer.drain(..eol + 2);
+                    pong |= line == b"PING";
+                    pending.drain(..eol + 2);
                 }
             }
-            if pong
-                && ws
-                    .send(Message::Binary(Bytes::from_static(b"PONG\r\n")))
-                    .await
-                    .is_err()
-            {
-                break;
-            }
-        }
+            pong.then(|| client_frame(0x2, b"PONG\r\n"))
+        })
+        .await;
     }))
 }
 
