@@ -379,7 +379,7 @@ async fn read_frames(
                 9 => Some(client_frame(0xA, &buf[header..header + len])),
                 _ => None,
             };
-            let _ = bytes::Buf::advance(&mut buf, header + len);
+            bytes::Buf::advance(&mut buf, header + len);
             if let Some(bytes) = reply
                 && stream.write_all(&bytes).await.is_err()
             {
