@@ -985,14 +985,16 @@ fn tempfile_dir() -> PathBuf {
 async fn pings_keep_a_live_client_open_and_silence_closes_with_4000() {
     let s = Stack::start(&[
         ("GATEWAY_WS_PING_INTERVAL", "100ms"),
-        ("GATEWAY_WS_IDLE_TIMEOUT", "400ms"),
+        // Generous, so that a loaded machine's scheduling hiccups do not
+        // look like silence.
+        ("GATEWAY_WS_IDLE_TIMEOUT", "1s"),
     ])
     .await;
     let (token, user, _) = s.guest("Pinger").await;
     // A client that reads answers the pings (tungstenite does so as it
     // reads), so it outlives the idle timeout several times over.
     let mut live = s.ws(&token, "").await;
-    let until = tokio::time::Instant::now() + Duration::from_millis(1500);
+    let until = tokio::time::Instant::now() + Duration::from_millis(2500);
     let mut pings = 0;
     while tokio::time::Instant::now() < until {
         match tokio::time::timeout_at(until, live.next()).await {
@@ -1003,12 +1005,12 @@ async fn pings_keep_a_live_client_open_and_silence_closes_with_4000() {
             Err(_) => break,
         }
     }
-    assert!(pings >= 5, "pinged every 100 ms: {pings}");
+    assert!(pings >= 10, "pinged every 100 ms: {pings}");
     s.publish(user, None, 1);
     assert_eq!(n_of(&next_json(&mut live).await), 1, "still delivering");
     // A client that never reads never answers: closed as idle.
     let mut silent = s.ws(&token, "").await;
-    tokio::time::sleep(Duration::from_millis(1000)).await;
+    tokio::time::sleep(Duration::from_millis(2000)).await;
     assert_eq!(close_code(&mut silent, PATIENCE).await, 4000);
     s.stop().await;
 }
