@@ -19,15 +19,7 @@ use turnbase_store::DatabaseOptions;
 
 pub const PREFIX: &str = "BACKEND_";
 
-macro_rules! var {
-    ($name:literal, $default:expr, $help:literal) => {
-        VarSpec {
-            name: $name,
-            default: $default,
-            help: $help,
-        }
-    };
-}
+use turnbase_core::var;
 
 /// Every backend variable. The README's configuration table is generated
 /// from this list, and a test keeps the two equal.

@@ -11,6 +11,19 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
+/// `var!("NAME", Some("default"), "meaning")`: one [`VarSpec`], written
+/// the way the processes' variable lists read best.
+#[macro_export]
+macro_rules! var {
+    ($name:literal, $default:expr, $help:literal) => {
+        $crate::config::VarSpec {
+            name: $name,
+            default: $default,
+            help: $help,
+        }
+    };
+}
+
 /// One configuration variable: its name, its default as text (parsed like a
 /// value from the environment) and a one-line meaning for the README table.
 #[derive(Debug, Clone, Copy)]

@@ -47,6 +47,29 @@ pub fn error_response(
     (status, axum::Json(body)).into_response()
 }
 
+/// 401 with `WWW-Authenticate: Bearer`.
+pub fn unauthorized_response(message: impl Into<String>) -> Response {
+    let mut response = error_response(StatusCode::UNAUTHORIZED, "unauthorized", message);
+    response
+        .headers_mut()
+        .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    response
+}
+
+/// 429 with `Retry-After` in whole seconds (at least one).
+pub fn rate_limited_response(wait: std::time::Duration) -> Response {
+    let secs = wait.as_secs().max(1);
+    let mut response = error_response(
+        StatusCode::TOO_MANY_REQUESTS,
+        "rate_limited",
+        format!("too many requests; try again in {secs} s"),
+    );
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    response
+}
+
 /// The default code for a status, used when a layer or the framework (not
 /// our handlers) produced the error.
 pub fn default_code(status: StatusCode) -> &'static str {

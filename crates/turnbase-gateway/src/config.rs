@@ -17,15 +17,7 @@ use turnbase_core::telemetry::{
 
 pub const PREFIX: &str = "GATEWAY_";
 
-macro_rules! var {
-    ($name:literal, $default:expr, $help:literal) => {
-        VarSpec {
-            name: $name,
-            default: $default,
-            help: $help,
-        }
-    };
-}
+use turnbase_core::var;
 
 /// Every gateway variable; the README table is checked against it.
 pub const VARIABLES: &[VarSpec] = &[

@@ -29,6 +29,7 @@ use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use turnbase_core::http::{
     HttpMetrics, error_response, inject_trace_context, normalize_errors, observe,
+    rate_limited_response, unauthorized_response,
 };
 use turnbase_core::limiter::RateLimiter;
 use turnbase_core::readiness::Readiness;
@@ -105,28 +106,11 @@ fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response
     error_response(status, code.to_string(), message)
 }
 
-fn unauthorized(message: &str) -> Response {
-    let mut r = error(StatusCode::UNAUTHORIZED, "unauthorized", message);
-    r.headers_mut()
-        .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-    r
-}
-
-fn too_many(wait: Duration) -> Response {
-    let secs = wait.as_secs().max(1);
-    let mut r = error(
-        StatusCode::TOO_MANY_REQUESTS,
-        "rate_limited",
-        format!("too many requests; try again in {secs} s"),
-    );
-    r.headers_mut()
-        .insert(header::RETRY_AFTER, HeaderValue::from(secs));
-    r
-}
-
 fn resolve_error(err: ResolveError) -> Response {
     match err {
-        ResolveError::Unauthorized => unauthorized("missing, unknown or revoked session token"),
+        ResolveError::Unauthorized => {
+            unauthorized_response("missing, unknown or revoked session token")
+        }
         ResolveError::Unavailable(why) => {
             tracing::warn!(%why, "cannot resolve a session");
             error(
@@ -217,7 +201,7 @@ async fn limit(
     next: axum::middleware::Next,
 ) -> Response {
     if let Err(wait) = edge.per_ip.check(peer.ip()) {
-        return too_many(wait);
+        return rate_limited_response(wait);
     }
     if request.uri().path().starts_with("/api/v1/user/")
         && let Some(token) = bearer(request.headers())
@@ -225,7 +209,7 @@ async fn limit(
             .per_session
             .check(Sha256::digest(token.as_bytes()).into())
     {
-        return too_many(wait);
+        return rate_limited_response(wait);
     }
     next.run(request).await
 }
@@ -365,7 +349,7 @@ async fn forward(
 /// token must never travel in a URL).
 async fn ticket(State(edge): State<Arc<Edge>>, headers: HeaderMap) -> Response {
     let Some(token) = bearer(&headers) else {
-        return unauthorized("missing Authorization: Bearer header");
+        return unauthorized_response("missing Authorization: Bearer header");
     };
     let session = match edge.resolver.resolve(token).await {
         Ok(s) => s,
@@ -424,10 +408,10 @@ async fn events(
             .remove(ticket);
         match found {
             Some((s, at)) if at.elapsed() < edge.ticket_ttl => (s, None),
-            _ => return unauthorized("unknown, used or expired ticket"),
+            _ => return unauthorized_response("unknown, used or expired ticket"),
         }
     } else {
-        return unauthorized(
+        return unauthorized_response(
             "send Authorization: Bearer <token>, or ?ticket= from POST /api/v1/user/events/ticket",
         );
     };
@@ -473,17 +457,22 @@ fn start(resume: Option<String>) -> Start {
 }
 
 /// After a resync the gateway checks the session again: events that would
-/// have revoked it may be among those lost.
-async fn still_valid(edge: &Edge, token: Option<&str>) -> bool {
-    match token {
-        Some(token) => !matches!(
-            edge.resolver.ask(token).await,
+/// have revoked it may be among those lost. The check runs beside the
+/// connection, so delivery never waits on the backend; a revoked session
+/// is closed like any other.
+fn revalidate(edge: &Arc<Edge>, token: Option<String>, state: Arc<crate::hub::ConnState>) {
+    // A ticket connection has no token to check again; its session is
+    // re-checked when it reconnects.
+    let Some(token) = token else { return };
+    let edge = edge.clone();
+    tokio::spawn(async move {
+        if matches!(
+            edge.resolver.ask(&token).await,
             Err(ResolveError::Unauthorized)
-        ),
-        // A ticket connection has no token to check again; its session is
-        // re-checked when it reconnects.
-        None => true,
-    }
+        ) {
+            state.close(CloseReason::Revoked);
+        }
+    });
 }
 
 /// Sends a close frame and waits briefly for the client's answer before
@@ -567,10 +556,8 @@ async fn websocket(
                     break;
                 }
                 sent_any = true;
-                if resync && !still_valid(&edge, token.as_deref()).await {
-                    let r = CloseReason::Revoked;
-                    goodbye(&mut socket, close(r.code(), r.text())).await;
-                    break;
+                if resync {
+                    revalidate(&edge, token.clone(), conn.state.clone());
                 }
             }
             incoming = socket.recv() => {
@@ -671,9 +658,7 @@ fn sse(
                 match message {
                     Outbound::Event(sealed) => Event::default().id(&*sealed.id).event("event").data(sealed.frame.as_str()),
                     Outbound::Resync(reason) => {
-                        if !still_valid(&s.edge, s.token.as_deref()).await {
-                            s.conn.state.close(CloseReason::Revoked);
-                        }
+                        revalidate(&s.edge, s.token.clone(), s.conn.state.clone());
                         Event::default().event("resync").data(control("resync", reason).as_str())
                     }
                 }

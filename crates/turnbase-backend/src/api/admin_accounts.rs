@@ -14,7 +14,7 @@ use uuid::Uuid;
 
 use super::auth::AdminSession;
 use super::user::SessionView;
-use super::{ApiError, AppState};
+use super::{ApiError, AppState, page};
 
 const MAX_LIMIT: i64 = 200;
 /// The longest range of days one counts request may cover.
@@ -136,17 +136,7 @@ async fn list_accounts(
             limit: limit + 1,
         })
         .await?;
-    let more = rows.len() as i64 > limit;
-    let items: Vec<AccountView> = rows
-        .into_iter()
-        .take(limit as usize)
-        .map(AccountView::from)
-        .collect();
-    let next = if more {
-        items.last().map(|a| a.id)
-    } else {
-        None
-    };
+    let (items, next) = page(rows, limit, |a: &AccountView| a.id);
     Ok(Json(AccountPage { items, next }))
 }
 
@@ -287,17 +277,7 @@ async fn audit_log(
 ) -> Result<Json<AuditPage>, ApiError> {
     let limit = page_limit(query.limit)?;
     let rows = state.accounts.audit_log(query.before, limit + 1).await?;
-    let more = rows.len() as i64 > limit;
-    let items: Vec<AuditView> = rows
-        .into_iter()
-        .take(limit as usize)
-        .map(AuditView::from)
-        .collect();
-    let next = if more {
-        items.last().map(|a| a.id)
-    } else {
-        None
-    };
+    let (items, next) = page(rows, limit, |a: &AuditView| a.id);
     Ok(Json(AuditPage { items, next }))
 }
 

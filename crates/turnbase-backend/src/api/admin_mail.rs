@@ -12,7 +12,7 @@ use utoipa_axum::routes;
 use uuid::Uuid;
 
 use super::auth::AdminSession;
-use super::{ApiError, AppState};
+use super::{ApiError, AppState, page};
 
 const STATUSES: &[&str] = &["pending", "retrying", "sending", "sent", "failed"];
 const MAX_LIMIT: i64 = 200;
@@ -147,17 +147,7 @@ async fn list_mail(
         })
         .await
         .map_err(|e| ApiError::Unexpected(e.into()))?;
-    let more = records.len() as i64 > limit;
-    let items: Vec<Delivery> = records
-        .into_iter()
-        .take(limit as usize)
-        .map(Delivery::from)
-        .collect();
-    let next = if more {
-        items.last().map(|d| d.id)
-    } else {
-        None
-    };
+    let (items, next) = page(records, limit, |d: &Delivery| d.id);
     Ok(Json(DeliveryPage { items, next }))
 }
 

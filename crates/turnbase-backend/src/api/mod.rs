@@ -14,7 +14,10 @@ use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::timeout::TimeoutLayer;
-use turnbase_core::http::{ErrorBody, HttpMetrics, error_response, normalize_errors, observe};
+use turnbase_core::http::{
+    ErrorBody, HttpMetrics, error_response, normalize_errors, observe, rate_limited_response,
+    unauthorized_response,
+};
 use turnbase_core::readiness::Readiness;
 use turnbase_store::{Database, InstanceInfo};
 use utoipa::OpenApi;
@@ -89,27 +92,8 @@ impl IntoResponse for ApiError {
             ApiError::Forbidden(message) => {
                 error_response(StatusCode::FORBIDDEN, "forbidden", message)
             }
-            ApiError::Unauthorized(message) => {
-                let mut response =
-                    error_response(StatusCode::UNAUTHORIZED, "unauthorized", message);
-                response.headers_mut().insert(
-                    http::header::WWW_AUTHENTICATE,
-                    HeaderValue::from_static("Bearer"),
-                );
-                response
-            }
-            ApiError::RateLimited(wait) => {
-                let secs = wait.as_secs().max(1);
-                let mut response = error_response(
-                    StatusCode::TOO_MANY_REQUESTS,
-                    "rate_limited",
-                    format!("too many requests; try again in {secs} s"),
-                );
-                response
-                    .headers_mut()
-                    .insert(http::header::RETRY_AFTER, HeaderValue::from(secs));
-                response
-            }
+            ApiError::Unauthorized(message) => unauthorized_response(message),
+            ApiError::RateLimited(wait) => rate_limited_response(wait),
             ApiError::Coded(status, code, message) => error_response(status, code, message),
             ApiError::Unexpected(err) => {
                 tracing::error!(error = %format!("{err:#}"), "request failed unexpectedly");
@@ -121,6 +105,24 @@ impl IntoResponse for ApiError {
             }
         }
     }
+}
+
+/// A page of a keyset-paged list: `rows` were fetched with `limit + 1`, so
+/// one more than fits means there is a next page, which starts before the
+/// last item shown.
+pub(crate) fn page<R, T>(
+    rows: Vec<R>,
+    limit: i64,
+    id: impl Fn(&T) -> uuid::Uuid,
+) -> (Vec<T>, Option<uuid::Uuid>)
+where
+    T: From<R>,
+{
+    let limit = usize::try_from(limit).unwrap_or(0);
+    let more = rows.len() > limit;
+    let items: Vec<T> = rows.into_iter().take(limit).map(T::from).collect();
+    let next = if more { items.last().map(&id) } else { None };
+    (items, next)
 }
 
 impl From<turnbase_accounts::AccountError> for ApiError {
