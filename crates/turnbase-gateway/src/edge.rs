@@ -420,6 +420,27 @@ async fn events(
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
     let resume = query.resume.clone().or(last_event_id);
+    if upgrade.is_err()
+        && !headers
+            .get(header::ACCEPT)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|a| a.contains("text/event-stream"))
+    {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "connect with a WebSocket upgrade, or send Accept: text/event-stream",
+        );
+    }
+    // Registered before the answer goes out, so that nothing published
+    // after the client hears back is missed, and a stop that began in
+    // between still reaches this connection.
+    let conn = edge
+        .hub
+        .register(session.account_id, session.session_id, start(resume));
+    if edge.closing.load(Ordering::SeqCst) {
+        conn.state.close(CloseReason::ShuttingDown);
+    }
     if let Ok(ws) = upgrade {
         let limits = edge.limits.clone();
         return ws
@@ -430,20 +451,9 @@ async fn events(
             // end of each batch.
             .read_buffer_size(1024)
             .write_buffer_size(16 * 1024)
-            .on_upgrade(move |socket| websocket(edge, socket, session, token, resume));
+            .on_upgrade(move |socket| websocket(edge, socket, session, token, conn));
     }
-    let wants_sse = headers
-        .get(header::ACCEPT)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|a| a.contains("text/event-stream"));
-    if !wants_sse {
-        return error(
-            StatusCode::BAD_REQUEST,
-            "bad_request",
-            "connect with a WebSocket upgrade, or send Accept: text/event-stream",
-        );
-    }
-    sse(edge, session, token, resume).into_response()
+    sse(edge, conn, token).into_response()
 }
 
 /// The most queued messages one write carries.
@@ -508,11 +518,8 @@ async fn websocket(
     mut socket: WebSocket,
     session: Session,
     token: Option<String>,
-    resume: Option<String>,
+    mut conn: Connection,
 ) {
-    let mut conn = edge
-        .hub
-        .register(session.account_id, session.session_id, start(resume));
     let mut sent_any = false;
     let mut ping = tokio::time::interval(edge.limits.ping_interval);
     ping.tick().await;
@@ -617,13 +624,9 @@ async fn websocket(
 
 fn sse(
     edge: Arc<Edge>,
-    session: Session,
+    conn: Connection,
     token: Option<String>,
-    resume: Option<String>,
 ) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
-    let conn = edge
-        .hub
-        .register(session.account_id, session.session_id, start(resume));
     let keep_alive = KeepAlive::new().interval(edge.limits.ping_interval);
     struct SseState {
         edge: Arc<Edge>,
