@@ -2,9 +2,10 @@
 //! attempt, and retries transient failures with jittered exponential
 //! backoff until the attempt budget is spent.
 //!
-//! Each of `concurrency` slots runs the same loop: `try_execute` either
-//! handled one mail (`Done`) or found nothing due (`Empty`, so it sleeps
-//! until the poll interval passes or an enqueue wakes it). A mail whose
+//! Each of `concurrency` slots runs the same loop: claim a batch of due
+//! mail and send it (claiming the next batch meanwhile when this one was
+//! full), or, with nothing due, sleep until the poll interval passes or an
+//! enqueue wakes it. A mail whose
 //! send is interrupted by shutdown goes back to the queue without spending
 //! an attempt; a mail whose worker died is claimed again when its lease
 //! runs out.
@@ -44,11 +45,10 @@ const RECORD_AFTER: Duration = Duration::from_millis(200);
 /// Chunks waiting for the recorder before sending waits for it.
 const RECORD_QUEUE: usize = 2;
 
-/// The result of one `try_execute`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
-    Done,
-    Empty,
+/// Mail one slot claimed together, and when.
+struct Batch {
+    mails: Vec<turnbase_store::mail::ClaimedMail>,
+    claimed_at: std::time::Instant,
 }
 
 pub struct MailWorker {
@@ -125,15 +125,49 @@ impl MailWorker {
 
     /// One worker slot: a sending loop and, beside it, a recorder that
     /// writes finished attempts while the next mails are already being sent.
+    /// While a full batch is being sent the next one is claimed, so the SMTP
+    /// connection does not sit idle through a claim round trip.
     async fn slot(&self, owner: String, stop: CancellationToken) {
         let (records, mut pending) = mpsc::channel::<Vec<Finished>>(RECORD_QUEUE);
         let sending = async {
+            let mut ahead: Option<Batch> = None;
             while !stop.is_cancelled() {
-                let wait = match self.try_execute(&owner, &stop, &records).await {
-                    Ok(Outcome::Done) => continue,
-                    Ok(Outcome::Empty) => true,
+                let batch = match ahead.take() {
+                    Some(batch) => Ok(batch),
+                    None => self.claim(&owner).await,
+                };
+                let wait = match batch {
+                    Ok(batch) if batch.mails.is_empty() => true,
+                    Ok(batch) => {
+                        // A short batch means the queue is drained: claiming
+                        // ahead would only take rows other slots could send.
+                        let sent = if batch.mails.len() >= self.claim_limit() {
+                            let (sent, next) = tokio::join!(
+                                self.send_batch(batch, &owner, &stop, &records),
+                                self.claim(&owner)
+                            );
+                            match next {
+                                Ok(next) if !next.mails.is_empty() => ahead = Some(next),
+                                Ok(_) => {}
+                                Err(err) => tracing::error!(
+                                    error = %format!("{err:#}"),
+                                    "cannot claim mail"
+                                ),
+                            }
+                            sent
+                        } else {
+                            self.send_batch(batch, &owner, &stop, &records).await
+                        };
+                        match sent {
+                            Ok(()) => false,
+                            Err(err) => {
+                                tracing::error!(error = %format!("{err:#}"), "mail worker step failed");
+                                true
+                            }
+                        }
+                    }
                     Err(err) => {
-                        tracing::error!(error = %format!("{err:#}"), "mail worker step failed");
+                        tracing::error!(error = %format!("{err:#}"), "cannot claim mail");
                         true
                     }
                 };
@@ -142,6 +176,15 @@ impl MailWorker {
                         () = stop.cancelled() => {}
                         () = self.wake.notified() => {}
                         () = tokio::time::sleep(self.config.poll_interval) => {}
+                    }
+                }
+            }
+            // Mail claimed ahead goes back unspent.
+            if let Some(batch) = ahead {
+                let store = self.db.mail();
+                for mail in batch.mails {
+                    if let Err(err) = store.release_mail(mail.id, &owner, Utc::now()).await {
+                        tracing::warn!(%err, mail_id = %mail.id, "cannot hand back mail; its lease will run out");
                     }
                 }
             }
@@ -160,36 +203,46 @@ impl MailWorker {
         tokio::join!(sending, recording);
     }
 
-    /// Claims a batch of due mail, tries to deliver each, and records the
-    /// attempts in chunks. (A crash before a record means those mails are
-    /// sent again: delivery is at-least-once, and their Message-ID lets the
-    /// receiver drop the copies.)
-    pub async fn try_execute(
-        &self,
-        owner: &str,
-        stop: &CancellationToken,
-        records: &mpsc::Sender<Vec<Finished>>,
-    ) -> anyhow::Result<Outcome> {
-        let store = self.db.mail();
+    fn claim_limit(&self) -> usize {
+        self.config.claim_batch.max(1)
+    }
+
+    /// Claims up to a batch of due mail under this slot's lease.
+    async fn claim(&self, owner: &str) -> anyhow::Result<Batch> {
         let claimed_at = std::time::Instant::now();
-        let claimed = store
+        let mails = self
+            .db
+            .mail()
             .claim_due_mail(
                 Utc::now(),
                 self.config.lease,
                 owner,
-                i64::try_from(self.config.claim_batch.max(1)).unwrap_or(1),
+                i64::try_from(self.claim_limit()).unwrap_or(1),
             )
             .await?;
-        if claimed.is_empty() {
-            return Ok(Outcome::Empty);
-        }
+        Ok(Batch { mails, claimed_at })
+    }
+
+    /// Tries to deliver each mail of a claimed batch and hands the attempts
+    /// to the recorder in chunks. (A crash before a record means those
+    /// mails are sent again: delivery is at-least-once, and their
+    /// Message-ID lets the receiver drop the copies.)
+    async fn send_batch(
+        &self,
+        batch: Batch,
+        owner: &str,
+        stop: &CancellationToken,
+        records: &mpsc::Sender<Vec<Finished>>,
+    ) -> anyhow::Result<()> {
+        let store = self.db.mail();
         let mut finished = Vec::with_capacity(RECORD_EVERY);
         let mut last_record = std::time::Instant::now();
-        let mut rest = claimed.into_iter();
+        let mut rest = batch.mails.into_iter();
         while let Some(mail) = rest.next() {
             // Stop early, or before the lease is half gone (so that nobody
             // else can hold a row we are still sending): hand back the rest.
-            let done = if stop.is_cancelled() || claimed_at.elapsed() > self.config.lease / 2 {
+            let done = if stop.is_cancelled() || batch.claimed_at.elapsed() > self.config.lease / 2
+            {
                 store.release_mail(mail.id, owner, Utc::now()).await?;
                 None
             } else {
@@ -209,8 +262,7 @@ impl MailWorker {
                 last_record = std::time::Instant::now();
             }
         }
-        queue_record(records, &mut finished).await?;
-        Ok(Outcome::Done)
+        queue_record(records, &mut finished).await
     }
 
     async fn record(&self, owner: &str, finished: &[Finished]) -> anyhow::Result<()> {

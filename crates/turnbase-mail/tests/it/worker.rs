@@ -368,6 +368,46 @@ async fn shutdown_mid_send_does_not_spend_an_attempt(backend: Backend) {
     assert!(attempts.is_empty());
 }
 
+/// A slot sending a full batch claims the next one meanwhile; stopping
+/// hands back both the unsent rest and the batch claimed ahead.
+async fn shutdown_hands_back_mail_claimed_ahead(backend: Backend) {
+    let w = world(backend).await;
+    let server = FaultySmtp::start(vec![Behaviour::Hang]).await;
+    let ids = w.enqueue(20).await;
+    let running = w.start(
+        smtp(&server.url(), 60_000),
+        WorkerConfig {
+            concurrency: 1,
+            ..config(50, 10)
+        },
+    );
+    // One slot, batches of 8: the first batch is being sent (and hangs),
+    // the second is claimed ahead, the last 4 wait.
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let sending = w
+            .all()
+            .await
+            .iter()
+            .filter(|m| m.status == "sending")
+            .count();
+        if sending == 16 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{sending} of 20 mails are being sent; expected a batch and one claimed ahead"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    running.stop().await;
+    for id in ids {
+        let (m, attempts) = w.db.mail().mail(id).await.expect("show");
+        assert_eq!((m.status.as_str(), m.attempts), ("pending", 0), "{id}");
+        assert!(attempts.is_empty());
+    }
+}
+
 async fn four_workers_over_many_rows_send_each_once(backend: Backend) {
     const ROWS: usize = 10_000;
     let w = world(backend).await;
@@ -434,6 +474,7 @@ turnbase_testkit::both_backends!(
     send_timeout_is_a_transient_failure,
     an_expired_lease_is_reclaimed,
     shutdown_mid_send_does_not_spend_an_attempt,
+    shutdown_hands_back_mail_claimed_ahead,
     four_workers_over_many_rows_send_each_once,
     enqueue_in_a_rolled_back_transaction_leaves_no_mail,
 );

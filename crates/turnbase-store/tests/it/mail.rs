@@ -374,3 +374,72 @@ turnbase_testkit::both_backends!(
     listing_filters_and_pages,
     concurrent_claimers_never_share_a_row,
 );
+
+/// The number of sequential scans Postgres has counted on `mail_outbox`.
+async fn outbox_seq_scans(pool: &sqlx::PgPool) -> i64 {
+    // Statistics reach the shared counters when a session goes idle; make
+    // this session's reach them now.
+    sqlx::query("SELECT pg_stat_force_next_flush()")
+        .execute(pool)
+        .await
+        .expect("flush");
+    sqlx::query_scalar("SELECT seq_scan FROM pg_stat_user_tables WHERE relname = 'mail_outbox'")
+        .fetch_one(pool)
+        .await
+        .expect("stats")
+}
+
+/// A claim finds its rows through indexes whatever plan Postgres caches
+/// for it. (With `id IN (subquery)`, the generic plan for a large backlog
+/// joined the claimed ids against a sequential scan of the whole outbox,
+/// sent rows and all, so each claim cost time in proportion to the table.)
+#[tokio::test]
+async fn postgres_claims_never_scan_the_whole_outbox() {
+    let test_db = TestDb::new(Backend::Postgres).await;
+    let url = test_db.url.clone().expect("a Postgres URL");
+    let separator = if url.contains('?') { '&' } else { '?' };
+    let db = Database::connect(&turnbase_store::DatabaseOptions::Postgres {
+        url: format!("{url}{separator}options=-c%20plan_cache_mode%3Dforce_generic_plan"),
+        max_connections: 1,
+        connect_timeout: Duration::from_secs(10),
+    })
+    .await
+    .expect("connect");
+    db.migrate().await.expect("migrate");
+    let Database::Postgres(pg) = &db else {
+        unreachable!("connected to Postgres")
+    };
+    // A backlog: 20,000 mails due at once (written in one statement to keep
+    // the test quick), with statistics that know it.
+    sqlx::query(
+        "INSERT INTO mail_outbox (id, to_address, subject, text_body, html_body, status,
+                                  attempts, next_attempt_at, created_at)
+         SELECT gen_random_uuid(), 'player@example.org', 'Your turn', 'Turn 3 has run.',
+                NULL, 'pending', 0, $1, $1
+         FROM generate_series(1, 20000)",
+    )
+    .bind(t(0))
+    .execute(pg.pool())
+    .await
+    .expect("backlog");
+    sqlx::query("ANALYZE mail_outbox")
+        .execute(pg.pool())
+        .await
+        .expect("analyze");
+
+    let before = outbox_seq_scans(pg.pool()).await;
+    for _ in 0..5 {
+        let claimed = db
+            .mail()
+            .claim_due_mail(t(3_000), LEASE, "w", 10)
+            .await
+            .expect("claim");
+        assert_eq!(claimed.len(), 10);
+    }
+    assert_eq!(
+        outbox_seq_scans(pg.pool()).await,
+        before,
+        "claims scanned the outbox sequentially"
+    );
+    db.close().await;
+}
