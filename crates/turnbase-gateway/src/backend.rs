@@ -1,10 +1,13 @@
 //! The gateway's HTTP client of the backend: one pooled client for
 //! forwarding requests (bodies streamed both ways) and for resolving
 //! session tokens through the internal API, with a short-lived cache that
-//! revocations clear at once.
+//! revocations clear at once. Concurrent lookups of one token share a
+//! single request, so a resync that re-checks every connection asks the
+//! backend once per session, not once per connection.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::body::Body;
@@ -40,7 +43,7 @@ pub struct Session {
     pub is_guest: bool,
 }
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum ResolveError {
     #[error("missing, unknown or revoked session token")]
     Unauthorized,
@@ -54,7 +57,14 @@ pub struct Resolver {
     secret: Secret<String>,
     ttl: Duration,
     cache: Mutex<HashMap<[u8; 32], (Session, Instant)>>,
+    /// Lookups under way, by token hash: later callers wait for the first.
+    inflight: Mutex<HashMap<[u8; 32], Arc<Lookup>>>,
+    /// Bumped by every revocation or clear, so that an answer the backend
+    /// gave before one is not cached after it.
+    generation: AtomicU64,
 }
+
+type Lookup = tokio::sync::OnceCell<Result<Session, ResolveError>>;
 
 /// Entries the cache holds before expired ones are swept.
 const SWEEP_ABOVE: usize = 100_000;
@@ -72,6 +82,8 @@ impl Resolver {
             secret,
             ttl,
             cache: Mutex::default(),
+            inflight: Mutex::default(),
+            generation: AtomicU64::new(0),
         }
     }
 
@@ -79,7 +91,8 @@ impl Resolver {
         self.cache.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The session of `token`, from the cache while fresh.
+    /// The session of `token`, from the cache while fresh; otherwise from
+    /// the backend, sharing the request with concurrent lookups of it.
     pub async fn resolve(&self, token: &str) -> Result<Session, ResolveError> {
         let key: [u8; 32] = Sha256::digest(token.as_bytes()).into();
         if let Some((session, at)) = self.lock().get(&key)
@@ -87,14 +100,44 @@ impl Resolver {
         {
             return Ok(session.clone());
         }
-        let session = self.ask(token).await?;
-        let mut cache = self.lock();
-        if cache.len() >= SWEEP_ABOVE {
-            let ttl = self.ttl;
-            cache.retain(|_, (_, at)| at.elapsed() < ttl);
+        let lookup = self
+            .inflight
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(key)
+            .or_default()
+            .clone();
+        let mut first = false;
+        let answer = lookup
+            .get_or_init(|| {
+                first = true;
+                async {
+                    let generation = self.generation.load(Ordering::SeqCst);
+                    let answer = self.ask(token).await;
+                    if let Ok(session) = &answer {
+                        let mut cache = self.lock();
+                        // Checked under the cache lock, which revocations
+                        // take too: nothing revoked meanwhile is cached.
+                        if self.generation.load(Ordering::SeqCst) == generation {
+                            if cache.len() >= SWEEP_ABOVE {
+                                let ttl = self.ttl;
+                                cache.retain(|_, (_, at)| at.elapsed() < ttl);
+                            }
+                            cache.insert(key, (session.clone(), Instant::now()));
+                        }
+                    }
+                    answer
+                }
+            })
+            .await
+            .clone();
+        if first {
+            let mut inflight = self.inflight.lock().unwrap_or_else(|p| p.into_inner());
+            if inflight.get(&key).is_some_and(|l| Arc::ptr_eq(l, &lookup)) {
+                inflight.remove(&key);
+            }
         }
-        cache.insert(key, (session.clone(), Instant::now()));
-        Ok(session)
+        answer
     }
 
     /// Asks the backend, bypassing the cache.
@@ -133,13 +176,142 @@ impl Resolver {
     /// Forgets every session (after events were lost upstream, revocations
     /// may be among them).
     pub fn clear(&self) {
-        self.lock().clear();
+        let mut cache = self.lock();
+        self.generation.fetch_add(1, Ordering::SeqCst);
+        cache.clear();
+        drop(cache);
+        self.forget_inflight();
+    }
+
+    /// Lookups under way may carry answers from before a revocation: later
+    /// callers start their own.
+    fn forget_inflight(&self) {
+        self.inflight
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
     }
 
     /// Drops one session (or, with `None`, every session of the account).
     pub fn forget(&self, account: Uuid, session: Option<Uuid>) {
-        self.lock().retain(|_, (s, _)| {
+        let mut cache = self.lock();
+        self.generation.fetch_add(1, Ordering::SeqCst);
+        cache.retain(|_, (s, _)| {
             s.account_id != account || session.is_some_and(|id| id != s.session_id)
         });
+        drop(cache);
+        self.forget_inflight();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicUsize;
+
+    /// A stand-in for the backend's resolve endpoint that answers slowly
+    /// (so that lookups overlap) and counts what it was asked.
+    async fn slow_backend(asked: Arc<AtomicUsize>, session: Session) -> String {
+        let app = axum::Router::new().route(
+            "/api/v1/internal/sessions/resolve",
+            axum::routing::post(move || {
+                let (asked, session) = (asked.clone(), session.clone());
+                async move {
+                    asked.fetch_add(1, Ordering::SeqCst);
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    axum::Json(serde_json::json!({
+                        "account_id": session.account_id,
+                        "session_id": session.session_id,
+                        "display_name": session.display_name,
+                        "role": session.role,
+                        "is_guest": session.is_guest,
+                    }))
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        format!("http://{addr}")
+    }
+
+    fn session() -> Session {
+        Session {
+            account_id: Uuid::now_v7(),
+            session_id: Uuid::now_v7(),
+            display_name: "Ann".into(),
+            role: "player".into(),
+            is_guest: true,
+        }
+    }
+
+    #[tokio::test]
+    async fn concurrent_lookups_of_one_token_share_one_request() {
+        let asked = Arc::new(AtomicUsize::new(0));
+        let expected = session();
+        let url = slow_backend(asked.clone(), expected.clone()).await;
+        let resolver = Arc::new(Resolver::new(
+            http_client(),
+            &url,
+            Secret::new("secret".to_string()),
+            Duration::from_secs(60),
+        ));
+        let lookups: Vec<_> = (0..50)
+            .map(|_| {
+                let resolver = resolver.clone();
+                tokio::spawn(async move { resolver.resolve("token-a").await })
+            })
+            .collect();
+        for lookup in lookups {
+            assert_eq!(lookup.await.expect("join").expect("resolved"), expected);
+        }
+        assert_eq!(
+            asked.load(Ordering::SeqCst),
+            1,
+            "one request for 50 lookups"
+        );
+        resolver.resolve("token-a").await.expect("cached");
+        assert_eq!(
+            asked.load(Ordering::SeqCst),
+            1,
+            "then served from the cache"
+        );
+        resolver.resolve("token-b").await.expect("resolved");
+        assert_eq!(
+            asked.load(Ordering::SeqCst),
+            2,
+            "another token is its own lookup"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_answer_from_before_a_revocation_is_not_cached() {
+        let asked = Arc::new(AtomicUsize::new(0));
+        let expected = session();
+        let url = slow_backend(asked.clone(), expected.clone()).await;
+        let resolver = Arc::new(Resolver::new(
+            http_client(),
+            &url,
+            Secret::new("secret".to_string()),
+            Duration::from_secs(60),
+        ));
+        let lookup = {
+            let resolver = resolver.clone();
+            tokio::spawn(async move { resolver.resolve("token-a").await })
+        };
+        // The revocation arrives while the backend is still answering.
+        while asked.load(Ordering::SeqCst) == 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        resolver.forget(expected.account_id, Some(expected.session_id));
+        lookup.await.expect("join").expect("answered");
+        resolver.resolve("token-a").await.expect("resolved");
+        assert_eq!(
+            asked.load(Ordering::SeqCst),
+            2,
+            "the answer given before the revocation was not kept"
+        );
     }
 }

@@ -467,7 +467,9 @@ fn start(resume: Option<String>) -> Start {
 }
 
 /// After a resync the gateway checks the session again: events that would
-/// have revoked it may be among those lost. The check runs beside the
+/// have revoked it may be among those lost. (When events were lost the
+/// session cache was cleared first, so this asks the backend, once per
+/// session however many connections it has.) The check runs beside the
 /// connection, so delivery never waits on the backend; a revoked session
 /// is closed like any other.
 fn revalidate(edge: &Arc<Edge>, token: Option<String>, state: Arc<crate::hub::ConnState>) {
@@ -477,7 +479,7 @@ fn revalidate(edge: &Arc<Edge>, token: Option<String>, state: Arc<crate::hub::Co
     let edge = edge.clone();
     tokio::spawn(async move {
         if matches!(
-            edge.resolver.ask(&token).await,
+            edge.resolver.resolve(&token).await,
             Err(ResolveError::Unauthorized)
         ) {
             state.close(CloseReason::Revoked);
