@@ -140,6 +140,12 @@ impl Resolver {
         answer
     }
 
+    /// Changes whenever a session is forgotten or the cache cleared: a
+    /// lookup that saw another value may predate a revocation.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::SeqCst)
+    }
+
     /// Asks the backend, bypassing the cache.
     pub async fn ask(&self, token: &str) -> Result<Session, ResolveError> {
         let body = serde_json::json!({ "token": token }).to_string();

@@ -52,7 +52,7 @@ pub struct Edge {
     request_timeout: Duration,
     limits: EdgeLimits,
     ticket_ttl: Duration,
-    tickets: Mutex<HashMap<String, (Session, Instant)>>,
+    tickets: Mutex<HashMap<String, Ticket>>,
     per_ip: RateLimiter<IpAddr>,
     per_session: RateLimiter<[u8; 32]>,
     /// Set when the gateway starts stopping: new event connections are refused.
@@ -344,6 +344,16 @@ async fn forward(
     response
 }
 
+/// What a ticket stands for: the session, and the token it was issued to
+/// (kept in memory only, to check the session again later).
+struct Ticket {
+    session: Session,
+    token: String,
+    /// The resolver's generation when the session was resolved.
+    generation: u64,
+    at: Instant,
+}
+
 /// A one-use ticket that opens `GET /api/v1/events?ticket=…` (browsers
 /// cannot set headers on WebSocket or EventSource requests, and a session
 /// token must never travel in a URL).
@@ -351,6 +361,7 @@ async fn ticket(State(edge): State<Arc<Edge>>, headers: HeaderMap) -> Response {
     let Some(token) = bearer(&headers) else {
         return unauthorized_response("missing Authorization: Bearer header");
     };
+    let generation = edge.resolver.generation();
     let session = match edge.resolver.resolve(token).await {
         Ok(s) => s,
         Err(e) => return resolve_error(e),
@@ -362,8 +373,16 @@ async fn ticket(State(edge): State<Arc<Edge>>, headers: HeaderMap) -> Response {
     {
         let mut tickets = edge.tickets.lock().unwrap_or_else(|p| p.into_inner());
         let ttl = edge.ticket_ttl;
-        tickets.retain(|_, (_, at)| at.elapsed() < ttl);
-        tickets.insert(ticket.clone(), (session, Instant::now()));
+        tickets.retain(|_, t| t.at.elapsed() < ttl);
+        tickets.insert(
+            ticket.clone(),
+            Ticket {
+                session,
+                token: token.to_string(),
+                generation,
+                at: Instant::now(),
+            },
+        );
     }
     (
         StatusCode::CREATED,
@@ -395,9 +414,10 @@ async fn events(
             .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         return r;
     }
-    let (session, token) = if let Some(token) = bearer(&headers) {
+    let (session, token, generation) = if let Some(token) = bearer(&headers) {
+        let generation = edge.resolver.generation();
         match edge.resolver.resolve(token).await {
-            Ok(s) => (s, Some(token.to_string())),
+            Ok(s) => (s, token.to_string(), generation),
             Err(e) => return resolve_error(e),
         }
     } else if let Some(ticket) = &query.ticket {
@@ -407,7 +427,7 @@ async fn events(
             .unwrap_or_else(|p| p.into_inner())
             .remove(ticket);
         match found {
-            Some((s, at)) if at.elapsed() < edge.ticket_ttl => (s, None),
+            Some(t) if t.at.elapsed() < edge.ticket_ttl => (t.session, t.token, t.generation),
             _ => return unauthorized_response("unknown, used or expired ticket"),
         }
     } else {
@@ -441,6 +461,14 @@ async fn events(
     if edge.closing.load(Ordering::SeqCst) {
         conn.state.close(CloseReason::ShuttingDown);
     }
+    // A revocation that arrived between resolving the session and
+    // registering the connection closed the connections registered then,
+    // not this one: when any revocation happened meanwhile, check again.
+    if edge.resolver.generation() != generation
+        && let Err(e) = edge.resolver.resolve(&token).await
+    {
+        return resolve_error(e);
+    }
     if let Ok(ws) = upgrade {
         let limits = edge.limits.clone();
         return ws
@@ -472,10 +500,7 @@ fn start(resume: Option<String>) -> Start {
 /// session however many connections it has.) The check runs beside the
 /// connection, so delivery never waits on the backend; a revoked session
 /// is closed like any other.
-fn revalidate(edge: &Arc<Edge>, token: Option<String>, state: Arc<crate::hub::ConnState>) {
-    // A ticket connection has no token to check again; its session is
-    // re-checked when it reconnects.
-    let Some(token) = token else { return };
+fn revalidate(edge: &Arc<Edge>, token: String, state: Arc<crate::hub::ConnState>) {
     let edge = edge.clone();
     tokio::spawn(async move {
         if matches!(
@@ -519,7 +544,7 @@ async fn websocket(
     edge: Arc<Edge>,
     mut socket: WebSocket,
     session: Session,
-    token: Option<String>,
+    token: String,
     mut conn: Connection,
 ) {
     let mut sent_any = false;
@@ -627,13 +652,13 @@ async fn websocket(
 fn sse(
     edge: Arc<Edge>,
     conn: Connection,
-    token: Option<String>,
+    token: String,
 ) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
     let keep_alive = KeepAlive::new().interval(edge.limits.ping_interval);
     struct SseState {
         edge: Arc<Edge>,
         conn: Connection,
-        token: Option<String>,
+        token: String,
         done: bool,
     }
     let state = SseState {

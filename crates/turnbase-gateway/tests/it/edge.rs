@@ -507,6 +507,16 @@ async fn revoking_a_session_closes_its_connections_within_a_second() {
         .send()
         .await
         .expect("SSE");
+    // A ticket issued before the revocation and used after it.
+    let (_, body) = s
+        .send(
+            reqwest::Method::POST,
+            "/api/v1/user/events/ticket",
+            Some(&a1),
+            None,
+        )
+        .await;
+    let ticket = body["ticket"].as_str().expect("ticket").to_string();
     let (status, _) = s
         .send(
             reqwest::Method::DELETE,
@@ -535,6 +545,19 @@ async fn revoking_a_session_closes_its_connections_within_a_second() {
         Err(tokio_tungstenite::tungstenite::Error::Http(r)) => assert_eq!(r.status(), 401),
         other => panic!(
             "expected 401 before the upgrade, got {:?}",
+            other.map(|_| ())
+        ),
+    }
+    let url = format!(
+        "{}/api/v1/events?ticket={ticket}",
+        s.edge.replacen("http://", "ws://", 1)
+    );
+    match tokio_tungstenite::connect_async(url).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(r)) => {
+            assert_eq!(r.status(), 401, "the ticket's session was revoked")
+        }
+        other => panic!(
+            "expected 401 for a ticket of a revoked session, got {:?}",
             other.map(|_| ())
         ),
     }
