@@ -298,6 +298,12 @@ impl App {
         self.lifecycle.run_until(signal).await
     }
 
+    /// Resolves when one of the running components fails, with why (the
+    /// shutdown after it reports that as its cause).
+    pub async fn failure(&mut self) -> String {
+        self.lifecycle.failure().await
+    }
+
     /// Stops every component in reverse start order.
     pub async fn shutdown(self) -> ShutdownReport {
         self.lifecycle.shutdown().await

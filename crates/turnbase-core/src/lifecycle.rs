@@ -36,6 +36,8 @@ pub struct Lifecycle {
     entries: Vec<Entry>,
     fatal_tx: mpsc::UnboundedSender<Fatal>,
     fatal_rx: mpsc::UnboundedReceiver<Fatal>,
+    /// The failure `failure` saw, for the report of the shutdown after it.
+    cause: Option<String>,
 }
 
 /// How one component stopped.
@@ -82,6 +84,7 @@ impl Lifecycle {
             entries: Vec::new(),
             fatal_tx,
             fatal_rx,
+            cause: None,
         }
     }
 
@@ -148,22 +151,35 @@ impl Lifecycle {
 
     /// Waits until `signal` resolves or a task fails, then stops everything.
     pub async fn run_until(mut self, signal: impl Future<Output = ()>) -> ShutdownReport {
-        let cause = tokio::select! {
-            () = signal => None,
-            Some(fatal) = self.fatal_rx.recv() => {
-                tracing::error!(component = fatal.component, error = %format!("{:#}", fatal.error), "component failed; shutting down");
-                Some(format!("{} failed: {:#}", fatal.component, fatal.error))
-            }
+        tokio::select! {
+            () = signal => {}
+            _ = self.failure() => {}
+        }
+        self.shutdown().await
+    }
+
+    /// Resolves when a spawned task fails while the process runs, with
+    /// why; the shutdown that follows reports it as its cause. For a
+    /// process that waits on something else as well (`turnbase up` runs
+    /// two of these).
+    pub async fn failure(&mut self) -> String {
+        // The sender lives in `self`, so the channel never closes.
+        let Some(fatal) = self.fatal_rx.recv().await else {
+            return std::future::pending().await;
         };
-        let mut report = self.shutdown().await;
-        report.cause = cause;
-        report
+        tracing::error!(component = fatal.component, error = %format!("{:#}", fatal.error), "component failed; shutting down");
+        let cause = format!("{} failed: {:#}", fatal.component, fatal.error);
+        self.cause = Some(cause.clone());
+        cause
     }
 
     /// Stops every component in reverse start order.
     pub async fn shutdown(self) -> ShutdownReport {
         let global_end = Instant::now() + self.global_deadline;
-        let mut report = ShutdownReport::default();
+        let mut report = ShutdownReport {
+            cause: self.cause,
+            components: Vec::new(),
+        };
         for entry in self.entries.into_iter().rev() {
             let started = Instant::now();
             let left = global_end.saturating_duration_since(started);
@@ -356,6 +372,29 @@ mod tests {
             report.cause.as_deref(),
             Some("listener failed: socket closed")
         );
+        assert!(!report.is_clean());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failure_seen_while_waiting_elsewhere_is_the_shutdown_cause() {
+        let mut lc = Lifecycle::new(Duration::from_secs(30));
+        lc.spawn("idle", None, |token| async move {
+            token.cancelled().await;
+            Ok(())
+        });
+        lc.spawn("worker", None, |_t| async {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            Err(anyhow::anyhow!("database gone"))
+        });
+        // As `turnbase up` does: wait on a signal that never comes and on
+        // this lifecycle's failures together.
+        let cause = tokio::select! {
+            () = std::future::pending() => unreachable!("no signal"),
+            cause = lc.failure() => cause,
+        };
+        assert_eq!(cause, "worker failed: database gone");
+        let report = lc.shutdown().await;
+        assert_eq!(report.cause.as_deref(), Some(cause.as_str()));
         assert!(!report.is_clean());
     }
 }

@@ -361,9 +361,20 @@ async fn serve(config: Config, telemetry: Telemetry, up: Option<Option<PathBuf>>
     }
     match gateway {
         // The edge stops first (clients are told to reconnect), then the
-        // backend.
+        // backend: on a signal, when a gateway component fails, or when a
+        // backend component does.
         Some(gateway) => {
-            let edge = gateway.run_until(signals()).await;
+            let mut app = app;
+            let edge = gateway
+                .run_until(async {
+                    tokio::select! {
+                        () = signals() => {}
+                        cause = app.failure() => {
+                            eprintln!("turnbase: {cause}; stopping");
+                        }
+                    }
+                })
+                .await;
             let backend = app.shutdown().await;
             let edge_code = finish(edge);
             let backend_code = finish(backend);
