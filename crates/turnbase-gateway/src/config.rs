@@ -44,7 +44,7 @@ pub const VARIABLES: &[VarSpec] = &[
     var!(
         "GATEWAY_SIGNING_KEY_FILE",
         None,
-        "File holding the Ed25519 key that signs event envelopes (64 hex digits). Required; `turnbase up` generates one in the data folder."
+        "File holding the Ed25519 keys of event envelopes, 64 hex digits per line: the first signs, all are published (for rotation). Required; `turnbase up` generates one in the data folder."
     ),
     var!(
         "GATEWAY_CLIENT_ID",
