@@ -215,6 +215,11 @@ pub const VARIABLES: &[VarSpec] = &[
         "Mails a worker slot claims at a time; their attempts are recorded together."
     ),
     var!(
+        "BACKEND_MAIL_RETENTION",
+        Some("720h"),
+        "How long sent and failed mail is kept (with its attempts, for the admin API) before it is deleted; an idempotency key can be reused after that."
+    ),
+    var!(
         "BACKEND_INTERNAL_TOKEN",
         None,
         "Shared secret gateways send to `/api/v1/internal/*` (at least 32 characters). Required (`turnbase up` makes one per start). Secret."
@@ -559,6 +564,7 @@ fn mail_config(r: &mut Reader<'_>, data_dir: &Path) -> MailConfig {
         concurrency: r.get("BACKEND_MAIL_WORKERS", parse_usize_positive),
         poll_interval: r.get("BACKEND_MAIL_POLL_INTERVAL", parse_positive_duration),
         claim_batch: r.get("BACKEND_MAIL_CLAIM_BATCH", parse_usize_positive),
+        retention: r.get("BACKEND_MAIL_RETENTION", parse_positive_duration),
     };
     MailConfig {
         delivery,

@@ -237,6 +237,7 @@ async fn outbox_pass(
             concurrency: workers,
             poll_interval: Duration::from_millis(50),
             claim_batch,
+            retention: Duration::from_secs(30 * 86_400),
         },
         wake,
         None,

@@ -35,6 +35,9 @@ pub struct WorkerConfig {
     pub poll_interval: Duration,
     /// Rows one slot claims at a time; more means fewer claim round trips.
     pub claim_batch: usize,
+    /// How long finished mail (sent, or failed for good) is kept, with its
+    /// attempts, before it is deleted.
+    pub retention: Duration,
 }
 
 /// Attempts are recorded once this many are done, or this long after the
@@ -44,6 +47,10 @@ const RECORD_EVERY: usize = 16;
 const RECORD_AFTER: Duration = Duration::from_millis(200);
 /// Chunks waiting for the recorder before sending waits for it.
 const RECORD_QUEUE: usize = 2;
+/// How often finished mail past its retention is deleted, and how many
+/// rows one statement deletes.
+const PURGE_EVERY: Duration = Duration::from_secs(600);
+const PURGE_BATCH: i64 = 1_000;
 
 /// Mail one slot claimed together, and when.
 struct Batch {
@@ -71,6 +78,7 @@ struct QueueGauges {
 
 struct WorkerMetrics {
     sent: Counter<u64>,
+    purged: Counter<u64>,
     failed: Counter<u64>,
     duration: Histogram<f64>,
     _depth: ObservableGauge<i64>,
@@ -117,6 +125,8 @@ impl MailWorker {
         let stats = self.clone();
         let stats_stop = stop.clone();
         slots.spawn(async move { stats.refresh_queue_stats(stats_stop).await });
+        let purge = self.clone();
+        slots.spawn(async move { purge.purge_old_mail(stop).await });
         while let Some(joined) = slots.join_next().await {
             joined?;
         }
@@ -374,6 +384,47 @@ impl MailWorker {
         backoff(&self.config, attempt, &mut rand::rng())
     }
 
+    /// Deletes finished mail past its retention, at startup and then every
+    /// [`PURGE_EVERY`], a batch per statement so that no statement holds
+    /// many rows at once.
+    async fn purge_old_mail(&self, stop: CancellationToken) {
+        loop {
+            let before = Utc::now()
+                - chrono::Duration::from_std(self.config.retention)
+                    .unwrap_or(chrono::Duration::MAX);
+            let mut purged = 0;
+            while !stop.is_cancelled() {
+                match self
+                    .db
+                    .mail()
+                    .purge_finished_mail(before, PURGE_BATCH)
+                    .await
+                {
+                    Ok(n) => {
+                        purged += n;
+                        if n < u64::try_from(PURGE_BATCH).unwrap_or(u64::MAX) {
+                            break;
+                        }
+                    }
+                    Err(err) => {
+                        tracing::warn!(%err, "cannot delete old mail; trying again later");
+                        break;
+                    }
+                }
+            }
+            if purged > 0 {
+                tracing::info!(purged, retention = ?self.config.retention, "deleted finished mail past its retention");
+                if let Some(m) = &self.metrics {
+                    m.purged.add(purged, &[]);
+                }
+            }
+            tokio::select! {
+                () = stop.cancelled() => return,
+                () = tokio::time::sleep(PURGE_EVERY) => {}
+            }
+        }
+    }
+
     async fn refresh_queue_stats(&self, stop: CancellationToken) {
         loop {
             match self.db.mail().mail_queue_stats().await {
@@ -427,6 +478,10 @@ impl WorkerMetrics {
                 .u64_counter("mail_sent")
                 .with_description("Mails the relay accepted")
                 .build(),
+            purged: meter
+                .u64_counter("mail_purged")
+                .with_description("Finished mails deleted after their retention")
+                .build(),
             failed: meter
                 .u64_counter("mail_failed")
                 .with_description("Mails given up on, by reason")
@@ -474,6 +529,7 @@ mod tests {
             concurrency: 1,
             poll_interval: Duration::from_secs(1),
             claim_batch: 1,
+            retention: Duration::from_secs(86_400),
         };
         let mut rng = rand::rngs::StdRng::seed_from_u64(1);
         for (attempt, step) in [

@@ -188,6 +188,19 @@ pub trait MailStore: Send + Sync {
     async fn retry_mail(&self, id: Uuid, now: DateTime<Utc>) -> StoreResult<MailRecord>;
 
     async fn mail_queue_stats(&self) -> StoreResult<QueueStats>;
+
+    /// Deletes up to `limit` finished mails (sent or failed for good)
+    /// enqueued before `before`, with their attempts; returns how many
+    /// went. Mail ids are UUIDv7 made at enqueue, so the primary key finds
+    /// old mail without an index of its own.
+    async fn purge_finished_mail(&self, before: DateTime<Utc>, limit: i64) -> StoreResult<u64>;
+}
+
+/// The smallest UUIDv7 of the millisecond `at`: every id made before `at`
+/// sorts below it, every id made from `at` on does not.
+pub(crate) fn first_id_at(at: DateTime<Utc>) -> Uuid {
+    let millis = u64::try_from(at.timestamp_millis()).unwrap_or(0);
+    uuid::Builder::from_unix_timestamp_millis(millis, &[0; 10]).into_uuid()
 }
 
 /// Reads a [`MailRecord`] from a row of either backend (the column names

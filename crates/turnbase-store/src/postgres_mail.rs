@@ -168,6 +168,24 @@ impl MailStore for PostgresStore {
         Ok(ids.iter().map(|id| held.contains(id)).collect())
     }
 
+    async fn purge_finished_mail(&self, before: DateTime<Utc>, limit: i64) -> StoreResult<u64> {
+        // Attempts go with their mail (ON DELETE CASCADE). The ids are
+        // gathered first so that the plan stays a primary-key lookup.
+        let done = sqlx::query(
+            "DELETE FROM mail_outbox
+             WHERE id = ANY(ARRAY(
+                 SELECT id FROM mail_outbox
+                 WHERE id < $1 AND status IN ('sent', 'failed')
+                 ORDER BY id
+                 LIMIT $2))",
+        )
+        .bind(crate::mail::first_id_at(before))
+        .bind(limit)
+        .execute(self.pool())
+        .await?;
+        Ok(done.rows_affected())
+    }
+
     async fn release_mail(&self, id: Uuid, owner: &str, now: DateTime<Utc>) -> StoreResult<()> {
         sqlx::query(
             "UPDATE mail_outbox SET status = $1, next_attempt_at = $2, lease_owner = NULL, lease_until = NULL

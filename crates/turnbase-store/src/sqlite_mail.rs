@@ -140,6 +140,23 @@ impl MailStore for SqliteStore {
         Ok(held)
     }
 
+    async fn purge_finished_mail(&self, before: DateTime<Utc>, limit: i64) -> StoreResult<u64> {
+        // Attempts go with their mail (ON DELETE CASCADE).
+        let done = sqlx::query(
+            "DELETE FROM mail_outbox
+             WHERE id IN (
+                 SELECT id FROM mail_outbox
+                 WHERE id < ?1 AND status IN ('sent', 'failed')
+                 ORDER BY id
+                 LIMIT ?2)",
+        )
+        .bind(crate::mail::first_id_at(before))
+        .bind(limit)
+        .execute(self.pool())
+        .await?;
+        Ok(done.rows_affected())
+    }
+
     async fn release_mail(&self, id: Uuid, owner: &str, now: DateTime<Utc>) -> StoreResult<()> {
         sqlx::query(
             "UPDATE mail_outbox SET status = ?, next_attempt_at = ?, lease_owner = NULL, lease_until = NULL

@@ -155,6 +155,7 @@ fn config(retry_base_ms: u64, max_attempts: u32) -> WorkerConfig {
         concurrency: 2,
         poll_interval: Duration::from_millis(50),
         claim_batch: 8,
+        retention: Duration::from_secs(30 * 86_400),
     }
 }
 
@@ -445,6 +446,71 @@ async fn four_workers_over_many_rows_send_each_once(backend: Backend) {
     assert_eq!(files, ROWS, "one file per mail, none left");
 }
 
+/// Finished mail past its retention is deleted when the worker starts (and
+/// every few minutes after); recent and unfinished mail stays.
+async fn finished_mail_past_its_retention_is_deleted(backend: Backend) {
+    let w = world(backend).await;
+    let store = w.db.mail();
+    // Sent 40 days ago, with a 30-day retention.
+    let at = chrono::Utc::now() - chrono::Duration::days(40);
+    let secs = u64::try_from(at.timestamp()).expect("after 1970");
+    let old = turnbase_store::mail::NewMail {
+        id: Uuid::new_v7(uuid::Timestamp::from_unix(uuid::NoContext, secs, 0)),
+        idempotency_key: Some("old".into()),
+        to: "player@example.org".into(),
+        subject: "Long ago".into(),
+        text_body: "Turn 1 has run.".into(),
+        html_body: None,
+        created_at: at,
+    };
+    let mut tx = w.db.begin().await.expect("begin");
+    let old_id = store.enqueue(&mut tx, &old).await.expect("enqueue").id();
+    tx.commit().await.expect("commit");
+    let claimed = store
+        .claim_due_mail(chrono::Utc::now(), Duration::from_secs(60), "earlier", 10)
+        .await
+        .expect("claim");
+    assert_eq!(claimed.len(), 1);
+    let attempt = turnbase_store::mail::NewAttempt {
+        id: Uuid::now_v7(),
+        started_at: at,
+        finished_at: at,
+        outcome: "sent",
+        smtp_code: Some(250),
+        error: None,
+    };
+    assert!(
+        store
+            .finish_attempt(
+                old_id,
+                "earlier",
+                &attempt,
+                turnbase_store::mail::AfterAttempt::Sent
+            )
+            .await
+            .expect("finish")
+    );
+    let recent = w.enqueue(1).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let running = w.start(
+        Arc::new(FileSender::new(dir.path().to_path_buf()).expect("folder")),
+        config(50, 10),
+    );
+    let sent = w.wait_all("sent").await;
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while w.all().await.iter().any(|m| m.id == old_id) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the old mail was not deleted"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    running.stop().await;
+    let left: Vec<Uuid> = w.all().await.iter().map(|m| m.id).collect();
+    assert_eq!(left, recent, "the recent mail stays");
+    assert!(sent.iter().any(|m| m.id == recent[0]));
+}
+
 async fn enqueue_in_a_rolled_back_transaction_leaves_no_mail(backend: Backend) {
     let w = world(backend).await;
     let mut tx = w.db.begin().await.expect("begin");
@@ -476,6 +542,7 @@ turnbase_testkit::both_backends!(
     shutdown_mid_send_does_not_spend_an_attempt,
     shutdown_hands_back_mail_claimed_ahead,
     four_workers_over_many_rows_send_each_once,
+    finished_mail_past_its_retention_is_deleted,
     enqueue_in_a_rolled_back_transaction_leaves_no_mail,
 );
 

@@ -366,6 +366,111 @@ async fn concurrent_claimers_never_share_a_row(backend: Backend) {
     db.close().await;
 }
 
+/// An id made at `t(secs)`, as the mail service makes them at enqueue.
+fn id_at(secs: i64) -> Uuid {
+    let secs = u64::try_from(1_800_000_000 + secs).expect("after 1970");
+    Uuid::new_v7(uuid::Timestamp::from_unix(uuid::NoContext, secs, 0))
+}
+
+async fn attempt_rows(db: &Database) -> i64 {
+    let sql = "SELECT COUNT(*) FROM mail_attempts";
+    match db {
+        Database::Postgres(pg) => sqlx::query_scalar(sql).fetch_one(pg.pool()).await,
+        Database::Sqlite(lite) => sqlx::query_scalar(sql).fetch_one(lite.pool()).await,
+    }
+    .expect("count")
+}
+
+async fn old_finished_mail_is_purged_with_its_attempts(backend: Backend) {
+    const DAY: i64 = 86_400;
+    let (_guard, db) = open(backend).await;
+    let mut ids = Vec::new();
+    for (at, key) in [(0, "a"), (1, "b"), (2, "c"), (3, "d"), (10 * DAY, "e")] {
+        let mail = NewMail {
+            id: id_at(at),
+            ..new_mail(Some(key), at)
+        };
+        ids.push(enqueue(&db, &mail).await);
+    }
+    let [sent_old, failed_old, pending_old, sending_old, sent_new] = ids[..] else {
+        unreachable!("five mails")
+    };
+    let now = 10 * DAY + 1;
+    let claimed = db
+        .mail()
+        .claim_due_mail(t(now), LEASE, "w", 10)
+        .await
+        .expect("claim");
+    assert_eq!(claimed.len(), 5);
+    for (id, outcome, after) in [
+        (sent_old, "sent", AfterAttempt::Sent),
+        (failed_old, "permanent", AfterAttempt::Failed),
+        (sent_new, "sent", AfterAttempt::Sent),
+    ] {
+        assert!(
+            db.mail()
+                .finish_attempt(id, "w", &attempt(outcome, now), after)
+                .await
+                .expect("finish")
+        );
+    }
+    db.mail()
+        .release_mail(pending_old, "w", t(now))
+        .await
+        .expect("release");
+    assert_eq!(attempt_rows(&db).await, 3);
+
+    // Finished mail enqueued more than five days ago goes, in batches.
+    let before = t(5 * DAY);
+    assert_eq!(
+        db.mail()
+            .purge_finished_mail(before, 1)
+            .await
+            .expect("purge"),
+        1
+    );
+    assert_eq!(
+        db.mail()
+            .purge_finished_mail(before, 100)
+            .await
+            .expect("purge"),
+        1
+    );
+    assert_eq!(
+        db.mail()
+            .purge_finished_mail(before, 100)
+            .await
+            .expect("purge"),
+        0
+    );
+    let left: HashSet<Uuid> = db
+        .mail()
+        .list_mail(&MailFilter {
+            limit: 100,
+            ..MailFilter::default()
+        })
+        .await
+        .expect("list")
+        .into_iter()
+        .map(|m| m.id)
+        .collect();
+    assert_eq!(
+        left,
+        HashSet::from([pending_old, sending_old, sent_new]),
+        "unfinished and recent mail stays"
+    );
+    assert!(matches!(
+        db.mail().mail(sent_old).await,
+        Err(StoreError::NotFound)
+    ));
+    assert_eq!(
+        attempt_rows(&db).await,
+        1,
+        "only the recent mail's attempt is left"
+    );
+    db.close().await;
+}
+
 turnbase_testkit::both_backends!(
     enqueue_commits_or_rolls_back_with_the_caller,
     idempotency_key_makes_a_second_enqueue_a_no_op,
@@ -373,6 +478,7 @@ turnbase_testkit::both_backends!(
     attempts_retries_failures_and_release,
     listing_filters_and_pages,
     concurrent_claimers_never_share_a_row,
+    old_finished_mail_is_purged_with_its_attempts,
 );
 
 /// The number of sequential scans Postgres has counted on `mail_outbox`.
