@@ -13,4 +13,4 @@ pub use email::Email;
 pub use lettre::message::Mailbox;
 pub use sender::{FileSender, MailSender, MessageSettings, SendError, SmtpSender};
 pub use service::{MailError, MailService, OutgoingMail};
-pub use worker::{MailWorker, WorkerConfig};
+pub use worker::{MailWorker, Outcome, WorkerConfig};

@@ -2,10 +2,10 @@
 //! attempt, and retries transient failures with jittered exponential
 //! backoff until the attempt budget is spent.
 //!
-//! Each of `concurrency` slots runs the same loop: claim a batch of due
-//! mail and send it (claiming the next batch meanwhile when this one was
-//! full), or, with nothing due, sleep until the poll interval passes or an
-//! enqueue wakes it. A mail whose
+//! Each of `concurrency` slots runs the same loop: `try_execute` either
+//! sent a batch of due mail (`Done`; the next batch was claimed meanwhile
+//! when this one was full) or found nothing due (`Empty`, so the slot
+//! sleeps until the poll interval passes or an enqueue wakes it). A mail whose
 //! send is interrupted by shutdown goes back to the queue without spending
 //! an attempt; a mail whose worker died is claimed again when its lease
 //! runs out.
@@ -52,8 +52,17 @@ const RECORD_QUEUE: usize = 2;
 const PURGE_EVERY: Duration = Duration::from_secs(600);
 const PURGE_BATCH: i64 = 1_000;
 
+/// The result of one [`MailWorker::try_execute`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Mail was sent (or handed back); look again at once.
+    Done,
+    /// Nothing is due; sleep until woken or the poll interval passes.
+    Empty,
+}
+
 /// Mail one slot claimed together, and when.
-struct Batch {
+pub struct Batch {
     mails: Vec<turnbase_store::mail::ClaimedMail>,
     claimed_at: std::time::Instant,
 }
@@ -142,42 +151,11 @@ impl MailWorker {
         let sending = async {
             let mut ahead: Option<Batch> = None;
             while !stop.is_cancelled() {
-                let batch = match ahead.take() {
-                    Some(batch) => Ok(batch),
-                    None => self.claim(&owner).await,
-                };
-                let wait = match batch {
-                    Ok(batch) if batch.mails.is_empty() => true,
-                    Ok(batch) => {
-                        // A short batch means the queue is drained: claiming
-                        // ahead would only take rows other slots could send.
-                        let sent = if batch.mails.len() >= self.claim_limit() {
-                            let (sent, next) = tokio::join!(
-                                self.send_batch(batch, &owner, &stop, &records),
-                                self.claim(&owner)
-                            );
-                            match next {
-                                Ok(next) if !next.mails.is_empty() => ahead = Some(next),
-                                Ok(_) => {}
-                                Err(err) => tracing::error!(
-                                    error = %format!("{err:#}"),
-                                    "cannot claim mail"
-                                ),
-                            }
-                            sent
-                        } else {
-                            self.send_batch(batch, &owner, &stop, &records).await
-                        };
-                        match sent {
-                            Ok(()) => false,
-                            Err(err) => {
-                                tracing::error!(error = %format!("{err:#}"), "mail worker step failed");
-                                true
-                            }
-                        }
-                    }
+                let wait = match self.try_execute(&owner, &mut ahead, &stop, &records).await {
+                    Ok(Outcome::Done) => false,
+                    Ok(Outcome::Empty) => true,
                     Err(err) => {
-                        tracing::error!(error = %format!("{err:#}"), "cannot claim mail");
+                        tracing::error!(error = %format!("{err:#}"), "mail worker step failed");
                         true
                     }
                 };
@@ -211,6 +189,42 @@ impl MailWorker {
             }
         };
         tokio::join!(sending, recording);
+    }
+
+    /// One step of a slot: sends the batch claimed ahead, or claims one
+    /// (`Empty` when nothing is due). While a full batch is being sent the
+    /// next one is claimed into `ahead`; a short batch means the queue is
+    /// drained, and claiming ahead would only take rows other slots could
+    /// send.
+    pub async fn try_execute(
+        &self,
+        owner: &str,
+        ahead: &mut Option<Batch>,
+        stop: &CancellationToken,
+        records: &mpsc::Sender<Vec<Finished>>,
+    ) -> anyhow::Result<Outcome> {
+        let batch = match ahead.take() {
+            Some(batch) => batch,
+            None => self.claim(owner).await?,
+        };
+        if batch.mails.is_empty() {
+            return Ok(Outcome::Empty);
+        }
+        if batch.mails.len() < self.claim_limit() {
+            self.send_batch(batch, owner, stop, records).await?;
+            return Ok(Outcome::Done);
+        }
+        let (sent, next) = tokio::join!(
+            self.send_batch(batch, owner, stop, records),
+            self.claim(owner)
+        );
+        match next {
+            Ok(next) if !next.mails.is_empty() => *ahead = Some(next),
+            Ok(_) => {}
+            Err(err) => tracing::error!(error = %format!("{err:#}"), "cannot claim mail ahead"),
+        }
+        sent?;
+        Ok(Outcome::Done)
     }
 
     fn claim_limit(&self) -> usize {
