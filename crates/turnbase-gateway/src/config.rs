@@ -112,6 +112,16 @@ pub const VARIABLES: &[VarSpec] = &[
         "Most envelope bytes kept per user for resuming."
     ),
     var!(
+        "GATEWAY_MAX_CONNECTIONS",
+        Some("100000"),
+        "Most live-event connections this gateway holds; further ones get 503 with `Retry-After`."
+    ),
+    var!(
+        "GATEWAY_MAX_CONNECTIONS_PER_USER",
+        Some("32"),
+        "Most live-event connections one account holds at once; further ones get 429."
+    ),
+    var!(
         "GATEWAY_CLIENT_QUEUE_MESSAGES",
         Some("256"),
         "Messages queued for one connection before it is closed as a slow consumer."
@@ -205,6 +215,8 @@ pub struct EdgeLimits {
     pub ping_interval: Duration,
     pub idle_timeout: Duration,
     pub max_message: usize,
+    pub max_connections: usize,
+    pub max_connections_per_user: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -263,6 +275,8 @@ impl GatewayConfig {
             ping_interval: r.get("GATEWAY_WS_PING_INTERVAL", parse_positive_duration),
             idle_timeout: r.get("GATEWAY_WS_IDLE_TIMEOUT", parse_positive_duration),
             max_message: r.get("GATEWAY_WS_MAX_MESSAGE", parse_size),
+            max_connections: r.get("GATEWAY_MAX_CONNECTIONS", parse_count),
+            max_connections_per_user: r.get("GATEWAY_MAX_CONNECTIONS_PER_USER", parse_count),
         };
         if limits.ping_interval >= limits.idle_timeout
             && !r.has_problem("GATEWAY_WS_PING_INTERVAL")

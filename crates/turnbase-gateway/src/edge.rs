@@ -37,7 +37,7 @@ use turnbase_core::readiness::Readiness;
 use crate::backend::{HttpClient, ResolveError, Resolver, Session};
 use crate::config::{EdgeLimits, GatewayConfig};
 use crate::envelope::control;
-use crate::hub::{CloseReason, Connection, Hub, Outbound, Start};
+use crate::hub::{CloseReason, Connection, Hub, Outbound, Refused, Start};
 use crate::signing::Signer;
 
 /// Everything the edge's handlers share.
@@ -455,9 +455,35 @@ async fn events(
     // Registered before the answer goes out, so that nothing published
     // after the client hears back is missed, and a stop that began in
     // between still reaches this connection.
-    let conn = edge
+    let conn = match edge
         .hub
-        .register(session.account_id, session.session_id, start(resume));
+        .admit(session.account_id, session.session_id, start(resume))
+    {
+        Ok(conn) => conn,
+        Err(Refused::UserLimit) => {
+            let mut r = error(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too_many_connections",
+                format!(
+                    "this account already holds {} live-event connections; close one first",
+                    edge.limits.max_connections_per_user
+                ),
+            );
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+            return r;
+        }
+        Err(Refused::Full) => {
+            let mut r = error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "gateway_full",
+                "this gateway holds as many live-event connections as it may; try again or connect elsewhere",
+            );
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+            return r;
+        }
+    };
     if edge.closing.load(Ordering::SeqCst) {
         conn.state.close(CloseReason::ShuttingDown);
     }

@@ -173,7 +173,18 @@ pub struct Hub {
     shards: Vec<Mutex<HashMap<Uuid, User>>>,
     limits: EdgeLimits,
     next_id: AtomicU64,
+    /// Registered connections, for `GATEWAY_MAX_CONNECTIONS`.
+    total: AtomicUsize,
     metrics: Option<Metrics>,
+}
+
+/// Why a new connection was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refused {
+    /// The gateway holds `GATEWAY_MAX_CONNECTIONS` already.
+    Full,
+    /// The account holds `GATEWAY_MAX_CONNECTIONS_PER_USER` already.
+    UserLimit,
 }
 
 /// How a registration starts.
@@ -190,6 +201,7 @@ impl Hub {
             shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
             limits,
             next_id: AtomicU64::new(1),
+            total: AtomicUsize::new(0),
             metrics: meter.map(|m| Metrics {
                 connections: m
                     .i64_up_down_counter("edge_connections")
@@ -216,10 +228,53 @@ impl Hub {
         self.shards[i].lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Registers a connection of `session` (of `user`). Resuming queues
-    /// what it missed, in order, or a resync when the id is no longer in
-    /// the window.
+    /// Admits a new connection of `session` (of `user`) within the
+    /// gateway's and the account's connection limits, and registers it.
+    pub fn admit(
+        self: &Arc<Self>,
+        user: Uuid,
+        session: Uuid,
+        start: Start,
+    ) -> Result<Connection, Refused> {
+        // The global count is reserved first and given back on refusal, so
+        // concurrent admissions can never exceed it together.
+        if self.total.fetch_add(1, Ordering::SeqCst) >= self.limits.max_connections {
+            self.total.fetch_sub(1, Ordering::SeqCst);
+            return Err(Refused::Full);
+        }
+        self.add(
+            user,
+            session,
+            start,
+            Some(self.limits.max_connections_per_user),
+        )
+        .ok_or_else(|| {
+            self.total.fetch_sub(1, Ordering::SeqCst);
+            Refused::UserLimit
+        })
+    }
+
+    /// Registers a connection of `session` (of `user`) without checking
+    /// limits: for a connection that gave up its earlier registration (a
+    /// WebSocket that resumes by message). Resuming queues what it missed,
+    /// in order, or a resync when the id is no longer in the window.
     pub fn register(self: &Arc<Self>, user: Uuid, session: Uuid, start: Start) -> Connection {
+        self.total.fetch_add(1, Ordering::SeqCst);
+        match self.add(user, session, start, None) {
+            Some(conn) => conn,
+            None => unreachable!("a registration without a limit is never refused"),
+        }
+    }
+
+    /// Registers a connection under the user's lock, unless the user holds
+    /// `per_user` connections already.
+    fn add(
+        self: &Arc<Self>,
+        user: Uuid,
+        session: Uuid,
+        start: Start,
+        per_user: Option<usize>,
+    ) -> Option<Connection> {
         let (tx, rx) = mpsc::channel(self.limits.queue_messages.max(1));
         let state = Arc::new(ConnState {
             queued: AtomicUsize::new(0),
@@ -236,6 +291,9 @@ impl Hub {
         {
             let mut shard = self.shard(user);
             let entry = shard.entry(user).or_default();
+            if per_user.is_some_and(|cap| entry.conns.len() >= cap) {
+                return None;
+            }
             self.expire(entry);
             if let Start::Resume(after) = start {
                 match entry.window.iter().position(|s| *s.sealed.id == *after) {
@@ -254,16 +312,17 @@ impl Hub {
         if let Some(m) = &self.metrics {
             m.connections.add(1, &[]);
         }
-        Connection {
+        Some(Connection {
             rx,
             state,
             hub: self.clone(),
             user,
             id,
-        }
+        })
     }
 
     fn unregister(&self, user: Uuid, id: u64) {
+        self.total.fetch_sub(1, Ordering::SeqCst);
         let mut shard = self.shard(user);
         if let Some(entry) = shard.get_mut(&user) {
             entry.conns.retain(|c| c.id != id);
@@ -397,16 +456,7 @@ impl Hub {
     }
 
     pub fn connection_count(&self) -> usize {
-        self.shards
-            .iter()
-            .map(|s| {
-                s.lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .values()
-                    .map(|u| u.conns.len())
-                    .sum::<usize>()
-            })
-            .sum()
+        self.total.load(Ordering::SeqCst)
     }
 }
 
@@ -425,6 +475,8 @@ mod tests {
             ping_interval: Duration::from_secs(20),
             idle_timeout: Duration::from_secs(60),
             max_message: 1 << 16,
+            max_connections: 5,
+            max_connections_per_user: 3,
         }
     }
 
@@ -486,6 +538,40 @@ mod tests {
         }
         assert_eq!(slow.state.closed().await, CloseReason::SlowConsumer);
         assert!(fast.state.closed.get().is_none());
+    }
+
+    #[tokio::test]
+    async fn connections_are_admitted_within_the_user_and_gateway_limits() {
+        let hub = Hub::new(limits(8), None);
+        let (ann, bob, cy) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
+        let mut anns: Vec<Connection> = (0..3)
+            .map(|_| {
+                hub.admit(ann, Uuid::now_v7(), Start::Fresh)
+                    .expect("within Ann's three")
+            })
+            .collect();
+        assert_eq!(
+            hub.admit(ann, Uuid::now_v7(), Start::Fresh).err(),
+            Some(Refused::UserLimit)
+        );
+        let bobs: Vec<Connection> = (0..2)
+            .map(|_| hub.admit(bob, Uuid::now_v7(), Start::Fresh).expect("room"))
+            .collect();
+        assert_eq!(
+            hub.admit(cy, Uuid::now_v7(), Start::Fresh).err(),
+            Some(Refused::Full),
+            "five connections is the gateway's limit"
+        );
+        assert_eq!(hub.connection_count(), 5, "refusals hold no slot");
+        drop(anns.pop());
+        let again = hub
+            .admit(ann, Uuid::now_v7(), Start::Fresh)
+            .expect("a slot was given back");
+        assert_eq!(hub.connection_count(), 5);
+        drop((anns, bobs, again));
+        assert_eq!(hub.connection_count(), 0);
+        hub.admit(cy, Uuid::now_v7(), Start::Fresh)
+            .expect("room again");
     }
 
     #[tokio::test]

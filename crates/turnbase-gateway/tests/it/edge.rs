@@ -1066,3 +1066,75 @@ fn close_code_in(mut bytes: &[u8]) -> Option<u16> {
     }
     None
 }
+
+/// Opens a live-event WebSocket, or returns the status and JSON body of
+/// the refusal.
+async fn try_ws(s: &Stack, token: &str) -> Result<Ws, (u16, Value)> {
+    let url = format!("{}/api/v1/events", s.edge.replacen("http://", "ws://", 1));
+    let mut request = url.into_client_request().expect("request");
+    request.headers_mut().insert(
+        "authorization",
+        format!("Bearer {token}").parse().expect("header"),
+    );
+    match tokio_tungstenite::connect_async(request).await {
+        Ok((ws, _)) => Ok(ws),
+        Err(tokio_tungstenite::tungstenite::Error::Http(r)) => Err((
+            r.status().as_u16(),
+            r.body()
+                .as_deref()
+                .and_then(|b| serde_json::from_slice(b).ok())
+                .unwrap_or(Value::Null),
+        )),
+        Err(other) => panic!("{other}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_connections_are_limited_per_account_and_per_gateway() {
+    let s = Stack::start(&[
+        ("GATEWAY_MAX_CONNECTIONS_PER_USER", "2"),
+        ("GATEWAY_MAX_CONNECTIONS", "3"),
+    ])
+    .await;
+    let (ann, _, _) = s.guest("Ann").await;
+    let (bob, _, _) = s.guest("Bob").await;
+    let (cy, _, _) = s.guest("Cy").await;
+    let mut ann_first = s.ws(&ann, "").await;
+    let _ann_second = s.ws(&ann, "").await;
+    let (status, body) = try_ws(&s, &ann).await.err().expect("a third is refused");
+    assert_eq!(status, 429, "{body}");
+    assert_eq!(body["error"]["code"], "too_many_connections", "{body}");
+    let sse = s
+        .client
+        .get(format!("{}/api/v1/events", s.edge))
+        .bearer_auth(&ann)
+        .header("accept", "text/event-stream")
+        .send()
+        .await
+        .expect("SSE");
+    assert_eq!(
+        sse.status(),
+        StatusCode::TOO_MANY_REQUESTS,
+        "SSE counts too"
+    );
+    assert!(sse.headers().contains_key("retry-after"));
+
+    let _bob = s.ws(&bob, "").await;
+    let (status, body) = try_ws(&s, &cy).await.err().expect("the gateway is full");
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["error"]["code"], "gateway_full", "{body}");
+
+    // A closed connection gives its place back.
+    ann_first.close(None).await.expect("close");
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    let _cy = loop {
+        match try_ws(&s, &cy).await {
+            Ok(ws) => break ws,
+            Err((503, _)) if tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(refused) => panic!("Cy was refused: {refused:?}"),
+        }
+    };
+    s.stop().await;
+}
