@@ -197,13 +197,9 @@ impl App {
             "http",
             Some(config.http.shutdown_timeout),
             move |stop| async move {
-                axum::serve(
-                    listener,
-                    router.into_make_service_with_connect_info::<SocketAddr>(),
-                )
-                .with_graceful_shutdown(stop.cancelled_owned())
-                .await
-                .map_err(|e| anyhow::anyhow!("HTTP server: {e}"))
+                turnbase_core::serve::serve(listener, router, stop.cancelled_owned())
+                    .await
+                    .map_err(|e| anyhow::anyhow!("HTTP server: {e}"))
             },
         );
         tracing::info!(addr = %http_addr, "HTTP API listening");
@@ -268,8 +264,7 @@ impl App {
                     "metrics",
                     Some(config.http.shutdown_timeout),
                     move |stop| async move {
-                        axum::serve(listener, router)
-                            .with_graceful_shutdown(stop.cancelled_owned())
+                        turnbase_core::serve::serve(listener, router, stop.cancelled_owned())
                             .await
                             .map_err(|e| anyhow::anyhow!("metrics server: {e}"))
                     },

@@ -8,4 +8,5 @@ pub mod http;
 pub mod lifecycle;
 pub mod limiter;
 pub mod readiness;
+pub mod serve;
 pub mod telemetry;

@@ -6,7 +6,6 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::serve::ListenerExt as _;
 use turnbase_core::http::{HttpMetrics, bind, text_response};
 use turnbase_core::lifecycle::{Lifecycle, ShutdownReport};
 use turnbase_core::readiness::{Readiness, ReadyFlag};
@@ -196,17 +195,9 @@ impl Gateway {
         let draining = hub.clone();
         lifecycle.spawn("gateway-http", None, move |stop| async move {
             let closing = edge.clone();
-            // Envelopes are small writes that must leave at once: no Nagle.
-            let listener = listener.tap_io(|tcp| {
-                if let Err(err) = tcp.set_nodelay(true) {
-                    tracing::debug!(%err, "cannot set TCP_NODELAY");
-                }
-            });
-            axum::serve(
-                listener,
-                app.into_make_service_with_connect_info::<SocketAddr>(),
-            )
-            .with_graceful_shutdown(async move {
+            // (Envelopes are small writes that must leave at once: `serve`
+            // turns Nagle off.)
+            turnbase_core::serve::serve(listener, app, async move {
                 stop.cancelled().await;
                 closing.begin_closing();
             })
@@ -240,8 +231,7 @@ impl Gateway {
                     }),
                 );
                 lifecycle.spawn("gateway-metrics", None, move |stop| async move {
-                    axum::serve(listener, router)
-                        .with_graceful_shutdown(stop.cancelled_owned())
+                    turnbase_core::serve::serve(listener, router, stop.cancelled_owned())
                         .await
                         .map_err(|e| anyhow::anyhow!("metrics server: {e}"))
                 });

@@ -1,0 +1,163 @@
+//! Serving an axum router on a TCP listener, with the limit hyper leaves
+//! off unless it is given a timer: a client gets [`HEADER_READ_TIMEOUT`] to
+//! send a request's head. Without it a client that opens connections and
+//! trickles (or never finishes) its headers holds each one open for ever,
+//! until the process runs out of file descriptors.
+//!
+//! Otherwise it does what `axum::serve` does: HTTP/1.1 with upgrades (for
+//! WebSockets) and HTTP/2, `ConnectInfo<SocketAddr>` on every request,
+//! `TCP_NODELAY`, and a graceful stop that refuses new connections and
+//! lets the open ones finish their requests.
+
+use std::future::Future;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::ConnectInfo;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto::Builder;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+use tower::ServiceExt as _;
+
+/// How long a client may take to send a request's head.
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Serves `router` until `stop` resolves, then waits for the open
+/// connections to finish their requests (upgraded ones are the caller's).
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    stop: impl Future<Output = ()>,
+) -> std::io::Result<()> {
+    serve_with(listener, router, stop, HEADER_READ_TIMEOUT).await
+}
+
+/// [`serve`] with another header timeout (tests use a short one).
+pub async fn serve_with(
+    listener: TcpListener,
+    router: Router,
+    stop: impl Future<Output = ()>,
+    header_read_timeout: Duration,
+) -> std::io::Result<()> {
+    let mut builder = Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_read_timeout);
+    builder.http2().timer(TokioTimer::new());
+    let graceful = GracefulShutdown::new();
+    let mut stop = std::pin::pin!(stop);
+    loop {
+        let (tcp, peer) = tokio::select! {
+            () = &mut stop => break,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(err) => {
+                    // Out of file descriptors, or a connection that died
+                    // before it was accepted: wait a little and go on.
+                    tracing::warn!(%err, "cannot accept a connection");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        if let Err(err) = tcp.set_nodelay(true) {
+            tracing::debug!(%err, "cannot set TCP_NODELAY");
+        }
+        let router = router.clone();
+        let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
+            request.extensions_mut().insert(ConnectInfo(peer));
+            router.clone().oneshot(request)
+        });
+        let connection = builder
+            .serve_connection_with_upgrades(TokioIo::new(tcp), service)
+            .into_owned();
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            if let Err(err) = connection.await {
+                tracing::trace!(%err, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::SocketAddr;
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+    async fn start(timeout: Duration) -> (SocketAddr, tokio::sync::oneshot::Sender<()>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let router = Router::new().route(
+            "/peer",
+            axum::routing::get(|ConnectInfo(peer): ConnectInfo<SocketAddr>| async move {
+                peer.to_string()
+            }),
+        );
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(serve_with(
+            listener,
+            router,
+            async move {
+                let _ = rx.await;
+            },
+            timeout,
+        ));
+        (addr, tx)
+    }
+
+    #[tokio::test]
+    async fn a_client_that_never_finishes_its_headers_is_cut_off() {
+        let (addr, _stop) = start(Duration::from_secs(1)).await;
+        let mut slow = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        slow.write_all(b"GET /peer HTTP/1.1\r\nHost: x\r\n")
+            .await
+            .expect("write");
+        let mut buf = [0u8; 256];
+        assert!(
+            tokio::time::timeout(Duration::from_millis(300), slow.read(&mut buf))
+                .await
+                .is_err(),
+            "the server waits for the rest of the head, up to the timeout"
+        );
+        // Then, whatever hyper answers (a 408, or nothing), the connection
+        // ends.
+        let mut rest = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(10), slow.read_to_end(&mut rest)).await;
+        assert!(
+            read.is_ok(),
+            "the connection was still open 10 s after the header timeout"
+        );
+    }
+
+    #[tokio::test]
+    async fn requests_carry_the_peer_address_and_stop_is_graceful() {
+        let (addr, stop) = start(Duration::from_secs(30)).await;
+        let mut client = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        let local = client.local_addr().expect("local");
+        client
+            .write_all(b"GET /peer HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .await
+            .expect("write");
+        let mut answer = String::new();
+        client.read_to_string(&mut answer).await.expect("read");
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        assert!(answer.ends_with(&local.to_string()), "{answer}");
+        stop.send(()).expect("stop");
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while tokio::net::TcpStream::connect(addr).await.is_ok() {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "still accepting after the stop"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
