@@ -125,6 +125,8 @@ pub struct MailFilter {
     /// `pending`, `retrying`, `sending`, `sent` or `failed`.
     pub status: Option<String>,
     pub before: Option<Uuid>,
+    /// Only mail to this address, exactly as stored (the parsed form).
+    pub to: Option<String>,
     pub limit: i64,
 }
 

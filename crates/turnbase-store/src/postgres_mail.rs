@@ -212,6 +212,7 @@ impl MailStore for PostgresStore {
              WHERE ($1::text IS NULL OR status = $1)
                AND ($2::boolean IS NULL OR ($2 AND attempts > 0) OR (NOT $2 AND attempts = 0))
                AND ($3::uuid IS NULL OR id < $3)
+               AND ($5::text IS NULL OR to_address = $5)
              ORDER BY id DESC LIMIT $4"
         );
         let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
@@ -219,6 +220,7 @@ impl MailStore for PostgresStore {
             .bind(retrying)
             .bind(filter.before)
             .bind(filter.limit)
+            .bind(&filter.to)
             .fetch_all(self.pool())
             .await?;
         rows.iter()

@@ -183,6 +183,7 @@ impl MailStore for SqliteStore {
              WHERE (?1 IS NULL OR status = ?1)
                AND (?2 IS NULL OR (?2 = 1 AND attempts > 0) OR (?2 = 0 AND attempts = 0))
                AND (?3 IS NULL OR id < ?3)
+               AND (?5 IS NULL OR to_address = ?5)
              ORDER BY id DESC LIMIT ?4"
         );
         let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
@@ -190,6 +191,7 @@ impl MailStore for SqliteStore {
             .bind(retrying)
             .bind(filter.before)
             .bind(filter.limit)
+            .bind(&filter.to)
             .fetch_all(self.pool())
             .await?;
         rows.iter()

@@ -1,5 +1,6 @@
 //! `/api/v1/admin/mail`: the outbox for operators — list deliveries by
-//! status with paging, show one with its attempts, retry a failed one.
+//! status or recipient with paging, show one with its attempts, retry a
+//! failed one.
 
 use axum::extract::{Path, Query, State};
 use axum::{Extension, Json};
@@ -31,6 +32,8 @@ struct ListQuery {
     status: Option<String>,
     /// Return deliveries older than this id (the previous page's `next`).
     before: Option<Uuid>,
+    /// Only deliveries to this address ("did my code go out?").
+    to: Option<String>,
     /// Page size, 1 to 200 (default 50).
     limit: Option<i64>,
 }
@@ -131,6 +134,14 @@ async fn list_mail(
             STATUSES.join(", ")
         )));
     }
+    let to = match query.to.as_deref() {
+        Some(text) => Some(
+            turnbase_mail::Email::parse(text)
+                .map_err(|e| ApiError::BadRequest(format!("to: {e}")))?
+                .to_string(),
+        ),
+        None => None,
+    };
     let limit = query.limit.unwrap_or(50);
     if !(1..=MAX_LIMIT).contains(&limit) {
         return Err(ApiError::BadRequest(format!(
@@ -143,6 +154,7 @@ async fn list_mail(
         .list_mail(&MailFilter {
             status: query.status,
             before: query.before,
+            to,
             limit: limit + 1,
         })
         .await

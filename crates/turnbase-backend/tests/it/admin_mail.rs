@@ -119,6 +119,12 @@ async fn list_show_and_retry(backend: Backend) {
     assert_eq!(page["items"][0]["id"], id.to_string());
     assert_eq!(page["items"][0]["last_error"], "no such user");
 
+    // By recipient, as parsed (the domain's case does not matter).
+    let (status, page) = t.get_json("/api/v1/admin/mail?to=cy@Example.ORG").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(page["items"].as_array().map(Vec::len), Some(1), "{page}");
+    assert_eq!(page["items"][0]["id"], id.to_string());
+
     let (_, page) = t.get_json("/api/v1/admin/mail?limit=1").await;
     let next = page["next"].as_str().expect("more pages").to_string();
     let (_, page2) = t
@@ -166,6 +172,7 @@ async fn bad_admin_input_gets_4xx_json() {
         ("/api/v1/admin/mail?limit=0", StatusCode::BAD_REQUEST),
         ("/api/v1/admin/mail?limit=9999", StatusCode::BAD_REQUEST),
         ("/api/v1/admin/mail?limit=ten", StatusCode::BAD_REQUEST),
+        ("/api/v1/admin/mail?to=nobody", StatusCode::BAD_REQUEST),
         (
             "/api/v1/admin/mail?before=not-a-uuid",
             StatusCode::BAD_REQUEST,

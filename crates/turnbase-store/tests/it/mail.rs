@@ -259,9 +259,26 @@ async fn listing_filters_and_pages(backend: Backend) {
     let (_g, db) = open(backend).await;
     let mut ids = Vec::new();
     for i in 0..5 {
-        ids.push(enqueue(&db, &new_mail(None, i)).await);
+        let mut mail = new_mail(None, i);
+        if i == 3 {
+            mail.to = "cy@example.org".into();
+        }
+        ids.push(enqueue(&db, &mail).await);
     }
     let store = db.mail();
+    let to_cy = store
+        .list_mail(&MailFilter {
+            to: Some("cy@example.org".into()),
+            limit: 10,
+            ..MailFilter::default()
+        })
+        .await
+        .expect("list");
+    assert_eq!(
+        to_cy.iter().map(|m| m.id).collect::<Vec<_>>(),
+        [ids[3]],
+        "only the mail to that address"
+    );
     let page1 = store
         .list_mail(&MailFilter {
             limit: 2,
