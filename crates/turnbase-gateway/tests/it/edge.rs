@@ -1101,7 +1101,9 @@ async fn live_connections_are_limited_per_account_and_per_gateway() {
     let (cy, _, _) = s.guest("Cy").await;
     let mut ann_first = s.ws(&ann, "").await;
     let _ann_second = s.ws(&ann, "").await;
-    let (status, body) = try_ws(&s, &ann).await.err().expect("a third is refused");
+    let Err((status, body)) = try_ws(&s, &ann).await else {
+        panic!("a third connection of one account was let in")
+    };
     assert_eq!(status, 429, "{body}");
     assert_eq!(body["error"]["code"], "too_many_connections", "{body}");
     let sse = s
@@ -1120,7 +1122,9 @@ async fn live_connections_are_limited_per_account_and_per_gateway() {
     assert!(sse.headers().contains_key("retry-after"));
 
     let _bob = s.ws(&bob, "").await;
-    let (status, body) = try_ws(&s, &cy).await.err().expect("the gateway is full");
+    let Err((status, body)) = try_ws(&s, &cy).await else {
+        panic!("a fourth connection was let into a gateway for three")
+    };
     assert_eq!(status, 503, "{body}");
     assert_eq!(body["error"]["code"], "gateway_full", "{body}");
 
