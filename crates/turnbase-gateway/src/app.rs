@@ -176,6 +176,24 @@ impl Gateway {
             Ok(())
         });
 
+        // Resume windows of users who went away expire without an event
+        // to trigger it.
+        let sweeping = hub.clone();
+        let every = (config.limits.resume_window / 4).clamp(
+            std::time::Duration::from_secs(1),
+            std::time::Duration::from_secs(30),
+        );
+        lifecycle.spawn("gateway-hub-sweeper", None, move |stop| async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    () = stop.cancelled() => return Ok(()),
+                    _ = tick.tick() => sweeping.sweep(),
+                }
+            }
+        });
+
         let edge = Edge::new(
             config,
             hub.clone(),

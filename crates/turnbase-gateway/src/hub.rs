@@ -400,6 +400,29 @@ impl Hub {
         self.expire(entry);
     }
 
+    /// Drops envelopes that left the resume window and forgets users with
+    /// neither connections nor a window. Windows otherwise shrink only when
+    /// their user gets another event or connects, so a user who went
+    /// offline for good would keep theirs for ever; the gateway runs this
+    /// every few seconds.
+    pub fn sweep(&self) {
+        for shard in &self.shards {
+            let mut shard = shard.lock().unwrap_or_else(|p| p.into_inner());
+            shard.retain(|_, entry| {
+                self.expire(entry);
+                !(entry.conns.is_empty() && entry.window.is_empty())
+            });
+        }
+    }
+
+    /// Users the hub holds state for (connections or a resume window).
+    pub fn user_count(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|s| s.lock().unwrap_or_else(|p| p.into_inner()).len())
+            .sum()
+    }
+
     /// Closes the connections of a revoked session (or of every session
     /// of the user).
     pub fn revoke(&self, user: Uuid, session: Option<Uuid>) {
@@ -572,6 +595,28 @@ mod tests {
         assert_eq!(hub.connection_count(), 0);
         hub.admit(cy, Uuid::now_v7(), Start::Fresh)
             .expect("room again");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn sweeping_forgets_windows_of_users_gone_for_longer_than_the_window() {
+        let hub = Hub::new(limits(8), None);
+        let (offline, online) = (Uuid::now_v7(), Uuid::now_v7());
+        let _conn = hub.register(online, Uuid::now_v7(), Start::Fresh);
+        for (n, user) in [(1, offline), (2, online)] {
+            let (id, f) = frame(n);
+            hub.deliver(user, None, id, f);
+        }
+        hub.sweep();
+        assert_eq!(hub.user_count(), 2, "both windows are still resumable");
+        tokio::time::advance(Duration::from_secs(61)).await;
+        hub.sweep();
+        assert_eq!(
+            hub.user_count(),
+            1,
+            "the offline user's window expired and the user was forgotten; the connected one stays"
+        );
+        let mut late = hub.register(offline, Uuid::now_v7(), Start::Resume("e.1".into()));
+        assert_eq!(ids(&mut late), ["resync:resume_unavailable"]);
     }
 
     #[tokio::test]

@@ -911,7 +911,12 @@ async fn graceful_stop_tells_clients_to_reconnect() {
     let order: Vec<&str> = report.components.iter().map(|c| c.name).collect();
     assert_eq!(
         order,
-        ["gateway-metrics", "gateway-http", "gateway-push-client"],
+        [
+            "gateway-metrics",
+            "gateway-http",
+            "gateway-hub-sweeper",
+            "gateway-push-client"
+        ],
         "the push stream closes last"
     );
     s.stop().await;

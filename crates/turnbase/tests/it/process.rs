@@ -140,6 +140,7 @@ fn serve_and_stop(mut env: Vec<(&'static str, String)>, signal: &str) {
         stopped,
         [
             "gateway-http",
+            "gateway-hub-sweeper",
             "gateway-push-client",
             "metrics",
             "guest-reaper",
