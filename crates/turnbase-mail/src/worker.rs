@@ -403,11 +403,15 @@ impl MailWorker {
     /// many rows at once.
     async fn purge_old_mail(&self, stop: CancellationToken) {
         loop {
-            let before = Utc::now()
-                - chrono::Duration::from_std(self.config.retention)
-                    .unwrap_or(chrono::Duration::MAX);
+            // A retention reaching back before the calendar begins keeps
+            // everything.
+            let before = chrono::Duration::from_std(self.config.retention)
+                .ok()
+                .and_then(|d| Utc::now().checked_sub_signed(d));
             let mut purged = 0;
-            while !stop.is_cancelled() {
+            while let Some(before) = before
+                && !stop.is_cancelled()
+            {
                 match self
                     .db
                     .mail()
