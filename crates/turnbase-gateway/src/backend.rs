@@ -182,31 +182,29 @@ impl Resolver {
     /// Forgets every session (after events were lost upstream, revocations
     /// may be among them).
     pub fn clear(&self) {
-        let mut cache = self.lock();
-        self.generation.fetch_add(1, Ordering::SeqCst);
-        cache.clear();
-        drop(cache);
-        self.forget_inflight();
-    }
-
-    /// Lookups under way may carry answers from before a revocation: later
-    /// callers start their own.
-    fn forget_inflight(&self) {
-        self.inflight
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clear();
+        self.invalidate(|_| true);
     }
 
     /// Drops one session (or, with `None`, every session of the account).
     pub fn forget(&self, account: Uuid, session: Option<Uuid>) {
+        self.invalidate(|s| s.account_id == account && session.is_none_or(|id| id == s.session_id));
+    }
+
+    /// Drops the cached sessions `doomed` picks, and makes every lookup
+    /// that may have started before this one miss. The order matters:
+    /// lookups under way are forgotten first (later callers start their
+    /// own), then the generation moves on, in the same critical section
+    /// as the cache change. So a caller that saw the new generation can
+    /// neither join an older lookup nor find an older cache entry, and a
+    /// caller that saw the old one checks again.
+    fn invalidate(&self, doomed: impl Fn(&Session) -> bool) {
+        self.inflight
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
         let mut cache = self.lock();
         self.generation.fetch_add(1, Ordering::SeqCst);
-        cache.retain(|_, (s, _)| {
-            s.account_id != account || session.is_some_and(|id| id != s.session_id)
-        });
-        drop(cache);
-        self.forget_inflight();
+        cache.retain(|_, (s, _)| !doomed(s));
     }
 }
 
