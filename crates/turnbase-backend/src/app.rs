@@ -180,11 +180,12 @@ impl App {
         let listener = bind(config.grpc_push.addr, "BACKEND_GRPC_PUSH_ADDR").await?;
         let grpc_push_addr = listener.local_addr()?;
         let service = push.clone();
+        let secret = config.accounts.internal_token.expose().clone();
         lifecycle.spawn(
             "grpc-push",
             Some(config.grpc_push.shutdown_timeout),
             move |stop| async move {
-                turnbase_push::server::serve(service, listener, stop.cancelled_owned())
+                turnbase_push::server::serve(service, listener, secret, stop.cancelled_owned())
                     .await
                     .map_err(|e| anyhow::anyhow!("gRPC push server: {e}"))
             },

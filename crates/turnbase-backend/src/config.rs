@@ -222,7 +222,7 @@ pub const VARIABLES: &[VarSpec] = &[
     var!(
         "BACKEND_INTERNAL_TOKEN",
         None,
-        "Shared secret gateways send to `/api/v1/internal/*` (at least 32 characters). Required (`turnbase up` makes one per start). Secret."
+        "Shared secret gateways send to `/api/v1/internal/*` and the push listener (at least 32 characters). Required (`turnbase up` makes one per start). Secret."
     ),
     var!(
         "BACKEND_ADMIN_EMAIL",

@@ -61,6 +61,10 @@ pub struct SubscriberArgs {
     cursor: Option<String>,
 }
 
+/// The internal secret the publisher child's push listener asks of its
+/// subscriber child (both are this program).
+const SECRET: &str = "push-bench-internal-secret-0123456789";
+
 /// What a publisher child says once listening.
 #[derive(Serialize, Deserialize)]
 struct Listening {
@@ -111,6 +115,7 @@ pub async fn publisher(args: PublisherArgs) -> anyhow::Result<()> {
     tokio::spawn(turnbase_push::server::serve(
         service.clone(),
         listener,
+        SECRET.to_string(),
         std::future::pending(),
     ));
     report(&Listening {
@@ -220,6 +225,7 @@ pub async fn subscriber(args: SubscriberArgs) -> anyhow::Result<()> {
     let client = PushClient::new(
         PushClientConfig {
             url: args.url,
+            secret: turnbase_core::config::Secret::new(SECRET.to_string()),
             client_id: "bench-subscriber".into(),
             base_backoff: Duration::from_millis(100),
             max_backoff: Duration::from_secs(1),

@@ -39,7 +39,7 @@ pub const VARIABLES: &[VarSpec] = &[
     var!(
         "GATEWAY_INTERNAL_TOKEN",
         None,
-        "The backend's `BACKEND_INTERNAL_TOKEN`, for resolving sessions. Required (`turnbase up` shares its own). Secret."
+        "The backend's `BACKEND_INTERNAL_TOKEN`, for resolving sessions and subscribing to the push stream. Required (`turnbase up` shares its own). Secret."
     ),
     var!(
         "GATEWAY_SIGNING_KEY_FILE",
@@ -191,6 +191,9 @@ pub const VARIABLES: &[VarSpec] = &[
 #[derive(Debug, Clone)]
 pub struct PushClientConfig {
     pub url: String,
+    /// The backend's internal secret (`GATEWAY_INTERNAL_TOKEN`), which
+    /// the push listener asks of every subscriber.
+    pub secret: Secret<String>,
     pub client_id: String,
     pub base_backoff: Duration,
     pub max_backoff: Duration,
@@ -258,10 +261,10 @@ impl GatewayConfig {
         let mut r = Reader::new(&source, VARIABLES);
         let http_addr = r.get("GATEWAY_HTTP_ADDR", parse_socket_addr);
         let backend_url = r.get("GATEWAY_BACKEND_URL", parse_push_url);
-        let push = push_config(&mut r);
         let internal_token = r
             .required("GATEWAY_INTERNAL_TOKEN", parse_secret)
             .unwrap_or_else(|| Secret::new(String::new()));
+        let push = push_config(&mut r, internal_token.clone());
         let signing_key_file = r
             .required("GATEWAY_SIGNING_KEY_FILE", parse_string)
             .map(PathBuf::from)
@@ -338,13 +341,16 @@ impl PushClientConfig {
     ) -> Result<Self, ConfigError> {
         let source = Source::load(PREFIX, VARIABLES, env, file);
         let mut r = Reader::new(&source, VARIABLES);
-        let push = push_config(&mut r);
+        let secret = r
+            .required("GATEWAY_INTERNAL_TOKEN", parse_secret)
+            .unwrap_or_else(|| Secret::new(String::new()));
+        let push = push_config(&mut r, secret);
         r.finish()?;
         Ok(push)
     }
 }
 
-fn push_config(r: &mut Reader<'_>) -> PushClientConfig {
+fn push_config(r: &mut Reader<'_>, secret: Secret<String>) -> PushClientConfig {
     let url = r.get("GATEWAY_GRPC_PUSH_URL", parse_push_url);
     let client_id = r
         .optional("GATEWAY_CLIENT_ID", parse_client_id)
@@ -368,6 +374,7 @@ fn push_config(r: &mut Reader<'_>) -> PushClientConfig {
     }
     PushClientConfig {
         url,
+        secret,
         client_id,
         base_backoff,
         max_backoff,
@@ -431,11 +438,23 @@ pub fn markdown_table() -> String {
 mod tests {
     use super::*;
 
+    /// The push client's configuration from `pairs` and a valid secret.
     fn load(pairs: &[(&str, &str)]) -> Result<PushClientConfig, ConfigError> {
         PushClientConfig::load(
-            pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())),
+            std::iter::once((
+                "GATEWAY_INTERNAL_TOKEN",
+                "push-client-secret-0123456789abcdef",
+            ))
+            .chain(pairs.iter().copied())
+            .map(|(k, v)| (k.to_string(), v.to_string())),
             None,
         )
+    }
+
+    #[test]
+    fn the_push_client_needs_the_internal_secret() {
+        let err = PushClientConfig::load(std::iter::empty(), None).expect_err("no secret");
+        assert!(err.to_string().contains("GATEWAY_INTERNAL_TOKEN"), "{err}");
     }
 
     #[test]

@@ -204,10 +204,16 @@ impl<H: PushHandler> PushClient<H> {
             Err(e) => return Ended::Failed(format!("cannot connect to {}: {e}", self.config.url)),
         };
         let requested = self.cursor();
-        let request = GatewaySubscribeRequest {
+        let mut request = tonic::Request::new(GatewaySubscribeRequest {
             gateway_client_id: self.config.client_id.clone(),
             cursor: requested.clone(),
-        };
+        });
+        match turnbase_push::server::authorization(self.config.secret.expose()) {
+            Ok(value) => {
+                request.metadata_mut().insert("authorization", value);
+            }
+            Err(e) => return Ended::Failed(format!("GATEWAY_INTERNAL_TOKEN: {e}")),
+        }
         let mut stream = match GrpcClient::new(channel)
             .max_decoding_message_size(16 * 1024 * 1024)
             .subscribe_push(request)

@@ -1,4 +1,8 @@
 //! The gRPC side of the push service: `turnbase.push.v1.Push/SubscribePush`.
+//! Only gateways may subscribe: a stream carries every user's events, so a
+//! request must present the backend's internal secret as
+//! `authorization: Bearer <secret>` (DESIGN §8), or it ends with
+//! `UNAUTHENTICATED` before anything is sent.
 //!
 //! Written by hand rather than generated, because its responses are frames
 //! of bytes assembled from events encoded once (see `wire`), which the
@@ -11,6 +15,7 @@ use std::task::{Context, Poll};
 
 use futures::Stream;
 use prost::Message as _;
+use subtle::ConstantTimeEq as _;
 use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::{Status, body::Body};
 use tracing::Instrument as _;
@@ -28,12 +33,13 @@ const SUBSCRIBE_PATH: &str = "/turnbase.push.v1.Push/SubscribePush";
 pub async fn serve(
     service: PushService,
     listener: tokio::net::TcpListener,
+    secret: String,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), tonic::transport::Error> {
     let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
     let closing = service.clone();
     tonic::transport::Server::builder()
-        .serve_with_incoming_shutdown(PushServer { service }, incoming, async move {
+        .serve_with_incoming_shutdown(PushServer::new(service, secret), incoming, async move {
             shutdown.await;
             closing.close();
         })
@@ -44,12 +50,35 @@ pub async fn serve(
 #[derive(Clone)]
 pub struct PushServer {
     service: PushService,
+    /// `Bearer <secret>`, as the `authorization` metadata must read.
+    expected: std::sync::Arc<[u8]>,
 }
 
 impl PushServer {
-    pub fn new(service: PushService) -> Self {
-        Self { service }
+    pub fn new(service: PushService, secret: String) -> Self {
+        Self {
+            service,
+            expected: format!("Bearer {secret}").into_bytes().into(),
+        }
     }
+
+    /// Whether the request carries the internal secret (compared in
+    /// constant time).
+    fn authorized(&self, request: &http::Request<Body>) -> bool {
+        request
+            .headers()
+            .get(http::header::AUTHORIZATION)
+            .is_some_and(|given| bool::from(given.as_bytes().ct_eq(&self.expected)))
+    }
+}
+
+/// The `authorization` metadata a gateway sends with its subscription.
+pub fn authorization(
+    secret: &str,
+) -> Result<tonic::metadata::MetadataValue<tonic::metadata::Ascii>, String> {
+    format!("Bearer {secret}")
+        .parse()
+        .map_err(|_| "the internal secret must be printable ASCII".to_string())
 }
 
 impl tonic::server::NamedService for PushServer {
@@ -68,6 +97,12 @@ impl tower::Service<http::Request<Body>> for PushServer {
     fn call(&mut self, request: http::Request<Body>) -> Self::Future {
         if request.uri().path() != SUBSCRIBE_PATH {
             let status = Status::unimplemented(format!("no method {}", request.uri().path()));
+            return Box::pin(async move { Ok(status.into_http()) });
+        }
+        if !self.authorized(&request) {
+            let status = Status::unauthenticated(
+                "subscribing needs authorization: Bearer <the backend's internal secret>",
+            );
             return Box::pin(async move { Ok(status.into_http()) });
         }
         let handler = SubscribeHandler(self.service.clone());

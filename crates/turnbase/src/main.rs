@@ -251,6 +251,17 @@ fn tail(url: String, cursor: Option<String>, client_id: Option<String>) -> ExitC
             return ExitCode::from(2);
         }
     };
+    // The secret comes from the environment, never the command line
+    // (where any user of the machine could read it).
+    let secret = match std::env::var("BACKEND_INTERNAL_TOKEN") {
+        Ok(secret) if !secret.is_empty() => secret,
+        _ => {
+            eprintln!(
+                "turnbase: BACKEND_INTERNAL_TOKEN: set it to the backend's internal secret; its push listener only streams to holders of it"
+            );
+            return ExitCode::from(2);
+        }
+    };
     let client_id = client_id
         .unwrap_or_else(|| format!("tail-{}", turnbase_gateway::config::default_client_id()));
     let runtime = match tokio::runtime::Builder::new_current_thread()
@@ -263,7 +274,7 @@ fn tail(url: String, cursor: Option<String>, client_id: Option<String>) -> ExitC
             return ExitCode::from(1);
         }
     };
-    let code = runtime.block_on(push_tail::tail(&url, cursor, client_id));
+    let code = runtime.block_on(push_tail::tail(&url, &secret, cursor, client_id));
     ExitCode::from(u8::try_from(code).unwrap_or(1))
 }
 

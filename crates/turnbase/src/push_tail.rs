@@ -8,8 +8,9 @@ use turnbase_push::proto::push_message::Kind as Msg;
 use turnbase_push::proto::{GatewaySubscribeRequest, PushEvent, PushMessage, stale};
 
 /// Runs until the stream ends or Ctrl-C. Exit codes: 0 on Ctrl-C, 1 when
-/// the stream cannot be opened or ends with an error.
-pub async fn tail(url: &str, cursor: Option<String>, client_id: String) -> i32 {
+/// the stream cannot be opened or ends with an error. `secret` is the
+/// backend's internal secret, which its push listener asks of subscribers.
+pub async fn tail(url: &str, secret: &str, cursor: Option<String>, client_id: String) -> i32 {
     let mut client = match PushClient::connect(url.to_string()).await {
         Ok(c) => c.max_decoding_message_size(16 * 1024 * 1024),
         Err(e) => {
@@ -17,10 +18,19 @@ pub async fn tail(url: &str, cursor: Option<String>, client_id: String) -> i32 {
             return 1;
         }
     };
-    let request = GatewaySubscribeRequest {
+    let mut request = tonic::Request::new(GatewaySubscribeRequest {
         gateway_client_id: client_id,
         cursor: cursor.unwrap_or_default(),
-    };
+    });
+    match turnbase_push::server::authorization(secret) {
+        Ok(value) => {
+            request.metadata_mut().insert("authorization", value);
+        }
+        Err(e) => {
+            eprintln!("turnbase: BACKEND_INTERNAL_TOKEN: {e}");
+            return 2;
+        }
+    }
     let mut stream = match client.subscribe_push(request).await {
         Ok(r) => r.into_inner(),
         Err(status) => {

@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use tonic::Streaming;
 use turnbase_push::proto::push_event::Kind as EventKind;
 use turnbase_push::proto::push_message::Kind as Msg;
-use turnbase_push::proto::{GatewaySubscribeRequest, PushMessage, push_client::PushClient};
+use turnbase_push::proto::{PushMessage, push_client::PushClient};
 use turnbase_testkit::Backend;
 
 use crate::helpers::{ADMIN_EMAIL, INTERNAL_TOKEN, TestApp, spawn_app, spawn_app_with};
@@ -33,10 +33,7 @@ async fn subscribe(t: &TestApp) -> Streaming<PushMessage> {
         .await
         .expect("connect");
     let mut stream = client
-        .subscribe_push(GatewaySubscribeRequest {
-            gateway_client_id: "test-gateway".into(),
-            cursor: String::new(),
-        })
+        .subscribe_push(crate::helpers::push_request("test-gateway", ""))
         .await
         .expect("subscribe")
         .into_inner();

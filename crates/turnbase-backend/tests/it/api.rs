@@ -283,18 +283,15 @@ async fn a_second_start_keeps_the_installation_id() {
 
 #[tokio::test]
 async fn published_events_reach_a_push_subscriber_and_stop_ends_the_stream() {
+    use turnbase_push::proto::push_client::PushClient;
     use turnbase_push::proto::push_message::Kind;
-    use turnbase_push::proto::{GatewaySubscribeRequest, push_client::PushClient};
 
     let t = spawn_app(Backend::Sqlite).await;
     let mut client = PushClient::connect(format!("http://{}", t.app.grpc_push_addr))
         .await
         .expect("connect");
     let mut stream = client
-        .subscribe_push(GatewaySubscribeRequest {
-            gateway_client_id: "gw".into(),
-            cursor: String::new(),
-        })
+        .subscribe_push(crate::helpers::push_request("gw", ""))
         .await
         .expect("subscribe")
         .into_inner();
@@ -317,15 +314,12 @@ async fn published_events_reach_a_push_subscriber_and_stop_ends_the_stream() {
 
 #[tokio::test]
 async fn push_metrics_are_exported() {
-    use turnbase_push::proto::{GatewaySubscribeRequest, push_client::PushClient};
+    use turnbase_push::proto::push_client::PushClient;
 
     let t = spawn_app(Backend::Sqlite).await;
     let url = format!("http://{}", t.app.grpc_push_addr);
     let mut client = PushClient::connect(url).await.expect("connect");
-    let subscribe = |id: &str, cursor: &str| GatewaySubscribeRequest {
-        gateway_client_id: id.into(),
-        cursor: cursor.into(),
-    };
+    let subscribe = crate::helpers::push_request;
     let mut first = client
         .subscribe_push(subscribe("gw-a", ""))
         .await

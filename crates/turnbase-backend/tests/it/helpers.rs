@@ -19,6 +19,23 @@ pub struct TestApp {
 pub const ADMIN_EMAIL: &str = "admin@example.org";
 pub const INTERNAL_TOKEN: &str = "internal-secret-for-tests-0123456789";
 
+/// A push subscription request as a gateway sends it, with the internal
+/// secret.
+pub fn push_request(
+    id: &str,
+    cursor: &str,
+) -> tonic::Request<turnbase_push::proto::GatewaySubscribeRequest> {
+    let mut request = tonic::Request::new(turnbase_push::proto::GatewaySubscribeRequest {
+        gateway_client_id: id.into(),
+        cursor: cursor.into(),
+    });
+    request.metadata_mut().insert(
+        "authorization",
+        turnbase_push::server::authorization(INTERNAL_TOKEN).expect("ASCII"),
+    );
+    request
+}
+
 pub async fn spawn_app(backend: Backend) -> TestApp {
     spawn_app_with(backend, &[]).await
 }

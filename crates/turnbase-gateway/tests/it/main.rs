@@ -106,14 +106,19 @@ async fn server() -> (String, PushService) {
     tokio::spawn(turnbase_push::server::serve(
         service.clone(),
         listener,
+        PUSH_SECRET.to_string(),
         std::future::pending(),
     ));
     (url, service)
 }
 
+/// The internal secret of the push listeners these tests start.
+const PUSH_SECRET: &str = "push-client-test-secret-0123456789";
+
 fn config(url: &str, base_ms: u64, max_ms: u64) -> PushClientConfig {
     PushClientConfig {
         url: url.into(),
+        secret: turnbase_core::config::Secret::new(PUSH_SECRET.to_string()),
         client_id: "gw-test".into(),
         base_backoff: Duration::from_millis(base_ms),
         max_backoff: Duration::from_millis(max_ms),

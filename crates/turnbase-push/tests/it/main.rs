@@ -43,6 +43,7 @@ async fn start(config: PushConfig) -> Server {
     let task = tokio::spawn(turnbase_push::server::serve(
         service.clone(),
         listener,
+        SECRET.to_string(),
         stop.clone().cancelled_owned(),
     ));
     Server {
@@ -65,15 +66,28 @@ fn event(n: u64) -> ClientEventInput {
     }
 }
 
+/// The internal secret of the listeners these tests start.
+const SECRET: &str = "push-test-internal-secret-0123456789";
+
+/// A subscription request carrying `secret` (as a gateway sends it).
+fn request(id: &str, cursor: &str, secret: &str) -> tonic::Request<GatewaySubscribeRequest> {
+    let mut request = tonic::Request::new(GatewaySubscribeRequest {
+        gateway_client_id: id.into(),
+        cursor: cursor.into(),
+    });
+    request.metadata_mut().insert(
+        "authorization",
+        turnbase_push::server::authorization(secret).expect("ASCII"),
+    );
+    request
+}
+
 async fn subscribe(addr: SocketAddr, id: &str, cursor: &str) -> Streaming<PushMessage> {
     let mut client = PushClient::connect(format!("http://{addr}"))
         .await
         .expect("connect");
     client
-        .subscribe_push(GatewaySubscribeRequest {
-            gateway_client_id: id.into(),
-            cursor: cursor.into(),
-        })
+        .subscribe_push(request(id, cursor, SECRET))
         .await
         .expect("subscribe")
         .into_inner()
@@ -240,13 +254,36 @@ async fn malformed_cursor_and_bad_client_id() {
         .await
         .expect("connect");
     let status = client
-        .subscribe_push(GatewaySubscribeRequest {
-            gateway_client_id: String::new(),
-            cursor: String::new(),
-        })
+        .subscribe_push(request("", "", SECRET))
         .await
         .expect_err("empty client id");
     assert_eq!(status.code(), tonic::Code::InvalidArgument);
+}
+
+/// The stream carries every user's events: without the internal secret
+/// nothing is streamed and nobody is subscribed.
+#[tokio::test]
+async fn subscribing_needs_the_internal_secret() {
+    let server = start(config(1000, Duration::from_secs(60))).await;
+    let mut client = PushClient::connect(format!("http://{}", server.addr))
+        .await
+        .expect("connect");
+    let status = client
+        .subscribe_push(GatewaySubscribeRequest {
+            gateway_client_id: "gw-1".into(),
+            cursor: String::new(),
+        })
+        .await
+        .expect_err("no secret");
+    assert_eq!(status.code(), tonic::Code::Unauthenticated);
+    let status = client
+        .subscribe_push(request("gw-1", "", "not-the-secret-0123456789abcdef"))
+        .await
+        .expect_err("a wrong secret");
+    assert_eq!(status.code(), tonic::Code::Unauthenticated);
+    assert_eq!(server.service.subscriber_count(), 0);
+    let mut stream = subscribe(server.addr, "gw-1", "").await;
+    assert!(matches!(next(&mut stream).await, Ok(Msg::Resumed(_))));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

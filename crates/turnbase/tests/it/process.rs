@@ -2,6 +2,9 @@
 
 use crate::harness::{Running, command, get};
 
+/// The internal secret the processes under test share.
+pub const SECRET: &str = "process-test-secret-0123456789abcdef";
+
 pub fn data_env(dir: &tempfile::TempDir) -> Vec<(&'static str, String)> {
     vec![
         ("BACKEND_DATA_DIR", dir.path().display().to_string()),
@@ -9,10 +12,7 @@ pub fn data_env(dir: &tempfile::TempDir) -> Vec<(&'static str, String)> {
         ("BACKEND_GRPC_PUSH_ADDR", "127.0.0.1:0".into()),
         ("BACKEND_FRESHNESS_WINDOW", "1m".into()),
         ("BACKEND_MAIL_DELIVERY", "file".into()),
-        (
-            "BACKEND_INTERNAL_TOKEN",
-            "process-test-secret-0123456789abcdef".into(),
-        ),
+        ("BACKEND_INTERNAL_TOKEN", SECRET.into()),
     ]
 }
 
@@ -276,7 +276,27 @@ fn push_tail_prints_json_lines() {
         .expect("URL")
         .to_string();
 
-    let mut tail = Running::start(&["push", "tail", "--url", &url], &[]);
+    // Only holders of the internal secret may read the stream.
+    let output = command(&["push", "tail", "--url", &url], &[])
+        .output()
+        .expect("runs");
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("BACKEND_INTERNAL_TOKEN"));
+    let output = command(
+        &["push", "tail", "--url", &url],
+        &[(
+            "BACKEND_INTERNAL_TOKEN",
+            "not-the-secret-0123456789abcdef0123".into(),
+        )],
+    )
+    .output()
+    .expect("runs");
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("Unauthenticated"), "{stderr}");
+
+    let secret = [("BACKEND_INTERNAL_TOKEN", SECRET.to_string())];
+    let mut tail = Running::start(&["push", "tail", "--url", &url], &secret);
     let first = tail.stdout_line();
     let resumed: serde_json::Value = serde_json::from_str(&first).expect("JSON line");
     let head = resumed["resumed"]["head"]
@@ -289,7 +309,7 @@ fn push_tail_prints_json_lines() {
 
     let mut stale = Running::start(
         &["push", "tail", "--url", &url, "--cursor", "not-a-cursor"],
-        &[],
+        &secret,
     );
     let line: serde_json::Value = serde_json::from_str(&stale.stdout_line()).expect("JSON");
     assert_eq!(line["stale"]["reason"], "malformed");

@@ -59,6 +59,7 @@ async fn kill_9_of_the_backend_then_restart_ends_in_stale_unknown_epoch() {
     let client = PushClient::new(
         PushClientConfig {
             url: format!("http://127.0.0.1:{port}"),
+            secret: turnbase_core::config::Secret::new(crate::process::SECRET.to_string()),
             client_id: "gw-kill-test".into(),
             base_backoff: Duration::from_millis(50),
             max_backoff: Duration::from_millis(200),
