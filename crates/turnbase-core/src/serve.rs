@@ -4,10 +4,16 @@
 //! trickles (or never finishes) its headers holds each one open for ever,
 //! until the process runs out of file descriptors.
 //!
-//! Otherwise it does what `axum::serve` does: HTTP/1.1 with upgrades (for
-//! WebSockets) and HTTP/2, `ConnectInfo<SocketAddr>` on every request,
-//! `TCP_NODELAY`, and a graceful stop that refuses new connections and
-//! lets the open ones finish their requests.
+//! The same timeout closes keep-alive connections that sit idle between
+//! requests. HTTP/2 is not served: nothing here needs it in clear text
+//! (browsers speak it only over TLS, which a proxy in front terminates;
+//! gRPC has its own listener), and hyper has no idle limit for it, so an
+//! HTTP/2 connection could be held open for ever.
+//!
+//! Otherwise it does what `axum::serve` does for HTTP/1.1: upgrades (for
+//! WebSockets), `ConnectInfo<SocketAddr>` on every request, `TCP_NODELAY`,
+//! and a graceful stop that refuses new connections and lets the open ones
+//! finish their requests.
 
 use std::future::Future;
 use std::time::Duration;
@@ -15,9 +21,8 @@ use std::time::Duration;
 use axum::Router;
 use axum::extract::ConnectInfo;
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto::Builder;
-use hyper_util::server::graceful::GracefulShutdown;
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tower::ServiceExt as _;
 
@@ -41,13 +46,14 @@ pub async fn serve_with(
     stop: impl Future<Output = ()>,
     header_read_timeout: Duration,
 ) -> std::io::Result<()> {
-    let mut builder = Builder::new(TokioExecutor::new());
+    let mut builder = http1::Builder::new();
     builder
-        .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(header_read_timeout);
-    builder.http2().timer(TokioTimer::new());
-    let graceful = GracefulShutdown::new();
+    // Connections are told to finish when `stopping` changes or is
+    // dropped; `connections` waits for them.
+    let (stopping, stop_signal) = tokio::sync::watch::channel(());
+    let connections = tokio_util::task::TaskTracker::new();
     let mut stop = std::pin::pin!(stop);
     loop {
         let (tcp, peer) = tokio::select! {
@@ -72,17 +78,28 @@ pub async fn serve_with(
             router.clone().oneshot(request)
         });
         let connection = builder
-            .serve_connection_with_upgrades(TokioIo::new(tcp), service)
-            .into_owned();
-        let connection = graceful.watch(connection);
-        tokio::spawn(async move {
-            if let Err(err) = connection.await {
+            .serve_connection(TokioIo::new(tcp), service)
+            .with_upgrades();
+        let mut stop_signal = stop_signal.clone();
+        connections.spawn(async move {
+            let mut connection = std::pin::pin!(connection);
+            let ended = tokio::select! {
+                ended = connection.as_mut() => ended,
+                _ = stop_signal.changed() => {
+                    // Finish the request under way, then close.
+                    connection.as_mut().graceful_shutdown();
+                    connection.await
+                }
+            };
+            if let Err(err) = ended {
                 tracing::trace!(%err, "connection ended with an error");
             }
         });
     }
     drop(listener);
-    graceful.shutdown().await;
+    drop(stopping);
+    connections.close();
+    connections.wait().await;
     Ok(())
 }
 
@@ -134,6 +151,44 @@ mod tests {
         assert!(
             read.is_ok(),
             "the connection was still open 10 s after the header timeout"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_idle_keep_alive_connection_is_closed_after_the_timeout() {
+        let (addr, _stop) = start(Duration::from_secs(1)).await;
+        let mut client = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        client
+            .write_all(b"GET /peer HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .expect("write");
+        let mut buf = [0u8; 1024];
+        let n = client.read(&mut buf).await.expect("the answer");
+        assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+        let idle = tokio::time::timeout(Duration::from_secs(10), client.read(&mut buf)).await;
+        assert!(
+            matches!(idle, Ok(Ok(0))),
+            "the idle connection was not closed: {idle:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn http2_in_clear_text_is_not_served() {
+        let (addr, _stop) = start(Duration::from_secs(30)).await;
+        let mut client = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        // The HTTP/2 connection preface and an empty SETTINGS frame.
+        client
+            .write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00")
+            .await
+            .expect("write");
+        let mut rest = Vec::new();
+        // Closed at once, long before the 30 s header timeout.
+        let read =
+            tokio::time::timeout(Duration::from_secs(10), client.read_to_end(&mut rest)).await;
+        assert!(read.is_ok(), "an HTTP/2 connection was held open");
+        assert!(
+            rest.is_empty() || rest.starts_with(b"HTTP/1.1"),
+            "the server answered with HTTP/2 frames: {rest:?}"
         );
     }
 
