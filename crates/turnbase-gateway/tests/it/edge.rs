@@ -263,19 +263,37 @@ impl Stack {
     }
 
     async fn ws(&self, token: &str, query: &str) -> Ws {
+        match self.try_ws(query, Some(token)).await {
+            Ok(ws) => ws,
+            Err(refused) => panic!("the WebSocket was refused: {refused:?}"),
+        }
+    }
+
+    /// Opens a live-event WebSocket (with a bearer token when given), or
+    /// returns the status and JSON body of the refusal.
+    async fn try_ws(&self, query: &str, token: Option<&str>) -> Result<Ws, (u16, Value)> {
         let url = format!(
             "{}/api/v1/events{query}",
             self.edge.replacen("http://", "ws://", 1)
         );
         let mut request = url.into_client_request().expect("request");
-        request.headers_mut().insert(
-            "authorization",
-            format!("Bearer {token}").parse().expect("header"),
-        );
-        let (ws, _) = tokio_tungstenite::connect_async(request)
-            .await
-            .expect("WebSocket connects");
-        ws
+        if let Some(token) = token {
+            request.headers_mut().insert(
+                "authorization",
+                format!("Bearer {token}").parse().expect("header"),
+            );
+        }
+        match tokio_tungstenite::connect_async(request).await {
+            Ok((ws, _)) => Ok(ws),
+            Err(tokio_tungstenite::tungstenite::Error::Http(r)) => Err((
+                r.status().as_u16(),
+                r.body()
+                    .as_deref()
+                    .and_then(|b| serde_json::from_slice(b).ok())
+                    .unwrap_or(Value::Null),
+            )),
+            Err(other) => panic!("{other}"),
+        }
     }
 }
 
@@ -535,31 +553,13 @@ async fn revoking_a_session_closes_its_connections_within_a_second() {
     // The other session is untouched, and the revoked token is refused.
     s.publish(s_user(&s, &a2).await, None, 1);
     assert_eq!(n_of(&next_json(&mut ws_a2).await), 1);
-    let url = format!("{}/api/v1/events", s.edge.replacen("http://", "ws://", 1));
-    let mut request = url.into_client_request().expect("request");
-    request.headers_mut().insert(
-        "authorization",
-        format!("Bearer {a1}").parse().expect("header"),
-    );
-    match tokio_tungstenite::connect_async(request).await {
-        Err(tokio_tungstenite::tungstenite::Error::Http(r)) => assert_eq!(r.status(), 401),
-        other => panic!(
-            "expected 401 before the upgrade, got {:?}",
-            other.map(|_| ())
-        ),
+    match s.try_ws("", Some(&a1)).await {
+        Err((status, _)) => assert_eq!(status, 401),
+        Ok(_) => panic!("expected 401 before the upgrade, got a WebSocket"),
     }
-    let url = format!(
-        "{}/api/v1/events?ticket={ticket}",
-        s.edge.replacen("http://", "ws://", 1)
-    );
-    match tokio_tungstenite::connect_async(url).await {
-        Err(tokio_tungstenite::tungstenite::Error::Http(r)) => {
-            assert_eq!(r.status(), 401, "the ticket's session was revoked")
-        }
-        other => panic!(
-            "expected 401 for a ticket of a revoked session, got {:?}",
-            other.map(|_| ())
-        ),
+    match s.try_ws(&format!("?ticket={ticket}"), None).await {
+        Err((status, _)) => assert_eq!(status, 401, "the ticket's session was revoked"),
+        Ok(_) => panic!("expected 401 for a ticket of a revoked session, got a WebSocket"),
     }
     s.stop().await;
 }
@@ -682,23 +682,11 @@ async fn oversize_messages_get_1009_and_bad_credentials_401_before_upgrade() {
     assert_eq!(close_code(&mut ws, PATIENCE).await, 1009);
 
     let ws_status = |query: String, token: Option<String>| {
-        let edge = s.edge.clone();
+        let s = &s;
         async move {
-            let url = format!(
-                "{}/api/v1/events{query}",
-                edge.replacen("http://", "ws://", 1)
-            );
-            let mut request = url.into_client_request().expect("request");
-            if let Some(t) = token {
-                request.headers_mut().insert(
-                    "authorization",
-                    format!("Bearer {t}").parse().expect("header"),
-                );
-            }
-            match tokio_tungstenite::connect_async(request).await {
+            match s.try_ws(&query, token.as_deref()).await {
                 Ok(_) => 101,
-                Err(tokio_tungstenite::tungstenite::Error::Http(r)) => r.status().as_u16(),
-                Err(other) => panic!("{other}"),
+                Err((status, _)) => status,
             }
         }
     };
@@ -1072,28 +1060,6 @@ fn close_code_in(mut bytes: &[u8]) -> Option<u16> {
     None
 }
 
-/// Opens a live-event WebSocket, or returns the status and JSON body of
-/// the refusal.
-async fn try_ws(s: &Stack, token: &str) -> Result<Ws, (u16, Value)> {
-    let url = format!("{}/api/v1/events", s.edge.replacen("http://", "ws://", 1));
-    let mut request = url.into_client_request().expect("request");
-    request.headers_mut().insert(
-        "authorization",
-        format!("Bearer {token}").parse().expect("header"),
-    );
-    match tokio_tungstenite::connect_async(request).await {
-        Ok((ws, _)) => Ok(ws),
-        Err(tokio_tungstenite::tungstenite::Error::Http(r)) => Err((
-            r.status().as_u16(),
-            r.body()
-                .as_deref()
-                .and_then(|b| serde_json::from_slice(b).ok())
-                .unwrap_or(Value::Null),
-        )),
-        Err(other) => panic!("{other}"),
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn live_connections_are_limited_per_account_and_per_gateway() {
     let s = Stack::start(&[
@@ -1106,7 +1072,7 @@ async fn live_connections_are_limited_per_account_and_per_gateway() {
     let (cy, _, _) = s.guest("Cy").await;
     let mut ann_first = s.ws(&ann, "").await;
     let _ann_second = s.ws(&ann, "").await;
-    let Err((status, body)) = try_ws(&s, &ann).await else {
+    let Err((status, body)) = s.try_ws("", Some(&ann)).await else {
         panic!("a third connection of one account was let in")
     };
     assert_eq!(status, 429, "{body}");
@@ -1127,7 +1093,7 @@ async fn live_connections_are_limited_per_account_and_per_gateway() {
     assert!(sse.headers().contains_key("retry-after"));
 
     let _bob = s.ws(&bob, "").await;
-    let Err((status, body)) = try_ws(&s, &cy).await else {
+    let Err((status, body)) = s.try_ws("", Some(&cy)).await else {
         panic!("a fourth connection was let into a gateway for three")
     };
     assert_eq!(status, 503, "{body}");
@@ -1137,7 +1103,7 @@ async fn live_connections_are_limited_per_account_and_per_gateway() {
     ann_first.close(None).await.expect("close");
     let deadline = tokio::time::Instant::now() + PATIENCE;
     let _cy = loop {
-        match try_ws(&s, &cy).await {
+        match s.try_ws("", Some(&cy)).await {
             Ok(ws) => break ws,
             Err((503, _)) if tokio::time::Instant::now() < deadline => {
                 tokio::time::sleep(Duration::from_millis(20)).await;
