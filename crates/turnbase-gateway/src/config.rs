@@ -112,6 +112,11 @@ pub const VARIABLES: &[VarSpec] = &[
         "Most envelope bytes kept per user for resuming."
     ),
     var!(
+        "GATEWAY_RESUME_MAX_TOTAL_BYTES",
+        Some("256MiB"),
+        "Most envelope bytes kept for resuming across all users; above it, a user receiving an event gives up their oldest ones first."
+    ),
+    var!(
         "GATEWAY_MAX_CONNECTIONS",
         Some("100000"),
         "Most live-event connections this gateway holds; further ones get 503 with `Retry-After`."
@@ -213,6 +218,7 @@ pub struct EdgeLimits {
     pub resume_window: Duration,
     pub resume_max_events: usize,
     pub resume_max_bytes: usize,
+    pub resume_max_total_bytes: usize,
     pub queue_messages: usize,
     pub queue_bytes: usize,
     pub ping_interval: Duration,
@@ -273,6 +279,7 @@ impl GatewayConfig {
             resume_window: r.get("GATEWAY_RESUME_WINDOW", parse_positive_duration),
             resume_max_events: r.get("GATEWAY_RESUME_MAX_EVENTS", parse_count),
             resume_max_bytes: r.get("GATEWAY_RESUME_MAX_BYTES", parse_size),
+            resume_max_total_bytes: r.get("GATEWAY_RESUME_MAX_TOTAL_BYTES", parse_size),
             queue_messages: r.get("GATEWAY_CLIENT_QUEUE_MESSAGES", parse_count),
             queue_bytes: r.get("GATEWAY_CLIENT_QUEUE_BYTES", parse_size),
             ping_interval: r.get("GATEWAY_WS_PING_INTERVAL", parse_positive_duration),

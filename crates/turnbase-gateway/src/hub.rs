@@ -8,11 +8,11 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 
 use axum::extract::ws::Utf8Bytes;
 use opentelemetry::KeyValue;
-use opentelemetry::metrics::{Counter, Meter, UpDownCounter};
+use opentelemetry::metrics::{Counter, Meter, ObservableGauge, UpDownCounter};
 use tokio::sync::{Notify, mpsc};
 use tokio::time::Instant;
 use uuid::Uuid;
@@ -161,6 +161,8 @@ struct User {
 }
 
 struct Metrics {
+    /// Held so that its callback stays registered.
+    _resume_bytes: ObservableGauge<u64>,
     connections: UpDownCounter<i64>,
     sent: Counter<u64>,
     slow: Counter<u64>,
@@ -175,6 +177,9 @@ pub struct Hub {
     next_id: AtomicU64,
     /// Registered connections, for `GATEWAY_MAX_CONNECTIONS`.
     total: AtomicUsize,
+    /// Envelope bytes in every user's resume window, for
+    /// `GATEWAY_RESUME_MAX_TOTAL_BYTES`.
+    window_total: AtomicUsize,
     metrics: Option<Metrics>,
 }
 
@@ -197,12 +202,25 @@ pub enum Start {
 
 impl Hub {
     pub fn new(limits: EdgeLimits, meter: Option<&Meter>) -> Arc<Hub> {
-        Arc::new(Hub {
+        Arc::new_cyclic(|hub: &Weak<Hub>| Hub {
             shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
             limits,
             next_id: AtomicU64::new(1),
             total: AtomicUsize::new(0),
+            window_total: AtomicUsize::new(0),
             metrics: meter.map(|m| Metrics {
+                _resume_bytes: {
+                    let hub = hub.clone();
+                    m.u64_observable_gauge("edge_resume_window_bytes")
+                        .with_description("Envelope bytes kept for resuming, all users together")
+                        .with_unit("By")
+                        .with_callback(move |gauge| {
+                            if let Some(hub) = hub.upgrade() {
+                                gauge.observe(hub.resume_bytes() as u64, &[]);
+                            }
+                        })
+                        .build()
+                },
                 connections: m
                     .i64_up_down_counter("edge_connections")
                     .with_description("Open live-event connections")
@@ -374,9 +392,22 @@ impl Hub {
             if !(too_old || too_many || too_big) {
                 break;
             }
-            entry.window_bytes -= front.sealed.frame.len();
-            entry.window.pop_front();
+            self.drop_oldest(entry);
         }
+    }
+
+    /// Gives up the user's oldest resumable envelope.
+    fn drop_oldest(&self, entry: &mut User) {
+        if let Some(front) = entry.window.pop_front() {
+            let size = front.sealed.frame.len();
+            entry.window_bytes -= size;
+            self.window_total.fetch_sub(size, Ordering::Relaxed);
+        }
+    }
+
+    /// Envelope bytes held for resuming, all users together.
+    pub fn resume_bytes(&self) -> usize {
+        self.window_total.load(Ordering::Relaxed)
     }
 
     /// Delivers an envelope to the user's connections (only those of
@@ -392,12 +423,22 @@ impl Hub {
             }
         }
         entry.window_bytes += size;
+        self.window_total.fetch_add(size, Ordering::Relaxed);
         entry.window.push_back(Stored {
             sealed,
             session,
             at: Instant::now(),
         });
         self.expire(entry);
+        // Over the gateway-wide bound, the user receiving the event gives
+        // up their oldest envelopes (never the one just delivered). So the
+        // users with the most traffic pay first, quiet users keep theirs,
+        // and the total stays within the bound plus one envelope per user.
+        while self.window_total.load(Ordering::Relaxed) > self.limits.resume_max_total_bytes
+            && entry.window.len() > 1
+        {
+            self.drop_oldest(entry);
+        }
     }
 
     /// Drops envelopes that left the resume window and forgets users with
@@ -442,6 +483,8 @@ impl Hub {
         for shard in &self.shards {
             let mut shard = shard.lock().unwrap_or_else(|p| p.into_inner());
             shard.retain(|_, entry| {
+                self.window_total
+                    .fetch_sub(entry.window_bytes, Ordering::Relaxed);
                 entry.window.clear();
                 entry.window_bytes = 0;
                 for conn in &entry.conns {
@@ -493,6 +536,7 @@ mod tests {
             resume_window: Duration::from_secs(60),
             resume_max_events: 3,
             resume_max_bytes: 1 << 20,
+            resume_max_total_bytes: 1 << 20,
             queue_messages: queue,
             queue_bytes: 1 << 20,
             ping_interval: Duration::from_secs(20),
@@ -617,6 +661,67 @@ mod tests {
         );
         let mut late = hub.register(offline, Uuid::now_v7(), Start::Resume("e.1".into()));
         assert_eq!(ids(&mut late), ["resync:resume_unavailable"]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_busiest_user_gives_up_resume_history_when_all_windows_are_full() {
+        // Every frame is "frame N" (7 bytes for N < 10): room for four.
+        let hub = Hub::new(
+            EdgeLimits {
+                resume_max_total_bytes: 28,
+                resume_max_events: 10,
+                ..limits(8)
+            },
+            None,
+        );
+        let (quiet, busy) = (Uuid::now_v7(), Uuid::now_v7());
+        let (id, f) = frame(1);
+        hub.deliver(quiet, None, id, f);
+        for n in 2..=4 {
+            let (id, f) = frame(n);
+            hub.deliver(busy, None, id, f);
+        }
+        assert_eq!(hub.resume_bytes(), 28, "exactly at the bound");
+        for n in 5..=6 {
+            let (id, f) = frame(n);
+            hub.deliver(busy, None, id, f);
+        }
+        assert_eq!(hub.resume_bytes(), 28, "the bound holds");
+        let mut q = hub.register(quiet, Uuid::now_v7(), Start::Resume("e.0".into()));
+        assert_eq!(ids(&mut q), ["resync:resume_unavailable"]);
+        let mut q = hub.register(quiet, Uuid::now_v7(), Start::Resume("e.1".into()));
+        assert!(ids(&mut q).is_empty(), "the quiet user's window is whole");
+        let mut b = hub.register(busy, Uuid::now_v7(), Start::Resume("e.4".into()));
+        assert_eq!(
+            ids(&mut b),
+            ["e.5", "e.6"],
+            "the busy user keeps the newest"
+        );
+        let mut b = hub.register(busy, Uuid::now_v7(), Start::Resume("e.3".into()));
+        assert_eq!(
+            ids(&mut b),
+            ["resync:resume_unavailable"],
+            "and gave up its oldest"
+        );
+        assert_eq!(hub.resume_bytes(), 28, "replays hold nothing extra");
+
+        // Whoever receives the event pays, the quiet user too.
+        let (id, f) = frame(7);
+        hub.deliver(quiet, None, id, f);
+        assert_eq!(hub.resume_bytes(), 28);
+        let mut q = hub.register(quiet, Uuid::now_v7(), Start::Resume("e.1".into()));
+        assert_eq!(ids(&mut q), ["resync:resume_unavailable"]);
+
+        // Expiry and a resync give every byte back.
+        tokio::time::advance(Duration::from_secs(61)).await;
+        hub.sweep();
+        assert_eq!(hub.resume_bytes(), 0);
+        for n in 1..=2 {
+            let (id, f) = frame(n);
+            hub.deliver(busy, None, id, f);
+        }
+        hub.resync_all("stale");
+        assert_eq!(hub.resume_bytes(), 0);
     }
 
     #[tokio::test]
