@@ -213,7 +213,6 @@ impl Hub {
                     let hub = hub.clone();
                     m.u64_observable_gauge("edge_resume_window_bytes")
                         .with_description("Envelope bytes kept for resuming, all users together")
-                        .with_unit("By")
                         .with_callback(move |gauge| {
                             if let Some(hub) = hub.upgrade() {
                                 gauge.observe(hub.resume_bytes() as u64, &[]);

@@ -664,6 +664,12 @@ async fn a_slow_client_is_closed_while_a_fast_one_keeps_up() {
         .expect("text");
     assert!(text.contains("edge_slow_client_closes_total 1"), "{text}");
     assert!(text.contains("edge_events_sent_total"), "{text}");
+    let resume_bytes: u64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("edge_resume_window_bytes "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("edge_resume_window_bytes in {text}"));
+    assert!(resume_bytes > 0, "the window holds what was sent");
     s.stop().await;
 }
 
