@@ -185,9 +185,15 @@ impl App {
             "grpc-push",
             Some(config.grpc_push.shutdown_timeout),
             move |stop| async move {
-                turnbase_push::server::serve(service, listener, secret, stop.cancelled_owned())
-                    .await
-                    .map_err(|e| anyhow::anyhow!("gRPC push server: {e}"))
+                turnbase_push::server::serve(
+                    service,
+                    listener,
+                    secret,
+                    turnbase_push::server::Liveness::default(),
+                    stop.cancelled_owned(),
+                )
+                .await
+                .map_err(|e| anyhow::anyhow!("gRPC push server: {e}"))
             },
         );
         tracing::info!(addr = %grpc_push_addr, "gRPC push listening");

@@ -116,6 +116,7 @@ pub async fn publisher(args: PublisherArgs) -> anyhow::Result<()> {
         service.clone(),
         listener,
         SECRET.to_string(),
+        turnbase_push::server::Liveness::default(),
         std::future::pending(),
     ));
     report(&Listening {
@@ -229,6 +230,7 @@ pub async fn subscriber(args: SubscriberArgs) -> anyhow::Result<()> {
             client_id: "bench-subscriber".into(),
             base_backoff: Duration::from_millis(100),
             max_backoff: Duration::from_secs(1),
+            keepalive: Duration::from_secs(10),
         },
         counter.clone(),
     );

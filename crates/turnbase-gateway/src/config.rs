@@ -62,6 +62,11 @@ pub const VARIABLES: &[VarSpec] = &[
         "Longest wait between push reconnects."
     ),
     var!(
+        "GATEWAY_PUSH_KEEPALIVE",
+        Some("10s"),
+        "How often the gateway pings the backend over the push stream; without an answer within as long again it reconnects (a backend that vanished without closing the connection)."
+    ),
+    var!(
         "GATEWAY_EXPOSE_ADMIN",
         Some("false"),
         "Forward `/api/v1/admin/*` and `/api/v1/internal/*` too (otherwise 404 at the edge)."
@@ -202,6 +207,9 @@ pub struct PushClientConfig {
     pub client_id: String,
     pub base_backoff: Duration,
     pub max_backoff: Duration,
+    /// HTTP/2 ping interval on the push connection, and how long an
+    /// answer may take before the connection counts as dead.
+    pub keepalive: Duration,
 }
 
 /// Which command the configuration is for: `turnbase up` supplies what
@@ -385,6 +393,7 @@ fn push_config(r: &mut Reader<'_>, secret: Secret<String>) -> PushClientConfig {
         client_id,
         base_backoff,
         max_backoff,
+        keepalive: r.get("GATEWAY_PUSH_KEEPALIVE", parse_positive_duration),
     }
 }
 

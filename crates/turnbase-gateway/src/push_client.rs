@@ -196,7 +196,15 @@ impl<H: PushHandler> PushClient<H> {
 
     async fn subscribe_once(&self, healthy: &mut bool) -> Ended {
         let endpoint = match tonic::transport::Endpoint::from_shared(self.config.url.clone()) {
-            Ok(e) => e.connect_timeout(CONNECT_TIMEOUT).tcp_nodelay(true),
+            // Pings find a backend that is gone without having closed the
+            // connection (a crashed host, a partition): the stream would
+            // otherwise wait for events for ever.
+            Ok(e) => e
+                .connect_timeout(CONNECT_TIMEOUT)
+                .tcp_nodelay(true)
+                .http2_keep_alive_interval(self.config.keepalive)
+                .keep_alive_timeout(self.config.keepalive)
+                .keep_alive_while_idle(true),
             Err(e) => return Ended::Failed(format!("invalid push URL: {e}")),
         };
         let channel = match endpoint.connect().await {

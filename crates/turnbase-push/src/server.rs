@@ -11,12 +11,17 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
+use std::time::Duration;
 
-use futures::Stream;
+use futures::{Stream, StreamExt as _};
 use prost::Message as _;
 use subtle::ConstantTimeEq as _;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
+use tonic::transport::server::{Connected, TcpConnectInfo};
 use tonic::{Status, body::Body};
 use tracing::Instrument as _;
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
@@ -27,6 +32,26 @@ use crate::wire::Frame;
 
 const SUBSCRIBE_PATH: &str = "/turnbase.push.v1.Push/SubscribePush";
 
+/// How long the push listener keeps connections that do nothing useful.
+#[derive(Debug, Clone, Copy)]
+pub struct Liveness {
+    /// A connection that has not made an authorized request within this
+    /// is closed, so nobody can hold connections open without the secret.
+    pub handshake: Duration,
+    /// HTTP/2 ping interval; a peer that does not answer within as long
+    /// again is gone (crashed host, partition) and its stream is dropped.
+    pub keepalive: Duration,
+}
+
+impl Default for Liveness {
+    fn default() -> Self {
+        Liveness {
+            handshake: Duration::from_secs(10),
+            keepalive: Duration::from_secs(20),
+        }
+    }
+}
+
 /// Serves `SubscribePush` on `listener` until `shutdown` resolves, then
 /// closes the service (every stream delivers what was published and ends)
 /// and waits for the connections to finish.
@@ -34,16 +59,109 @@ pub async fn serve(
     service: PushService,
     listener: tokio::net::TcpListener,
     secret: String,
+    liveness: Liveness,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), tonic::transport::Error> {
-    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+    let incoming = tonic::transport::server::TcpIncoming::from(listener)
+        .with_nodelay(Some(true))
+        .map(move |accepted| accepted.map(|io| Gated::new(io, liveness.handshake)));
     let closing = service.clone();
     tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(liveness.keepalive))
+        .http2_keepalive_timeout(Some(liveness.keepalive))
         .serve_with_incoming_shutdown(PushServer::new(service, secret), incoming, async move {
             shutdown.await;
             closing.close();
         })
         .await
+}
+
+/// A connection that must make an authorized request before its deadline:
+/// until then, every read also watches the clock, and once it has passed
+/// the read fails and the connection is closed.
+struct Gated {
+    io: tokio::net::TcpStream,
+    deadline: Option<Pin<Box<tokio::time::Sleep>>>,
+    passed: Arc<AtomicBool>,
+}
+
+/// What the service learns of a [`Gated`] connection (request extensions).
+#[derive(Clone)]
+struct GatedInfo {
+    tcp: TcpConnectInfo,
+    passed: Arc<AtomicBool>,
+}
+
+impl Gated {
+    fn new(io: tokio::net::TcpStream, within: Duration) -> Self {
+        Gated {
+            io,
+            deadline: Some(Box::pin(tokio::time::sleep(within))),
+            passed: Arc::default(),
+        }
+    }
+}
+
+impl Connected for Gated {
+    type ConnectInfo = GatedInfo;
+
+    fn connect_info(&self) -> GatedInfo {
+        GatedInfo {
+            tcp: self.io.connect_info(),
+            passed: self.passed.clone(),
+        }
+    }
+}
+
+impl AsyncRead for Gated {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let this = &mut *self;
+        if let Some(deadline) = &mut this.deadline {
+            if this.passed.load(Ordering::Acquire) {
+                this.deadline = None;
+            } else if deadline.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "no authorized request in time",
+                )));
+            }
+        }
+        Pin::new(&mut this.io).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Gated {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
 }
 
 /// The tower service tonic runs for every request.
@@ -94,7 +212,16 @@ impl tower::Service<http::Request<Body>> for PushServer {
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, request: http::Request<Body>) -> Self::Future {
+    fn call(&mut self, mut request: http::Request<Body>) -> Self::Future {
+        // An authorized request lifts its connection's deadline; the
+        // TCP details go where tonic's `remote_addr` looks for them.
+        let gated = request.extensions_mut().remove::<GatedInfo>();
+        if let Some(info) = gated {
+            if self.authorized(&request) {
+                info.passed.store(true, Ordering::Release);
+            }
+            request.extensions_mut().insert(info.tcp);
+        }
         if request.uri().path() != SUBSCRIBE_PATH {
             let status = Status::unimplemented(format!("no method {}", request.uri().path()));
             return Box::pin(async move { Ok(status.into_http()) });

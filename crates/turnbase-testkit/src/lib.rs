@@ -1,9 +1,14 @@
-//! Test support: every test gets a database of its own.
+//! Test support: every test gets a database of its own; a relay that
+//! falls silent on demand ([`Partition`]).
 //!
 //! SQLite databases live in a temporary folder removed with the guard.
 //! Postgres databases are created on the server named by
 //! `TURNBASE_TEST_POSTGRES_URL` (the test command, `scripts/test`, starts a
 //! throwaway cluster and sets it) and dropped with the guard.
+
+mod partition;
+
+pub use partition::Partition;
 
 use std::time::Duration;
 

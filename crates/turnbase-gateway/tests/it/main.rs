@@ -107,6 +107,7 @@ async fn server() -> (String, PushService) {
         service.clone(),
         listener,
         PUSH_SECRET.to_string(),
+        turnbase_push::server::Liveness::default(),
         std::future::pending(),
     ));
     (url, service)
@@ -122,6 +123,7 @@ fn config(url: &str, base_ms: u64, max_ms: u64) -> PushClientConfig {
         client_id: "gw-test".into(),
         base_backoff: Duration::from_millis(base_ms),
         max_backoff: Duration::from_millis(max_ms),
+        keepalive: Duration::from_secs(10),
     }
 }
 
@@ -244,6 +246,57 @@ async fn stale_after_a_restart_is_reported_and_the_client_carries_on() {
     );
     first.publish_client_event(event()).expect("publish");
     recorder.wait_for("live event", |s| events(s) == [2]).await;
+    client.close();
+}
+
+#[tokio::test]
+async fn a_backend_gone_silent_is_noticed_by_pings_and_the_client_resumes() {
+    let (url, service) = server().await;
+    let partition = turnbase_testkit::Partition::start(url.trim_start_matches("http://"))
+        .await
+        .expect("relay");
+    let relayed = format!("http://{}", partition.addr());
+    let recorder = Arc::new(Recorder::default());
+    let client = PushClient::new(
+        PushClientConfig {
+            keepalive: Duration::from_millis(200),
+            ..config(&relayed, 50, 200)
+        },
+        recorder.clone(),
+    );
+    tokio::spawn({
+        let client = client.clone();
+        async move { client.run().await }
+    });
+    recorder
+        .wait_for("resumed", |s| {
+            s.iter()
+                .any(|s| matches!(s, Seen::Notice(Notice::Resumed { .. })))
+        })
+        .await;
+    service.publish_client_event(event()).expect("publish");
+    recorder.wait_for("event 1", |s| events(s) == [1]).await;
+
+    // The connection stays open but carries nothing: only the missing
+    // ping answers show that the backend is gone.
+    partition.cut();
+    service.publish_client_event(event()).expect("publish");
+    let seen = recorder
+        .wait_for("event 2 after reconnecting", |s| events(s) == [1, 2])
+        .await;
+    assert!(
+        seen.iter()
+            .any(|s| matches!(s, Seen::Notice(Notice::Disconnected { .. }))),
+        "{seen:?}"
+    );
+    let resumed = seen
+        .iter()
+        .filter(|s| matches!(s, Seen::Notice(Notice::Resumed { .. })))
+        .count();
+    assert_eq!(
+        resumed, 2,
+        "resumed from its cursor, nothing lost: {seen:?}"
+    );
     client.close();
 }
 

@@ -8,6 +8,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::Streaming;
 use turnbase_push::proto::push_message::Kind as Msg;
 use turnbase_push::proto::{self, GatewaySubscribeRequest, PushMessage, push_client::PushClient};
+use turnbase_push::server::Liveness;
 use turnbase_push::{ClientEventInput, Cursor, PushConfig, PushService, RingLimits};
 use uuid::Uuid;
 
@@ -34,6 +35,10 @@ fn config(capacity: usize, window: Duration) -> PushConfig {
 }
 
 async fn start(config: PushConfig) -> Server {
+    start_with(config, Liveness::default()).await
+}
+
+async fn start_with(config: PushConfig, liveness: Liveness) -> Server {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
@@ -44,6 +49,7 @@ async fn start(config: PushConfig) -> Server {
         service.clone(),
         listener,
         SECRET.to_string(),
+        liveness,
         stop.clone().cancelled_owned(),
     ));
     Server {
@@ -284,6 +290,92 @@ async fn subscribing_needs_the_internal_secret() {
     assert_eq!(server.service.subscriber_count(), 0);
     let mut stream = subscribe(server.addr, "gw-1", "").await;
     assert!(matches!(next(&mut stream).await, Ok(Msg::Resumed(_))));
+}
+
+/// Reads until the server closes the connection; fails the test if it
+/// is still open after `patience`.
+async fn closed_within(stream: &mut tokio::net::TcpStream, patience: Duration) {
+    use tokio::io::AsyncReadExt as _;
+    let mut buf = [0u8; 1024];
+    let closed = tokio::time::timeout(patience, async {
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
+    assert!(
+        closed.is_ok(),
+        "the connection is still open after {patience:?}"
+    );
+}
+
+#[tokio::test]
+async fn connections_without_an_authorized_request_are_closed_in_time() {
+    use tokio::io::AsyncWriteExt as _;
+    let server = start_with(
+        config(1000, Duration::from_secs(60)),
+        Liveness {
+            handshake: Duration::from_millis(300),
+            keepalive: Duration::from_secs(60),
+        },
+    )
+    .await;
+    // Silent from the start.
+    let mut silent = tokio::net::TcpStream::connect(server.addr)
+        .await
+        .expect("connect");
+    // A complete HTTP/2 handshake (preface and settings), and then nothing:
+    // the server answers, and still closes it when the time is up.
+    let mut idle = tokio::net::TcpStream::connect(server.addr)
+        .await
+        .expect("connect");
+    idle.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00")
+        .await
+        .expect("preface");
+    // A subscription with the secret lifts the deadline for good.
+    let mut stream = subscribe(server.addr, "gw-1", "").await;
+    assert!(matches!(next(&mut stream).await, Ok(Msg::Resumed(_))));
+
+    closed_within(&mut silent, PATIENCE).await;
+    closed_within(&mut idle, PATIENCE).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    server
+        .service
+        .publish_client_event(event(1))
+        .expect("publish");
+    assert_eq!(seqs(&events(&mut stream, 1).await), [1]);
+}
+
+#[tokio::test]
+async fn a_subscriber_gone_silent_is_dropped_when_pings_go_unanswered() {
+    let server = start_with(
+        config(1000, Duration::from_secs(60)),
+        Liveness {
+            handshake: Duration::from_secs(10),
+            keepalive: Duration::from_millis(200),
+        },
+    )
+    .await;
+    let partition = turnbase_testkit::Partition::start(&server.addr.to_string())
+        .await
+        .expect("relay");
+    let mut stream = subscribe(partition.addr(), "gw-1", "").await;
+    assert!(matches!(next(&mut stream).await, Ok(Msg::Resumed(_))));
+    assert_eq!(server.service.subscriber_count(), 1);
+    // The gateway's host is gone without closing anything: only the
+    // missing ping answers tell.
+    partition.cut();
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while server.service.subscriber_count() > 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the silent subscriber is still held"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

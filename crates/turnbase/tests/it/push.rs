@@ -63,6 +63,7 @@ async fn kill_9_of_the_backend_then_restart_ends_in_stale_unknown_epoch() {
             client_id: "gw-kill-test".into(),
             base_backoff: Duration::from_millis(50),
             max_backoff: Duration::from_millis(200),
+            keepalive: Duration::from_secs(10),
         },
         notices.clone(),
     );
