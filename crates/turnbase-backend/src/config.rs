@@ -633,7 +633,7 @@ fn parse_pem_file(text: &str) -> Result<Vec<u8>, String> {
 fn parse_smtp_url(text: &str) -> Result<Secret<String>, String> {
     // The value may hold a password, so it is not echoed back.
     if (text.starts_with("smtp://") || text.starts_with("smtps://"))
-        && turnbase_mail::sender::check_smtp_url(text).is_ok()
+        && turnbase_mail::smtp::check_smtp_url(text).is_ok()
     {
         Ok(Secret::new(text.to_string()))
     } else {

@@ -6,6 +6,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use lettre::transport::smtp::PoolConfig;
+use lettre::{AsyncSmtpTransport, AsyncTransport as _, Tokio1Executor};
 use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -330,17 +332,60 @@ fn finish(
 
 /// The same messages through a plain pooled lettre sender: what the sink
 /// and SMTP itself allow.
-async fn ceiling(mails: usize, workers: usize) -> anyhow::Result<f64> {
-    let sink = Sink::start().await?;
-    let sender = Arc::new(
-        SmtpSender::new(
-            &format!("smtp://127.0.0.1:{}", sink.port),
-            Duration::from_secs(10),
-            u32::try_from(workers)?,
-            None,
-        )
-        .map_err(anyhow::Error::msg)?,
-    );
+/// What sends in a run without the outbox.
+#[derive(Clone)]
+enum Direct {
+    /// lettre's own pooled transport: the ceiling.
+    Lettre(AsyncSmtpTransport<Tokio1Executor>),
+    /// The sender the outbox uses, called directly.
+    Ours(Arc<SmtpSender>),
+}
+
+impl Direct {
+    fn new(lettre: bool, port: u16, workers: usize) -> anyhow::Result<Direct> {
+        Ok(if lettre {
+            Direct::Lettre(
+                AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous("127.0.0.1")
+                    .port(port)
+                    .timeout(Some(Duration::from_secs(10)))
+                    .pool_config(PoolConfig::new().max_size(u32::try_from(workers)?))
+                    .build(),
+            )
+        } else {
+            Direct::Ours(Arc::new(
+                SmtpSender::new(
+                    &format!("smtp://127.0.0.1:{port}"),
+                    Duration::from_secs(10),
+                    u32::try_from(workers)?,
+                    None,
+                )
+                .map_err(anyhow::Error::msg)?,
+            ))
+        })
+    }
+
+    async fn send(&self, id: uuid::Uuid, message: lettre::Message) -> anyhow::Result<()> {
+        match self {
+            Direct::Lettre(t) => {
+                t.send(message).await?;
+            }
+            Direct::Ours(s) => {
+                s.send(id, message).await?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The same messages as the outbox sends, built the same way, sent by
+/// `workers` tasks with no outbox; mails/s once every one was accepted
+/// (and, with our sink, has arrived).
+async fn direct(
+    sender: Direct,
+    sink: Option<&Sink>,
+    mails: usize,
+    workers: usize,
+) -> anyhow::Result<f64> {
     let settings = MessageSettings::new("Turnbase <noreply@turnbase.bench>".parse()?);
     let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let started = Instant::now();
@@ -370,8 +415,68 @@ async fn ceiling(mails: usize, workers: usize) -> anyhow::Result<f64> {
     while let Some(done) = tasks.join_next().await {
         done??;
     }
-    sink.wait_for(mails, Duration::from_secs(60)).await?;
+    if let Some(sink) = sink {
+        sink.wait_for(mails, Duration::from_secs(60)).await?;
+    }
     Ok(mails as f64 / started.elapsed().as_secs_f64())
+}
+
+/// The ceiling: a plain pooled lettre sender into our sink.
+async fn ceiling(mails: usize, workers: usize) -> anyhow::Result<f64> {
+    let sink = Sink::start().await?;
+    direct(
+        Direct::new(true, sink.port, workers)?,
+        Some(&sink),
+        mails,
+        workers,
+    )
+    .await
+}
+
+/// Our sender without the outbox into our sink.
+async fn sender_alone(mails: usize, workers: usize) -> anyhow::Result<f64> {
+    let sink = Sink::start().await?;
+    direct(
+        Direct::new(false, sink.port, workers)?,
+        Some(&sink),
+        mails,
+        workers,
+    )
+    .await
+}
+
+/// lettre's pool and our sender against a real SMTP server (aiosmtpd,
+/// which like most servers delays its ACKs); `None` without python3 and
+/// aiosmtpd.
+async fn real_server(mails: usize, workers: usize) -> anyhow::Result<Option<(f64, f64)>> {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let python = std::env::var("TURNBASE_TEST_PYTHON").unwrap_or_else(|_| "python3".into());
+    let Ok(mut child) = tokio::process::Command::new(&python)
+        .args(["-m", "aiosmtpd", "-n", "-l", &format!("127.0.0.1:{port}")])
+        .args(["-c", "aiosmtpd.handlers.Sink"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+    else {
+        return Ok(None);
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .is_err()
+    {
+        if child.try_wait()?.is_some() || Instant::now() > deadline {
+            return Ok(None);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let lettre = direct(Direct::new(true, port, workers)?, None, mails, workers).await?;
+    let ours = direct(Direct::new(false, port, workers)?, None, mails, workers).await?;
+    child.kill().await?;
+    Ok(Some((lettre, ours)))
 }
 
 pub async fn run(args: MailArgs) -> anyhow::Result<()> {
@@ -389,6 +494,8 @@ pub async fn run(args: MailArgs) -> anyhow::Result<()> {
         "ceiling (pooled lettre, no outbox): {:.0} mails/s",
         ceilings[0]
     );
+    let mut alone = vec![sender_alone(args.mails, args.workers).await?];
+    println!("our SMTP sender, no outbox: {:.0} mails/s", alone[0]);
 
     let dir = tempfile::tempdir()?;
     let sqlite = outbox_run(
@@ -404,6 +511,7 @@ pub async fn run(args: MailArgs) -> anyhow::Result<()> {
     .await?;
     ceilings.push(ceiling(args.mails, args.workers).await?);
     println!("ceiling again: {:.0} mails/s", ceilings[1]);
+    alone.push(sender_alone(args.mails, args.workers).await?);
 
     let postgres_url = args
         .postgres_url
@@ -442,6 +550,7 @@ pub async fn run(args: MailArgs) -> anyhow::Result<()> {
             let run = run?;
             ceilings.push(ceiling(args.mails, args.workers).await?);
             println!("ceiling again: {:.0} mails/s", ceilings[2]);
+            alone.push(sender_alone(args.mails, args.workers).await?);
             Some(run)
         }
         None => {
@@ -457,9 +566,25 @@ pub async fn run(args: MailArgs) -> anyhow::Result<()> {
         ceilings[0],
         ceilings[ceilings.len() - 1]
     );
+    alone.sort_by(f64::total_cmp);
+    let alone = alone[alone.len() / 2];
+    println!("our SMTP sender with no outbox, median: {alone:.0} mails/s");
     print_run("sqlite", &sqlite, ceiling);
     if let Some(run) = &postgres {
         print_run("postgres", run, ceiling);
+        println!(
+            "postgres drain against our sender with no outbox: {:.2}",
+            run.mails_per_sec / alone
+        );
+    }
+    // A real server delays its ACKs, which costs lettre's pool (no
+    // TCP_NODELAY) about 40 ms per message and connection.
+    let real = real_server(1000, args.workers).await?;
+    match real {
+        Some((lettre, ours)) => println!(
+            "into aiosmtpd (a real server): pooled lettre {lettre:.0} mails/s, our sender {ours:.0} mails/s"
+        ),
+        None => println!("aiosmtpd: skipped (pip install aiosmtpd)"),
     }
     let json = serde_json::json!({
         "bench": "mail",
@@ -480,6 +605,10 @@ pub async fn run(args: MailArgs) -> anyhow::Result<()> {
         "postgres_p99_ms": postgres.as_ref().map(|r| r.p99_ms),
         "postgres_enqueue_per_sec": postgres.as_ref().map(|r| r.enqueue_per_sec.round()),
         "postgres_flow_mails_per_sec": postgres.as_ref().map(|r| r.flow_mails_per_sec.round()),
+        "sender_alone_mails_per_sec": alone.round(),
+        "postgres_ratio_to_sender_alone": postgres.as_ref().map(|r| (r.mails_per_sec / alone * 1000.0).round() / 1000.0),
+        "aiosmtpd_lettre_mails_per_sec": real.map(|(l, _)| l.round()),
+        "aiosmtpd_sender_mails_per_sec": real.map(|(_, o)| o.round()),
     });
     println!("{json}");
     Ok(())

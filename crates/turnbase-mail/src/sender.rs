@@ -1,14 +1,11 @@
 //! Turning an outbox row into a message and handing it to a transport:
-//! SMTP through lettre, or a folder of `.eml` files for `turnbase up`.
+//! SMTP (`smtp`), or a folder of `.eml` files for `turnbase up`.
 
 use std::path::PathBuf;
-use std::time::Duration;
 
+use lettre::Message;
 use lettre::message::header::ContentType;
 use lettre::message::{Mailbox, MultiPart, SinglePart};
-use lettre::transport::smtp::PoolConfig;
-use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
-use lettre::{AsyncSmtpTransport, AsyncTransport as _, Message, Tokio1Executor};
 use turnbase_store::mail::ClaimedMail;
 use uuid::Uuid;
 
@@ -87,112 +84,6 @@ pub fn build_message(settings: &MessageSettings, mail: &ClaimedMail) -> Result<M
         None => builder.singlepart(text),
     };
     built.map_err(|e| permanent(format!("cannot build the message: {e}")))
-}
-
-/// SMTP through a pooled lettre transport (`smtp://`, `smtps://`, and
-/// `smtp://…?tls=required` for STARTTLS).
-pub struct SmtpSender {
-    transport: AsyncSmtpTransport<Tokio1Executor>,
-    timeout: Duration,
-    described: String,
-}
-
-/// Checks an SMTP URL without connecting (and without a runtime).
-pub fn check_smtp_url(url: &str) -> Result<(), String> {
-    AsyncSmtpTransport::<Tokio1Executor>::from_url(url)
-        .map(|_| ())
-        .map_err(|e| format!("not a usable SMTP URL: {e}"))
-}
-
-impl SmtpSender {
-    /// A pooled sender for `url`. `extra_roots` (PEM) are trusted besides
-    /// the public roots, for relays with a private CA.
-    pub fn new(
-        url: &str,
-        timeout: Duration,
-        pool_size: u32,
-        extra_roots: Option<&[u8]>,
-    ) -> Result<Self, String> {
-        let mut builder = AsyncSmtpTransport::<Tokio1Executor>::from_url(url)
-            .map_err(|e| format!("not a usable SMTP URL: {e}"))?
-            .timeout(Some(timeout))
-            .pool_config(PoolConfig::new().max_size(pool_size.max(1)));
-        if let Some(pem) = extra_roots
-            && let Some(tls) = tls_with_roots(url, pem)?
-        {
-            builder = builder.tls(tls);
-        }
-        let transport = builder.build();
-        Ok(Self {
-            transport,
-            timeout,
-            described: redact(url),
-        })
-    }
-}
-
-/// The TLS mode the URL asks for (`smtps://`: TLS from the start;
-/// `?tls=required` / `?tls=opportunistic`: STARTTLS), trusting `pem` too.
-fn tls_with_roots(url: &str, pem: &[u8]) -> Result<Option<Tls>, String> {
-    let (scheme, rest) = url.split_once("://").ok_or("not a URL")?;
-    let authority = &rest[..rest.find(['/', '?']).unwrap_or(rest.len())];
-    let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
-    let host = host_port.rsplit_once(':').map_or(host_port, |(h, _)| h);
-    let query = rest.split_once('?').map_or("", |(_, q)| q);
-    let root = Certificate::from_pem(pem).map_err(|e| format!("not a PEM certificate: {e}"))?;
-    let params = TlsParameters::builder(host.to_string())
-        .add_root_certificate(root)
-        .build_rustls()
-        .map_err(|e| format!("cannot set up TLS: {e}"))?;
-    let wants = |mode: &str| query.split('&').any(|kv| kv == format!("tls={mode}"));
-    Ok(match scheme {
-        "smtps" => Some(Tls::Wrapper(params)),
-        "smtp" if wants("required") => Some(Tls::Required(params)),
-        "smtp" if wants("opportunistic") => Some(Tls::Opportunistic(params)),
-        _ => None,
-    })
-}
-
-/// Masks the password of `smtps://user:password@host`.
-fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => match url[scheme + 3..at].find(':') {
-            Some(colon) => format!("{}:***{}", &url[..scheme + 3 + colon], &url[at..]),
-            None => url.to_string(),
-        },
-        _ => url.to_string(),
-    }
-}
-
-#[async_trait::async_trait]
-impl MailSender for SmtpSender {
-    async fn send(&self, _id: Uuid, message: Message) -> Result<Accepted, SendError> {
-        // lettre's timeout bounds each network step; this bounds the whole
-        // conversation, so a server that trickles bytes cannot hold a worker.
-        let sent = tokio::time::timeout(self.timeout * 3, self.transport.send(message)).await;
-        match sent {
-            Err(_) => Err(SendError::Transient {
-                code: None,
-                message: format!("no answer within {:?}", self.timeout * 3),
-            }),
-            Ok(Ok(response)) => Ok(Accepted {
-                code: response.code().to_string().parse().ok(),
-            }),
-            Ok(Err(e)) => {
-                let code = e.status().and_then(|c| c.to_string().parse().ok());
-                let message = e.to_string();
-                if e.is_permanent() {
-                    Err(SendError::Permanent { code, message })
-                } else {
-                    Err(SendError::Transient { code, message })
-                }
-            }
-        }
-    }
-
-    fn describe(&self) -> String {
-        self.described.clone()
-    }
 }
 
 /// Writes each message as `<outbox id>.eml` into a folder: `turnbase up`'s
@@ -287,16 +178,5 @@ mod tests {
             build_message(&settings, &bad),
             Err(SendError::Permanent { .. })
         ));
-    }
-
-    #[test]
-    fn smtp_urls_are_redacted() {
-        assert_eq!(
-            redact("smtps://user:secret@mail.example:465"),
-            "smtps://user:***@mail.example:465"
-        );
-        assert_eq!(redact("smtp://mail.example:25"), "smtp://mail.example:25");
-        assert!(check_smtp_url("ftp://x").is_err());
-        assert!(check_smtp_url("smtp://mail.example:25").is_ok());
     }
 }

@@ -138,6 +138,22 @@ pub fn with_database(url: &str, name: &str) -> String {
     }
 }
 
+/// aiosmtpd with an authenticator: arguments port, user, password, maildir.
+const LOGIN_SERVER: &str = r#"
+import sys, threading
+from aiosmtpd.controller import Controller
+from aiosmtpd.handlers import Mailbox
+from aiosmtpd.smtp import AuthResult, LoginPassword
+port, user, password, maildir = sys.argv[1:5]
+def check(server, session, envelope, mechanism, data):
+    ok = isinstance(data, LoginPassword) and data.login == user.encode() and data.password == password.encode()
+    return AuthResult(success=ok, handled=False)
+controller = Controller(Mailbox(maildir), hostname="127.0.0.1", port=int(port),
+    authenticator=check, auth_required=True, auth_require_tls=False)
+controller.start()
+threading.Event().wait()
+"#;
+
 /// How a [`SmtpSink`] speaks TLS.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SinkTls {
@@ -189,15 +205,43 @@ impl SmtpSink {
         Self::start_with(port, &args)
     }
 
+    /// Starts a server that takes mail only after `AUTH` with this user
+    /// name and password (over plain text, as a relay on a private network
+    /// may allow).
+    pub fn start_with_login(user: &str, password: &str) -> SmtpSink {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        Self::spawn(port, |python, maildir| {
+            let mut command = std::process::Command::new(python);
+            command
+                .args(["-c", LOGIN_SERVER, &port.to_string(), user, password])
+                .arg(maildir);
+            command
+        })
+    }
+
     fn start_with(port: u16, extra: &[String]) -> SmtpSink {
+        Self::spawn(port, |python, maildir| {
+            let mut command = std::process::Command::new(python);
+            command
+                .args(["-m", "aiosmtpd", "-n", "-l", &format!("127.0.0.1:{port}")])
+                .args(extra)
+                .args(["-c", "aiosmtpd.handlers.Mailbox"])
+                .arg(maildir);
+            command
+        })
+    }
+
+    fn spawn(
+        port: u16,
+        command: impl FnOnce(&str, &std::path::Path) -> std::process::Command,
+    ) -> SmtpSink {
         let dir = tempfile::tempdir().expect("a temporary folder can be created");
         let maildir = dir.path().join("maildir");
         let python = std::env::var("TURNBASE_TEST_PYTHON").unwrap_or_else(|_| "python3".into());
-        let child = std::process::Command::new(&python)
-            .args(["-m", "aiosmtpd", "-n", "-l", &format!("127.0.0.1:{port}")])
-            .args(extra)
-            .args(["-c", "aiosmtpd.handlers.Mailbox"])
-            .arg(&maildir)
+        let child = command(&python, &maildir)
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()

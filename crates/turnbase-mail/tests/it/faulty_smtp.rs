@@ -19,6 +19,9 @@ pub enum Behaviour {
     Hang,
     /// Greets, then closes the connection.
     Drop,
+    /// Accepts one message, then closes the connection (as relays that
+    /// limit messages per connection, or time idle ones out, do).
+    AcceptOnce,
 }
 
 /// Serves each new connection with the next behaviour of the script; the
@@ -26,6 +29,8 @@ pub enum Behaviour {
 pub struct FaultySmtp {
     pub port: u16,
     pub accepted: Arc<Mutex<u32>>,
+    /// Connections opened to it.
+    pub connections: Arc<Mutex<u32>>,
 }
 
 impl FaultySmtp {
@@ -33,10 +38,13 @@ impl FaultySmtp {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let port = listener.local_addr().expect("addr").port();
         let accepted = Arc::new(Mutex::new(0));
+        let connections = Arc::new(Mutex::new(0));
         let counter = accepted.clone();
+        let opened = connections.clone();
         tokio::spawn(async move {
             let mut n = 0;
             while let Ok((stream, _)) = listener.accept().await {
+                *opened.lock().expect("lock") += 1;
                 let behaviour = script[n.min(script.len() - 1)];
                 n += 1;
                 let counter = counter.clone();
@@ -45,7 +53,11 @@ impl FaultySmtp {
                 });
             }
         });
-        FaultySmtp { port, accepted }
+        FaultySmtp {
+            port,
+            accepted,
+            connections,
+        }
     }
 
     pub fn url(&self) -> String {
@@ -77,6 +89,9 @@ async fn serve(
                 in_data = false;
                 *accepted.lock().expect("lock") += 1;
                 write.write_all(b"250 2.0.0 queued\r\n").await?;
+                if behaviour == Behaviour::AcceptOnce {
+                    return Ok(());
+                }
             }
             continue;
         }

@@ -3,4 +3,5 @@
 //! and Postgres.
 
 mod faulty_smtp;
+mod smtp;
 mod worker;
