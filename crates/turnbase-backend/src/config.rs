@@ -631,13 +631,13 @@ fn parse_pem_file(text: &str) -> Result<Vec<u8>, String> {
 }
 
 fn parse_smtp_url(text: &str) -> Result<Secret<String>, String> {
-    // The value may hold a password, so it is not echoed back.
-    if (text.starts_with("smtp://") || text.starts_with("smtps://"))
-        && turnbase_mail::smtp::check_smtp_url(text).is_ok()
-    {
-        Ok(Secret::new(text.to_string()))
-    } else {
-        Err("expected smtp://host:port or smtps://user:password@host:port".into())
+    // The value may hold a password, so it is not echoed back (the reasons
+    // `check_smtp_url` gives never quote it).
+    match turnbase_mail::smtp::check_smtp_url(text) {
+        Ok(()) => Ok(Secret::new(text.to_string())),
+        Err(reason) => Err(format!(
+            "{reason}; expected smtp://host:port, smtps://user:password@host:port or smtp://…?tls=required"
+        )),
     }
 }
 
@@ -865,6 +865,16 @@ mod tests {
             ("BACKEND_PUSH_MAX_PAYLOAD_BYTES", "0", "greater than zero"),
             ("BACKEND_SMTP_URL", "mail.example:25", "expected smtp://"),
             (
+                "BACKEND_SMTP_URL",
+                "smtp://mail.example?tls=always",
+                "not a TLS mode",
+            ),
+            (
+                "BACKEND_SMTP_URL",
+                "smtp://game@mail.example",
+                "no password",
+            ),
+            (
                 "BACKEND_MAIL_DELIVERY",
                 "pigeon",
                 "is not one of smtp, file",
@@ -1026,6 +1036,19 @@ mod tests {
     fn database_url_is_not_echoed_when_invalid() {
         let got = problems(&[("BACKEND_DATABASE_URL", "mysql://root:hunter2@db")]);
         assert!(!got[0].contains("hunter2"), "{got:?}");
+    }
+
+    #[test]
+    fn smtp_url_passwords_are_not_echoed_when_invalid() {
+        for url in [
+            "smtp://game:hunter2@mail.example?tls=always",
+            "smtps://game:hunter2@",
+            "smtp://game:hunter2@mail.example:99999",
+            "ftp://game:hunter2@mail.example",
+        ] {
+            let got = problems(&[("BACKEND_SMTP_URL", url)]);
+            assert!(!got[0].contains("hunter2"), "{url}: {got:?}");
+        }
     }
 
     #[test]
