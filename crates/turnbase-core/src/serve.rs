@@ -10,6 +10,9 @@
 //! gRPC has its own listener), and hyper has no idle limit for it, so an
 //! HTTP/2 connection could be held open for ever.
 //!
+//! A request whose header fields take more than [`MAX_HEADER_BYTES`] gets
+//! 431 with the JSON error body before it reaches the router.
+//!
 //! Otherwise it does what `axum::serve` does for HTTP/1.1: upgrades (for
 //! WebSockets), `ConnectInfo<SocketAddr>` on every request, `TCP_NODELAY`,
 //! and a graceful stop that refuses new connections and lets the open ones
@@ -28,6 +31,29 @@ use tower::ServiceExt as _;
 
 /// How long a client may take to send a request's head.
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The most bytes a request's header fields may take together (names and
+/// values); beyond it the answer is 431 with the usual JSON error body.
+/// hyper itself refuses more than 100 fields, or about 400 KB of head,
+/// with a bare 431 (raising its field limit would move its parsing to the
+/// heap, for every request).
+pub const MAX_HEADER_BYTES: usize = 32 * 1024;
+
+/// 431 with a JSON body when the request's head is over the limits.
+fn oversized_head<B>(request: &hyper::Request<B>) -> Option<axum::response::Response> {
+    let headers = request.headers();
+    let bytes: usize = headers
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len())
+        .sum();
+    (bytes > MAX_HEADER_BYTES).then(|| {
+        crate::http::error_response(
+            axum::http::StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "headers_too_large",
+            format!("{bytes} bytes of header fields; at most {MAX_HEADER_BYTES} are accepted"),
+        )
+    })
+}
 
 /// Serves `router` until `stop` resolves, then waits for the open
 /// connections to finish their requests (upgraded ones are the caller's).
@@ -74,8 +100,14 @@ pub async fn serve_with(
         }
         let router = router.clone();
         let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
-            request.extensions_mut().insert(ConnectInfo(peer));
-            router.clone().oneshot(request)
+            let router = router.clone();
+            async move {
+                if let Some(refused) = oversized_head(&request) {
+                    return Ok(refused);
+                }
+                request.extensions_mut().insert(ConnectInfo(peer));
+                router.oneshot(request).await
+            }
         });
         let connection = builder
             .serve_connection(TokioIo::new(tcp), service)
@@ -128,6 +160,43 @@ mod tests {
             timeout,
         ));
         (addr, tx)
+    }
+
+    /// Sends `head` (a request without its final blank line) and returns
+    /// the status line and the body of the answer.
+    async fn exchange(addr: SocketAddr, head: &str) -> (String, String) {
+        let mut client = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        client
+            .write_all(format!("{head}Connection: close\r\n\r\n").as_bytes())
+            .await
+            .expect("write");
+        let mut answer = Vec::new();
+        tokio::time::timeout(Duration::from_secs(10), client.read_to_end(&mut answer))
+            .await
+            .expect("answered")
+            .expect("read");
+        let answer = String::from_utf8_lossy(&answer).to_string();
+        let status = answer.lines().next().unwrap_or_default().to_string();
+        let body = answer
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_string())
+            .unwrap_or_default();
+        (status, body)
+    }
+
+    #[tokio::test]
+    async fn oversized_heads_get_431_with_a_json_body() {
+        let (addr, _stop) = start(Duration::from_secs(5)).await;
+        let big = format!(
+            "GET /peer HTTP/1.1\r\nHost: x\r\nCookie: {}\r\n",
+            "c".repeat(MAX_HEADER_BYTES + 1)
+        );
+        let (status, body) = exchange(addr, &big).await;
+        assert!(status.contains(" 431 "), "{status}");
+        let json: serde_json::Value = serde_json::from_str(&body).expect("a JSON body");
+        assert_eq!(json["error"]["code"], "headers_too_large", "{json}");
+        let (status, _) = exchange(addr, "GET /peer HTTP/1.1\r\nHost: x\r\n").await;
+        assert!(status.contains(" 200 "), "{status}");
     }
 
     #[tokio::test]
