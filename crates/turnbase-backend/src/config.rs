@@ -32,7 +32,7 @@ pub const VARIABLES: &[VarSpec] = &[
     var!(
         "BACKEND_DATABASE_URL",
         None,
-        "Postgres URL (`postgres://user:pass@host/db`); unset means SQLite in the data folder. Secret."
+        "Postgres URL (`postgres://user:pass@host/db`, TLS options such as `?sslmode=verify-full&sslrootcert=ca.pem`); unset means SQLite in the data folder. Secret."
     ),
     var!(
         "BACKEND_DATABASE_MAX_CONNECTIONS",

@@ -14,7 +14,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use turnbase_backend::config::Profile;
 use turnbase_backend::{App, Config};
-use turnbase_core::lifecycle::shutdown_signal;
+use turnbase_core::lifecycle::ShutdownSignals;
 use turnbase_core::telemetry::Telemetry;
 use turnbase_gateway::{Gateway, GatewayConfig, Profile as GatewayProfile};
 
@@ -185,6 +185,7 @@ fn gateway(file: Option<PathBuf>) -> ExitCode {
         }
     };
     let code = runtime.block_on(async move {
+        let caught = ShutdownSignals::listen();
         let telemetry = match Telemetry::init(&config.telemetry) {
             Ok(t) => t,
             Err(err) => {
@@ -200,16 +201,16 @@ fn gateway(file: Option<PathBuf>) -> ExitCode {
                 return 1;
             }
         };
-        finish(gateway.run_until(signals()).await)
+        finish(gateway.run_until(signals(caught)).await)
     });
     std::process::exit(code);
 }
 
 /// The first signal stops; a second while stopping exits at once.
-async fn signals() {
-    shutdown_signal().await;
-    tokio::spawn(async {
-        shutdown_signal().await;
+async fn signals(mut caught: ShutdownSignals) {
+    caught.next().await;
+    tokio::spawn(async move {
+        caught.next().await;
         eprintln!("turnbase: second signal; exiting without finishing shutdown");
         std::process::exit(1);
     });
@@ -298,6 +299,7 @@ async fn migrate(config: &Config, telemetry: &Telemetry) -> i32 {
 /// Runs the backend; with `up` (the gateway's config file), the gateway
 /// beside it and the banner.
 async fn serve(config: Config, telemetry: Telemetry, up: Option<Option<PathBuf>>) -> i32 {
+    let caught = ShutdownSignals::listen();
     let gateway_config_file = up.clone().flatten();
     let banner = up.is_some();
     let backend_config = config.clone();
@@ -379,7 +381,7 @@ async fn serve(config: Config, telemetry: Telemetry, up: Option<Option<PathBuf>>
             let edge = gateway
                 .run_until(async {
                     tokio::select! {
-                        () = signals() => {}
+                        () = signals(caught) => {}
                         cause = app.failure() => {
                             eprintln!("turnbase: {cause}; stopping");
                         }
@@ -391,6 +393,6 @@ async fn serve(config: Config, telemetry: Telemetry, up: Option<Option<PathBuf>>
             let backend_code = finish(backend);
             edge_code.max(backend_code)
         }
-        None => finish(app.run_until(signals()).await),
+        None => finish(app.run_until(signals(caught)).await),
     }
 }

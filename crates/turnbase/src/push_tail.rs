@@ -7,10 +7,13 @@ use turnbase_push::proto::push_event::Kind as EventKind;
 use turnbase_push::proto::push_message::Kind as Msg;
 use turnbase_push::proto::{GatewaySubscribeRequest, PushEvent, PushMessage, stale};
 
-/// Runs until the stream ends or Ctrl-C. Exit codes: 0 on Ctrl-C, 1 when
+/// Runs until the stream ends or Ctrl-C (or SIGTERM). Exit codes: 0 on a signal, 1 when
 /// the stream cannot be opened or ends with an error. `secret` is the
 /// backend's internal secret, which its push listener asks of subscribers.
 pub async fn tail(url: &str, secret: &str, cursor: Option<String>, client_id: String) -> i32 {
+    // Caught from the start, so that a Ctrl-C right after the first line
+    // ends the tail cleanly.
+    let mut caught = turnbase_core::lifecycle::ShutdownSignals::listen();
     let mut client = match PushClient::connect(url.to_string()).await {
         Ok(c) => c.max_decoding_message_size(16 * 1024 * 1024),
         Err(e) => {
@@ -45,7 +48,7 @@ pub async fn tail(url: &str, secret: &str, cursor: Option<String>, client_id: St
     loop {
         let next = tokio::select! {
             next = stream.message() => next,
-            _ = tokio::signal::ctrl_c() => return 0,
+            () = caught.next() => return 0,
         };
         match next {
             Ok(Some(message)) => println!("{}", to_json(&message)),

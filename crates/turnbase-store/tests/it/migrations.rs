@@ -126,6 +126,45 @@ turnbase_testkit::both_backends!(
     database_from_a_newer_turnbase_is_refused,
 );
 
+/// `sslmode=verify-full` with the server's CA connects over TLS; without
+/// the CA the certificate is refused. scripts/test gives its throwaway
+/// server a private CA; a server of your own without one skips this.
+#[tokio::test]
+async fn postgres_over_tls_checks_the_server_certificate() {
+    let Ok(ca) = std::env::var("TURNBASE_TEST_POSTGRES_TLS_CA") else {
+        eprintln!("skipped: TURNBASE_TEST_POSTGRES_TLS_CA is not set (scripts/test sets it)");
+        return;
+    };
+    let server = turnbase_testkit::postgres_server_url();
+    let with = |params: &str| {
+        let separator = if server.contains('?') { '&' } else { '?' };
+        DatabaseOptions::Postgres {
+            url: format!("{server}{separator}{params}"),
+            max_connections: 1,
+            connect_timeout: std::time::Duration::from_secs(10),
+        }
+    };
+    let db = Database::connect(&with(&format!("sslmode=verify-full&sslrootcert={ca}")))
+        .await
+        .expect("TLS with the server's CA");
+    let Database::Postgres(pg) = &db else {
+        panic!("a Postgres URL opens Postgres")
+    };
+    let encrypted: bool =
+        sqlx::query_scalar("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
+            .fetch_one(pg.pool())
+            .await
+            .expect("query");
+    assert!(encrypted, "the connection is encrypted");
+    db.close().await;
+
+    let err = Database::connect(&with("sslmode=verify-full"))
+        .await
+        .expect_err("the public roots do not know the test CA");
+    let text = err.to_string().to_lowercase();
+    assert!(text.contains("certificate"), "{text}");
+}
+
 #[tokio::test]
 async fn unreachable_postgres_is_a_clear_error_without_the_password() {
     let options = DatabaseOptions::Postgres {
