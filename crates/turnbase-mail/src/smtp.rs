@@ -167,6 +167,8 @@ pub struct SmtpSender {
     /// One permit per connection the pool may have open.
     slots: Semaphore,
     idle: Mutex<Vec<Pooled>>,
+    /// Connections opened so far.
+    opened: std::sync::atomic::AtomicU64,
     described: String,
 }
 
@@ -224,12 +226,21 @@ impl SmtpSender {
             timeout,
             slots: Semaphore::new(pool_size.max(1) as usize),
             idle: Mutex::new(Vec::new()),
+            opened: std::sync::atomic::AtomicU64::new(0),
             described: redact(url),
         })
     }
 
+    /// How many connections this sender has opened (each one carries as
+    /// many messages as it can).
+    pub fn connections_opened(&self) -> u64 {
+        self.opened.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// Opens, secures and (with credentials) authenticates a connection.
     async fn open(&self) -> Result<(AsyncSmtpConnection, std::net::TcpStream), SendError> {
+        self.opened
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let address = (self.relay.host.as_str(), self.relay.port);
         let tcp = match tokio::time::timeout(self.timeout, TcpStream::connect(address)).await {
             Err(_) => {

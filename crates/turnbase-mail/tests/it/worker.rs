@@ -653,6 +653,25 @@ async fn tls_delivery(tls: turnbase_testkit::SinkTls, url_for: fn(u16) -> String
         sink.message_ids(),
         [format!("<{}@turnbase.test>", ids[0].simple())]
     );
+
+    // One secured connection carries message after message.
+    let direct = SmtpSender::new(&url, Duration::from_secs(5), 1, Some(&pem)).expect("valid URL");
+    let settings =
+        MessageSettings::new("Turnbase <noreply@turnbase.test>".parse().expect("mailbox"));
+    for n in 0..3 {
+        let mail = turnbase_store::mail::ClaimedMail {
+            id: Uuid::now_v7(),
+            to: format!("player{n}@example.org"),
+            subject: "Over TLS".into(),
+            text_body: "One connection.".into(),
+            html_body: None,
+            attempts: 0,
+        };
+        let message = turnbase_mail::sender::build_message(&settings, &mail).expect("builds");
+        direct.send(mail.id, message).await.expect("accepted");
+    }
+    assert_eq!(direct.connections_opened(), 1);
+    assert_eq!(sink.message_ids().len(), 4);
 }
 
 #[tokio::test(flavor = "multi_thread")]
