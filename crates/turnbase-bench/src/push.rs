@@ -9,7 +9,7 @@ use tokio::sync::Notify;
 use turnbase_gateway::{Notice, PushClient, PushClientConfig, PushHandler};
 use turnbase_push::proto::PushEvent;
 use turnbase_push::proto::push_event::Kind;
-use turnbase_push::{ClientEventInput, Cursor, PushConfig, PushService, RingLimits};
+use turnbase_push::{ClientEventInput, PushConfig, PushService, RingLimits};
 
 use crate::nats;
 use crate::probe::{
@@ -46,6 +46,10 @@ pub struct PublisherArgs {
     payload: usize,
     #[arg(long)]
     ring_capacity: usize,
+    /// Events published before the subscriber comes, so that the ring is
+    /// full and evicting as in a backend that has run for a while.
+    #[arg(long, default_value_t = 0)]
+    warm_up: u64,
     /// Publish before anyone subscribes (the replay phase).
     #[arg(long)]
     no_wait: bool,
@@ -109,6 +113,15 @@ pub async fn publisher(args: PublisherArgs) -> anyhow::Result<()> {
         },
         ..PushConfig::with_window(Duration::from_secs(600))
     };
+    let event = |payload_size: usize| ClientEventInput {
+        user_id: uuid::Uuid::from_u128(1),
+        device_session_id: None,
+        kind: "bench".into(),
+        payload: Bytes::from(payload(payload_size)),
+        event_id: String::new(),
+        request_id: String::new(),
+        trace_id: String::new(),
+    };
     let service = PushService::new(config, None);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
@@ -119,9 +132,12 @@ pub async fn publisher(args: PublisherArgs) -> anyhow::Result<()> {
         turnbase_push::server::Liveness::default(),
         std::future::pending(),
     ));
+    for _ in 0..args.warm_up {
+        service.publish_client_event(event(args.payload))?;
+    }
     report(&Listening {
         addr: format!("http://{addr}"),
-        start_cursor: Cursor::new(service.epoch(), 0).to_string(),
+        start_cursor: service.head().to_string(),
     })?;
     if !args.no_wait {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
@@ -130,20 +146,10 @@ pub async fn publisher(args: PublisherArgs) -> anyhow::Result<()> {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
     }
-    let user = uuid::Uuid::now_v7();
     let publish_start_ns = now_ns();
     let mut failure = None;
     paced(args.events, args.rate, || {
-        let input = ClientEventInput {
-            user_id: user,
-            device_session_id: None,
-            kind: "bench".into(),
-            payload: Bytes::from(payload(args.payload)),
-            event_id: String::new(),
-            request_id: String::new(),
-            trace_id: String::new(),
-        };
-        if let Err(e) = service.publish_client_event(input) {
+        if let Err(e) = service.publish_client_event(event(args.payload)) {
             failure.get_or_insert(e);
         }
     })
@@ -263,13 +269,17 @@ pub async fn subscriber(args: SubscriberArgs) -> anyhow::Result<()> {
 
 /// Runs our pipeline once: a publisher child and a subscriber child.
 async fn ours(events: u64, rate: f64, payload_size: usize) -> anyhow::Result<Phase> {
-    let ring = events.next_power_of_two().max(65_536) as usize;
+    // The backend's default ring, full before the phase starts: a backend
+    // that has run for a while evicts as it publishes (and reuses that
+    // memory) rather than growing its heap with every event.
+    let ring = 65_536;
     let mut publisher = ChildProc::spawn_self(&[
         "push-publisher".into(),
         format!("--events={events}"),
         format!("--rate={rate}"),
         format!("--payload={payload_size}"),
         format!("--ring-capacity={ring}"),
+        format!("--warm-up={ring}"),
     ])?;
     let listening: Listening = publisher.next().await?;
     let subscriber = ChildProc::spawn_self(&[
