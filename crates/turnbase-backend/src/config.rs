@@ -8,8 +8,7 @@ use std::time::Duration;
 
 use turnbase_core::config::{
     self, ConfigError, Reader, Secret, Source, VarSpec, parse_byte_size, parse_duration,
-    parse_list, parse_positive_duration, parse_rate, parse_socket_addr, parse_string,
-    parse_u32_positive,
+    parse_positive_duration, parse_rate, parse_socket_addr, parse_string, parse_u32_positive,
 };
 use turnbase_core::telemetry::{
     TelemetryConfig, parse_exporter, parse_log_format, parse_log_level,
@@ -317,12 +316,7 @@ impl DatabaseConfig {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum CorsOrigins {
-    None,
-    Any,
-    List(Vec<String>),
-}
+pub use turnbase_core::cors::CorsOrigins;
 
 #[derive(Debug, Clone)]
 pub struct HttpConfig {
@@ -448,7 +442,7 @@ impl Config {
             body_limit: r.get("BACKEND_HTTP_BODY_LIMIT", parse_body_limit),
             request_timeout: r.get("BACKEND_HTTP_REQUEST_TIMEOUT", parse_positive_duration),
             cors: r
-                .optional("BACKEND_HTTP_CORS_ORIGINS", parse_cors)
+                .optional("BACKEND_HTTP_CORS_ORIGINS", turnbase_core::cors::parse_cors)
                 .unwrap_or(CorsOrigins::None),
             shutdown_timeout: r.get("BACKEND_HTTP_SHUTDOWN_TIMEOUT", parse_positive_duration),
         };
@@ -694,27 +688,6 @@ fn parse_size_positive(text: &str) -> Result<usize, String> {
         0 => Err("must be greater than zero".into()),
         n => usize::try_from(n).map_err(|_| format!("{text:?} is too large")),
     }
-}
-
-fn parse_cors(text: &str) -> Result<CorsOrigins, String> {
-    let origins = parse_list(text)?;
-    if origins.iter().any(|o| o == "*") {
-        if origins.len() > 1 {
-            return Err("`*` allows every origin and cannot be combined with a list".into());
-        }
-        return Ok(CorsOrigins::Any);
-    }
-    for origin in &origins {
-        let valid = (origin.starts_with("http://") || origin.starts_with("https://"))
-            && http::HeaderValue::from_str(origin).is_ok()
-            && !origin.ends_with('/');
-        if !valid {
-            return Err(format!(
-                "{origin:?} is not an origin (expected e.g. https://play.example.org, no trailing slash)"
-            ));
-        }
-    }
-    Ok(CorsOrigins::List(origins))
 }
 
 fn parse_http_url(text: &str) -> Result<String, String> {

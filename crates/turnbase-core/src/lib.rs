@@ -1,9 +1,10 @@
 //! Building blocks shared by the Turnbase processes (backend and gateway):
-//! configuration parsing, the component lifecycle, readiness flags,
+//! configuration parsing, the component lifecycle, readiness flags, CORS,
 //! telemetry, rate limiting, and the HTTP conventions every listener
 //! follows.
 
 pub mod config;
+pub mod cors;
 pub mod http;
 pub mod lifecycle;
 pub mod limiter;

@@ -67,6 +67,11 @@ pub const VARIABLES: &[VarSpec] = &[
         "How often the gateway pings the backend over the push stream; without an answer within as long again it reconnects (a backend that vanished without closing the connection)."
     ),
     var!(
+        "GATEWAY_HTTP_CORS_ORIGINS",
+        None,
+        "Comma-separated origins allowed to call the edge from a browser, or `*`; the edge then answers CORS for every route (forwarded ones included, whose own CORS headers it drops). Unset sends no CORS headers and passes the backend's through."
+    ),
+    var!(
         "GATEWAY_EXPOSE_ADMIN",
         Some("false"),
         "Forward `/api/v1/admin/*` and `/api/v1/internal/*` too (otherwise 404 at the edge)."
@@ -244,6 +249,7 @@ pub struct GatewayConfig {
     pub signing_key_file: PathBuf,
     pub push: PushClientConfig,
     pub expose_admin: bool,
+    pub cors: turnbase_core::cors::CorsOrigins,
     pub body_limit: usize,
     pub request_timeout: Duration,
     pub rate_per_ip: Rate,
@@ -313,6 +319,9 @@ impl GatewayConfig {
             signing_key_file,
             push,
             expose_admin: r.get("GATEWAY_EXPOSE_ADMIN", parse_bool),
+            cors: r
+                .optional("GATEWAY_HTTP_CORS_ORIGINS", turnbase_core::cors::parse_cors)
+                .unwrap_or(turnbase_core::cors::CorsOrigins::None),
             body_limit: r.get("GATEWAY_HTTP_BODY_LIMIT", parse_size),
             request_timeout: r.get("GATEWAY_HTTP_REQUEST_TIMEOUT", parse_positive_duration),
             rate_per_ip: r.get("GATEWAY_RATE_PER_IP", parse_rate),
@@ -588,6 +597,11 @@ mod tests {
             ),
             ("GATEWAY_BACKEND_URL", "backend:8080", "not an http://"),
             ("GATEWAY_EXPOSE_ADMIN", "perhaps", "is not a boolean"),
+            (
+                "GATEWAY_HTTP_CORS_ORIGINS",
+                "play.example.org",
+                "is not an origin",
+            ),
             (
                 "GATEWAY_METRICS_ADDR",
                 "127.0.0.1:8090",

@@ -49,6 +49,8 @@ pub struct Edge {
     client: HttpClient,
     backend_url: String,
     expose_admin: bool,
+    /// The edge answers CORS itself (and drops the backend's headers).
+    cors: turnbase_core::cors::CorsOrigins,
     request_timeout: Duration,
     limits: EdgeLimits,
     ticket_ttl: Duration,
@@ -78,6 +80,7 @@ impl Edge {
             client,
             backend_url: config.backend_url.clone(),
             expose_admin: config.expose_admin,
+            cors: config.cors.clone(),
             request_timeout: config.request_timeout,
             limits: config.limits.clone(),
             ticket_ttl: config.ticket_ttl,
@@ -149,6 +152,7 @@ pub fn router(edge: Arc<Edge>, metrics: HttpMetrics, body_limit: usize) -> Route
         .route("/.well-known/turnbase-signing-keys", get(keys))
         .merge(forwarded)
         .fallback(not_found)
+        .layer(turnbase_core::cors::layer(&edge.cors))
         .with_state(edge)
         .layer(axum::middleware::from_fn_with_state(metrics, observe))
         .layer(PropagateRequestIdLayer::new(request_id.clone()))
@@ -292,10 +296,15 @@ async fn forward(
         Ok(Ok(response)) => {
             status_label = response.status().as_u16().to_string();
             let (mut parts, incoming) = response.into_parts();
+            // With CORS at the edge, the backend's own CORS headers would
+            // double the edge's, which browsers refuse.
+            let edge_cors = edge.cors.is_enabled();
             let names: Vec<HeaderName> = parts
                 .headers
                 .keys()
-                .filter(|n| hop_by_hop(n))
+                .filter(|n| {
+                    hop_by_hop(n) || (edge_cors && n.as_str().starts_with("access-control-"))
+                })
                 .cloned()
                 .collect();
             for name in names {

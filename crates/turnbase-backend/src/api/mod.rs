@@ -8,9 +8,8 @@ use std::time::Duration;
 use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
 use axum::{Json, Router};
-use http::{HeaderName, HeaderValue, Method, StatusCode};
+use http::{HeaderName, StatusCode};
 use serde::Serialize;
-use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::timeout::TimeoutLayer;
@@ -24,7 +23,7 @@ use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::config::{CorsOrigins, HttpConfig};
+use crate::config::HttpConfig;
 
 mod admin_accounts;
 mod admin_mail;
@@ -240,37 +239,11 @@ pub fn router(state: AppState, config: &HttpConfig, metrics: HttpMetrics) -> Rou
             StatusCode::SERVICE_UNAVAILABLE,
             config.request_timeout,
         ))
-        .layer(cors(&config.cors))
+        .layer(turnbase_core::cors::layer(&config.cors))
         .layer(axum::middleware::from_fn_with_state(metrics, observe))
         .layer(PropagateRequestIdLayer::new(request_id.clone()))
         .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
         .layer(axum::middleware::from_fn(normalize_errors))
-}
-
-fn cors(origins: &CorsOrigins) -> CorsLayer {
-    let layer = CorsLayer::new()
-        .allow_methods([
-            Method::GET,
-            Method::POST,
-            Method::PUT,
-            Method::PATCH,
-            Method::DELETE,
-        ])
-        .allow_headers([
-            http::header::AUTHORIZATION,
-            http::header::CONTENT_TYPE,
-            HeaderName::from_static("x-request-id"),
-            HeaderName::from_static("traceparent"),
-        ])
-        .expose_headers([HeaderName::from_static("x-request-id")])
-        .max_age(Duration::from_secs(3600));
-    match origins {
-        CorsOrigins::None => CorsLayer::new(),
-        CorsOrigins::Any => layer.allow_origin(AllowOrigin::any()),
-        CorsOrigins::List(list) => layer.allow_origin(AllowOrigin::list(
-            list.iter().filter_map(|o| HeaderValue::from_str(o).ok()),
-        )),
-    }
 }
 
 async fn not_found(request: Request) -> Response {

@@ -39,6 +39,9 @@ struct Stack {
     client: reqwest::Client,
 }
 
+/// The origin of a browser client on another site.
+const BROWSER_ORIGIN: &str = "https://play.example.org";
+
 fn backend_config(db: &TestDb, http: &str, push: &str) -> Config {
     let env: Vec<(String, String)> = vec![
         ("BACKEND_HTTP_ADDR".into(), http.into()),
@@ -60,6 +63,9 @@ fn backend_config(db: &TestDb, http: &str, push: &str) -> Config {
         ),
         // Keeps a Prometheus registry, which the gateway's listener serves.
         ("BACKEND_METRICS_ADDR".into(), "127.0.0.1:0".into()),
+        // The backend allows every origin on its own; an edge doing CORS
+        // drops that and decides by its own list.
+        ("BACKEND_HTTP_CORS_ORIGINS".into(), "*".into()),
     ];
     Config::load(BackendProfile::Backend, env, None).expect("backend config")
 }
@@ -832,6 +838,88 @@ async fn forwarding_hides_admin_and_internal_routes_and_limits_rates() {
         limited.is_some_and(|r| r.parse::<u64>().is_ok()),
         "429 with Retry-After"
     );
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn browsers_on_another_origin_get_cors_from_the_edge() {
+    let s = Stack::start(&[("GATEWAY_HTTP_CORS_ORIGINS", BROWSER_ORIGIN)]).await;
+    let (token, _, _) = s.guest("Ann").await;
+    let allowed = |r: &reqwest::Response| -> Vec<String> {
+        r.headers()
+            .get_all("access-control-allow-origin")
+            .iter()
+            .map(|v| v.to_str().unwrap_or_default().to_string())
+            .collect()
+    };
+    // The ticket carries the session token, so the browser asks first.
+    let preflight = s
+        .client
+        .request(
+            reqwest::Method::OPTIONS,
+            format!("{}/api/v1/user/events/ticket", s.edge),
+        )
+        .header("origin", BROWSER_ORIGIN)
+        .header("access-control-request-method", "POST")
+        .header("access-control-request-headers", "authorization")
+        .send()
+        .await
+        .expect("preflight");
+    assert!(preflight.status().is_success(), "{}", preflight.status());
+    assert_eq!(allowed(&preflight), [BROWSER_ORIGIN]);
+    let allow_headers = preflight
+        .headers()
+        .get("access-control-allow-headers")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_lowercase();
+    assert!(allow_headers.contains("authorization"), "{allow_headers}");
+
+    // The edge's own routes and forwarded ones carry exactly one
+    // allow-origin (the backend's own is dropped).
+    let ticket = s
+        .client
+        .post(format!("{}/api/v1/user/events/ticket", s.edge))
+        .header("origin", BROWSER_ORIGIN)
+        .bearer_auth(&token)
+        .send()
+        .await
+        .expect("ticket");
+    assert!(ticket.status().is_success(), "{}", ticket.status());
+    assert_eq!(allowed(&ticket), [BROWSER_ORIGIN]);
+    let me = s
+        .client
+        .get(format!("{}/api/v1/user/me", s.edge))
+        .header("origin", BROWSER_ORIGIN)
+        .bearer_auth(&token)
+        .send()
+        .await
+        .expect("me");
+    assert_eq!(me.status(), StatusCode::OK);
+    assert_eq!(allowed(&me), [BROWSER_ORIGIN]);
+    let events = s
+        .client
+        .get(format!("{}/api/v1/events", s.edge))
+        .header("origin", BROWSER_ORIGIN)
+        .header("accept", "text/event-stream")
+        .bearer_auth(&token)
+        .send()
+        .await
+        .expect("events");
+    assert_eq!(events.status(), StatusCode::OK);
+    assert_eq!(allowed(&events), [BROWSER_ORIGIN]);
+    drop(events);
+
+    // Another site gets no permission (the backend's `*` stays behind).
+    let other = s
+        .client
+        .get(format!("{}/api/v1/user/me", s.edge))
+        .header("origin", "https://elsewhere.example")
+        .bearer_auth(&token)
+        .send()
+        .await
+        .expect("me");
+    assert!(allowed(&other).is_empty(), "{:?}", allowed(&other));
     s.stop().await;
 }
 
