@@ -421,23 +421,12 @@ async fn direct(
     Ok(mails as f64 / started.elapsed().as_secs_f64())
 }
 
-/// The ceiling: a plain pooled lettre sender into our sink.
-async fn ceiling(mails: usize, workers: usize) -> anyhow::Result<f64> {
+/// Into our sink with no outbox: with `lettre`, lettre's own pooled
+/// sender (the ceiling), otherwise the outbox's sender.
+async fn into_sink(lettre: bool, mails: usize, workers: usize) -> anyhow::Result<f64> {
     let sink = Sink::start().await?;
     direct(
-        Direct::new(true, sink.port, workers)?,
-        Some(&sink),
-        mails,
-        workers,
-    )
-    .await
-}
-
-/// Our sender without the outbox into our sink.
-async fn sender_alone(mails: usize, workers: usize) -> anyhow::Result<f64> {
-    let sink = Sink::start().await?;
-    direct(
-        Direct::new(false, sink.port, workers)?,
+        Direct::new(lettre, sink.port, workers)?,
         Some(&sink),
         mails,
         workers,
@@ -488,13 +477,13 @@ pub async fn run(args: MailArgs) -> anyhow::Result<()> {
     // The ceiling moves from run to run on a shared machine, so it is
     // measured around each outbox run (after a warm-up) and the outbox is
     // compared with the median.
-    ceiling(args.mails / 10, args.workers).await?;
-    let mut ceilings = vec![ceiling(args.mails, args.workers).await?];
+    into_sink(true, args.mails / 10, args.workers).await?;
+    let mut ceilings = vec![into_sink(true, args.mails, args.workers).await?];
     println!(
         "ceiling (pooled lettre, no outbox): {:.0} mails/s",
         ceilings[0]
     );
-    let mut alone = vec![sender_alone(args.mails, args.workers).await?];
+    let mut alone = vec![into_sink(false, args.mails, args.workers).await?];
     println!("our SMTP sender, no outbox: {:.0} mails/s", alone[0]);
 
     let dir = tempfile::tempdir()?;
@@ -509,9 +498,9 @@ pub async fn run(args: MailArgs) -> anyhow::Result<()> {
         args.claim_batch,
     )
     .await?;
-    ceilings.push(ceiling(args.mails, args.workers).await?);
+    ceilings.push(into_sink(true, args.mails, args.workers).await?);
     println!("ceiling again: {:.0} mails/s", ceilings[1]);
-    alone.push(sender_alone(args.mails, args.workers).await?);
+    alone.push(into_sink(false, args.mails, args.workers).await?);
 
     let postgres_url = args
         .postgres_url
@@ -548,9 +537,9 @@ pub async fn run(args: MailArgs) -> anyhow::Result<()> {
             .await?;
             admin.close().await;
             let run = run?;
-            ceilings.push(ceiling(args.mails, args.workers).await?);
+            ceilings.push(into_sink(true, args.mails, args.workers).await?);
             println!("ceiling again: {:.0} mails/s", ceilings[2]);
-            alone.push(sender_alone(args.mails, args.workers).await?);
+            alone.push(into_sink(false, args.mails, args.workers).await?);
             Some(run)
         }
         None => {

@@ -300,11 +300,6 @@ impl ShutdownSignals {
     }
 }
 
-/// Resolves on the first SIGINT or SIGTERM from now on.
-pub async fn shutdown_signal() {
-    ShutdownSignals::listen().next().await;
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

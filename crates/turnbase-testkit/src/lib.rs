@@ -154,6 +154,14 @@ controller.start()
 threading.Event().wait()
 "#;
 
+/// A loopback port nobody listens on right now.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
 /// How a [`SmtpSink`] speaks TLS.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SinkTls {
@@ -173,10 +181,7 @@ pub struct SmtpSink {
 
 impl SmtpSink {
     pub fn start() -> SmtpSink {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port();
+        let port = free_port();
         Self::start_on(port)
     }
 
@@ -188,10 +193,7 @@ impl SmtpSink {
     /// Starts with STARTTLS required (`tls = Starttls`) or TLS from the
     /// first byte (`Smtps`), using the given certificate and key files.
     pub fn start_tls(tls: SinkTls, cert: &std::path::Path, key: &std::path::Path) -> SmtpSink {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port();
+        let port = free_port();
         let (cert_flag, key_flag) = match tls {
             SinkTls::Starttls => ("--tlscert", "--tlskey"),
             SinkTls::Smtps => ("--smtpscert", "--smtpskey"),
@@ -209,10 +211,7 @@ impl SmtpSink {
     /// name and password (over plain text, as a relay on a private network
     /// may allow).
     pub fn start_with_login(user: &str, password: &str) -> SmtpSink {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port();
+        let port = free_port();
         Self::spawn(port, |python, maildir| {
             let mut command = std::process::Command::new(python);
             command

@@ -127,11 +127,11 @@ fn config(url: &str, base_ms: u64, max_ms: u64) -> PushClientConfig {
     }
 }
 
-#[tokio::test]
-async fn events_arrive_in_order_and_the_cursor_follows_the_handler() {
-    let (url, service) = server().await;
-    let recorder = Arc::new(Recorder::default());
-    let client = PushClient::new(config(&url, 50, 1000), recorder.clone());
+/// Runs `client` and waits until its subscription is up.
+async fn run_until_resumed(
+    client: &Arc<PushClient<Arc<Recorder>>>,
+    recorder: &Recorder,
+) -> tokio::task::JoinHandle<()> {
     let runner = tokio::spawn({
         let client = client.clone();
         async move { client.run().await }
@@ -142,6 +142,15 @@ async fn events_arrive_in_order_and_the_cursor_follows_the_handler() {
                 .any(|s| matches!(s, Seen::Notice(Notice::Resumed { .. })))
         })
         .await;
+    runner
+}
+
+#[tokio::test]
+async fn events_arrive_in_order_and_the_cursor_follows_the_handler() {
+    let (url, service) = server().await;
+    let recorder = Arc::new(Recorder::default());
+    let client = PushClient::new(config(&url, 50, 1000), recorder.clone());
+    let runner = run_until_resumed(&client, &recorder).await;
     assert_eq!(
         client.cursor(),
         Cursor::new(service.epoch(), 0).to_string(),
@@ -166,16 +175,7 @@ async fn replaced_client_backs_off_and_resumes_from_its_cursor() {
     let (url, service) = server().await;
     let recorder = Arc::new(Recorder::default());
     let client = PushClient::new(config(&url, 200, 1000), recorder.clone());
-    tokio::spawn({
-        let client = client.clone();
-        async move { client.run().await }
-    });
-    recorder
-        .wait_for("resumed", |s| {
-            s.iter()
-                .any(|s| matches!(s, Seen::Notice(Notice::Resumed { .. })))
-        })
-        .await;
+    run_until_resumed(&client, &recorder).await;
     for _ in 0..3 {
         service.publish_client_event(event()).expect("publish");
     }
@@ -264,16 +264,7 @@ async fn a_backend_gone_silent_is_noticed_by_pings_and_the_client_resumes() {
         },
         recorder.clone(),
     );
-    tokio::spawn({
-        let client = client.clone();
-        async move { client.run().await }
-    });
-    recorder
-        .wait_for("resumed", |s| {
-            s.iter()
-                .any(|s| matches!(s, Seen::Notice(Notice::Resumed { .. })))
-        })
-        .await;
+    run_until_resumed(&client, &recorder).await;
     service.publish_client_event(event()).expect("publish");
     recorder.wait_for("event 1", |s| events(s) == [1]).await;
 
