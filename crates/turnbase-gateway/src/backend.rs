@@ -251,8 +251,9 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn concurrent_lookups_of_one_token_share_one_request() {
+    /// A resolver in front of [`slow_backend`]: the count of requests it
+    /// made, the session it gets, the resolver.
+    async fn slow_resolver() -> (Arc<AtomicUsize>, Session, Arc<Resolver>) {
         let asked = Arc::new(AtomicUsize::new(0));
         let expected = session();
         let url = slow_backend(asked.clone(), expected.clone()).await;
@@ -262,6 +263,12 @@ mod tests {
             Secret::new("secret".to_string()),
             Duration::from_secs(60),
         ));
+        (asked, expected, resolver)
+    }
+
+    #[tokio::test]
+    async fn concurrent_lookups_of_one_token_share_one_request() {
+        let (asked, expected, resolver) = slow_resolver().await;
         let lookups: Vec<_> = (0..50)
             .map(|_| {
                 let resolver = resolver.clone();
@@ -292,15 +299,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_answer_from_before_a_revocation_is_not_cached() {
-        let asked = Arc::new(AtomicUsize::new(0));
-        let expected = session();
-        let url = slow_backend(asked.clone(), expected.clone()).await;
-        let resolver = Arc::new(Resolver::new(
-            http_client(),
-            &url,
-            Secret::new("secret".to_string()),
-            Duration::from_secs(60),
-        ));
+        let (asked, expected, resolver) = slow_resolver().await;
         let lookup = {
             let resolver = resolver.clone();
             tokio::spawn(async move { resolver.resolve("token-a").await })
