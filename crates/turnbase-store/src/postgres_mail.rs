@@ -100,7 +100,9 @@ impl MailStore for PostgresStore {
 
     async fn finish_attempts(&self, owner: &str, items: &[Finished]) -> StoreResult<Vec<bool>> {
         // One statement for the whole batch: the rows still leased to
-        // `owner` are updated, and only their attempts are recorded.
+        // `owner` are updated, and only their attempts are recorded, each
+        // numbered from its mail's running total (no count of earlier
+        // attempt rows).
         let mut ids = Vec::with_capacity(items.len());
         let mut statuses = Vec::with_capacity(items.len());
         let mut next_at = Vec::with_capacity(items.len());
@@ -135,20 +137,20 @@ impl MailStore for PostgresStore {
              ), updated AS (
                  UPDATE mail_outbox m
                  SET status = i.status, attempts = m.attempts + 1,
+                     attempts_total = m.attempts_total + 1,
                      next_attempt_at = COALESCE(i.next_at, m.next_attempt_at),
                      sent_at = i.sent_at, last_error = i.error,
                      lease_owner = NULL, lease_until = NULL
                  FROM input i
                  WHERE m.id = i.id AND m.status = $6 AND m.lease_owner = $7
-                 RETURNING m.id
+                 RETURNING m.id, m.attempts_total
              )
              INSERT INTO mail_attempts (id, mail_id, attempt, started_at, finished_at, outcome, smtp_code, error)
-             SELECT a.attempt_id, a.mail_id,
-                    (SELECT COUNT(*) + 1 FROM mail_attempts x WHERE x.mail_id = a.mail_id),
+             SELECT a.attempt_id, a.mail_id, u.attempts_total,
                     a.started_at, a.finished_at, a.outcome, a.smtp_code, a.error
              FROM unnest($8::uuid[], $1::uuid[], $9::timestamptz[], $10::timestamptz[], $11::text[], $12::bigint[], $5::text[])
                  AS a(attempt_id, mail_id, started_at, finished_at, outcome, smtp_code, error)
-             WHERE a.mail_id IN (SELECT id FROM updated)
+             JOIN updated u ON u.id = a.mail_id
              RETURNING mail_id",
         )
         .bind(&ids)

@@ -102,11 +102,14 @@ impl MailStore for SqliteStore {
                 AfterAttempt::RetryAt(at) => (PENDING, Some(at), None),
                 AfterAttempt::Failed => (FAILED, None, None),
             };
-            let updated = sqlx::query(
+            // The mail's running total numbers the attempt.
+            let number: Option<i64> = sqlx::query_scalar(
                 "UPDATE mail_outbox SET status = ?, attempts = attempts + 1,
+                     attempts_total = attempts_total + 1,
                      next_attempt_at = COALESCE(?, next_attempt_at), sent_at = ?,
                      last_error = ?, lease_owner = NULL, lease_until = NULL
-                 WHERE id = ? AND status = ? AND lease_owner = ?",
+                 WHERE id = ? AND status = ? AND lease_owner = ?
+                 RETURNING attempts_total",
             )
             .bind(status)
             .bind(next)
@@ -115,19 +118,19 @@ impl MailStore for SqliteStore {
             .bind(item.mail_id)
             .bind(SENDING)
             .bind(owner)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-            held.push(updated > 0);
-            if updated == 0 {
+            .fetch_optional(&mut *tx)
+            .await?;
+            held.push(number.is_some());
+            let Some(number) = number else {
                 continue;
-            }
+            };
             sqlx::query(
                 "INSERT INTO mail_attempts (id, mail_id, attempt, started_at, finished_at, outcome, smtp_code, error)
-                 VALUES (?1, ?2, (SELECT COUNT(*) + 1 FROM mail_attempts WHERE mail_id = ?2), ?3, ?4, ?5, ?6, ?7)",
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             )
             .bind(item.attempt.id)
             .bind(item.mail_id)
+            .bind(number)
             .bind(item.attempt.started_at)
             .bind(item.attempt.finished_at)
             .bind(item.attempt.outcome)

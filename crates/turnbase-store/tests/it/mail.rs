@@ -488,6 +488,80 @@ async fn old_finished_mail_is_purged_with_its_attempts(backend: Backend) {
     db.close().await;
 }
 
+/// Runs SQL with no parameters, on either backend.
+async fn execute(db: &Database, sql: &str) {
+    let sql = sqlx::AssertSqlSafe(sql);
+    match db {
+        Database::Sqlite(s) => sqlx::raw_sql(sql).execute(s.pool()).await.map(drop),
+        Database::Postgres(p) => sqlx::raw_sql(sql).execute(p.pool()).await.map(drop),
+    }
+    .expect("execute");
+}
+
+/// A mail with attempts recorded before attempts were counted on the mail
+/// itself (migration 0004) keeps numbering on from its last attempt.
+async fn attempt_numbers_continue_across_the_count_migration(backend: Backend) {
+    let test_db = TestDb::new(backend).await;
+    let db = Database::connect(&test_db.options).await.expect("connect");
+    let (all, before) = match &db {
+        Database::Sqlite(s) => (
+            turnbase_store::SQLITE_MIGRATIONS,
+            s.migrate(&turnbase_store::SQLITE_MIGRATIONS[..3]).await,
+        ),
+        Database::Postgres(p) => (
+            turnbase_store::POSTGRES_MIGRATIONS,
+            p.migrate(&turnbase_store::POSTGRES_MIGRATIONS[..3]).await,
+        ),
+    };
+    before.expect("migrate to 0003");
+    assert_eq!(all[3].label(), "0004_mail_attempt_count");
+    let mail = new_mail(None, 0);
+    let id = enqueue(&db, &mail).await;
+    // SQLite keeps UUIDs as 16-byte blobs, Postgres as its own type.
+    let uuid = |u: Uuid| match &db {
+        Database::Sqlite(_) => format!("X'{}'", u.simple()),
+        Database::Postgres(_) => format!("'{u}'"),
+    };
+    for n in 1..=2 {
+        execute(
+            &db,
+            &format!(
+                "INSERT INTO mail_attempts (id, mail_id, attempt, started_at, finished_at, outcome, smtp_code, error)
+                 VALUES ({}, {}, {n}, '2027-01-15T08:00:0{n}Z', '2027-01-15T08:00:0{n}Z', 'transient', 451, 'later')",
+                uuid(Uuid::now_v7()),
+                uuid(id),
+            ),
+        )
+        .await;
+    }
+    let report = db.migrate().await.expect("migrate to the last");
+    assert_eq!(report.applied, ["0004_mail_attempt_count"]);
+    let store = db.mail();
+    assert_eq!(
+        store
+            .claim_due_mail(t(10), LEASE, "w", 1)
+            .await
+            .expect("claim")
+            .len(),
+        1
+    );
+    assert!(
+        store
+            .finish_attempt(id, "w", &attempt("sent", 11), AfterAttempt::Sent)
+            .await
+            .expect("finish")
+    );
+    let (_, attempts) = store.mail(id).await.expect("show");
+    assert_eq!(
+        attempts
+            .iter()
+            .map(|a| (a.attempt, a.outcome.as_str()))
+            .collect::<Vec<_>>(),
+        [(1, "transient"), (2, "transient"), (3, "sent")]
+    );
+    db.close().await;
+}
+
 turnbase_testkit::both_backends!(
     enqueue_commits_or_rolls_back_with_the_caller,
     idempotency_key_makes_a_second_enqueue_a_no_op,
@@ -496,6 +570,7 @@ turnbase_testkit::both_backends!(
     listing_filters_and_pages,
     concurrent_claimers_never_share_a_row,
     old_finished_mail_is_purged_with_its_attempts,
+    attempt_numbers_continue_across_the_count_migration,
 );
 
 /// The number of sequential scans Postgres has counted on `mail_outbox`.
