@@ -18,7 +18,7 @@ use turnbase_mail::{
 };
 use turnbase_store::{Database, DatabaseOptions};
 
-use crate::probe::latency;
+use crate::probe::{cpu_of_named, latency, usage};
 
 #[derive(clap::Args)]
 pub struct MailArgs {
@@ -32,6 +32,10 @@ pub struct MailArgs {
     /// default this is).
     #[arg(long, default_value_t = 32)]
     claim_batch: usize,
+    /// Drains per backend; the median is compared with the ceiling (one
+    /// drain moves by several percent from run to run).
+    #[arg(long, default_value_t = 3)]
+    drains: usize,
     /// A Postgres server where the benchmark may create a database; falls
     /// back to TURNBASE_TEST_POSTGRES_URL. Without one, Postgres is skipped.
     #[arg(long)]
@@ -170,13 +174,17 @@ fn outgoing(i: usize) -> anyhow::Result<OutgoingMail> {
 }
 
 struct Run {
-    /// Drain rate: everything enqueued first, then the worker alone.
-    mails_per_sec: f64,
+    /// Drains (everything enqueued first, then the worker alone), slowest
+    /// first.
+    drains: Vec<Pass>,
     /// Enqueueing and sending at once, as in production.
-    flow_mails_per_sec: f64,
-    p50_ms: f64,
-    p99_ms: f64,
-    enqueue_per_sec: f64,
+    flow: Pass,
+}
+
+impl Run {
+    fn median(&self) -> &Pass {
+        &self.drains[self.drains.len() / 2]
+    }
 }
 
 async fn outbox_run(
@@ -184,15 +192,20 @@ async fn outbox_run(
     mails: usize,
     workers: usize,
     claim_batch: usize,
+    drains: usize,
 ) -> anyhow::Result<Run> {
-    let drain = outbox_pass(&options, mails, workers, claim_batch, true).await?;
-    let flow = outbox_pass(&options, mails, workers, claim_batch, false).await?;
+    // A Postgres server on this machine shares its cores: its CPU is
+    // counted too.
+    let server_cpu = matches!(options, DatabaseOptions::Postgres { .. });
+    let mut passes = Vec::with_capacity(drains);
+    for _ in 0..drains.max(1) {
+        passes.push(outbox_pass(&options, mails, workers, claim_batch, true, server_cpu).await?);
+    }
+    passes.sort_by(|a, b| a.mails_per_sec.total_cmp(&b.mails_per_sec));
+    let flow = outbox_pass(&options, mails, workers, claim_batch, false, false).await?;
     Ok(Run {
-        mails_per_sec: drain.mails_per_sec,
-        flow_mails_per_sec: flow.mails_per_sec,
-        p50_ms: flow.p50_ms,
-        p99_ms: flow.p99_ms,
-        enqueue_per_sec: drain.enqueue_per_sec,
+        drains: passes,
+        flow,
     })
 }
 
@@ -201,6 +214,24 @@ struct Pass {
     p50_ms: f64,
     p99_ms: f64,
     enqueue_per_sec: f64,
+    /// This process's CPU per mail while the mail was sent, in µs (the
+    /// sink's included).
+    cpu_us: f64,
+    /// The database server's, when it runs on this machine.
+    server_cpu_us: Option<f64>,
+}
+
+/// CPU per mail in µs, from two readings in seconds.
+fn per_mail_us(before: f64, after: f64, mails: usize) -> f64 {
+    (after - before) * 1e6 / mails as f64
+}
+
+/// This process's CPU seconds, and with `server` the Postgres server's.
+fn cpu_now(server: bool) -> (f64, Option<f64>) {
+    (
+        usage("self").cpu_s,
+        server.then(|| cpu_of_named("postgres")).flatten(),
+    )
 }
 
 /// Enqueues `mails` in transactions of 100 as fast as it can, and waits
@@ -212,6 +243,7 @@ async fn outbox_pass(
     workers: usize,
     claim_batch: usize,
     prefill: bool,
+    server_cpu: bool,
 ) -> anyhow::Result<Pass> {
     let sink = Sink::start().await?;
     let db = Database::connect(options).await?;
@@ -264,12 +296,14 @@ async fn outbox_pass(
         service.wake();
     }
     let enqueue_secs = started.elapsed().as_secs_f64();
+    let cpu_before = cpu_now(server_cpu);
     let drain_started = Instant::now();
     let running = match running {
         Some(r) => r,
         None => tokio::spawn(worker.run(stop.clone())),
     };
     sink.wait_for(mails, Duration::from_secs(600)).await?;
+    let cpu_after = cpu_now(server_cpu);
     let elapsed = if prefill {
         drain_started.elapsed().as_secs_f64()
     } else {
@@ -280,7 +314,12 @@ async fn outbox_pass(
     // Each pass starts from an empty outbox.
     clear(&db).await?;
     db.close().await;
-    finish(&sink, enqueued_at, mails, elapsed, enqueue_secs)
+    let mut pass = finish(&sink, enqueued_at, mails, elapsed, enqueue_secs)?;
+    pass.cpu_us = per_mail_us(cpu_before.0, cpu_after.0, mails);
+    if let (Some(before), Some(after)) = (cpu_before.1, cpu_after.1) {
+        pass.server_cpu_us = Some(per_mail_us(before, after, mails));
+    }
+    Ok(pass)
 }
 
 async fn clear(db: &Database) -> anyhow::Result<()> {
@@ -327,6 +366,8 @@ fn finish(
         p50_ms: l.p50_ms,
         p99_ms: l.p99_ms,
         enqueue_per_sec: mails as f64 / enqueue_secs,
+        cpu_us: 0.0,
+        server_cpu_us: None,
     })
 }
 
@@ -423,15 +464,34 @@ async fn direct(
 
 /// Into our sink with no outbox: with `lettre`, lettre's own pooled
 /// sender (the issue's ceiling), otherwise the outbox's sender.
-async fn into_sink(lettre: bool, mails: usize, workers: usize) -> anyhow::Result<f64> {
+async fn into_sink(lettre: bool, mails: usize, workers: usize) -> anyhow::Result<Timed> {
     let sink = Sink::start().await?;
-    direct(
+    let before = usage("self").cpu_s;
+    let per_sec = direct(
         Direct::new(lettre, sink.port, workers)?,
         Some(&sink),
         mails,
         workers,
     )
-    .await
+    .await?;
+    Ok(Timed {
+        per_sec,
+        cpu_us: per_mail_us(before, usage("self").cpu_s, mails),
+    })
+}
+
+/// A run into the sink with no outbox: mails/s, and this process's CPU per
+/// mail in µs (the sink's included).
+#[derive(Debug, Clone, Copy)]
+struct Timed {
+    per_sec: f64,
+    cpu_us: f64,
+}
+
+/// The run with the median rate.
+fn median(mut runs: Vec<Timed>) -> (Timed, Vec<Timed>) {
+    runs.sort_by(|a, b| a.per_sec.total_cmp(&b.per_sec));
+    (runs[runs.len() / 2], runs)
 }
 
 /// lettre's pool and our sender against a real SMTP server (aiosmtpd,
@@ -481,10 +541,13 @@ pub async fn run(args: MailArgs) -> anyhow::Result<()> {
     let mut ceilings = vec![into_sink(true, args.mails, args.workers).await?];
     println!(
         "ceiling (pooled lettre, no outbox): {:.0} mails/s",
-        ceilings[0]
+        ceilings[0].per_sec
     );
     let mut alone = vec![into_sink(false, args.mails, args.workers).await?];
-    println!("our SMTP sender, no outbox: {:.0} mails/s", alone[0]);
+    println!(
+        "our SMTP sender, no outbox: {:.0} mails/s",
+        alone[0].per_sec
+    );
 
     let dir = tempfile::tempdir()?;
     let sqlite = outbox_run(
@@ -496,10 +559,11 @@ pub async fn run(args: MailArgs) -> anyhow::Result<()> {
         args.mails,
         args.workers,
         args.claim_batch,
+        args.drains,
     )
     .await?;
     ceilings.push(into_sink(true, args.mails, args.workers).await?);
-    println!("ceiling again: {:.0} mails/s", ceilings[1]);
+    println!("ceiling again: {:.0} mails/s", ceilings[1].per_sec);
     alone.push(into_sink(false, args.mails, args.workers).await?);
 
     let postgres_url = args
@@ -528,6 +592,7 @@ pub async fn run(args: MailArgs) -> anyhow::Result<()> {
                 args.mails,
                 args.workers,
                 args.claim_batch,
+                args.drains,
             )
             .await;
             sqlx_exec(
@@ -538,7 +603,7 @@ pub async fn run(args: MailArgs) -> anyhow::Result<()> {
             admin.close().await;
             let run = run?;
             ceilings.push(into_sink(true, args.mails, args.workers).await?);
-            println!("ceiling again: {:.0} mails/s", ceilings[2]);
+            println!("ceiling again: {:.0} mails/s", ceilings[2].per_sec);
             alone.push(into_sink(false, args.mails, args.workers).await?);
             Some(run)
         }
@@ -547,23 +612,27 @@ pub async fn run(args: MailArgs) -> anyhow::Result<()> {
             None
         }
     };
-    ceilings.sort_by(f64::total_cmp);
-    let ceiling = ceilings[ceilings.len() / 2];
+    let (ceiling_run, ceilings) = median(ceilings);
+    let ceiling = ceiling_run.per_sec;
     println!(
-        "ceiling, median of {}: {ceiling:.0} mails/s (from {:.0} to {:.0})",
+        "ceiling, median of {}: {ceiling:.0} mails/s (from {:.0} to {:.0}), {:.0} µs of CPU per mail",
         ceilings.len(),
-        ceilings[0],
-        ceilings[ceilings.len() - 1]
+        ceilings[0].per_sec,
+        ceilings[ceilings.len() - 1].per_sec,
+        ceiling_run.cpu_us
     );
-    alone.sort_by(f64::total_cmp);
-    let alone = alone[alone.len() / 2];
-    println!("our SMTP sender with no outbox, median: {alone:.0} mails/s");
+    let (alone_run, _) = median(alone);
+    let alone = alone_run.per_sec;
+    println!(
+        "our SMTP sender with no outbox, median: {alone:.0} mails/s, {:.0} µs of CPU per mail",
+        alone_run.cpu_us
+    );
     print_run("sqlite", &sqlite, ceiling);
     if let Some(run) = &postgres {
         print_run("postgres", run, ceiling);
         println!(
             "postgres drain against our sender with no outbox: {:.2}",
-            run.mails_per_sec / alone
+            run.median().mails_per_sec / alone
         );
     }
     // A real server delays its ACKs, which costs lettre's pool (no
@@ -581,21 +650,29 @@ pub async fn run(args: MailArgs) -> anyhow::Result<()> {
         "mails": args.mails,
         "workers": args.workers,
         "claim_batch": args.claim_batch,
+        "drains": args.drains,
         "ceiling_mails_per_sec": ceiling.round(),
-        "ceiling_min_mails_per_sec": ceilings[0].round(),
-        "ceiling_max_mails_per_sec": ceilings[ceilings.len() - 1].round(),
-        "sqlite_mails_per_sec": sqlite.mails_per_sec.round(),
-        "sqlite_ratio": (sqlite.mails_per_sec / ceiling * 1000.0).round() / 1000.0,
-        "sqlite_p99_ms": sqlite.p99_ms,
-        "sqlite_enqueue_per_sec": sqlite.enqueue_per_sec.round(),
-        "sqlite_flow_mails_per_sec": sqlite.flow_mails_per_sec.round(),
-        "postgres_mails_per_sec": postgres.as_ref().map(|r| r.mails_per_sec.round()),
-        "postgres_ratio": postgres.as_ref().map(|r| (r.mails_per_sec / ceiling * 1000.0).round() / 1000.0),
-        "postgres_p99_ms": postgres.as_ref().map(|r| r.p99_ms),
-        "postgres_enqueue_per_sec": postgres.as_ref().map(|r| r.enqueue_per_sec.round()),
-        "postgres_flow_mails_per_sec": postgres.as_ref().map(|r| r.flow_mails_per_sec.round()),
+        "ceiling_min_mails_per_sec": ceilings[0].per_sec.round(),
+        "ceiling_max_mails_per_sec": ceilings[ceilings.len() - 1].per_sec.round(),
+        "ceiling_cpu_us_per_mail": ceiling_run.cpu_us.round(),
+        "sqlite_mails_per_sec": sqlite.median().mails_per_sec.round(),
+        "sqlite_drains_mails_per_sec": sqlite.drains.iter().map(|d| d.mails_per_sec.round()).collect::<Vec<_>>(),
+        "sqlite_ratio": ratio(sqlite.median().mails_per_sec, ceiling),
+        "sqlite_cpu_us_per_mail": sqlite.median().cpu_us.round(),
+        "sqlite_p99_ms": sqlite.flow.p99_ms,
+        "sqlite_enqueue_per_sec": sqlite.median().enqueue_per_sec.round(),
+        "sqlite_flow_mails_per_sec": sqlite.flow.mails_per_sec.round(),
+        "postgres_mails_per_sec": postgres.as_ref().map(|r| r.median().mails_per_sec.round()),
+        "postgres_drains_mails_per_sec": postgres.as_ref().map(|r| r.drains.iter().map(|d| d.mails_per_sec.round()).collect::<Vec<_>>()),
+        "postgres_ratio": postgres.as_ref().map(|r| ratio(r.median().mails_per_sec, ceiling)),
+        "postgres_cpu_us_per_mail": postgres.as_ref().map(|r| r.median().cpu_us.round()),
+        "postgres_server_cpu_us_per_mail": postgres.as_ref().and_then(|r| r.median().server_cpu_us).map(f64::round),
+        "postgres_p99_ms": postgres.as_ref().map(|r| r.flow.p99_ms),
+        "postgres_enqueue_per_sec": postgres.as_ref().map(|r| r.median().enqueue_per_sec.round()),
+        "postgres_flow_mails_per_sec": postgres.as_ref().map(|r| r.flow.mails_per_sec.round()),
         "sender_alone_mails_per_sec": alone.round(),
-        "postgres_ratio_to_sender_alone": postgres.as_ref().map(|r| (r.mails_per_sec / alone * 1000.0).round() / 1000.0),
+        "sender_alone_cpu_us_per_mail": alone_run.cpu_us.round(),
+        "postgres_ratio_to_sender_alone": postgres.as_ref().map(|r| ratio(r.median().mails_per_sec, alone)),
         "aiosmtpd_lettre_mails_per_sec": real.map(|(l, _)| l.round()),
         "aiosmtpd_sender_mails_per_sec": real.map(|(_, o)| o.round()),
     });
@@ -603,16 +680,33 @@ pub async fn run(args: MailArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `part / whole` to three places.
+fn ratio(part: f64, whole: f64) -> f64 {
+    (part / whole * 1000.0).round() / 1000.0
+}
+
 fn print_run(name: &str, run: &Run, ceiling: f64) {
+    let drains: Vec<String> = run
+        .drains
+        .iter()
+        .map(|d| format!("{:.0}", d.mails_per_sec))
+        .collect();
+    let m = run.median();
+    let server = m
+        .server_cpu_us
+        .map(|us| format!(" + {us:.0} µs in Postgres"))
+        .unwrap_or_default();
     println!(
-        "{name}: drains {:.0} mails/s ({:.2} of the ceiling); enqueueing and sending at once {:.0} mails/s, \
-         enqueue-to-accepted p50 {:.1} ms, p99 {:.1} ms; enqueue alone {:.0} mails/s",
-        run.mails_per_sec,
-        run.mails_per_sec / ceiling,
-        run.flow_mails_per_sec,
-        run.p50_ms,
-        run.p99_ms,
-        run.enqueue_per_sec
+        "{name}: drains {} mails/s, median {:.0} ({:.2} of the ceiling), CPU per mail {:.0} µs in this process{server}",
+        drains.join(" / "),
+        m.mails_per_sec,
+        m.mails_per_sec / ceiling,
+        m.cpu_us,
+    );
+    println!(
+        "{name}: enqueueing and sending at once {:.0} mails/s, enqueue-to-accepted p50 {:.1} ms, p99 {:.1} ms; \
+         enqueue alone {:.0} mails/s",
+        run.flow.mails_per_sec, run.flow.p50_ms, run.flow.p99_ms, m.enqueue_per_sec
     );
 }
 

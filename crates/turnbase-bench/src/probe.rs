@@ -26,20 +26,49 @@ pub struct Usage {
     pub peak_rss_kb: u64,
 }
 
-/// Reads the usage of `pid` ("self" for this process) from `/proc`.
-pub fn usage(pid: &str) -> Usage {
+/// CPU seconds (user + system) from a `/proc/<pid>/stat` line; with
+/// `reaped`, also those of the children the process has waited for.
+fn stat_cpu_s(stat: &str, reaped: bool) -> Option<f64> {
     // Kernel clock ticks per second; 100 on every Linux this runs on.
     const TICKS: f64 = 100.0;
+    // Fields after the command name, which is in parentheses.
+    let rest = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let field = |i: usize| fields.get(i)?.parse::<f64>().ok();
+    let mut ticks = field(11)? + field(12)?;
+    if reaped {
+        ticks += field(13)? + field(14)?;
+    }
+    Some(ticks / TICKS)
+}
+
+/// CPU seconds used so far by every process on this machine whose command
+/// name is `comm`, counting the children they have reaped (a server's
+/// finished connection processes); `None` when there is no such process.
+pub fn cpu_of_named(comm: &str) -> Option<f64> {
+    let mut total = None;
+    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        let name = stat
+            .split_once('(')
+            .and_then(|(_, rest)| rest.rsplit_once(')'))
+            .map(|(name, _)| name);
+        if name == Some(comm)
+            && let Some(cpu) = stat_cpu_s(&stat, true)
+        {
+            *total.get_or_insert(0.0) += cpu;
+        }
+    }
+    total
+}
+
+/// Reads the usage of `pid` ("self" for this process) from `/proc`.
+pub fn usage(pid: &str) -> Usage {
     let cpu_s = std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .ok()
-        .and_then(|stat| {
-            // Fields after the command name, which is in parentheses.
-            let rest = stat.rsplit_once(')')?.1;
-            let fields: Vec<&str> = rest.split_whitespace().collect();
-            let utime: f64 = fields.get(11)?.parse().ok()?;
-            let stime: f64 = fields.get(12)?.parse().ok()?;
-            Some((utime + stime) / TICKS)
-        })
+        .and_then(|stat| stat_cpu_s(&stat, false))
         .unwrap_or(0.0);
     let peak_rss_kb = std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
@@ -211,6 +240,16 @@ mod tests {
         let l = latency((1..=1000).map(|ms| ms * 1_000_000).collect());
         assert_eq!((l.p50_ms, l.p99_ms, l.p999_ms), (501.0, 990.0, 999.0));
         assert_eq!(latency(Vec::new()).p99_ms, 0.0);
+    }
+
+    #[test]
+    fn cpu_is_read_past_a_command_name_with_spaces_and_parentheses() {
+        // pid (comm) state ppid … utime stime cutime cstime …
+        let stat = "4242 (postgres: a (b) c) S 1 4242 4242 0 -1 4194560 500 0 0 0 \
+                    150 50 30 20 20 0 1 0 100 1000 10";
+        assert_eq!(stat_cpu_s(stat, false), Some(2.0));
+        assert_eq!(stat_cpu_s(stat, true), Some(2.5));
+        assert_eq!(stat_cpu_s("4242 (x) S 1", false), None);
     }
 
     #[test]
