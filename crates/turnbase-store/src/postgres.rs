@@ -25,6 +25,9 @@ pub struct PostgresStore {
     pool: PgPool,
 }
 
+/// A pooled connection idle for longer than this is pinged before use.
+const PING_IDLE_AFTER: Duration = Duration::from_secs(1);
+
 impl PostgresStore {
     pub async fn connect(
         url: &str,
@@ -40,6 +43,21 @@ impl PostgresStore {
         let pool = PgPoolOptions::new()
             .max_connections(max_connections)
             .acquire_timeout(connect_timeout)
+            // sqlx pings every connection it hands out and again every
+            // one handed back: three round trips per pooled query. The
+            // ping on release stays (it also flushes a cancelled query);
+            // on acquire only a connection that sat idle for a while is
+            // pinged, as connection pools commonly do, since one used a
+            // moment ago was answering then.
+            .test_before_acquire(false)
+            .before_acquire(|conn, meta| {
+                Box::pin(async move {
+                    if meta.idle_for > PING_IDLE_AFTER {
+                        conn.ping().await?;
+                    }
+                    Ok(true)
+                })
+            })
             .connect_with(options)
             .await
             .map_err(|e| connect_error(e.to_string()))?;

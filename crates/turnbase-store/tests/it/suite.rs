@@ -96,3 +96,55 @@ turnbase_testkit::both_backends!(
     concurrent_migrations_do_not_collide,
     ping_answers_until_closed,
 );
+
+/// A pooled connection whose server process ended while it sat idle is
+/// noticed and replaced before use, so the caller never sees it. (Only
+/// connections idle for a while are pinged before use; one used a moment
+/// ago is handed out at once.)
+#[tokio::test]
+async fn postgres_replaces_an_idle_connection_the_server_ended() {
+    let test_db = TestDb::new(Backend::Postgres).await;
+    let db = Database::connect(&turnbase_store::DatabaseOptions::Postgres {
+        url: test_db.url.clone().expect("a Postgres URL"),
+        max_connections: 1,
+        connect_timeout: std::time::Duration::from_secs(10),
+    })
+    .await
+    .expect("connect");
+    let Database::Postgres(pg) = &db else {
+        unreachable!("connected to Postgres")
+    };
+    let pid = "SELECT pg_backend_pid()";
+    let first: i32 = sqlx::query_scalar(pid)
+        .fetch_one(pg.pool())
+        .await
+        .expect("pid");
+    // The connection goes back to the pool in a task of its own.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while pg.pool().num_idle() == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never back in the pool"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    let admin = Database::connect(&test_db.options).await.expect("connect");
+    let Database::Postgres(admin_pg) = &admin else {
+        unreachable!("connected to Postgres")
+    };
+    let ended: bool = sqlx::query_scalar("SELECT pg_terminate_backend($1)")
+        .bind(first)
+        .fetch_one(admin_pg.pool())
+        .await
+        .expect("terminate");
+    assert!(ended);
+    // Idle for longer than the pool hands out connections unchecked.
+    tokio::time::sleep(std::time::Duration::from_millis(1_200)).await;
+    let second: i32 = sqlx::query_scalar(pid)
+        .fetch_one(pg.pool())
+        .await
+        .expect("the pool replaces the ended connection");
+    assert_ne!(first, second);
+    admin.close().await;
+    db.close().await;
+}
