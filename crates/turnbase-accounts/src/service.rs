@@ -130,6 +130,7 @@ const LOGIN_CODE_MAIL: Template = Template {
         "<p>Your sign-in code is</p><p style=\"font-size:24px;letter-spacing:4px\"><b>{{code}}</b></p>\
          <p>It is valid for {{minutes}} minutes. If you did not ask for it, ignore this mail.</p>",
     ),
+    secrets: &["code"],
 };
 
 struct Metrics {

@@ -219,6 +219,11 @@ pub const VARIABLES: &[VarSpec] = &[
         "How long sent and failed mail is kept (with its attempts, for the admin API) before it is deleted; an idempotency key can be reused after that."
     ),
     var!(
+        "BACKEND_MAIL_SECRET_RETENTION",
+        Some("1h"),
+        "How long a sent (or failed) mail that carries a secret, such as a sign-in code, keeps its body; then the body is erased and the delivery record stays for `BACKEND_MAIL_RETENTION`."
+    ),
+    var!(
         "BACKEND_INTERNAL_TOKEN",
         None,
         "Shared secret gateways send to `/api/v1/internal/*` and the push listener (at least 32 characters). Required (`turnbase up` makes one per start). Secret."
@@ -559,6 +564,7 @@ fn mail_config(r: &mut Reader<'_>, data_dir: &Path) -> MailConfig {
         poll_interval: r.get("BACKEND_MAIL_POLL_INTERVAL", parse_positive_duration),
         claim_batch: r.get("BACKEND_MAIL_CLAIM_BATCH", parse_usize_positive),
         retention: r.get("BACKEND_MAIL_RETENTION", parse_positive_duration),
+        secret_retention: r.get("BACKEND_MAIL_SECRET_RETENTION", parse_positive_duration),
     };
     MailConfig {
         delivery,

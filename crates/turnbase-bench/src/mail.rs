@@ -47,6 +47,7 @@ const NOTE: Template = Template {
     subject: "Turn {{turn}} has run",
     text: "Hello {{name}}, turn {{turn}} of your game has run. Send your orders for the next one.",
     html: Some("<p>Hello {{name}}, turn {{turn}} of your game has run.</p>"),
+    secrets: &[],
 };
 
 /// A minimal, fast SMTP server on loopback that accepts everything and
@@ -273,6 +274,7 @@ async fn outbox_pass(
             poll_interval: Duration::from_millis(50),
             claim_batch,
             retention: Duration::from_secs(30 * 86_400),
+            secret_retention: Duration::from_secs(3600),
         },
         wake,
         None,

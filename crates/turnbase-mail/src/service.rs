@@ -86,6 +86,7 @@ impl MailService {
             text_body: c.text.clone(),
             html_body: c.html.clone(),
             created_at: Utc::now(),
+            masked_subject: c.masked_subject.clone(),
         };
         let enqueued = self.db.mail().enqueue(tx, &new).await?;
         if let (Some(counter), Enqueued::Created(_)) = (&self.enqueued, enqueued) {

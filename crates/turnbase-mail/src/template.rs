@@ -2,6 +2,11 @@
 //! with `{{name}}` placeholders. Values are inserted as they are into the
 //! subject and text, and HTML-escaped into the HTML, so a display name can
 //! never inject markup into a mail.
+//!
+//! A template names the values that are secrets (a sign-in code). A mail
+//! rendered from it carries, beside what is sent, a subject with those
+//! values masked: the only subject anyone sees of it after it was queued
+//! (the admin API), and the one kept once its body is erased.
 
 use std::collections::BTreeMap;
 
@@ -10,7 +15,12 @@ pub struct Template {
     pub subject: &'static str,
     pub text: &'static str,
     pub html: Option<&'static str>,
+    /// Placeholders whose values are secrets.
+    pub secrets: &'static [&'static str],
 }
+
+/// What stands in for a secret value in a masked subject.
+pub const MASK: &str = "******";
 
 /// A template filled in.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -18,6 +28,16 @@ pub struct Rendered {
     pub subject: String,
     pub text: String,
     pub html: Option<String>,
+    /// The subject with the template's secrets masked; `Some` exactly when
+    /// the template declares secrets, and the mail then counts as carrying
+    /// one.
+    pub masked_subject: Option<String>,
+}
+
+impl Rendered {
+    pub fn carries_secret(&self) -> bool {
+        self.masked_subject.is_some()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -31,9 +51,27 @@ pub enum TemplateError {
 impl Template {
     pub fn render(&self, values: &BTreeMap<&str, String>) -> Result<Rendered, TemplateError> {
         // Header injection: a subject never spans lines.
-        let subject = fill(self.subject, values, |v| v.replace(['\r', '\n'], " "))?;
+        let one_line = |v: &str| v.replace(['\r', '\n'], " ");
+        let subject = fill(self.subject, values, one_line)?;
+        let masked_subject = if self.secrets.is_empty() {
+            None
+        } else {
+            let masked: BTreeMap<&str, String> = values
+                .iter()
+                .map(|(k, v)| {
+                    let shown = if self.secrets.contains(k) {
+                        MASK.to_string()
+                    } else {
+                        v.clone()
+                    };
+                    (*k, shown)
+                })
+                .collect();
+            Some(fill(self.subject, &masked, one_line)?)
+        };
         Ok(Rendered {
             subject,
+            masked_subject,
             text: fill(self.text, values, |v| v.to_string())?,
             html: self
                 .html
@@ -88,6 +126,7 @@ mod tests {
         subject: "Turn {{turn}} of {{game}}",
         text: "Hello {{name}},\nturn {{turn}} has run.",
         html: Some("<p>Hello {{ name }}, turn {{turn}} has run.</p>"),
+        secrets: &[],
     };
 
     fn values(name: &str) -> BTreeMap<&'static str, String> {
@@ -123,7 +162,28 @@ mod tests {
             subject: "Hi {{name",
             text: "",
             html: None,
+            secrets: &[],
         };
         assert_eq!(broken.render(&values("Ann")), Err(TemplateError::Unclosed));
+    }
+
+    #[test]
+    fn secrets_are_masked_in_the_shown_subject_only() {
+        let code = Template {
+            subject: "Code {{code}} for {{name}}",
+            text: "{{code}}",
+            html: None,
+            secrets: &["code"],
+        };
+        let v = BTreeMap::from([("code", "123456".to_string()), ("name", "Ann".to_string())]);
+        let r = code.render(&v).expect("renders");
+        assert_eq!(r.subject, "Code 123456 for Ann");
+        assert_eq!(r.text, "123456");
+        assert_eq!(r.masked_subject.as_deref(), Some("Code ****** for Ann"));
+        assert!(r.carries_secret());
+        assert_eq!(
+            TURN.render(&values("Ann")).expect("renders").masked_subject,
+            None
+        );
     }
 }

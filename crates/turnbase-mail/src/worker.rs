@@ -38,6 +38,9 @@ pub struct WorkerConfig {
     /// How long finished mail (sent, or failed for good) is kept, with its
     /// attempts, before it is deleted.
     pub retention: Duration,
+    /// How long a finished mail that carries a secret (a sign-in code)
+    /// keeps its body; then the body is erased and the record stays.
+    pub secret_retention: Duration,
 }
 
 /// Attempts are recorded once this many are done, or this long after the
@@ -398,11 +401,17 @@ impl MailWorker {
         backoff(&self.config, attempt, &mut rand::rng())
     }
 
-    /// Deletes finished mail past its retention, at startup and then every
-    /// [`PURGE_EVERY`], a batch per statement so that no statement holds
-    /// many rows at once.
+    /// Deletes finished mail past its retention and erases the bodies of
+    /// secret-bearing mail past theirs, at startup and then every
+    /// [`PURGE_EVERY`] (more often when the secret retention is shorter,
+    /// so that no body outlives it by more than half), a batch per
+    /// statement so that no statement holds many rows at once.
     async fn purge_old_mail(&self, stop: CancellationToken) {
+        let every = PURGE_EVERY
+            .min(self.config.secret_retention / 2)
+            .max(Duration::from_millis(100));
         loop {
+            self.erase_secret_bodies(&stop).await;
             // A retention reaching back before the calendar begins keeps
             // everything.
             let before = chrono::Duration::from_std(self.config.retention)
@@ -438,8 +447,41 @@ impl MailWorker {
             }
             tokio::select! {
                 () = stop.cancelled() => return,
-                () = tokio::time::sleep(PURGE_EVERY) => {}
+                () = tokio::time::sleep(every) => {}
             }
+        }
+    }
+
+    async fn erase_secret_bodies(&self, stop: &CancellationToken) {
+        let now = Utc::now();
+        let Some(before) = chrono::Duration::from_std(self.config.secret_retention)
+            .ok()
+            .and_then(|d| now.checked_sub_signed(d))
+        else {
+            return;
+        };
+        let mut erased = 0;
+        while !stop.is_cancelled() {
+            match self
+                .db
+                .mail()
+                .erase_secret_bodies(before, now, PURGE_BATCH)
+                .await
+            {
+                Ok(n) => {
+                    erased += n;
+                    if n < u64::try_from(PURGE_BATCH).unwrap_or(u64::MAX) {
+                        break;
+                    }
+                }
+                Err(err) => {
+                    tracing::warn!(%err, "cannot erase the bodies of secret-bearing mail; trying again later");
+                    break;
+                }
+            }
+        }
+        if erased > 0 {
+            tracing::info!(erased, retention = ?self.config.secret_retention, "erased the bodies of delivered secret-bearing mail");
         }
     }
 
@@ -548,6 +590,7 @@ mod tests {
             poll_interval: Duration::from_secs(1),
             claim_batch: 1,
             retention: Duration::from_secs(86_400),
+            secret_retention: Duration::from_secs(3600),
         };
         let mut rng = rand::rngs::StdRng::seed_from_u64(1);
         for (attempt, step) in [

@@ -26,6 +26,10 @@ pub struct NewMail {
     pub text_body: String,
     pub html_body: Option<String>,
     pub created_at: DateTime<Utc>,
+    /// For mail carrying a secret: the subject with it masked, the only
+    /// one shown after enqueue. Such mail has its body erased a while
+    /// after it is finished ([`MailStore::erase_secret_bodies`]).
+    pub masked_subject: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -95,7 +99,30 @@ pub struct MailRecord {
     pub created_at: DateTime<Utc>,
     pub sent_at: Option<DateTime<Utc>>,
     pub last_error: Option<String>,
+    /// The mail carries a secret; `subject` is then the masked one.
+    pub carries_secret: bool,
+    /// When the body of a secret-bearing mail was erased.
+    pub erased_at: Option<DateTime<Utc>>,
 }
+
+/// The columns a [`MailRecord`] is read from, the same text on both
+/// backends. A secret-bearing mail shows only its masked subject.
+pub(crate) const RECORD_COLUMNS: &str = "id, idempotency_key, to_address, \
+     COALESCE(masked_subject, subject) AS subject, status, attempts, next_attempt_at, \
+     created_at, sent_at, last_error, masked_subject IS NOT NULL AS carries_secret, erased_at";
+
+/// Erases the bodies of secret-bearing mail finished (sent, or failed for
+/// good) before `$1`, at most `$2` of them, at `$3`; the same text on both
+/// backends. A failed mail's `next_attempt_at` is the end of the lease of
+/// its last attempt.
+pub(crate) const ERASE_SECRET_BODIES: &str = "UPDATE mail_outbox
+     SET text_body = '', html_body = NULL, subject = masked_subject, erased_at = $3
+     WHERE id IN (
+         SELECT id FROM mail_outbox
+         WHERE masked_subject IS NOT NULL AND erased_at IS NULL
+           AND ((status = 'sent' AND sent_at < $1) OR (status = 'failed' AND next_attempt_at < $1))
+         ORDER BY id
+         LIMIT $2)";
 
 impl MailRecord {
     /// `retrying` is a pending row that has failed before.
@@ -186,7 +213,8 @@ pub trait MailStore: Send + Sync {
 
     async fn mail(&self, id: Uuid) -> StoreResult<(MailRecord, Vec<AttemptRecord>)>;
 
-    /// Makes a failed row due again with a fresh attempt budget.
+    /// Makes a failed row due again with a fresh attempt budget; a
+    /// secret-bearing mail whose body was erased cannot be (a conflict).
     async fn retry_mail(&self, id: Uuid, now: DateTime<Utc>) -> StoreResult<MailRecord>;
 
     async fn mail_queue_stats(&self) -> StoreResult<QueueStats>;
@@ -196,6 +224,17 @@ pub trait MailStore: Send + Sync {
     /// went. Mail ids are UUIDv7 made at enqueue, so the primary key finds
     /// old mail without an index of its own.
     async fn purge_finished_mail(&self, before: DateTime<Utc>, limit: i64) -> StoreResult<u64>;
+
+    /// Blanks the bodies (and the subject, down to its masked form) of up
+    /// to `limit` secret-bearing mails finished before `finished_before`,
+    /// marking them erased at `now`; their delivery records stay. Returns
+    /// how many were erased.
+    async fn erase_secret_bodies(
+        &self,
+        finished_before: DateTime<Utc>,
+        now: DateTime<Utc>,
+        limit: i64,
+    ) -> StoreResult<u64>;
 }
 
 /// The smallest UUIDv7 of the millisecond `at`: every id made before `at`
@@ -220,6 +259,8 @@ macro_rules! mail_record_from_row {
             created_at: $row.try_get("created_at")?,
             sent_at: $row.try_get("sent_at")?,
             last_error: $row.try_get("last_error")?,
+            carries_secret: $row.try_get("carries_secret")?,
+            erased_at: $row.try_get("erased_at")?,
         }
     };
 }

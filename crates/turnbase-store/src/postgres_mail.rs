@@ -11,13 +11,10 @@ use uuid::Uuid;
 
 use crate::mail::{
     AfterAttempt, AttemptRecord, ClaimedMail, Enqueued, FAILED, Finished, MailFilter, MailRecord,
-    MailStore, NewMail, PENDING, QueueStats, SENDING, SENT, attempt_from_row,
+    MailStore, NewMail, PENDING, QueueStats, RECORD_COLUMNS, SENDING, SENT, attempt_from_row,
     claimed_mail_from_row, lease_end, mail_record_from_row,
 };
 use crate::{PostgresStore, StoreError, StoreResult, Tx};
-
-const RECORD_COLUMNS: &str = "id, idempotency_key, to_address, subject, status, attempts, \
-     next_attempt_at, created_at, sent_at, last_error";
 
 fn record(row: &PgRow) -> Result<MailRecord, sqlx::Error> {
     Ok(mail_record_from_row!(row))
@@ -35,8 +32,8 @@ impl MailStore for PostgresStore {
         // caller's transaction; the existing id is then read back.
         let inserted: Option<Uuid> = sqlx::query_scalar(
             "INSERT INTO mail_outbox (id, idempotency_key, to_address, subject, text_body, html_body,
-                 status, attempts, next_attempt_at, created_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, 0, $8, $8)
+                 status, attempts, next_attempt_at, created_at, masked_subject)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, 0, $8, $8, $9)
              ON CONFLICT (idempotency_key) DO NOTHING
              RETURNING id",
         )
@@ -48,6 +45,7 @@ impl MailStore for PostgresStore {
         .bind(&mail.html_body)
         .bind(PENDING)
         .bind(mail.created_at)
+        .bind(&mail.masked_subject)
         .fetch_optional(&mut **tx)
         .await?;
         if let Some(id) = inserted {
@@ -254,7 +252,7 @@ impl MailStore for PostgresStore {
     async fn retry_mail(&self, id: Uuid, now: DateTime<Utc>) -> StoreResult<MailRecord> {
         let sql = format!(
             "UPDATE mail_outbox SET status = $1, attempts = 0, next_attempt_at = $2
-             WHERE id = $3 AND status = $4 RETURNING {RECORD_COLUMNS}"
+             WHERE id = $3 AND status = $4 AND erased_at IS NULL RETURNING {RECORD_COLUMNS}"
         );
         let row = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(PENDING)
@@ -267,6 +265,12 @@ impl MailStore for PostgresStore {
             Some(row) => Ok(record(&row)?),
             None => {
                 let (current, _) = self.mail(id).await?;
+                if current.erased_at.is_some() {
+                    return Err(StoreError::Conflict(
+                        "this mail carried a secret and its body was erased; it cannot be sent again"
+                            .into(),
+                    ));
+                }
                 Err(StoreError::Conflict(format!(
                     "only failed mail can be retried; this one is {}",
                     current.display_status()
@@ -288,5 +292,20 @@ impl MailStore for PostgresStore {
             depth: row.try_get("depth")?,
             oldest_pending: row.try_get("oldest")?,
         })
+    }
+
+    async fn erase_secret_bodies(
+        &self,
+        finished_before: DateTime<Utc>,
+        now: DateTime<Utc>,
+        limit: i64,
+    ) -> StoreResult<u64> {
+        let done = sqlx::query(crate::mail::ERASE_SECRET_BODIES)
+            .bind(finished_before)
+            .bind(limit)
+            .bind(now)
+            .execute(self.pool())
+            .await?;
+        Ok(done.rows_affected())
     }
 }

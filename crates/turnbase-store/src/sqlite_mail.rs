@@ -10,13 +10,10 @@ use uuid::Uuid;
 
 use crate::mail::{
     AfterAttempt, AttemptRecord, ClaimedMail, Enqueued, FAILED, Finished, MailFilter, MailRecord,
-    MailStore, NewMail, PENDING, QueueStats, SENDING, SENT, attempt_from_row,
+    MailStore, NewMail, PENDING, QueueStats, RECORD_COLUMNS, SENDING, SENT, attempt_from_row,
     claimed_mail_from_row, lease_end, mail_record_from_row,
 };
 use crate::{SqliteStore, StoreError, StoreResult, Tx};
-
-const RECORD_COLUMNS: &str = "id, idempotency_key, to_address, subject, status, attempts, \
-     next_attempt_at, created_at, sent_at, last_error";
 
 fn record(row: &SqliteRow) -> Result<MailRecord, sqlx::Error> {
     Ok(mail_record_from_row!(row))
@@ -42,8 +39,8 @@ impl MailStore for SqliteStore {
         }
         sqlx::query(
             "INSERT INTO mail_outbox (id, idempotency_key, to_address, subject, text_body, html_body,
-                 status, attempts, next_attempt_at, created_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?, 0, ?, ?)",
+                 status, attempts, next_attempt_at, created_at, masked_subject)
+             VALUES (?, ?, ?, ?, ?, ?, ?, 0, ?, ?, ?)",
         )
         .bind(mail.id)
         .bind(&mail.idempotency_key)
@@ -54,6 +51,7 @@ impl MailStore for SqliteStore {
         .bind(PENDING)
         .bind(mail.created_at)
         .bind(mail.created_at)
+        .bind(&mail.masked_subject)
         .execute(&mut **tx)
         .await?;
         Ok(Enqueued::Created(mail.id))
@@ -226,7 +224,7 @@ impl MailStore for SqliteStore {
     async fn retry_mail(&self, id: Uuid, now: DateTime<Utc>) -> StoreResult<MailRecord> {
         let sql = format!(
             "UPDATE mail_outbox SET status = ?, attempts = 0, next_attempt_at = ?
-             WHERE id = ? AND status = ? RETURNING {RECORD_COLUMNS}"
+             WHERE id = ? AND status = ? AND erased_at IS NULL RETURNING {RECORD_COLUMNS}"
         );
         let row = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(PENDING)
@@ -239,6 +237,12 @@ impl MailStore for SqliteStore {
             Some(row) => Ok(record(&row)?),
             None => {
                 let (current, _) = self.mail(id).await?;
+                if current.erased_at.is_some() {
+                    return Err(StoreError::Conflict(
+                        "this mail carried a secret and its body was erased; it cannot be sent again"
+                            .into(),
+                    ));
+                }
                 Err(StoreError::Conflict(format!(
                     "only failed mail can be retried; this one is {}",
                     current.display_status()
@@ -260,5 +264,22 @@ impl MailStore for SqliteStore {
             depth: row.try_get("depth")?,
             oldest_pending: row.try_get("oldest")?,
         })
+    }
+
+    async fn erase_secret_bodies(
+        &self,
+        finished_before: DateTime<Utc>,
+        now: DateTime<Utc>,
+        limit: i64,
+    ) -> StoreResult<u64> {
+        let mut tx = self.begin_write().await?;
+        let done = sqlx::query(crate::mail::ERASE_SECRET_BODIES)
+            .bind(finished_before)
+            .bind(limit)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(done.rows_affected())
     }
 }

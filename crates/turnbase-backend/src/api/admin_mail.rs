@@ -1,6 +1,7 @@
 //! `/api/v1/admin/mail`: the outbox for operators — list deliveries by
-//! status or recipient with paging, show one with its attempts, retry a
-//! failed one.
+//! status or recipient with paging, show one with its attempts (audited),
+//! retry a failed one. Mail carrying a secret (a sign-in code) shows only
+//! its masked subject here, so no admin can sign in as its recipient.
 
 use axum::extract::{Path, Query, State};
 use axum::{Extension, Json};
@@ -51,6 +52,11 @@ struct Delivery {
     created_at: DateTime<Utc>,
     sent_at: Option<DateTime<Utc>>,
     last_error: Option<String>,
+    /// The mail carries a secret: `subject` is masked, and the body is
+    /// erased a while after delivery.
+    carries_secret: bool,
+    /// When this secret-bearing mail's body was erased.
+    body_erased_at: Option<DateTime<Utc>>,
 }
 
 impl From<MailRecord> for Delivery {
@@ -66,6 +72,8 @@ impl From<MailRecord> for Delivery {
             created_at: m.created_at,
             sent_at: m.sent_at,
             last_error: m.last_error,
+            carries_secret: m.carries_secret,
+            body_erased_at: m.erased_at,
         }
     }
 }
@@ -105,7 +113,9 @@ impl From<AttemptRecord> for Attempt {
 struct DeliveryDetail {
     #[serde(flatten)]
     delivery: Delivery,
-    attempts: Vec<Attempt>,
+    /// Every attempt, oldest first (`attempts` is the count that the retry
+    /// budget spends).
+    history: Vec<Attempt>,
 }
 
 fn store_error(err: StoreError, id: Uuid) -> ApiError {
@@ -163,7 +173,7 @@ async fn list_mail(
     Ok(Json(DeliveryPage { items, next }))
 }
 
-/// One delivery with every attempt.
+/// One delivery with every attempt. Each view is audited.
 #[utoipa::path(get, path = "/{id}", tag = "admin", security(("bearer" = [])),
     params(("id" = Uuid, Path, description = "Outbox id")),
     responses(
@@ -172,6 +182,7 @@ async fn list_mail(
     ))]
 async fn show_mail(
     State(state): State<AppState>,
+    Extension(admin): Extension<AdminSession>,
     Path(id): Path<Uuid>,
 ) -> Result<Json<DeliveryDetail>, ApiError> {
     let (record, attempts) = state
@@ -180,9 +191,18 @@ async fn show_mail(
         .mail(id)
         .await
         .map_err(|e| store_error(e, id))?;
+    state
+        .accounts
+        .audit(
+            &admin.actor(),
+            "mail.view",
+            id.to_string(),
+            serde_json::json!({ "to": record.to }),
+        )
+        .await?;
     Ok(Json(DeliveryDetail {
         delivery: record.into(),
-        attempts: attempts.into_iter().map(Attempt::from).collect(),
+        history: attempts.into_iter().map(Attempt::from).collect(),
     }))
 }
 

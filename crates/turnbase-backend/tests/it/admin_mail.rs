@@ -9,12 +9,13 @@ use turnbase_mail::{Email, OutgoingMail};
 use turnbase_store::mail::{AfterAttempt, NewAttempt};
 use turnbase_testkit::Backend;
 
-use crate::helpers::{TestApp, spawn_app};
+use crate::helpers::{TestApp, spawn_app, spawn_app_with};
 
 const NOTE: Template = Template {
     subject: "Note for {{name}}",
     text: "Hello {{name}}",
     html: None,
+    secrets: &[],
 };
 
 async fn enqueue(t: &TestApp, name: &str) -> uuid::Uuid {
@@ -58,7 +59,8 @@ async fn list_show_and_retry(backend: Backend) {
     let admin = t.become_admin().await;
     let sent = enqueue(&t, "Ann").await;
     let detail = wait_status(&t, sent, "sent").await;
-    assert_eq!(detail["attempts"][0]["outcome"], "sent");
+    assert_eq!(detail["history"][0]["outcome"], "sent");
+    assert_eq!(detail["attempts"], 1, "the count keeps its name: {detail}");
     assert_eq!(detail["to"], "ann@example.org");
     // A mail that failed for good, made so through the store.
     let id = uuid::Uuid::now_v7();
@@ -77,6 +79,7 @@ async fn list_show_and_retry(backend: Backend) {
                 html_body: None,
                 // Far in the future, so the worker leaves it to us.
                 created_at: chrono::Utc::now() + chrono::Duration::days(365),
+                masked_subject: None,
             },
         )
         .await
@@ -150,18 +153,103 @@ async fn list_show_and_retry(backend: Backend) {
     );
     let missing = retry(uuid::Uuid::now_v7()).await.expect("request");
     assert_eq!(missing.status(), StatusCode::NOT_FOUND);
-    let (_, audit) = t.get_json("/api/v1/admin/audit").await;
-    assert_eq!(audit["items"][0]["action"], "mail.retry", "{audit}");
-    assert_eq!(audit["items"][0]["target"], id.to_string());
+    let (_, audit) = t.get_json("/api/v1/admin/audit?limit=200").await;
+    let entries = audit["items"].as_array().expect("items");
+    let of = |action: &str| {
+        entries
+            .iter()
+            .filter(|e| e["action"] == action)
+            .map(|e| e["target"].as_str().expect("target").to_string())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(entries[0]["action"], "mail.retry", "{audit}");
     assert_eq!(
-        audit["items"].as_array().map(Vec::len),
-        Some(1),
-        "only the retry that happened: {audit}"
+        of("mail.retry"),
+        [id.to_string()],
+        "only the retry that happened"
+    );
+    assert!(
+        of("mail.view").contains(&sent.to_string()),
+        "viewing a mail is audited: {audit}"
     );
     t.app.shutdown().await;
 }
 
-turnbase_testkit::both_backends!(list_show_and_retry);
+/// A sign-in code never shows through the admin API, and the mail that
+/// carried it loses its body once the secret retention has passed while
+/// its delivery record stays.
+async fn sign_in_codes_are_masked_and_their_bodies_erased(backend: Backend) {
+    let t = spawn_app_with(backend, &[("BACKEND_MAIL_SECRET_RETENTION", "1s")]).await;
+    t.become_admin().await;
+    let (status, _) = t
+        .send(
+            reqwest::Method::POST,
+            "/api/v1/public/auth/email/start",
+            None,
+            Some(serde_json::json!({ "email": "bo@example.org" })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    let (_, page) = t.get_json("/api/v1/admin/mail?to=bo@example.org").await;
+    let id: uuid::Uuid = page["items"][0]["id"]
+        .as_str()
+        .expect("the code mail is listed")
+        .parse()
+        .expect("uuid");
+    let detail = wait_status(&t, id, "sent").await;
+    let shown = page.to_string() + &detail.to_string();
+    assert_eq!(
+        detail["subject"], "Your Turnbase sign-in code: ******",
+        "{detail}"
+    );
+    assert_eq!(
+        page["items"][0]["subject"], "Your Turnbase sign-in code: ******",
+        "{page}"
+    );
+    assert_eq!(detail["carries_secret"], true);
+    // The code itself, read from the body as the worker took it, appears
+    // nowhere in what the admin API answered.
+    let (_, body) = stored_body(&t, id).await;
+    let code: String = body
+        .split("sign-in code is ")
+        .nth(1)
+        .map(|rest| rest.chars().take(6).collect())
+        .expect("the stored body holds the code until it is erased");
+    assert!(!shown.contains(&code), "the code {code} leaked: {shown}");
+    // Erased within the retention (1 s) and half of it again, plus slack.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let (subject, body) = stored_body(&t, id).await;
+        if body.is_empty() {
+            assert_eq!(subject, "Your Turnbase sign-in code: ******");
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "still {body:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (status, detail) = t.get_json(&format!("/api/v1/admin/mail/{id}")).await;
+    assert_eq!(status, StatusCode::OK, "the record stays: {detail}");
+    assert_eq!(detail["status"], "sent");
+    assert!(detail["body_erased_at"].is_string(), "{detail}");
+    assert_eq!(detail["history"][0]["outcome"], "sent");
+    t.app.shutdown().await;
+}
+
+turnbase_testkit::both_backends!(
+    list_show_and_retry,
+    sign_in_codes_are_masked_and_their_bodies_erased
+);
+
+/// The subject and text body of a mail as stored, read with SQL.
+async fn stored_body(t: &TestApp, id: uuid::Uuid) -> (String, String) {
+    use turnbase_store::Database;
+    let sql = "SELECT subject, text_body FROM mail_outbox WHERE id = $1";
+    match &t.app.database {
+        Database::Sqlite(s) => sqlx::query_as(sql).bind(id).fetch_one(s.pool()).await,
+        Database::Postgres(p) => sqlx::query_as(sql).bind(id).fetch_one(p.pool()).await,
+    }
+    .expect("the mail row")
+}
 
 #[tokio::test]
 async fn bad_admin_input_gets_4xx_json() {

@@ -24,6 +24,7 @@ const TURN: Template = Template {
     subject: "Turn {{turn}} has run",
     text: "Hello {{name}}, turn {{turn}} has run.",
     html: Some("<p>Hello {{name}}, turn {{turn}} has run.</p>"),
+    secrets: &[],
 };
 
 struct World {
@@ -156,6 +157,7 @@ fn config(retry_base_ms: u64, max_attempts: u32) -> WorkerConfig {
         poll_interval: Duration::from_millis(50),
         claim_batch: 8,
         retention: Duration::from_secs(30 * 86_400),
+        secret_retention: Duration::from_secs(3600),
     }
 }
 
@@ -462,6 +464,7 @@ async fn finished_mail_past_its_retention_is_deleted(backend: Backend) {
         text_body: "Turn 1 has run.".into(),
         html_body: None,
         created_at: at,
+        masked_subject: None,
     };
     let mut tx = w.db.begin().await.expect("begin");
     let old_id = store.enqueue(&mut tx, &old).await.expect("enqueue").id();

@@ -26,6 +26,7 @@ fn new_mail(key: Option<&str>, at: i64) -> NewMail {
         text_body: "Turn 3 has run.".into(),
         html_body: Some("<p>Turn 3 has run.</p>".into()),
         created_at: t(at),
+        masked_subject: None,
     }
 }
 
@@ -515,13 +516,23 @@ async fn attempt_numbers_continue_across_the_count_migration(backend: Backend) {
     };
     before.expect("migrate to 0003");
     assert_eq!(all[3].label(), "0004_mail_attempt_count");
-    let mail = new_mail(None, 0);
-    let id = enqueue(&db, &mail).await;
+    let id = Uuid::now_v7();
     // SQLite keeps UUIDs as 16-byte blobs, Postgres as its own type.
     let uuid = |u: Uuid| match &db {
         Database::Sqlite(_) => format!("X'{}'", u.simple()),
         Database::Postgres(_) => format!("'{u}'"),
     };
+    // Written as 0003 knew the outbox (enqueue writes later columns).
+    execute(
+        &db,
+        &format!(
+            "INSERT INTO mail_outbox (id, to_address, subject, text_body, status, attempts, next_attempt_at, created_at)
+             VALUES ({}, 'player@example.org', 'Your turn', 'Turn 3 has run.', 'pending', 0,
+                     '2027-01-15T08:00:00Z', '2027-01-15T08:00:00Z')",
+            uuid(id),
+        ),
+    )
+    .await;
     for n in 1..=2 {
         execute(
             &db,
@@ -535,7 +546,10 @@ async fn attempt_numbers_continue_across_the_count_migration(backend: Backend) {
         .await;
     }
     let report = db.migrate().await.expect("migrate to the last");
-    assert_eq!(report.applied, ["0004_mail_attempt_count"]);
+    assert_eq!(
+        report.applied,
+        ["0004_mail_attempt_count", "0005_mail_secrets"]
+    );
     let store = db.mail();
     assert_eq!(
         store
@@ -562,7 +576,106 @@ async fn attempt_numbers_continue_across_the_count_migration(backend: Backend) {
     db.close().await;
 }
 
+/// Only finished secret-bearing mail past the cut-off loses its body (and
+/// the unmasked subject); its record stays, and it can no longer be retried.
+async fn secret_bodies_are_erased_after_delivery_only(backend: Backend) {
+    let (_g, db) = open(backend).await;
+    let secret = |at| NewMail {
+        subject: "Code 123456".into(),
+        text_body: "Your code is 123456".into(),
+        masked_subject: Some("Code ******".into()),
+        ..new_mail(None, at)
+    };
+    let sent = enqueue(&db, &secret(0)).await;
+    let failed = enqueue(&db, &secret(0)).await;
+    let sent_late = enqueue(&db, &secret(0)).await;
+    let pending = enqueue(&db, &secret(0)).await;
+    let plain = enqueue(&db, &new_mail(None, 0)).await;
+    let claimed = db
+        .mail()
+        .claim_due_mail(t(1), LEASE, "w", 10)
+        .await
+        .expect("claim");
+    assert_eq!(claimed.len(), 5);
+    assert_eq!(
+        claimed
+            .iter()
+            .find(|m| m.id == sent)
+            .map(|m| m.subject.as_str()),
+        Some("Code 123456"),
+        "the worker sends the real subject"
+    );
+    for (id, at, after) in [
+        (sent, 10, AfterAttempt::Sent),
+        (failed, 10, AfterAttempt::Failed),
+        (sent_late, 500, AfterAttempt::Sent),
+        (plain, 10, AfterAttempt::Sent),
+    ] {
+        let done = db
+            .mail()
+            .finish_attempt(id, "w", &attempt("sent", at), after)
+            .await
+            .expect("finish");
+        assert!(done);
+    }
+    db.mail()
+        .release_mail(pending, "w", t(2))
+        .await
+        .expect("release");
+    let listed = db
+        .mail()
+        .list_mail(&MailFilter {
+            limit: 10,
+            ..MailFilter::default()
+        })
+        .await
+        .expect("list");
+    for m in &listed {
+        let masked = m.id != plain;
+        assert_eq!(m.carries_secret, masked, "{m:?}");
+        if masked {
+            assert_eq!(m.subject, "Code ******", "shown masked: {m:?}");
+        }
+    }
+    // The failed mail's last lease ended at 1 + 300 s: past a cut-off at 400.
+    let erased = db
+        .mail()
+        .erase_secret_bodies(t(400), t(1000), 100)
+        .await
+        .expect("erase");
+    assert_eq!(erased, 2, "the sent and the failed mail before the cut-off");
+    let again = db
+        .mail()
+        .erase_secret_bodies(t(400), t(1000), 100)
+        .await
+        .expect("erase");
+    assert_eq!(again, 0, "each body is erased once");
+    for id in [sent, failed] {
+        let (record, attempts) = db.mail().mail(id).await.expect("the record stays");
+        assert_eq!(record.erased_at, Some(t(1000)));
+        assert_eq!(attempts.len(), 1);
+    }
+    for id in [sent_late, pending, plain] {
+        let (record, _) = db.mail().mail(id).await.expect("record");
+        assert_eq!(record.erased_at, None, "{record:?}");
+    }
+    // What a worker would send for the pending one is still whole.
+    let reclaimed = db
+        .mail()
+        .claim_due_mail(t(3), LEASE, "w", 10)
+        .await
+        .expect("claim");
+    assert_eq!(reclaimed.len(), 1);
+    assert_eq!(reclaimed[0].text_body, "Your code is 123456");
+    assert!(matches!(
+        db.mail().retry_mail(failed, t(1000)).await,
+        Err(StoreError::Conflict(m)) if m.contains("erased")
+    ));
+    db.close().await;
+}
+
 turnbase_testkit::both_backends!(
+    secret_bodies_are_erased_after_delivery_only,
     enqueue_commits_or_rolls_back_with_the_caller,
     idempotency_key_makes_a_second_enqueue_a_no_op,
     claims_lease_and_reclaim_after_expiry,

@@ -32,6 +32,7 @@ async fn crash_test(backend: Backend) {
                     text_body: format!("Body {i}"),
                     html_body: None,
                     created_at: chrono::Utc::now(),
+                    masked_subject: None,
                 },
             )
             .await
