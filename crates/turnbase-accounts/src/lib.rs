@@ -15,7 +15,7 @@ pub mod workers;
 pub use cache::CachedSession;
 pub use geo::{GeoIp, TrustedProxies};
 pub use names::{DeviceName, DisplayName};
-pub use secret::{LoginCode, SessionToken};
+pub use secret::{CodeKey, LoginCode, SessionToken};
 pub use service::{
     AccountDetail, AccountError, AccountService, AccountsConfig, Actor, Client, Clock, SignedIn,
     system_clock,

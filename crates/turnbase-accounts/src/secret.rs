@@ -1,6 +1,9 @@
-//! The secrets of signing in: session tokens and one-time codes. Both are
-//! stored only as SHA-256 hashes.
+//! The secrets of signing in: session tokens and one-time codes. Tokens
+//! are stored as SHA-256 hashes (256 random bits need no key); codes, with
+//! only a million values, as HMAC-SHA-256 under the installation's
+//! [`CodeKey`], so that a leaked table cannot be searched offline.
 
+use hmac::{Mac as _, SimpleHmac};
 use rand::Rng as _;
 use sha2::{Digest as _, Sha256};
 
@@ -78,14 +81,52 @@ impl LoginCode {
         &self.0
     }
 
-    /// Bound to the address, so a code is only good for the address it
-    /// was sent to.
-    pub fn hash(&self, email: &str) -> [u8; 32] {
+    /// The stored form: keyed, and bound to the address, so a code is only
+    /// good for the address it was sent to.
+    pub fn hash(&self, key: &CodeKey, email: &str) -> [u8; 32] {
+        let mut mac = key.mac();
+        mac.update(email.as_bytes());
+        mac.update(&[0]);
+        mac.update(self.0.as_bytes());
+        mac.finalize().into_bytes().into()
+    }
+
+    /// The unkeyed form earlier versions stored. Codes live minutes, so a
+    /// check accepts it too only for rows written before the upgrade.
+    pub fn legacy_hash(&self, email: &str) -> [u8; 32] {
         let mut h = Sha256::new();
         h.update(email.as_bytes());
         h.update([0]);
         h.update(self.0.as_bytes());
         h.finalize().into()
+    }
+}
+
+/// The key sign-in codes are hashed under: one per installation, never in
+/// the database. It is derived from the internal secret that every backend
+/// replica and gateway already shares (required outside `turnbase up`,
+/// kept in a 0600 file in the data folder under `up`), so replicas agree
+/// on it with nothing more to configure. Changing the secret voids the
+/// codes in flight, which last minutes.
+#[derive(Clone)]
+pub struct CodeKey([u8; 32]);
+
+impl std::fmt::Debug for CodeKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CodeKey(***)")
+    }
+}
+
+impl CodeKey {
+    pub fn derive(installation_secret: &str) -> CodeKey {
+        let mut mac = SimpleHmac::<Sha256>::new_from_slice(installation_secret.as_bytes())
+            .expect("HMAC takes a key of any length");
+        mac.update(b"turnbase sign-in code key v1");
+        CodeKey(mac.finalize().into_bytes().into())
+    }
+
+    fn mac(&self) -> SimpleHmac<Sha256> {
+        SimpleHmac::<Sha256>::new_from_slice(&self.0).expect("HMAC takes a key of any length")
     }
 }
 
@@ -124,6 +165,37 @@ mod tests {
             assert!(LoginCode::parse(bad).is_none(), "{bad:?}");
         }
         let c = LoginCode::parse("123456").expect("valid");
-        assert_ne!(c.hash("a@example.org"), c.hash("b@example.org"));
+        let key = CodeKey::derive("installation secret one");
+        assert_ne!(c.hash(&key, "a@example.org"), c.hash(&key, "b@example.org"));
+    }
+
+    #[test]
+    fn code_hashes_are_keyed() {
+        let c = LoginCode::parse("123456").expect("valid");
+        let (one, two) = (
+            CodeKey::derive("installation secret one"),
+            CodeKey::derive("installation secret two"),
+        );
+        assert_eq!(c.hash(&one, "a@example.org"), c.hash(&one, "a@example.org"));
+        assert_ne!(c.hash(&one, "a@example.org"), c.hash(&two, "a@example.org"));
+        assert_ne!(
+            c.hash(&one, "a@example.org"),
+            c.legacy_hash("a@example.org")
+        );
+        // HMAC-SHA-256 as RFC 4231 test case 2 gives it, so the stored form
+        // is the standard construction.
+        let mut mac = SimpleHmac::<Sha256>::new_from_slice(b"Jefe").expect("key");
+        mac.update(b"what do ya want for nothing?");
+        let hex: String = mac
+            .finalize()
+            .into_bytes()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        assert_eq!(
+            hex,
+            "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+        );
+        assert_eq!(format!("{one:?}"), "CodeKey(***)");
     }
 }

@@ -26,7 +26,7 @@ use crate::batch::GuestWriter;
 use crate::cache::{CachedSession, SessionCache};
 use crate::geo::{GeoIp, LoginCounter};
 use crate::names::{DeviceName, DisplayName};
-use crate::secret::{LoginCode, SessionToken};
+use crate::secret::{CodeKey, LoginCode, SessionToken};
 use turnbase_core::limiter::{Rate, RateLimiter};
 
 /// The current time; injected so that TTLs and the reaper are tested
@@ -50,6 +50,8 @@ pub struct AccountsConfig {
     pub session_cache_capacity: usize,
     /// A session's last-seen time is written at most this often.
     pub last_seen_resolution: Duration,
+    /// What sign-in codes are hashed under.
+    pub code_key: CodeKey,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -293,7 +295,7 @@ impl AccountService {
             .put_login_code(
                 &mut tx,
                 &NewLoginCode {
-                    code_hash: code.hash(&key).to_vec(),
+                    code_hash: code.hash(&self.inner.config.code_key, &key).to_vec(),
                     email: key,
                     tries: i64::from(self.inner.config.code_tries),
                     created_at: now,
@@ -329,7 +331,14 @@ impl AccountService {
             .inner
             .db
             .accounts()
-            .check_login_code(&key, &code.hash(&key), self.now())
+            .check_login_code(
+                &key,
+                &[
+                    code.hash(&self.inner.config.code_key, &key),
+                    code.legacy_hash(&key),
+                ],
+                self.now(),
+            )
             .await?
         {
             CodeCheck::Accepted => Ok((email, key)),

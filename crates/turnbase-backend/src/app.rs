@@ -94,6 +94,11 @@ impl App {
             tokio::task::spawn_blocking(move || t.shutdown()).await?
         });
 
+        // A data folder left open to other users (an older version made it
+        // 0755) is narrowed before anything is written in it.
+        if config.data_dir.is_dir() {
+            turnbase_core::private_fs::tighten(&config.data_dir);
+        }
         let database = open_database(config).await?;
         let db = database.clone();
         lifecycle.add("database", None, move || async move {

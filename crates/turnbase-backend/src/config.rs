@@ -25,7 +25,7 @@ use turnbase_core::var;
 pub const VARIABLES: &[VarSpec] = &[
     var!(
         "BACKEND_DATA_DIR",
-        Some("./turnbase-data"),
+        Some(DEFAULT_DATA_DIR),
         "Folder for the SQLite database and other local state."
     ),
     var!(
@@ -377,6 +377,9 @@ pub struct MailConfig {
 #[derive(Debug, Clone)]
 pub struct Config {
     pub data_dir: PathBuf,
+    /// Under `up` without `BACKEND_INTERNAL_TOKEN`: the file that keeps
+    /// the secret `up` made (see [`write_internal_token_file`]).
+    pub internal_token_file: Option<PathBuf>,
     pub database: DatabaseConfig,
     pub http: HttpConfig,
     pub grpc_push: GrpcPushConfig,
@@ -407,23 +410,35 @@ impl Config {
         file: Option<&Path>,
     ) -> Result<Config, ConfigError> {
         let mut source = Source::load(PREFIX, VARIABLES, env, file);
+        let mut internal_token_file = None;
         if profile == Profile::Up {
             for (name, value) in UP_DEFAULTS {
                 source.set_default(name, value);
             }
             if source.get("BACKEND_INTERNAL_TOKEN").is_none() {
-                // `up` runs the gateway in the same process; a fresh secret
-                // per start is all it needs.
-                source.set_default(
-                    "BACKEND_INTERNAL_TOKEN",
-                    turnbase_accounts::SessionToken::generate().as_str(),
-                );
+                // `up` runs the gateway in the same process and makes the
+                // secret itself, kept in a 0600 file of the data folder so
+                // that `turnbase push tail` can read it and sign-in codes
+                // (hashed under a key derived from it) outlive a restart.
+                let dir = source.get("BACKEND_DATA_DIR").unwrap_or(DEFAULT_DATA_DIR);
+                let file = Path::new(dir).join(INTERNAL_TOKEN_FILE);
+                let token = read_internal_token_file(&file).unwrap_or_else(|| {
+                    Secret::new(
+                        turnbase_accounts::SessionToken::generate()
+                            .as_str()
+                            .to_string(),
+                    )
+                });
+                source.set_default("BACKEND_INTERNAL_TOKEN", token.expose());
+                internal_token_file = Some(file);
             }
             if source.get("BACKEND_SMTP_URL").is_none() {
                 source.set_default("BACKEND_MAIL_DELIVERY", "file");
             }
         }
-        Self::from_source(&source)
+        let mut config = Self::from_source(&source)?;
+        config.internal_token_file = internal_token_file;
+        Ok(config)
     }
 
     pub fn from_source(source: &Source) -> Result<Config, ConfigError> {
@@ -500,6 +515,7 @@ impl Config {
         r.finish()?;
         Ok(Config {
             data_dir,
+            internal_token_file: None,
             database,
             http,
             grpc_push,
@@ -574,7 +590,11 @@ fn mail_config(r: &mut Reader<'_>, data_dir: &Path) -> MailConfig {
 }
 
 fn accounts_config(r: &mut Reader<'_>) -> AccountsSettings {
+    let internal_token = r
+        .required("BACKEND_INTERNAL_TOKEN", parse_internal_token)
+        .unwrap_or_else(|| Secret::new(String::new()));
     let service = turnbase_accounts::AccountsConfig {
+        code_key: turnbase_accounts::CodeKey::derive(internal_token.expose()),
         code_ttl: r.get("BACKEND_LOGIN_CODE_TTL", parse_positive_duration),
         code_tries: r.get("BACKEND_LOGIN_CODE_TRIES", parse_u32_positive),
         email_rate: r.get("BACKEND_LOGIN_EMAIL_RATE", parse_rate),
@@ -587,9 +607,7 @@ fn accounts_config(r: &mut Reader<'_>) -> AccountsSettings {
     };
     AccountsSettings {
         service,
-        internal_token: r
-            .required("BACKEND_INTERNAL_TOKEN", parse_internal_token)
-            .unwrap_or_else(|| Secret::new(String::new())),
+        internal_token,
         geoip_db: r.optional("BACKEND_GEOIP_DB", parse_geoip_db),
         trusted_proxies: r
             .optional(
@@ -601,6 +619,33 @@ fn accounts_config(r: &mut Reader<'_>) -> AccountsSettings {
         guest_reap_interval: r.get("BACKEND_GUEST_REAP_INTERVAL", parse_positive_duration),
         flush_interval: r.get("BACKEND_ACCOUNTS_FLUSH_INTERVAL", parse_positive_duration),
     }
+}
+
+const DEFAULT_DATA_DIR: &str = "./turnbase-data";
+
+/// Where `up` keeps the internal secret it made, in the data folder.
+pub const INTERNAL_TOKEN_FILE: &str = "internal-token";
+
+fn read_internal_token_file(path: &Path) -> Option<Secret<String>> {
+    turnbase_core::private_fs::tighten(path);
+    let text = std::fs::read_to_string(path).ok()?;
+    parse_internal_token(text.trim()).ok()
+}
+
+/// Keeps the secret `up` uses in its 0600 file (in a 0700 data folder),
+/// when the configuration says where.
+pub fn write_internal_token_file(config: &Config) -> std::io::Result<()> {
+    let Some(path) = &config.internal_token_file else {
+        return Ok(());
+    };
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        turnbase_core::private_fs::create_private_dir(dir)?;
+    }
+    let token = config.accounts.internal_token.expose();
+    if read_internal_token_file(path).is_some_and(|t| t.expose() == token) {
+        return Ok(());
+    }
+    turnbase_core::private_fs::write_private(path, format!("{token}\n").as_bytes())
 }
 
 fn parse_internal_token(text: &str) -> Result<Secret<String>, String> {

@@ -8,6 +8,7 @@ pub mod cors;
 pub mod http;
 pub mod lifecycle;
 pub mod limiter;
+pub mod private_fs;
 pub mod readiness;
 pub mod serve;
 pub mod telemetry;

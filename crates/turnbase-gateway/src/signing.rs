@@ -44,14 +44,16 @@ impl Signer {
 
     /// Reads the keys at `path`; with `create`, a missing file is made with
     /// a fresh key (readable by its owner only).
+    /// A key file open to other users is narrowed to 0600 first.
     pub fn load(path: &Path, create: bool) -> Result<Signer, String> {
+        turnbase_core::private_fs::tighten(path);
         match std::fs::read_to_string(path) {
             Ok(text) => parse_keys(&text).map_err(|e| format!("{}: {e}", path.display())),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound && create => {
                 let seed: [u8; 32] = rand::rng().random();
                 let hex: String = seed.iter().map(|b| format!("{b:02x}")).collect();
                 if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                    std::fs::create_dir_all(dir)
+                    turnbase_core::private_fs::create_private_dir(dir)
                         .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
                 }
                 write_private(path, &format!("{hex}\n"))
@@ -138,21 +140,16 @@ fn parse_seed(text: &str) -> Result<[u8; 32], String> {
     Ok(seed)
 }
 
-#[cfg(unix)]
+/// A new key file, 0600; never over an existing one.
 fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
     use std::io::Write as _;
     use std::os::unix::fs::OpenOptionsExt as _;
     let mut file = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
-        .mode(0o600)
+        .mode(turnbase_core::private_fs::FILE_MODE)
         .open(path)?;
     file.write_all(text.as_bytes())
-}
-
-#[cfg(not(unix))]
-fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
-    std::fs::write(path, text)
 }
 
 #[cfg(test)]

@@ -93,8 +93,10 @@ pub struct FileSender {
 }
 
 impl FileSender {
+    /// The folder is made 0700 (or narrowed to it) and every mail is
+    /// written 0600: mails carry sign-in codes.
     pub fn new(dir: PathBuf) -> std::io::Result<Self> {
-        std::fs::create_dir_all(&dir)?;
+        turnbase_core::private_fs::create_private_dir(&dir)?;
         Ok(Self { dir })
     }
 }
@@ -107,7 +109,15 @@ impl MailSender for FileSender {
         let bytes = message.formatted();
         // Written aside and renamed, so a reader never sees half a mail.
         let written = async {
-            tokio::fs::write(&partial, &bytes).await?;
+            let mut file = tokio::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(turnbase_core::private_fs::FILE_MODE)
+                .open(&partial)
+                .await?;
+            tokio::io::AsyncWriteExt::write_all(&mut file, &bytes).await?;
+            drop(file);
             tokio::fs::rename(&partial, &path).await
         }
         .await;

@@ -134,13 +134,14 @@ pub trait AccountStore: Send + Sync {
     /// that carries it), replacing any earlier one.
     async fn put_login_code(&self, tx: &mut Tx, code: &NewLoginCode) -> StoreResult<()>;
 
-    /// Checks a code for `email` and spends a try: a match uses the code
-    /// up; the last wrong try deletes it. The hashes are compared in
-    /// constant time.
+    /// Checks a code for `email` and spends a try: a match of the stored
+    /// hash with any of `code_hashes` (the same code hashed the ways the
+    /// stored row may have been written) uses the code up; the last wrong
+    /// try deletes it. The hashes are compared in constant time.
     async fn check_login_code(
         &self,
         email: &str,
-        code_hash: &[u8],
+        code_hashes: &[[u8; 32]],
         now: DateTime<Utc>,
     ) -> StoreResult<CodeCheck>;
 

@@ -5,6 +5,7 @@
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
+use turnbase_core::private_fs;
 
 use chrono::{DateTime, Utc};
 use sqlx::sqlite::{
@@ -67,9 +68,21 @@ impl SqliteStore {
             target: target.clone(),
             reason,
         };
+        // The database holds sessions and codes in flight: its folder is
+        // 0700 and its files 0600. SQLite gives the WAL and shared-memory
+        // files the mode of the database file, so that one is made here.
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-            std::fs::create_dir_all(parent)
+            private_fs::create_private_dir(parent)
                 .map_err(|e| connect_error(format!("cannot create {}: {e}", parent.display())))?;
+        }
+        if path.as_os_str() != ":memory:" {
+            private_fs::touch_private(path)
+                .map_err(|e| connect_error(format!("cannot create {}: {e}", path.display())))?;
+            for suffix in ["-wal", "-shm"] {
+                let mut side = path.as_os_str().to_owned();
+                side.push(suffix);
+                private_fs::tighten(Path::new(&side));
+            }
         }
         let options = SqliteConnectOptions::new()
             .filename(path)

@@ -65,6 +65,10 @@ enum PushCommand {
         /// replaces a gateway's subscription.
         #[arg(long)]
         client_id: Option<String>,
+        /// The data folder of a `turnbase up` whose internal secret to use
+        /// when BACKEND_INTERNAL_TOKEN is not set.
+        #[arg(long, default_value = "./turnbase-data")]
+        data_dir: PathBuf,
     },
 }
 
@@ -75,7 +79,8 @@ fn main() -> ExitCode {
             url,
             cursor,
             client_id,
-        }) => return tail(url, cursor, client_id),
+            data_dir,
+        }) => return tail(url, cursor, client_id, &data_dir),
         Command::Gateway => return gateway(cli.config),
         Command::Up => Run::Up,
         Command::Backend => Run::Backend,
@@ -244,7 +249,12 @@ async fn start(run: Run, config: Config, file: Option<PathBuf>) -> i32 {
     }
 }
 
-fn tail(url: String, cursor: Option<String>, client_id: Option<String>) -> ExitCode {
+fn tail(
+    url: String,
+    cursor: Option<String>,
+    client_id: Option<String>,
+    data_dir: &std::path::Path,
+) -> ExitCode {
     let url = match turnbase_gateway::config::parse_push_url(&url) {
         Ok(url) => url,
         Err(message) => {
@@ -252,16 +262,21 @@ fn tail(url: String, cursor: Option<String>, client_id: Option<String>) -> ExitC
             return ExitCode::from(2);
         }
     };
-    // The secret comes from the environment, never the command line
-    // (where any user of the machine could read it).
+    // The secret comes from the environment or the file `up` keeps it in,
+    // never the command line (where any user of the machine could read it).
+    let file = data_dir.join(turnbase_backend::config::INTERNAL_TOKEN_FILE);
     let secret = match std::env::var("BACKEND_INTERNAL_TOKEN") {
         Ok(secret) if !secret.is_empty() => secret,
-        _ => {
-            eprintln!(
-                "turnbase: BACKEND_INTERNAL_TOKEN: set it to the backend's internal secret; its push listener only streams to holders of it"
-            );
-            return ExitCode::from(2);
-        }
+        _ => match std::fs::read_to_string(&file) {
+            Ok(text) if !text.trim().is_empty() => text.trim().to_string(),
+            _ => {
+                eprintln!(
+                    "turnbase: BACKEND_INTERNAL_TOKEN: set it to the backend's internal secret (its push listener only streams to holders of it), or point --data-dir at the data folder of a `turnbase up` (no {} there)",
+                    file.display()
+                );
+                return ExitCode::from(2);
+            }
+        },
     };
     let client_id = client_id
         .unwrap_or_else(|| format!("tail-{}", turnbase_gateway::config::default_client_id()));
@@ -316,6 +331,17 @@ async fn serve(config: Config, telemetry: Telemetry, up: Option<Option<PathBuf>>
             "sent through BACKEND_SMTP_URL".into()
         }
     };
+    let token_file = config.internal_token_file.clone();
+    if let Err(err) = turnbase_backend::config::write_internal_token_file(&config) {
+        eprintln!(
+            "turnbase: cannot keep the internal secret in {}: {err}",
+            token_file
+                .as_deref()
+                .unwrap_or(data_dir.as_path())
+                .display()
+        );
+        return 1;
+    }
     let app = match App::start(config, telemetry.clone(), VERSION).await {
         Ok(app) => app,
         Err(err) => {
@@ -366,6 +392,13 @@ async fn serve(config: Config, telemetry: Telemetry, up: Option<Option<PathBuf>>
             println!("  Metrics:  http://{metrics}/metrics");
         }
         println!("  Data:     {}", data_dir.display());
+        match &token_file {
+            Some(file) => println!(
+                "  Secret:   {} (the internal secret; `turnbase push tail` reads it there)",
+                file.display()
+            ),
+            None => println!("  Secret:   BACKEND_INTERNAL_TOKEN, as you set it"),
+        }
         println!("  Mail:     {mail}");
         println!("  Admin:    {admin}");
         println!("Sign in: POST {edge}/api/v1/public/auth/email/start {{\"email\": …}}, then");

@@ -887,7 +887,100 @@ async fn login_counts_are_served_to_admins() {
     t.app.shutdown().await;
 }
 
+/// The stored code hash of an address, read with SQL.
+async fn stored_code_hash(t: &TestApp, email: &str) -> Vec<u8> {
+    use turnbase_store::Database;
+    let sql = "SELECT code_hash FROM login_codes WHERE email = $1";
+    match &t.app.database {
+        Database::Sqlite(s) => {
+            sqlx::query_scalar(sql)
+                .bind(email)
+                .fetch_one(s.pool())
+                .await
+        }
+        Database::Postgres(p) => {
+            sqlx::query_scalar(sql)
+                .bind(email)
+                .fetch_one(p.pool())
+                .await
+        }
+    }
+    .expect("a stored code")
+}
+
+/// Codes are stored as HMAC-SHA-256 under the installation's key, not as a
+/// plain hash that a leaked table would give up in a million guesses; a
+/// row written the old way before an upgrade still verifies.
+async fn codes_are_stored_keyed_and_old_rows_still_verify(backend: Backend) {
+    use turnbase_accounts::{CodeKey, LoginCode};
+    let t = spawn_app(backend).await;
+    let seen = t.mails_to("cy@example.org");
+    let (status, _) = t
+        .send(
+            Method::POST,
+            START,
+            None,
+            Some(json!({"email": "cy@example.org"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    let code = t.code_for("cy@example.org", seen).await;
+    let parsed = LoginCode::parse(&code).expect("six digits");
+    let stored = stored_code_hash(&t, "cy@example.org").await;
+    assert_ne!(
+        stored,
+        parsed.legacy_hash("cy@example.org"),
+        "not sha256(address, code)"
+    );
+    assert_eq!(
+        stored,
+        parsed.hash(&CodeKey::derive(INTERNAL_TOKEN), "cy@example.org"),
+        "HMAC-SHA-256 under the key derived from the installation's secret"
+    );
+    let (status, body) = t
+        .send(
+            Method::POST,
+            VERIFY,
+            None,
+            Some(json!({"email": "cy@example.org", "code": code})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+
+    // A code stored by an earlier version, within its lifetime.
+    let old = LoginCode::parse("424242").expect("six digits");
+    let now = chrono::Utc::now();
+    let mut tx = t.app.database.begin().await.expect("begin");
+    t.app
+        .database
+        .accounts()
+        .put_login_code(
+            &mut tx,
+            &turnbase_store::accounts::NewLoginCode {
+                email: "dee@example.org".into(),
+                code_hash: old.legacy_hash("dee@example.org").to_vec(),
+                tries: 3,
+                created_at: now,
+                expires_at: now + chrono::Duration::minutes(10),
+            },
+        )
+        .await
+        .expect("an old-style code");
+    tx.commit().await.expect("commit");
+    let (status, body) = t
+        .send(
+            Method::POST,
+            VERIFY,
+            None,
+            Some(json!({"email": "dee@example.org", "code": "424242"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    t.app.shutdown().await;
+}
+
 turnbase_testkit::both_backends!(
+    codes_are_stored_keyed_and_old_rows_still_verify,
     email_sign_in_with_the_mailed_code,
     start_does_not_reveal_whether_an_account_exists,
     guest_upgrade_keeps_the_account,

@@ -32,6 +32,7 @@ fn config() -> AccountsConfig {
         admin_email: None,
         session_cache_capacity: 100,
         last_seen_resolution: Duration::from_secs(300),
+        code_key: turnbase_accounts::CodeKey::derive("reaper-test-installation-secret"),
     }
 }
 

@@ -362,3 +362,115 @@ fn gateway_names_what_it_is_missing_and_exits_2() {
         "{stderr}"
     );
 }
+
+/// The modes of a folder and everything under it, as `stat` would print
+/// them, for the entries whose mode is not `dirs`/`files`.
+fn loose_modes(root: &std::path::Path, dirs: u32, files: u32) -> Vec<String> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let mut loose = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(path) = stack.pop() {
+        let meta = std::fs::symlink_metadata(&path).expect("stat");
+        let mode = meta.permissions().mode() & 0o7777;
+        let want = if meta.is_dir() { dirs } else { files };
+        if mode != want {
+            loose.push(format!("{} {mode:04o}", path.display()));
+        }
+        if meta.is_dir() {
+            stack.extend(
+                std::fs::read_dir(&path)
+                    .expect("list")
+                    .flatten()
+                    .map(|e| e.path()),
+            );
+        }
+    }
+    loose
+}
+
+/// On a shared machine nobody else can read `up`'s data: a folder left
+/// 0755 is narrowed at start, everything `up` writes is 0600 in 0700
+/// folders (the database, its WAL, mail, keys, the internal secret), and
+/// `push tail` finds the secret `up` made in the data folder.
+#[test]
+fn up_keeps_its_data_private_and_push_tail_finds_its_secret() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let env: Vec<(&'static str, String)> = data_env(&dir)
+        .into_iter()
+        .filter(|(k, _)| *k != "BACKEND_INTERNAL_TOKEN")
+        .collect();
+    let mut up = Running::start(&["up"], &env);
+    let base = up.base_url();
+    let secret_file = dir.path().join("internal-token");
+    assert!(
+        up.stdout_lines
+            .iter()
+            .any(|l| l.contains("Secret:") && l.contains(&secret_file.display().to_string())),
+        "the banner says where the secret is: {:?}",
+        up.stdout_lines
+    );
+    assert!(
+        !up.stdout_lines
+            .iter()
+            .chain(up.stderr_lines.iter())
+            .any(|l| l.contains(
+                std::fs::read_to_string(&secret_file)
+                    .expect("the secret file")
+                    .trim()
+            )),
+        "the secret itself is never printed"
+    );
+    // A mail, written by the worker after start.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let status = rt.block_on(async {
+        reqwest::Client::new()
+            .post(format!("{base}/api/v1/public/auth/email/start"))
+            .json(&serde_json::json!({ "email": "ann@example.org" }))
+            .send()
+            .await
+            .expect("request")
+            .status()
+            .as_u16()
+    });
+    assert_eq!(status, 202);
+    let mail_dir = dir.path().join("mail");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !std::fs::read_dir(&mail_dir).is_ok_and(|d| {
+        d.flatten()
+            .any(|e| e.path().extension().is_some_and(|x| x == "eml"))
+    }) {
+        assert!(std::time::Instant::now() < deadline, "no mail was written");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let wal = dir.path().join("turnbase.db-wal");
+    assert!(wal.exists(), "SQLite runs in WAL mode");
+    assert_eq!(
+        loose_modes(dir.path(), 0o700, 0o600),
+        Vec::<String>::new(),
+        "folders 0700 and files 0600"
+    );
+
+    // `push tail` with no secret in its environment reads the file.
+    let url = up
+        .stdout_lines
+        .iter()
+        .find(|l| l.contains("Push:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .expect("banner names the push listener")
+        .to_string();
+    let data = dir.path().display().to_string();
+    let mut tail = Running::start(&["push", "tail", "--url", &url, "--data-dir", &data], &[]);
+    let first: serde_json::Value = serde_json::from_str(&tail.stdout_line()).expect("JSON line");
+    assert!(first["resumed"]["head"].is_string(), "{first}");
+    tail.signal("INT");
+    assert_eq!(tail.wait(), 0);
+    up.signal("TERM");
+    assert_eq!(up.wait(), 0);
+    // After a stop (a checkpoint folds the WAL in), still private.
+    assert_eq!(loose_modes(dir.path(), 0o700, 0o600), Vec::<String>::new());
+}
