@@ -205,11 +205,12 @@ impl App {
 
         let listener = bind(config.http.addr, "BACKEND_HTTP_ADDR").await?;
         let http_addr = listener.local_addr()?;
+        let serve_options = config.http.serve;
         lifecycle.spawn(
             "http",
             Some(config.http.shutdown_timeout),
             move |stop| async move {
-                turnbase_core::serve::serve(listener, router, stop.cancelled_owned())
+                turnbase_core::serve::serve(listener, router, stop.cancelled_owned(), serve_options)
                     .await
                     .map_err(|e| anyhow::anyhow!("HTTP server: {e}"))
             },
@@ -276,9 +277,14 @@ impl App {
                     "metrics",
                     Some(config.http.shutdown_timeout),
                     move |stop| async move {
-                        turnbase_core::serve::serve(listener, router, stop.cancelled_owned())
-                            .await
-                            .map_err(|e| anyhow::anyhow!("metrics server: {e}"))
+                        turnbase_core::serve::serve(
+                            listener,
+                            router,
+                            stop.cancelled_owned(),
+                            serve_options,
+                        )
+                        .await
+                        .map_err(|e| anyhow::anyhow!("metrics server: {e}"))
                     },
                 );
                 tracing::info!(addr = %local, "metrics listening");

@@ -74,6 +74,16 @@ pub const VARIABLES: &[VarSpec] = &[
         "Deadline for draining in-flight HTTP requests at shutdown."
     ),
     var!(
+        "BACKEND_HTTP_DRAIN_GRACE",
+        Some("500ms"),
+        "After a stop signal, requests arriving on open keep-alive connections are still answered this long (with `Connection: close`) instead of being dropped."
+    ),
+    var!(
+        "BACKEND_HTTP_WRITE_TIMEOUT",
+        Some("30s"),
+        "A write to a client that makes no progress this long resets the connection."
+    ),
+    var!(
         "BACKEND_GRPC_PUSH_ADDR",
         Some("127.0.0.1:8081"),
         "Address of the gRPC push listener that gateways subscribe to."
@@ -330,6 +340,8 @@ pub struct HttpConfig {
     pub request_timeout: Duration,
     pub cors: CorsOrigins,
     pub shutdown_timeout: Duration,
+    /// Header and write deadlines and the drain grace of the listener.
+    pub serve: turnbase_core::serve::ServeOptions,
 }
 
 #[derive(Debug, Clone)]
@@ -465,6 +477,11 @@ impl Config {
                 .optional("BACKEND_HTTP_CORS_ORIGINS", turnbase_core::cors::parse_cors)
                 .unwrap_or(CorsOrigins::None),
             shutdown_timeout: r.get("BACKEND_HTTP_SHUTDOWN_TIMEOUT", parse_positive_duration),
+            serve: turnbase_core::serve::ServeOptions {
+                write_timeout: r.get("BACKEND_HTTP_WRITE_TIMEOUT", parse_positive_duration),
+                drain_grace: r.get("BACKEND_HTTP_DRAIN_GRACE", parse_duration),
+                ..turnbase_core::serve::ServeOptions::default()
+            },
         };
         let freshness_window = r.required("BACKEND_FRESHNESS_WINDOW", parse_positive_duration);
         let grpc_push = GrpcPushConfig {

@@ -13,12 +13,24 @@
 //! A request whose header fields take more than [`MAX_HEADER_BYTES`] gets
 //! 431 with the JSON error body before it reaches the router.
 //!
+//! Every write has a deadline ([`ServeOptions::write_timeout`]): a client
+//! that stops reading (a REST answer, an SSE stream or a WebSocket, which
+//! keeps the same socket after its upgrade) cannot hold a connection, its
+//! slot and its buffers past it; the connection is then reset.
+//!
 //! Otherwise it does what `axum::serve` does for HTTP/1.1: upgrades (for
 //! WebSockets), `ConnectInfo<SocketAddr>` on every request, `TCP_NODELAY`,
 //! and a graceful stop that refuses new connections and lets the open ones
-//! finish their requests.
+//! finish their requests. For [`ServeOptions::drain_grace`] after the stop,
+//! requests that arrive on open keep-alive connections are still answered,
+//! with `Connection: close`, rather than dropped with the connection (a
+//! client may have sent one just before it could know of the stop).
 
 use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::Router;
@@ -26,11 +38,37 @@ use axum::extract::ConnectInfo;
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::net::TcpListener;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
 use tower::ServiceExt as _;
 
 /// How long a client may take to send a request's head.
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How the listener treats its connections.
+#[derive(Debug, Clone, Copy)]
+pub struct ServeOptions {
+    /// How long a client may take to send a request's head; also how long
+    /// a keep-alive connection may sit idle.
+    pub header_read_timeout: Duration,
+    /// How long one write may make no progress before the connection is
+    /// reset.
+    pub write_timeout: Duration,
+    /// How long after the stop requests on open connections are still
+    /// answered (with `Connection: close`); the drain ends sooner once no
+    /// connection is left.
+    pub drain_grace: Duration,
+}
+
+impl Default for ServeOptions {
+    fn default() -> Self {
+        ServeOptions {
+            header_read_timeout: HEADER_READ_TIMEOUT,
+            write_timeout: Duration::from_secs(30),
+            drain_grace: Duration::from_millis(500),
+        }
+    }
+}
 
 /// The most bytes a request's header fields may take together (names and
 /// values); beyond it the answer is 431 with the usual JSON error body.
@@ -55,30 +93,24 @@ fn oversized_head<B>(request: &hyper::Request<B>) -> Option<axum::response::Resp
     })
 }
 
-/// Serves `router` until `stop` resolves, then waits for the open
-/// connections to finish their requests (upgraded ones are the caller's).
+/// Serves `router` until `stop` resolves, then drains the open
+/// connections: requests are answered for the grace with `Connection:
+/// close`, then every connection finishes the request under way and closes
+/// (upgraded ones are the caller's).
 pub async fn serve(
     listener: TcpListener,
     router: Router,
     stop: impl Future<Output = ()>,
-) -> std::io::Result<()> {
-    serve_with(listener, router, stop, HEADER_READ_TIMEOUT).await
-}
-
-/// [`serve`] with another header timeout (tests use a short one).
-pub async fn serve_with(
-    listener: TcpListener,
-    router: Router,
-    stop: impl Future<Output = ()>,
-    header_read_timeout: Duration,
+    options: ServeOptions,
 ) -> std::io::Result<()> {
     let mut builder = http1::Builder::new();
     builder
         .timer(TokioTimer::new())
-        .header_read_timeout(header_read_timeout);
+        .header_read_timeout(options.header_read_timeout);
     // Connections are told to finish when `stopping` changes or is
     // dropped; `connections` waits for them.
     let (stopping, stop_signal) = tokio::sync::watch::channel(());
+    let draining = Arc::new(AtomicBool::new(false));
     let connections = tokio_util::task::TaskTracker::new();
     let mut stop = std::pin::pin!(stop);
     loop {
@@ -99,18 +131,28 @@ pub async fn serve_with(
             tracing::debug!(%err, "cannot set TCP_NODELAY");
         }
         let router = router.clone();
+        let draining_now = draining.clone();
         let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
             let router = router.clone();
+            let draining = draining_now.clone();
             async move {
                 if let Some(refused) = oversized_head(&request) {
                     return Ok(refused);
                 }
                 request.extensions_mut().insert(ConnectInfo(peer));
-                router.oneshot(request).await
+                let mut response = router.oneshot(request).await?;
+                if draining.load(Ordering::Relaxed) {
+                    response.headers_mut().insert(
+                        axum::http::header::CONNECTION,
+                        axum::http::HeaderValue::from_static("close"),
+                    );
+                }
+                Ok::<_, std::convert::Infallible>(response)
             }
         });
+        let io = WriteDeadline::new(tcp, options.write_timeout);
         let connection = builder
-            .serve_connection(TokioIo::new(tcp), service)
+            .serve_connection(TokioIo::new(io), service)
             .with_upgrades();
         let mut stop_signal = stop_signal.clone();
         connections.spawn(async move {
@@ -129,10 +171,118 @@ pub async fn serve_with(
         });
     }
     drop(listener);
-    drop(stopping);
+    draining.store(true, Ordering::Relaxed);
     connections.close();
+    // The grace: open connections keep being served, each answer saying
+    // the connection closes; over early when none is left.
+    let _ = tokio::time::timeout(options.drain_grace, connections.wait()).await;
+    drop(stopping);
     connections.wait().await;
     Ok(())
+}
+
+/// A TCP stream whose writes have a deadline: a write (or flush) that
+/// makes no progress for `timeout` fails, and the connection is reset
+/// rather than closed (the kernel then drops what the client never read
+/// instead of holding it for ever).
+pub struct WriteDeadline {
+    inner: TcpStream,
+    timeout: Duration,
+    stalled: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl WriteDeadline {
+    pub fn new(inner: TcpStream, timeout: Duration) -> Self {
+        WriteDeadline {
+            inner,
+            timeout,
+            stalled: None,
+        }
+    }
+
+    /// Called when the socket cannot take more: starts the clock, or ends
+    /// the write once it ran out.
+    fn stalled<T>(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<T>> {
+        let timeout = self.timeout;
+        let clock = self
+            .stalled
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+        match clock.as_mut().poll(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(()) => {
+                let _ = socket_reset_on_close(&self.inner);
+                Poll::Ready(Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!("the client read nothing for {timeout:?}"),
+                )))
+            }
+        }
+    }
+
+    fn progressed<T>(
+        &mut self,
+        result: Poll<std::io::Result<T>>,
+        cx: &mut Context<'_>,
+    ) -> Poll<std::io::Result<T>> {
+        match result {
+            Poll::Ready(r) => {
+                self.stalled = None;
+                Poll::Ready(r)
+            }
+            Poll::Pending => self.stalled(cx),
+        }
+    }
+}
+
+/// Makes closing `stream` send a reset (SO_LINGER of zero).
+fn socket_reset_on_close(stream: &TcpStream) -> std::io::Result<()> {
+    socket2::SockRef::from(stream).set_linger(Some(Duration::ZERO))
+}
+
+impl AsyncRead for WriteDeadline {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for WriteDeadline {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let this = &mut *self;
+        let result = Pin::new(&mut this.inner).poll_write(cx, buf);
+        this.progressed(result, cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let this = &mut *self;
+        let result = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
+        this.progressed(result, cx)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        let this = &mut *self;
+        let result = Pin::new(&mut this.inner).poll_flush(cx);
+        this.progressed(result, cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
 }
 
 #[cfg(test)]
@@ -151,13 +301,16 @@ mod tests {
             }),
         );
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        tokio::spawn(serve_with(
+        tokio::spawn(serve(
             listener,
             router,
             async move {
                 let _ = rx.await;
             },
-            timeout,
+            ServeOptions {
+                header_read_timeout: timeout,
+                ..ServeOptions::default()
+            },
         ));
         (addr, tx)
     }
@@ -283,5 +436,98 @@ mod tests {
             );
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
+    }
+
+    /// A request that reaches an idle keep-alive connection just after
+    /// the stop is answered (saying the connection closes) for the drain
+    /// grace; hyper alone closes idle connections at once, and a request
+    /// then on its way met a reset.
+    #[tokio::test]
+    async fn requests_after_the_stop_are_answered_during_the_grace() {
+        let (addr, stop) = start(Duration::from_secs(30)).await;
+        let mut client = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        let mut buf = [0u8; 4096];
+        client
+            .write_all(b"GET /peer HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .expect("write");
+        let n = client.read(&mut buf).await.expect("the answer");
+        let first = String::from_utf8_lossy(&buf[..n]).to_lowercase();
+        assert!(first.starts_with("http/1.1 200"), "{first}");
+        assert!(!first.contains("connection: close"), "{first}");
+        stop.send(()).expect("stop");
+        // The stop has reached the accept loop once new connections fail;
+        // a moment more (well within the 500 ms grace) lets every task see
+        // it before the next request is sent.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while tokio::net::TcpStream::connect(addr).await.is_ok() {
+            assert!(tokio::time::Instant::now() < deadline, "still accepting");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        client
+            .write_all(b"GET /peer HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .expect("write");
+        let mut answer = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(10), client.read_to_end(&mut answer))
+            .await
+            .expect("the connection ends");
+        let answer = String::from_utf8_lossy(&answer).to_lowercase();
+        assert!(
+            answer.starts_with("http/1.1 200"),
+            "dropped instead of answered: {answer:?}"
+        );
+        assert!(answer.contains("connection: close"), "{answer}");
+    }
+
+    /// A client that stops reading a large answer is cut off once a write
+    /// makes no progress for the write timeout.
+    #[tokio::test]
+    async fn a_client_that_stops_reading_is_reset_after_the_write_timeout() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let router = Router::new().route(
+            "/big",
+            axum::routing::get(|| async { "x".repeat(32 * 1024 * 1024) }),
+        );
+        let (_stop, rx) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(serve(
+            listener,
+            router,
+            async move {
+                let _ = rx.await;
+            },
+            ServeOptions {
+                write_timeout: Duration::from_millis(300),
+                ..ServeOptions::default()
+            },
+        ));
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        socket.set_recv_buffer_size(4096).expect("small buffer");
+        let mut client = socket.connect(addr).await.expect("connect");
+        client
+            .write_all(b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .expect("write");
+        // Not reading for well past the timeout; then the rest of the
+        // stream is short of the 32 MiB and ends (reset or closed).
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let mut total = 0usize;
+        let mut buf = vec![0u8; 1 << 16];
+        let ended = tokio::time::timeout(Duration::from_secs(20), async {
+            loop {
+                match client.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => total += n,
+                }
+            }
+        })
+        .await;
+        assert!(ended.is_ok(), "the server kept the stalled connection open");
+        assert!(
+            total < 32 * 1024 * 1024,
+            "the whole answer arrived: {total}"
+        );
     }
 }

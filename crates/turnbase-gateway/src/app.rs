@@ -210,15 +210,21 @@ impl Gateway {
         );
         let listener = bind(config.http_addr, "GATEWAY_HTTP_ADDR").await?;
         let http_addr = listener.local_addr()?;
+        let serve_options = config.serve;
         let draining = hub.clone();
         lifecycle.spawn("gateway-http", None, move |stop| async move {
             let closing = edge.clone();
             // (Envelopes are small writes that must leave at once: `serve`
             // turns Nagle off.)
-            turnbase_core::serve::serve(listener, app, async move {
-                stop.cancelled().await;
-                closing.begin_closing();
-            })
+            turnbase_core::serve::serve(
+                listener,
+                app,
+                async move {
+                    stop.cancelled().await;
+                    closing.begin_closing();
+                },
+                serve_options,
+            )
             .await
             .map_err(|e| anyhow::anyhow!("HTTP server: {e}"))?;
             // WebSockets outlive the HTTP server's own draining; wait for
@@ -249,9 +255,14 @@ impl Gateway {
                     }),
                 );
                 lifecycle.spawn("gateway-metrics", None, move |stop| async move {
-                    turnbase_core::serve::serve(listener, router, stop.cancelled_owned())
-                        .await
-                        .map_err(|e| anyhow::anyhow!("metrics server: {e}"))
+                    turnbase_core::serve::serve(
+                        listener,
+                        router,
+                        stop.cancelled_owned(),
+                        serve_options,
+                    )
+                    .await
+                    .map_err(|e| anyhow::anyhow!("metrics server: {e}"))
                 });
                 Some(local)
             }

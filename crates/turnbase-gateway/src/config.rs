@@ -87,6 +87,16 @@ pub const VARIABLES: &[VarSpec] = &[
         "Longest time a forwarded request may take (504 after it)."
     ),
     var!(
+        "GATEWAY_HTTP_DRAIN_GRACE",
+        Some("500ms"),
+        "After a stop signal, requests arriving on open keep-alive connections are still answered this long (with `Connection: close`) instead of being dropped."
+    ),
+    var!(
+        "GATEWAY_WRITE_TIMEOUT",
+        Some("10s"),
+        "A write to a client (a REST answer, SSE or WebSocket events) that makes no progress this long drops the connection, freeing its slot: a client that stopped reading cannot hold the gateway's memory."
+    ),
+    var!(
         "GATEWAY_RATE_PER_IP",
         Some("100/1s"),
         "Requests (and event connections) per client address: `count/period`."
@@ -244,6 +254,8 @@ pub struct EdgeLimits {
 #[derive(Debug, Clone)]
 pub struct GatewayConfig {
     pub http_addr: SocketAddr,
+    /// Header and write deadlines and the drain grace of the edge.
+    pub serve: turnbase_core::serve::ServeOptions,
     pub backend_url: String,
     pub internal_token: Secret<String>,
     pub signing_key_file: PathBuf,
@@ -312,8 +324,14 @@ impl GatewayConfig {
             );
         }
         let metrics_addr = r.optional("GATEWAY_METRICS_ADDR", parse_socket_addr);
+        let serve = turnbase_core::serve::ServeOptions {
+            write_timeout: r.get("GATEWAY_WRITE_TIMEOUT", parse_positive_duration),
+            drain_grace: r.get("GATEWAY_HTTP_DRAIN_GRACE", parse_duration),
+            ..turnbase_core::serve::ServeOptions::default()
+        };
         let config = GatewayConfig {
             http_addr,
+            serve,
             backend_url,
             internal_token,
             signing_key_file,

@@ -593,7 +593,11 @@ async fn websocket(
         }))
     };
     loop {
+        // Biased: once the hub has marked the connection (revoked, slow,
+        // stopping), that reason is what the client hears, never an idle
+        // timeout that a stalled write let run out meanwhile.
         tokio::select! {
+            biased;
             reason = conn.state.closed() => {
                 goodbye(&mut socket, close(reason.code(), reason.text())).await;
                 break;
@@ -672,6 +676,10 @@ async fn websocket(
                 }
             }
             _ = ping.tick() => {
+                if let Some(reason) = conn.state.reason() {
+                    goodbye(&mut socket, close(reason.code(), reason.text())).await;
+                    break;
+                }
                 if last_heard.elapsed() > edge.limits.idle_timeout {
                     goodbye(&mut socket, close(4000, "idle timeout")).await;
                     break;

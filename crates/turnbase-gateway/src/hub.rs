@@ -108,6 +108,11 @@ impl ConnState {
         }
     }
 
+    /// Why the connection is to be closed, if it is.
+    pub fn reason(&self) -> Option<CloseReason> {
+        self.closed.get().copied()
+    }
+
     /// Resolves once the connection is to be closed, with why.
     pub async fn closed(&self) -> CloseReason {
         loop {

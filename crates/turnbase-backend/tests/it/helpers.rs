@@ -53,6 +53,8 @@ pub async fn spawn_app_with(backend: Backend, extra: &[(&str, &str)]) -> TestApp
         ("BACKEND_LOG_LEVEL".into(), "warn".into()),
         ("BACKEND_INTERNAL_TOKEN".into(), INTERNAL_TOKEN.into()),
         ("BACKEND_ADMIN_EMAIL".into(), ADMIN_EMAIL.into()),
+        // Tests keep pooled connections open: no need to wait for them.
+        ("BACKEND_HTTP_DRAIN_GRACE".into(), "0s".into()),
     ];
     if let Some(url) = &db.url {
         env.push(("BACKEND_DATABASE_URL".into(), url.clone()));

@@ -66,6 +66,8 @@ fn backend_config(db: &TestDb, http: &str, push: &str) -> Config {
         // The backend allows every origin on its own; an edge doing CORS
         // drops that and decides by its own list.
         ("BACKEND_HTTP_CORS_ORIGINS".into(), "*".into()),
+        // Tests keep pooled connections open: no need to wait for them.
+        ("BACKEND_HTTP_DRAIN_GRACE".into(), "0s".into()),
     ];
     Config::load(BackendProfile::Backend, env, None).expect("backend config")
 }
@@ -84,6 +86,7 @@ impl Stack {
             ("GATEWAY_METRICS_ADDR".into(), "127.0.0.1:0".into()),
             ("GATEWAY_PUSH_RECONNECT_BASE_BACKOFF".into(), "50ms".into()),
             ("GATEWAY_PUSH_RECONNECT_MAX_BACKOFF".into(), "200ms".into()),
+            ("GATEWAY_HTTP_DRAIN_GRACE".into(), "0s".into()),
         ];
         env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
         let key: PathBuf = db.dir().join("gateway.key");
@@ -1205,5 +1208,194 @@ async fn live_connections_are_limited_per_account_and_per_gateway() {
             Err(refused) => panic!("Cy was refused: {refused:?}"),
         }
     };
+    s.stop().await;
+}
+
+/// A WebSocket client whose socket reads into a tiny buffer, and which the
+/// test never reads from until it chooses to: a client that stopped
+/// reading. Returns the raw stream after the handshake.
+async fn stalled_client(s: &Stack, token: &str) -> tokio::net::TcpStream {
+    let addr: SocketAddr = s
+        .edge
+        .trim_start_matches("http://")
+        .parse()
+        .expect("edge address");
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket.set_recv_buffer_size(4096).expect("small buffer");
+    let stream = socket.connect(addr).await.expect("connect");
+    let mut request = format!("ws://{addr}/api/v1/events")
+        .into_client_request()
+        .expect("request");
+    request.headers_mut().insert(
+        "authorization",
+        format!("Bearer {token}").parse().expect("header"),
+    );
+    let (ws, _) = tokio_tungstenite::client_async(request, stream)
+        .await
+        .expect("upgrade");
+    ws.into_inner()
+}
+
+/// `count` events of ~20 KB each for every one of `users`, in turns.
+fn publish_big(s: &Stack, users: &[Uuid], count: u64) {
+    let pad = "x".repeat(20_000);
+    for n in 0..count {
+        for user in users {
+            s.app()
+                .push
+                .publish_client_event(ClientEventInput {
+                    user_id: *user,
+                    device_session_id: None,
+                    kind: "big".into(),
+                    payload: Bytes::from(format!("{{\"n\":{n},\"pad\":\"{pad}\"}}")),
+                    event_id: String::new(),
+                    request_id: String::new(),
+                    trace_id: String::new(),
+                })
+                .expect("published");
+        }
+    }
+}
+
+/// The close code of the frame that ends a raw server stream, if it ends
+/// with one (read from the end: the bytes before may start mid-frame).
+fn final_close_code(bytes: &[u8]) -> Option<u16> {
+    (0..bytes.len().saturating_sub(3)).rev().find_map(|i| {
+        (bytes[i] == 0x88 && usize::from(bytes[i + 1]) == bytes.len() - i - 2)
+            .then(|| u16::from_be_bytes([bytes[i + 2], bytes[i + 3]]))
+    })
+}
+
+/// Reads what the server sent until it ends the stream (EOF or reset).
+async fn drain(stream: &mut (impl tokio::io::AsyncRead + Unpin)) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        match tokio::time::timeout(PATIENCE, tokio::io::AsyncReadExt::read(stream, &mut buf)).await
+        {
+            Ok(Ok(0)) | Ok(Err(_)) => return bytes,
+            Ok(Ok(n)) => bytes.extend_from_slice(&buf[..n]),
+            Err(_) => panic!("the server neither sent nor closed for {PATIENCE:?}"),
+        }
+    }
+}
+
+/// A client that never reads is dropped once a write makes no progress
+/// for GATEWAY_WRITE_TIMEOUT, and its connection slot is free again.
+/// (Its connection task used to sit in a flush for ever, still counted
+/// against the account's and the gateway's limits.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_never_reads_is_dropped_and_its_slot_freed() {
+    let s = Stack::start(&[
+        ("GATEWAY_WRITE_TIMEOUT", "1s"),
+        ("GATEWAY_MAX_CONNECTIONS_PER_USER", "1"),
+        // A queue larger than the socket buffers, as by default: the
+        // connection's task fills the socket and waits in a write before
+        // its queue overflows.
+        ("GATEWAY_CLIENT_QUEUE_MESSAGES", "1024"),
+        ("GATEWAY_CLIENT_QUEUE_BYTES", "4MiB"),
+    ])
+    .await;
+    let (token, user, _) = s.guest("Sleeper").await;
+    let mut stalled = stalled_client(&s, &token).await;
+    // ~8 MB: more than the socket buffers and the queue hold.
+    publish_big(&s, &[user], 400);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let _next = loop {
+        match s.try_ws("", Some(&token)).await {
+            Ok(ws) => break ws,
+            Err((429, _)) if tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(refused) => panic!("the stalled connection still holds its slot: {refused:?}"),
+        }
+    };
+    let bytes = drain(&mut stalled).await;
+    assert_ne!(
+        final_close_code(&bytes),
+        Some(4000),
+        "a slow client is not told it was idle"
+    );
+    s.stop().await;
+}
+
+/// A client marked slow that reads again only after its idle timeout has
+/// passed hears 4008 (slow consumer) every time, never 4000 (idle).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_client_hears_4008_even_past_its_idle_timeout() {
+    let s = Stack::start(&[
+        ("GATEWAY_WS_PING_INTERVAL", "100ms"),
+        ("GATEWAY_WS_IDLE_TIMEOUT", "3s"),
+        ("GATEWAY_WRITE_TIMEOUT", "60s"),
+        ("GATEWAY_CLIENT_QUEUE_MESSAGES", "16"),
+        ("GATEWAY_CLIENT_QUEUE_BYTES", "256KiB"),
+    ])
+    .await;
+    // Four at once: before the fix each had even odds of hearing 4000.
+    // Until they are marked slow the clients send pings (they never read),
+    // so the gateway hears from them and has no reason to call them idle.
+    let heard = tokio_util::sync::CancellationToken::new();
+    let mut clients = Vec::new();
+    for i in 0..4 {
+        let (token, user, _) = s.guest(&format!("Slow{i}")).await;
+        let (read, mut write) = stalled_client(&s, &token).await.into_split();
+        let stop = heard.clone();
+        tokio::spawn(async move {
+            // An empty ping, masked as a client must.
+            let ping = [0x89u8, 0x80, 1, 2, 3, 4];
+            while !stop.is_cancelled() {
+                if tokio::io::AsyncWriteExt::write_all(&mut write, &ping)
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            // Kept open (not shut down) until the test ends.
+            stop.cancelled().await;
+            std::future::pending::<()>().await;
+        });
+        clients.push((read, user));
+    }
+    let users: Vec<Uuid> = clients.iter().map(|(_, u)| *u).collect();
+    publish_big(&s, &users, 300);
+    let metrics = s
+        .gateway
+        .as_ref()
+        .and_then(|g| g.metrics_addr)
+        .expect("metrics");
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let text = s
+            .client
+            .get(format!("http://{metrics}/metrics"))
+            .send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("text");
+        if text.contains("edge_slow_client_closes_total 4") {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not all four marked slow: {text}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    heard.cancel();
+    // Past the idle timeout (3 s) with nothing heard from the clients.
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    for (mut stream, _) in clients {
+        let bytes = drain(&mut stream).await;
+        assert_eq!(
+            final_close_code(&bytes),
+            Some(4008),
+            "{} bytes",
+            bytes.len()
+        );
+    }
     s.stop().await;
 }
