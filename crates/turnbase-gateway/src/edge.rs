@@ -313,12 +313,10 @@ async fn forward(
             Response::from_parts(parts, Body::new(incoming))
         }
         Ok(Err(err)) => {
-            // A body over the limit surfaces here, as the client's error.
-            let too_large = std::error::Error::source(&err)
-                .map(|s| s.to_string().contains("length limit"))
-                .unwrap_or(false)
-                || err.to_string().contains("length limit");
-            if too_large {
+            // A body over the limit surfaces here, as the client's error:
+            // deep in the chain when it was found out while streaming (a
+            // chunked body), so the whole chain is searched.
+            if over_body_limit(&err) {
                 status_label = "413".into();
                 error(
                     StatusCode::PAYLOAD_TOO_LARGE,
@@ -351,6 +349,18 @@ async fn forward(
         );
     }
     response
+}
+
+/// Whether `err`, or anything that caused it, is the body limit's.
+fn over_body_limit(err: &(dyn std::error::Error + 'static)) -> bool {
+    let mut next = Some(err);
+    while let Some(e) = next {
+        if e.is::<http_body_util::LengthLimitError>() || e.to_string().contains("length limit") {
+            return true;
+        }
+        next = e.source();
+    }
+    false
 }
 
 /// What a ticket stands for: the session, and the token it was issued to
