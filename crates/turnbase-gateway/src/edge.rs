@@ -454,10 +454,11 @@ async fn events(
             "send Authorization: Bearer <token>, or ?ticket= from POST /api/v1/user/events/ticket",
         );
     };
+    // An id that is not valid text is still an id the client asks for: it
+    // matches nothing, so the client gets a resync, not a fresh stream.
     let last_event_id = headers
         .get("last-event-id")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string);
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
     let resume = query.resume.clone().or(last_event_id);
     if upgrade.is_err()
         && !headers

@@ -489,6 +489,34 @@ async fn resume_within_the_window_is_exact_and_past_it_is_a_resync() {
     let mut late = s.ws(&token, &format!("?resume={last}")).await;
     let first = next_json(&mut late).await;
     assert_eq!(first["type"], "resync", "{first}");
+
+    // An id that is not even text (non-ASCII bytes in Last-Event-ID) is
+    // unknown like any other: a resync, never a silent fresh start.
+    let response = s
+        .client
+        .get(format!("{}/api/v1/events", s.edge))
+        .bearer_auth(&token)
+        .header("accept", "text/event-stream")
+        .header(
+            "last-event-id",
+            reqwest::header::HeaderValue::from_bytes(b"caf\xc3\xa9-\xff").expect("obs-text"),
+        )
+        .send()
+        .await
+        .expect("SSE");
+    assert_eq!(response.status(), StatusCode::OK);
+    let mut response = response;
+    let mut text = String::new();
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while !text.contains("\n\n") {
+        let chunk = tokio::time::timeout_at(deadline, response.chunk())
+            .await
+            .expect("SSE data in time")
+            .expect("no error")
+            .expect("the stream stays open");
+        text.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    assert!(text.starts_with("event: resync"), "{text}");
     s.stop().await;
 }
 
