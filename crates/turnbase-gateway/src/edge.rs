@@ -368,8 +368,6 @@ fn over_body_limit(err: &(dyn std::error::Error + 'static)) -> bool {
 struct Ticket {
     session: Session,
     token: String,
-    /// The resolver's generation when the session was resolved.
-    generation: u64,
     at: Instant,
 }
 
@@ -380,7 +378,6 @@ async fn ticket(State(edge): State<Arc<Edge>>, headers: HeaderMap) -> Response {
     let Some(token) = bearer(&headers) else {
         return unauthorized_response("missing Authorization: Bearer header");
     };
-    let generation = edge.resolver.generation();
     let session = match edge.resolver.resolve(token).await {
         Ok(s) => s,
         Err(e) => return resolve_error(e),
@@ -398,7 +395,6 @@ async fn ticket(State(edge): State<Arc<Edge>>, headers: HeaderMap) -> Response {
             Ticket {
                 session,
                 token: token.to_string(),
-                generation,
                 at: Instant::now(),
             },
         );
@@ -433,10 +429,9 @@ async fn events(
             .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         return r;
     }
-    let (session, token, generation) = if let Some(token) = bearer(&headers) {
-        let generation = edge.resolver.generation();
+    let (session, token) = if let Some(token) = bearer(&headers) {
         match edge.resolver.resolve(token).await {
-            Ok(s) => (s, token.to_string(), generation),
+            Ok(s) => (s, token.to_string()),
             Err(e) => return resolve_error(e),
         }
     } else if let Some(ticket) = &query.ticket {
@@ -446,7 +441,7 @@ async fn events(
             .unwrap_or_else(|p| p.into_inner())
             .remove(ticket);
         match found {
-            Some(t) if t.at.elapsed() < edge.ticket_ttl => (t.session, t.token, t.generation),
+            Some(t) if t.at.elapsed() < edge.ticket_ttl => (t.session, t.token),
             _ => return unauthorized_response("unknown, used or expired ticket"),
         }
     } else {
@@ -507,12 +502,13 @@ async fn events(
     if edge.closing.load(Ordering::SeqCst) {
         conn.state.close(CloseReason::ShuttingDown);
     }
-    // A revocation that arrived between resolving the session and
-    // registering the connection closed the connections registered then,
-    // not this one: when any revocation happened meanwhile, check again.
-    if edge.resolver.generation() != generation
-        && let Err(e) = edge.resolver.resolve(&token).await
-    {
+    // The session is checked with the backend itself, after registering:
+    // a revocation that the backend has answered has taken effect there,
+    // though its push event may not have reached this gateway yet (which
+    // left a few milliseconds in which a cached token or an earlier
+    // ticket opened a connection, and got its replay). One that comes
+    // later reaches the registered connection and closes it.
+    if let Err(e) = edge.resolver.ask(&token).await {
         return resolve_error(e);
     }
     if let Ok(ws) = upgrade {

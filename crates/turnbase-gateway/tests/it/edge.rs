@@ -43,7 +43,11 @@ struct Stack {
 const BROWSER_ORIGIN: &str = "https://play.example.org";
 
 fn backend_config(db: &TestDb, http: &str, push: &str) -> Config {
-    let env: Vec<(String, String)> = vec![
+    backend_config_with(db, http, push, &[])
+}
+
+fn backend_config_with(db: &TestDb, http: &str, push: &str, extra: &[(&str, &str)]) -> Config {
+    let mut env: Vec<(String, String)> = vec![
         ("BACKEND_HTTP_ADDR".into(), http.into()),
         ("BACKEND_GRPC_PUSH_ADDR".into(), push.into()),
         ("BACKEND_FRESHNESS_WINDOW".into(), "1m".into()),
@@ -69,13 +73,19 @@ fn backend_config(db: &TestDb, http: &str, push: &str) -> Config {
         // Tests keep pooled connections open: no need to wait for them.
         ("BACKEND_HTTP_DRAIN_GRACE".into(), "0s".into()),
     ];
+    env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
     Config::load(BackendProfile::Backend, env, None).expect("backend config")
 }
 
 impl Stack {
     async fn start(extra: &[(&str, &str)]) -> Stack {
+        Stack::start_with(&[], extra).await
+    }
+
+    /// A stack with extra backend and gateway variables.
+    async fn start_with(backend: &[(&str, &str)], extra: &[(&str, &str)]) -> Stack {
         let db = TestDb::new(Backend::Sqlite).await;
-        let config = backend_config(&db, "127.0.0.1:0", "127.0.0.1:0");
+        let config = backend_config_with(&db, "127.0.0.1:0", "127.0.0.1:0", backend);
         let telemetry = Telemetry::init(&config.telemetry).expect("telemetry");
         let app = App::start(config, telemetry.clone(), "test")
             .await
@@ -1495,5 +1505,52 @@ async fn oversized_bodies_get_413_chunked_or_not() {
     );
     let (status, body) = raw_exchange(&s, ok.as_bytes()).await;
     assert_eq!(status, 201, "{body}");
+    s.stop().await;
+}
+
+/// Logging out and then at once opening live events with the same token
+/// (cached by the gateway) or with a ticket issued before the logout is
+/// refused with 401 every time: the gateway checks the session with the
+/// backend after registering the connection, so it never waits for the
+/// revocation to reach it over the push stream (a connection used to be
+/// let in, and given its replay, for a few milliseconds).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connecting_right_after_logout_is_always_refused() {
+    let s = Stack::start_with(
+        &[("BACKEND_LOGIN_IP_RATE", "1000000/1s")],
+        &[
+            ("GATEWAY_RATE_PER_IP", "1000000/1s"),
+            ("GATEWAY_RATE_PER_SESSION", "1000000/1s"),
+        ],
+    )
+    .await;
+    let rounds = 1000;
+    for round in 0..rounds {
+        let (token, user, _) = s.guest("Racer").await;
+        // The ticket request resolves the token, so the gateway has it
+        // cached from here on.
+        let (status, body) = s
+            .send(reqwest::Method::POST, "/api/v1/user/events/ticket", Some(&token), None)
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        let ticket = body["ticket"].as_str().expect("ticket").to_string();
+        s.publish(user, None, round);
+        let (status, _) = s
+            .send(reqwest::Method::POST, "/api/v1/user/logout", Some(&token), None)
+            .await;
+        assert_eq!(status, StatusCode::NO_CONTENT);
+        let with_ticket = format!("?ticket={ticket}&resume=0");
+        let (by_token, by_ticket) = tokio::join!(
+            s.try_ws("?resume=0", Some(&token)),
+            s.try_ws(&with_ticket, None)
+        );
+        for (how, attempt) in [("token", by_token), ("ticket", by_ticket)] {
+            match attempt {
+                Err((401, _)) => {}
+                Err(other) => panic!("round {round}, {how}: {other:?}"),
+                Ok(_) => panic!("round {round}: a {how} of a logged-out session was let in"),
+            }
+        }
+    }
     s.stop().await;
 }
