@@ -11,7 +11,9 @@ use turnbase_store::{Database, StoreError};
 /// The most sign-ups one transaction writes.
 const MAX_BATCH: usize = 128;
 
-type Reply = oneshot::Sender<Result<(), String>>;
+/// What every caller of a batch hears: on failure, whether the database was
+/// unavailable, and why.
+type Reply = oneshot::Sender<Result<(), (bool, String)>>;
 
 #[derive(Clone)]
 pub struct GuestWriter {
@@ -31,7 +33,12 @@ impl GuestWriter {
                     .accounts()
                     .create_guests(&guests)
                     .await
-                    .map_err(|e| e.to_string());
+                    .map_err(|e| match e {
+                        // Shared by every caller of the batch, so kept as
+                        // text, but an outage stays an outage.
+                        StoreError::Unavailable(why) => (true, why),
+                        other => (false, other.to_string()),
+                    });
                 for reply in replies {
                     // A caller that went away no longer needs the answer.
                     let _ = reply.send(result.clone());
@@ -50,6 +57,12 @@ impl GuestWriter {
         answer
             .await
             .map_err(|_| StoreError::Unexpected(anyhow::anyhow!("the guest writer has stopped")))?
-            .map_err(|e| StoreError::Unexpected(anyhow::anyhow!("creating guests: {e}")))
+            .map_err(|(unavailable, why)| {
+                if unavailable {
+                    StoreError::Unavailable(why)
+                } else {
+                    StoreError::Unexpected(anyhow::anyhow!("creating guests: {why}"))
+                }
+            })
     }
 }

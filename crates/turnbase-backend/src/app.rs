@@ -28,6 +28,8 @@ pub struct App {
     pub push: PushService,
     pub mail: turnbase_mail::MailService,
     pub accounts: turnbase_accounts::AccountService,
+    /// Whether requests find the database away right now.
+    pub outage: Arc<api::outage::Outage>,
     lifecycle: Lifecycle,
 }
 
@@ -73,6 +75,7 @@ impl App {
                 instance: parts.instance,
                 readiness: parts.readiness,
                 database: parts.database,
+                outage: parts.outage,
                 lifecycle,
             }),
             Err(err) => {
@@ -167,6 +170,7 @@ impl App {
         }
         session_cache_ready.set(true);
 
+        let outage = api::outage::Outage::new(database.clone(), telemetry.meter());
         let state = AppState {
             db: database.clone(),
             readiness: readiness.clone(),
@@ -176,6 +180,7 @@ impl App {
             accounts: accounts.clone(),
             internal_token: Arc::new(config.accounts.internal_token.clone()),
             trusted_proxies: Arc::new(config.accounts.trusted_proxies.clone()),
+            outage: outage.clone(),
         };
         let router = api::router(state, &config.http, HttpMetrics::new(telemetry.meter()));
 
@@ -303,6 +308,7 @@ impl App {
             instance,
             readiness,
             database,
+            outage,
         })
     }
 
@@ -333,4 +339,5 @@ struct Started {
     instance: InstanceInfo,
     readiness: Readiness,
     database: Database,
+    outage: Arc<api::outage::Outage>,
 }

@@ -44,6 +44,11 @@ pub const VARIABLES: &[VarSpec] = &[
         "How long to wait for a database connection."
     ),
     var!(
+        "BACKEND_DATABASE_STATEMENT_TIMEOUT",
+        Some("10s"),
+        "Postgres: the longest one statement may wait for the server. Past it the call fails as `database_unavailable` and a connection that stopped answering is closed, so a server that vanished without closing its connections (a partition, a failover) cannot hold requests, workers or pool slots."
+    ),
+    var!(
         "BACKEND_SQLITE_BUSY_TIMEOUT",
         Some("5s"),
         "How long a SQLite writer waits for the lock before failing."
@@ -311,6 +316,7 @@ pub struct DatabaseConfig {
     pub target: DatabaseTarget,
     pub max_connections: u32,
     pub connect_timeout: Duration,
+    pub statement_timeout: Duration,
     pub busy_timeout: Duration,
 }
 
@@ -326,6 +332,7 @@ impl DatabaseConfig {
                 url: url.expose().clone(),
                 max_connections: self.max_connections,
                 connect_timeout: self.connect_timeout,
+                statement_timeout: self.statement_timeout,
             },
         }
     }
@@ -467,6 +474,10 @@ impl Config {
             },
             max_connections: r.get("BACKEND_DATABASE_MAX_CONNECTIONS", parse_u32_positive),
             connect_timeout: r.get("BACKEND_DATABASE_CONNECT_TIMEOUT", parse_positive_duration),
+            statement_timeout: r.get(
+                "BACKEND_DATABASE_STATEMENT_TIMEOUT",
+                parse_positive_duration,
+            ),
             busy_timeout: r.get("BACKEND_SQLITE_BUSY_TIMEOUT", parse_duration),
         };
         let http = HttpConfig {

@@ -579,6 +579,7 @@ pub async fn run(args: MailArgs) -> anyhow::Result<()> {
                 url: server.clone(),
                 max_connections: 1,
                 connect_timeout: Duration::from_secs(10),
+                statement_timeout: Duration::from_secs(30),
             })
             .await?;
             let Database::Postgres(pg) = &admin else {
@@ -591,6 +592,7 @@ pub async fn run(args: MailArgs) -> anyhow::Result<()> {
                     url,
                     max_connections: u32::try_from(args.workers + 2)?,
                     connect_timeout: Duration::from_secs(10),
+                    statement_timeout: Duration::from_secs(30),
                 },
                 args.mails,
                 args.workers,

@@ -13,6 +13,7 @@ pub mod accounts;
 mod accounts_sql;
 pub mod mail;
 mod migrate;
+pub mod pg_bounded;
 mod postgres;
 mod postgres_mail;
 pub mod schema;
@@ -55,6 +56,11 @@ pub enum StoreError {
     /// The row is not in a state that allows the change.
     #[error("{0}")]
     Conflict(String),
+    /// The database cannot be reached (refused, reset, no connection free
+    /// in time, shutting down) or did not answer in time: a passing
+    /// condition, not a fault of the request.
+    #[error("the database is unavailable: {0}")]
+    Unavailable(String),
     #[error(transparent)]
     Unexpected(#[from] anyhow::Error),
 }
@@ -63,8 +69,45 @@ impl From<sqlx::Error> for StoreError {
     fn from(err: sqlx::Error) -> Self {
         match err {
             sqlx::Error::RowNotFound => StoreError::NotFound,
+            other if unreachable_database(&other) => StoreError::Unavailable(other.to_string()),
             other => StoreError::Unexpected(other.into()),
         }
+    }
+}
+
+/// Whether an error means the database could not be reached rather than
+/// that it refused what was asked.
+fn unreachable_database(err: &sqlx::Error) -> bool {
+    match err {
+        sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => true,
+        sqlx::Error::Tls(_) | sqlx::Error::WorkerCrashed => true,
+        // Connection exceptions (08…), the server shutting down or not yet
+        // accepting (57P01-57P03), out of connection slots (53300).
+        sqlx::Error::Database(db) => db
+            .code()
+            .is_some_and(|c| c.starts_with("08") || c.starts_with("57P0") || c == "53300"),
+        _ => false,
+    }
+}
+
+impl StoreError {
+    /// Whether `err`, or anything in its chain of causes, says the
+    /// database is unavailable (so an answer is 503, not 500).
+    pub fn in_chain_is_unavailable(err: &(dyn std::error::Error + 'static)) -> bool {
+        let mut next = Some(err);
+        while let Some(e) = next {
+            if matches!(
+                e.downcast_ref::<StoreError>(),
+                Some(StoreError::Unavailable(_))
+            ) || e
+                .downcast_ref::<sqlx::Error>()
+                .is_some_and(unreachable_database)
+            {
+                return true;
+            }
+            next = e.source();
+        }
+        false
     }
 }
 
@@ -82,6 +125,8 @@ pub enum DatabaseOptions {
         url: String,
         max_connections: u32,
         connect_timeout: Duration,
+        /// The longest one statement may wait for the server.
+        statement_timeout: Duration,
     },
 }
 
@@ -147,7 +192,7 @@ pub trait InstanceStore: Send + Sync {
 /// must commit or roll back with the caller's change.
 pub enum Tx {
     Sqlite(SqliteTx),
-    Postgres(sqlx::Transaction<'static, sqlx::Postgres>),
+    Postgres(pg_bounded::PgTx),
 }
 
 impl Tx {
@@ -190,8 +235,10 @@ impl Database {
                 url,
                 max_connections,
                 connect_timeout,
+                statement_timeout,
             } => Ok(Database::Postgres(
-                PostgresStore::connect(url, *max_connections, *connect_timeout).await?,
+                PostgresStore::connect(url, *max_connections, *connect_timeout, *statement_timeout)
+                    .await?,
             )),
         }
     }

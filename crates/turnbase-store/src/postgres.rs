@@ -5,11 +5,12 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPoolOptions};
 use sqlx::{Connection as _, Row as _};
 use uuid::Uuid;
 
 use crate::migrate::{self, Applied, Migration, MigrationReport};
+use crate::pg_bounded::{BoundedPool, PgTx, Suspect};
 use crate::{InstanceInfo, InstanceStore, StoreError, StoreResult, redact_url};
 
 /// The oldest PostgreSQL release supported: the oldest one still maintained
@@ -22,7 +23,7 @@ const MIGRATION_LOCK: i64 = 0x7475_726e_6261_7365;
 
 #[derive(Clone, Debug)]
 pub struct PostgresStore {
-    pool: PgPool,
+    pool: BoundedPool,
 }
 
 /// A pooled connection idle for longer than this is pinged before use.
@@ -33,6 +34,7 @@ impl PostgresStore {
         url: &str,
         max_connections: u32,
         connect_timeout: Duration,
+        statement_timeout: Duration,
     ) -> StoreResult<Self> {
         let connect_error = |reason: String| StoreError::Connect {
             target: redact_url(url),
@@ -40,6 +42,8 @@ impl PostgresStore {
         };
         let options = PgConnectOptions::from_str(url)
             .map_err(|e| connect_error(format!("not a valid Postgres URL: {e}")))?;
+        let suspect = Suspect::new(statement_timeout);
+        let (on_acquire, on_release) = (suspect.clone(), suspect.clone());
         let pool = PgPoolOptions::new()
             .max_connections(max_connections)
             .acquire_timeout(connect_timeout)
@@ -50,11 +54,28 @@ impl PostgresStore {
             // pinged, as connection pools commonly do, since one used a
             // moment ago was answering then.
             .test_before_acquire(false)
-            .before_acquire(|conn, meta| {
+            .before_acquire(move |conn, meta| {
+                let suspect = on_acquire.clone();
                 Box::pin(async move {
-                    if meta.idle_for > PING_IDLE_AFTER {
-                        conn.ping().await?;
+                    // Also while statements are being abandoned: the
+                    // server may be gone for connections used a moment ago.
+                    if meta.idle_for > PING_IDLE_AFTER || suspect.active() {
+                        suspect.answers(conn).await?;
                     }
+                    Ok(true)
+                })
+            })
+            // sqlx's own ping on release has no deadline: a connection
+            // handed back after the server vanished would hold its slot
+            // until the kernel gives up on the socket (many minutes). So
+            // it is first pinged under the deadline, and closed (its slot
+            // freed) when it does not answer. That costs a round trip per
+            // release; the hot paths batch their statements, and a pool
+            // that leaks a slot per partition is worse.
+            .after_release(move |conn, _| {
+                let suspect = on_release.clone();
+                Box::pin(async move {
+                    suspect.answers(conn).await?;
                     Ok(true)
                 })
             })
@@ -73,13 +94,13 @@ impl PostgresStore {
                 MIN_SERVER_VERSION / 10_000
             )));
         }
-        Ok(Self { pool })
+        Ok(Self {
+            pool: BoundedPool::new(pool, suspect),
+        })
     }
 
     /// Begins a transaction (Postgres needs no write lock up front).
-    pub async fn begin_write(
-        &self,
-    ) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, sqlx::Error> {
+    pub async fn begin_write(&self) -> Result<PgTx, sqlx::Error> {
         self.pool.begin().await
     }
 
@@ -87,7 +108,8 @@ impl PostgresStore {
     /// [`crate::SqliteStore::write_turn`].
     pub async fn write_turn(&self) {}
 
-    pub fn pool(&self) -> &PgPool {
+    /// The pool; statements run on it have the deadline.
+    pub fn pool(&self) -> &BoundedPool {
         &self.pool
     }
 

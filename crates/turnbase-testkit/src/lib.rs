@@ -71,6 +71,7 @@ impl TestDb {
                 url: url.clone(),
                 max_connections: 5,
                 connect_timeout: Duration::from_secs(10),
+                statement_timeout: Duration::from_secs(30),
             },
             url: Some(url),
             dir: tempfile::tempdir().expect("a temporary folder can be created"),

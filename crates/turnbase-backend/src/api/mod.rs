@@ -29,6 +29,7 @@ mod admin_accounts;
 mod admin_mail;
 mod auth;
 mod internal;
+pub mod outage;
 mod public_auth;
 mod user;
 
@@ -52,6 +53,8 @@ pub struct AppState {
     pub internal_token: Arc<turnbase_core::config::Secret<String>>,
     /// Proxies whose `X-Forwarded-For` is believed.
     pub trusted_proxies: Arc<turnbase_accounts::TrustedProxies>,
+    /// Whether requests find the database away right now.
+    pub outage: Arc<outage::Outage>,
 }
 
 /// Errors a handler can return; converted to status and JSON body here only.
@@ -94,6 +97,13 @@ impl IntoResponse for ApiError {
             ApiError::Unauthorized(message) => unauthorized_response(message),
             ApiError::RateLimited(wait) => rate_limited_response(wait),
             ApiError::Coded(status, code, message) => error_response(status, code, message),
+            ApiError::Unexpected(err)
+                if turnbase_store::StoreError::in_chain_is_unavailable(err.as_ref()) =>
+            {
+                // Logged once per outage by `outage::watch`, not here.
+                tracing::debug!(error = %format!("{err:#}"), "the database is unavailable");
+                database_unavailable_response()
+            }
             ApiError::Unexpected(err) => {
                 tracing::error!(error = %format!("{err:#}"), "request failed unexpectedly");
                 error_response(
@@ -104,6 +114,24 @@ impl IntoResponse for ApiError {
             }
         }
     }
+}
+
+/// 503 `database_unavailable` with `Retry-After`, marked for the outage
+/// watch.
+fn database_unavailable_response() -> Response {
+    let mut response = error_response(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "database_unavailable",
+        "the database cannot be reached right now; try again shortly",
+    );
+    response.headers_mut().insert(
+        http::header::RETRY_AFTER,
+        http::HeaderValue::from_static("5"),
+    );
+    response
+        .extensions_mut()
+        .insert(outage::DatabaseUnavailable);
+    response
 }
 
 /// A page of a keyset-paged list: `rows` were fetched with `limit + 1`, so
@@ -232,6 +260,10 @@ pub fn router(state: AppState, config: &HttpConfig, metrics: HttpMetrics) -> Rou
             }),
         )
         .fallback(not_found)
+        .layer(axum::middleware::from_fn_with_state(
+            state.outage.clone(),
+            outage::watch,
+        ))
         .with_state(state)
         .layer(axum::extract::DefaultBodyLimit::max(config.body_limit))
         .layer(RequestBodyLimitLayer::new(config.body_limit))

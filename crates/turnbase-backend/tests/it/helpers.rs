@@ -41,7 +41,24 @@ pub async fn spawn_app(backend: Backend) -> TestApp {
 }
 
 pub async fn spawn_app_with(backend: Backend, extra: &[(&str, &str)]) -> TestApp {
-    let db = TestDb::new(backend).await;
+    spawn_app_on(TestDb::new(backend).await, None, extra).await
+}
+
+/// A backend on a fresh Postgres database reached through a relay that
+/// the test can take down (a stopped server) or cut (a partition).
+pub async fn spawn_app_via_relay(extra: &[(&str, &str)]) -> (TestApp, turnbase_testkit::Partition) {
+    let db = TestDb::new(Backend::Postgres).await;
+    let url = db.url.clone().expect("a Postgres URL");
+    let after_at = url.find('@').expect("user@host in the URL") + 1;
+    let host_end = after_at + url[after_at..].find('/').expect("a database name");
+    let relay = turnbase_testkit::Partition::start(&url[after_at..host_end])
+        .await
+        .expect("relay");
+    let relayed = format!("{}{}{}", &url[..after_at], relay.addr(), &url[host_end..]);
+    (spawn_app_on(db, Some(relayed), extra).await, relay)
+}
+
+async fn spawn_app_on(db: TestDb, url: Option<String>, extra: &[(&str, &str)]) -> TestApp {
     let mut env: Vec<(String, String)> = vec![
         ("BACKEND_HTTP_ADDR".into(), "127.0.0.1:0".into()),
         ("BACKEND_METRICS_ADDR".into(), "127.0.0.1:0".into()),
@@ -56,7 +73,7 @@ pub async fn spawn_app_with(backend: Backend, extra: &[(&str, &str)]) -> TestApp
         // Tests keep pooled connections open: no need to wait for them.
         ("BACKEND_HTTP_DRAIN_GRACE".into(), "0s".into()),
     ];
-    if let Some(url) = &db.url {
+    if let Some(url) = url.as_ref().or(db.url.as_ref()) {
         env.push(("BACKEND_DATABASE_URL".into(), url.clone()));
     }
     env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
@@ -89,6 +106,11 @@ pub async fn spawn_app_with(backend: Backend, extra: &[(&str, &str)]) -> TestApp
 }
 
 impl TestApp {
+    /// Whether the backend is in a database outage.
+    pub fn app_outage_is_down(&self) -> bool {
+        self.app.outage.is_down()
+    }
+
     pub fn app_data_dir(&self) -> String {
         self.db.dir().display().to_string()
     }

@@ -5,4 +5,5 @@ mod accounts;
 mod admin_mail;
 mod api;
 mod helpers;
+mod outage;
 mod reaper;

@@ -1479,7 +1479,11 @@ async fn oversized_bodies_get_413_chunked_or_not() {
         big.len()
     );
     let (status, body) = raw_exchange(&s, sized.as_bytes()).await;
-    assert_eq!((status, &body["error"]["code"]), (413, &json!("payload_too_large")), "{body}");
+    assert_eq!(
+        (status, &body["error"]["code"]),
+        (413, &json!("payload_too_large")),
+        "{body}"
+    );
     let mut chunked = String::from(
         "POST /api/v1/public/auth/guest HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n",
     );
@@ -1530,13 +1534,23 @@ async fn connecting_right_after_logout_is_always_refused() {
         // The ticket request resolves the token, so the gateway has it
         // cached from here on.
         let (status, body) = s
-            .send(reqwest::Method::POST, "/api/v1/user/events/ticket", Some(&token), None)
+            .send(
+                reqwest::Method::POST,
+                "/api/v1/user/events/ticket",
+                Some(&token),
+                None,
+            )
             .await;
         assert_eq!(status, StatusCode::CREATED, "{body}");
         let ticket = body["ticket"].as_str().expect("ticket").to_string();
         s.publish(user, None, round);
         let (status, _) = s
-            .send(reqwest::Method::POST, "/api/v1/user/logout", Some(&token), None)
+            .send(
+                reqwest::Method::POST,
+                "/api/v1/user/logout",
+                Some(&token),
+                None,
+            )
             .await;
         assert_eq!(status, StatusCode::NO_CONTENT);
         let with_ticket = format!("?ticket={ticket}&resume=0");

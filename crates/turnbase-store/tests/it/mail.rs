@@ -713,6 +713,7 @@ async fn postgres_claims_never_scan_the_whole_outbox() {
         url: format!("{url}{separator}options=-c%20plan_cache_mode%3Dforce_generic_plan"),
         max_connections: 1,
         connect_timeout: Duration::from_secs(10),
+        statement_timeout: Duration::from_secs(30),
     })
     .await
     .expect("connect");

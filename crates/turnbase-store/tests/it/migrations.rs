@@ -142,6 +142,7 @@ async fn postgres_over_tls_checks_the_server_certificate() {
             url: format!("{server}{separator}{params}"),
             max_connections: 1,
             connect_timeout: std::time::Duration::from_secs(10),
+            statement_timeout: std::time::Duration::from_secs(30),
         }
     };
     let db = Database::connect(&with(&format!("sslmode=verify-full&sslrootcert={ca}")))
@@ -171,6 +172,7 @@ async fn unreachable_postgres_is_a_clear_error_without_the_password() {
         url: "postgres://turnbase:hunter2@127.0.0.1:1/turnbase".into(),
         max_connections: 1,
         connect_timeout: std::time::Duration::from_secs(2),
+        statement_timeout: std::time::Duration::from_secs(30),
     };
     let err = Database::connect(&options)
         .await

@@ -108,6 +108,7 @@ async fn postgres_replaces_an_idle_connection_the_server_ended() {
         url: test_db.url.clone().expect("a Postgres URL"),
         max_connections: 1,
         connect_timeout: std::time::Duration::from_secs(10),
+        statement_timeout: std::time::Duration::from_secs(30),
     })
     .await
     .expect("connect");
