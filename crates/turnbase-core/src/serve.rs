@@ -11,7 +11,9 @@
 //! HTTP/2 connection could be held open for ever.
 //!
 //! A request whose header fields take more than [`MAX_HEADER_BYTES`] gets
-//! 431 with the JSON error body before it reaches the router.
+//! 431 with the JSON error body before it reaches the router; the answers
+//! hyper gives itself to heads it cannot parse get that body as they are
+//! written (see [`WriteDeadline`]).
 //!
 //! Every write has a deadline ([`ServeOptions::write_timeout`]): a client
 //! that stops reading (a REST answer, an SSE stream or a WebSocket, which
@@ -73,8 +75,9 @@ impl Default for ServeOptions {
 /// The most bytes a request's header fields may take together (names and
 /// values); beyond it the answer is 431 with the usual JSON error body.
 /// hyper itself refuses more than 100 fields, or about 400 KB of head,
-/// with a bare 431 (raising its field limit would move its parsing to the
-/// heap, for every request).
+/// with a 431 of its own (raising its field limit would move its parsing
+/// to the heap, for every request), which [`WriteDeadline`] gives the JSON
+/// body.
 pub const MAX_HEADER_BYTES: usize = 32 * 1024;
 
 /// 431 with a JSON body when the request's head is over the limits.
@@ -185,10 +188,20 @@ pub async fn serve(
 /// makes no progress for `timeout` fails, and the connection is reset
 /// rather than closed (the kernel then drops what the client never read
 /// instead of holding it for ever).
+///
+/// It also gives hyper's own answers the JSON error body: hyper refuses a
+/// request whose head it cannot parse (a bad `Content-Length`, bytes not
+/// allowed in the path, a target over 64 KiB, more than 100 header fields,
+/// a head over its buffer) before any service sees it, with an empty body.
+/// Such an answer is recognised as it is written and sent with the body
+/// every other 4xx has.
 pub struct WriteDeadline {
     inner: TcpStream,
     timeout: Duration,
     stalled: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// A bare answer of hyper's, being replaced: the bytes sent instead,
+    /// how many are out, and how many of hyper's bytes they stand for.
+    replacing: Option<(Vec<u8>, usize, usize)>,
 }
 
 impl WriteDeadline {
@@ -197,7 +210,30 @@ impl WriteDeadline {
             inner,
             timeout,
             stalled: None,
+            replacing: None,
         }
+    }
+
+    /// Writes the replacement of a bare answer; ready once all of it is
+    /// out, reporting hyper's bytes as written.
+    fn poll_replacement(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<usize>> {
+        while let Some((bytes, sent, stands_for)) = &mut self.replacing {
+            if *sent == bytes.len() {
+                let done = *stands_for;
+                self.replacing = None;
+                return Poll::Ready(Ok(done));
+            }
+            let result = Pin::new(&mut self.inner).poll_write(cx, &bytes[*sent..]);
+            match self.progressed(result, cx) {
+                Poll::Ready(Ok(n)) => {
+                    if let Some((_, sent, _)) = &mut self.replacing {
+                        *sent += n;
+                    }
+                }
+                other => return other,
+            }
+        }
+        Poll::Ready(Ok(0))
     }
 
     /// Called when the socket cannot take more: starts the clock, or ends
@@ -234,6 +270,45 @@ impl WriteDeadline {
     }
 }
 
+/// The answer to send instead of `head` when it is one of hyper's bare
+/// refusals: a whole 4xx head with `content-length: 0`, which no answer of
+/// ours is (every 4xx of ours carries the JSON error body).
+fn with_error_body(head: &[u8]) -> Option<Vec<u8>> {
+    let text = std::str::from_utf8(head).ok()?;
+    let rest = text.strip_prefix("HTTP/1.1 4")?;
+    if !text.ends_with("\r\n\r\n")
+        || !text
+            .to_ascii_lowercase()
+            .contains("\r\ncontent-length: 0\r\n")
+    {
+        return None;
+    }
+    let status: u16 = format!("4{}", rest.get(..2)?).parse().ok()?;
+    let (code, message) = match status {
+        414 => ("uri_too_long", "the request target is longer than 64 KiB"),
+        431 => (
+            "headers_too_large",
+            "the request head is too large (more than 100 header fields, or more than the server reads)",
+        ),
+        _ => (
+            "bad_request",
+            "the request head is malformed and cannot be parsed",
+        ),
+    };
+    let body = serde_json::json!({ "error": { "code": code, "message": message } }).to_string();
+    let reason = axum::http::StatusCode::from_u16(status)
+        .ok()
+        .and_then(|s| s.canonical_reason())
+        .unwrap_or("Client Error");
+    Some(
+        format!(
+            "HTTP/1.1 {status} {reason}\r\nconnection: close\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .into_bytes(),
+    )
+}
+
 /// Makes closing `stream` send a reset (SO_LINGER of zero).
 fn socket_reset_on_close(stream: &TcpStream) -> std::io::Result<()> {
     socket2::SockRef::from(stream).set_linger(Some(Duration::ZERO))
@@ -256,6 +331,14 @@ impl AsyncWrite for WriteDeadline {
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
         let this = &mut *self;
+        if this.replacing.is_none()
+            && let Some(with_body) = with_error_body(buf)
+        {
+            this.replacing = Some((with_body, 0, buf.len()));
+        }
+        if this.replacing.is_some() {
+            return this.poll_replacement(cx);
+        }
         let result = Pin::new(&mut this.inner).poll_write(cx, buf);
         this.progressed(result, cx)
     }
@@ -266,6 +349,15 @@ impl AsyncWrite for WriteDeadline {
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
         let this = &mut *self;
+        if this.replacing.is_none()
+            && let Some(first) = bufs.iter().find(|b| !b.is_empty())
+            && let Some(with_body) = with_error_body(first)
+        {
+            this.replacing = Some((with_body, 0, first.len()));
+        }
+        if this.replacing.is_some() {
+            return this.poll_replacement(cx);
+        }
         let result = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
         this.progressed(result, cx)
     }
@@ -529,5 +621,79 @@ mod tests {
             total < 32 * 1024 * 1024,
             "the whole answer arrived: {total}"
         );
+    }
+
+    /// Requests hyper refuses before any service sees them get the JSON
+    /// error body too.
+    #[tokio::test]
+    async fn requests_hyper_refuses_get_the_json_error_body() {
+        let (addr, _stop) = start(Duration::from_secs(5)).await;
+        let fields: String = (0..101).map(|i| format!("X-{i}: y\r\n")).collect();
+        let cases: Vec<(&str, Vec<u8>, u16, &str)> = vec![
+            (
+                "invalid Content-Length",
+                b"GET /peer HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n".to_vec(),
+                400,
+                "bad_request",
+            ),
+            (
+                "a raw 0xFF in the path",
+                b"GET /pe\xffer HTTP/1.1\r\nHost: x\r\n\r\n".to_vec(),
+                400,
+                "bad_request",
+            ),
+            (
+                "a 100,000-character query",
+                format!(
+                    "GET /peer?ticket={} HTTP/1.1\r\nHost: x\r\n\r\n",
+                    "a".repeat(100_000)
+                )
+                .into_bytes(),
+                414,
+                "uri_too_long",
+            ),
+            (
+                "a header field of 600 KB",
+                format!(
+                    "GET /peer HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n",
+                    "a".repeat(600_000)
+                )
+                .into_bytes(),
+                431,
+                "headers_too_large",
+            ),
+            (
+                "101 header fields",
+                format!("GET /peer HTTP/1.1\r\nHost: x\r\n{fields}\r\n").into_bytes(),
+                431,
+                "headers_too_large",
+            ),
+        ];
+        for (what, request, status, code) in cases {
+            let mut client = tokio::net::TcpStream::connect(addr).await.expect("connect");
+            let _ = client.write_all(&request).await;
+            let mut answer = Vec::new();
+            let _ = tokio::time::timeout(Duration::from_secs(10), client.read_to_end(&mut answer))
+                .await;
+            let answer = String::from_utf8_lossy(&answer).to_string();
+            assert!(
+                answer.starts_with(&format!("HTTP/1.1 {status} ")),
+                "{what}: {answer}"
+            );
+            let body = answer.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+            let json: serde_json::Value =
+                serde_json::from_str(body).unwrap_or_else(|e| panic!("{what}: {e}: {answer}"));
+            assert_eq!(json["error"]["code"], code, "{what}");
+            assert!(
+                answer
+                    .to_lowercase()
+                    .contains("content-type: application/json"),
+                "{what}"
+            );
+        }
+        // A well-formed request on the same server is untouched.
+        let (status, body) = exchange(addr, "GET /peer HTTP/1.1\r\nHost: x\r\n").await;
+        assert!(status.contains(" 200 "), "{status}");
+        assert!(body.starts_with("127.0.0.1:"), "{body}");
     }
 }
