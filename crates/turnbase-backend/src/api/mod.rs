@@ -224,6 +224,7 @@ fn public_routes() -> OpenApiRouter<AppState> {
 pub fn openapi(version: &str) -> utoipa::openapi::OpenApi {
     let (_, mut doc) = routes().split_for_parts();
     doc.info.version = version.to_string();
+    document_shared_statuses(&mut doc);
     doc.paths.paths.insert(
         "/api/v1/openapi.json".into(),
         utoipa::openapi::PathItem::new(
@@ -238,6 +239,84 @@ pub fn openapi(version: &str) -> utoipa::openapi::OpenApi {
         ),
     );
     doc
+}
+
+/// Adds to every operation the answers its layers and extractors can give
+/// besides its own (each with the JSON error body), so that the document
+/// lists every status a route can answer: the guard's 401/403 by path
+/// prefix, 400 for a path parameter that does not parse, 400/413/415/422
+/// for a JSON body that is malformed, too large, of another type or of the
+/// wrong shape, 400 for a query that does not parse, and 503 when the
+/// database is unavailable or the request times out.
+fn document_shared_statuses(doc: &mut utoipa::openapi::OpenApi) {
+    use utoipa::openapi::{RefOr, ResponseBuilder, content::ContentBuilder};
+    let error = |description: &str| {
+        RefOr::T(
+            ResponseBuilder::new()
+                .description(description)
+                .content(
+                    "application/json",
+                    ContentBuilder::new()
+                        .schema(Some(RefOr::Ref(utoipa::openapi::Ref::from_schema_name(
+                            "ErrorBody",
+                        ))))
+                        .build(),
+                )
+                .build(),
+        )
+    };
+    for (path, item) in doc.paths.paths.iter_mut() {
+        let probe = path == "/healthz" || path == "/readyz";
+        let operations = [
+            item.get.as_mut(),
+            item.put.as_mut(),
+            item.post.as_mut(),
+            item.delete.as_mut(),
+            item.patch.as_mut(),
+        ];
+        for operation in operations.into_iter().flatten() {
+            let mut add = |status: &str, description: &str| {
+                operation
+                    .responses
+                    .responses
+                    .entry(status.to_string())
+                    .or_insert_with(|| error(description));
+            };
+            if path.starts_with(ADMIN_ROUTE_PREFIX) {
+                add("401", "Missing, unknown or revoked session token");
+                add("403", "The session's account is not an admin");
+            } else if path.starts_with("/api/v1/user/") {
+                add("401", "Missing, unknown or revoked session token");
+            } else if path.starts_with(INTERNAL_ROUTE_PREFIX) {
+                add("401", "Missing or wrong internal secret");
+            }
+            if path.contains('{') {
+                add("400", "A path parameter does not parse (e.g. not a UUID)");
+            }
+            let has_query = operation.parameters.as_ref().is_some_and(|ps| {
+                ps.iter()
+                    .any(|p| matches!(p, RefOr::T(p) if matches!(p.parameter_in, utoipa::openapi::path::ParameterIn::Query)))
+            });
+            if has_query {
+                add("400", "A query parameter does not parse or is out of range");
+            }
+            if operation.request_body.is_some() {
+                add("400", "The body is not valid JSON, or a value is invalid");
+                add("413", "The body is larger than BACKEND_HTTP_BODY_LIMIT");
+                add("415", "The body is not sent as application/json");
+                add(
+                    "422",
+                    "The JSON does not have the expected fields and types",
+                );
+            }
+            if !probe {
+                add(
+                    "503",
+                    "The database is unavailable (database_unavailable, with Retry-After) or the request timed out",
+                );
+            }
+        }
+    }
 }
 
 /// Builds the router with every layer.

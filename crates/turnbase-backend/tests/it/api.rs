@@ -355,3 +355,154 @@ async fn push_metrics_are_exported() {
     }
     t.app.shutdown().await;
 }
+
+/// Every operation of the OpenAPI document, sent each class of bad input
+/// it can meet (no or the wrong credentials, a path id that is not a UUID,
+/// a query that does not parse, a body that is not JSON, malformed, of the
+/// wrong shape or too large), answers only statuses the document lists for
+/// it, each a 4xx with the JSON error body.
+#[tokio::test]
+async fn every_operation_answers_only_documented_statuses() {
+    let t = spawn_app_with(Backend::Sqlite, &[("BACKEND_HTTP_BODY_LIMIT", "4KiB")]).await;
+    let admin = t.become_admin().await;
+    let (player, _) = t.guest("Walker").await;
+    let (_, doc) = t.get_json("/api/v1/openapi.json").await;
+    let paths = doc["paths"].as_object().expect("paths").clone();
+    let mut checked = 0;
+    for (path, item) in &paths {
+        for (method, operation) in item.as_object().expect("operations") {
+            let documented: Vec<u16> = operation["responses"]
+                .as_object()
+                .expect("responses")
+                .keys()
+                .filter_map(|k| k.parse().ok())
+                .collect();
+            let token = if path.starts_with("/api/v1/admin/") {
+                Some(admin.clone())
+            } else if path.starts_with("/api/v1/user/") {
+                Some(player.clone())
+            } else if path.starts_with("/api/v1/internal/") {
+                Some(crate::helpers::INTERNAL_TOKEN.to_string())
+            } else {
+                None
+            };
+            let method =
+                reqwest::Method::from_bytes(method.to_uppercase().as_bytes()).expect("method");
+            let fill = |bad: bool| {
+                path.split('/')
+                    .map(|seg| match (seg.starts_with('{'), bad) {
+                        (true, true) => "not-a-uuid".to_string(),
+                        (true, false) => uuid::Uuid::now_v7().to_string(),
+                        _ => seg.to_string(),
+                    })
+                    .collect::<Vec<_>>()
+                    .join("/")
+            };
+            let has_body = operation.get("requestBody").is_some();
+            let has_query = operation["parameters"]
+                .as_array()
+                .is_some_and(|ps| ps.iter().any(|p| p["in"] == "query"));
+            // (what, path, token, content type, body)
+            let mut cases: Vec<(&str, String, Option<String>, Option<&str>, Option<String>)> =
+                Vec::new();
+            if token.is_some() {
+                cases.push(("no credentials", fill(false), None, None, None));
+                cases.push((
+                    "garbage credentials",
+                    fill(false),
+                    Some("tbs_garbage".into()),
+                    None,
+                    None,
+                ));
+            }
+            if path.starts_with("/api/v1/admin/") {
+                cases.push((
+                    "a player's session",
+                    fill(false),
+                    Some(player.clone()),
+                    None,
+                    None,
+                ));
+            }
+            if path.contains('{') {
+                let body = has_body.then(|| "{}".to_string());
+                let kind = has_body.then_some("application/json");
+                cases.push((
+                    "a path id that is no UUID",
+                    fill(true),
+                    token.clone(),
+                    kind,
+                    body,
+                ));
+            }
+            if has_query {
+                let query = format!(
+                    "{}?limit=lots&before=yesterday&status=lost&to=nobody",
+                    fill(false)
+                );
+                cases.push((
+                    "a query that does not parse",
+                    query,
+                    token.clone(),
+                    None,
+                    None,
+                ));
+            }
+            if has_body {
+                for (what, kind, body) in [
+                    ("a body that is not JSON", "text/plain", "hello".to_string()),
+                    ("malformed JSON", "application/json", "{\"a\":".to_string()),
+                    (
+                        "JSON of the wrong shape",
+                        "application/json",
+                        "[1,2]".to_string(),
+                    ),
+                    (
+                        "wrong field types",
+                        "application/json",
+                        "{\"email\":5,\"display_name\":[],\"token\":{}}".to_string(),
+                    ),
+                    (
+                        "a body over the limit",
+                        "application/json",
+                        format!("{{\"x\":\"{}\"}}", "y".repeat(8192)),
+                    ),
+                ] {
+                    cases.push((what, fill(false), token.clone(), Some(kind), Some(body)));
+                }
+            }
+            for (what, target, token, kind, body) in cases {
+                let mut request = t.client.request(method.clone(), t.url(&target));
+                if let Some(token) = &token {
+                    request = request.bearer_auth(token);
+                }
+                if let Some(kind) = kind {
+                    request = request.header("content-type", kind);
+                }
+                if let Some(body) = body {
+                    request = request.body(body);
+                }
+                let response = request.send().await.expect("request");
+                let status = response.status().as_u16();
+                let text = response.text().await.expect("body");
+                assert!(
+                    documented.contains(&status),
+                    "{method} {path} with {what}: {status} is not among {documented:?}: {text}"
+                );
+                assert!(
+                    (400..500).contains(&status),
+                    "{method} {path} with {what}: {status} {text}"
+                );
+                let json: serde_json::Value = serde_json::from_str(&text)
+                    .unwrap_or_else(|e| panic!("{method} {path} with {what}: {e}: {text}"));
+                assert!(
+                    json["error"]["code"].is_string(),
+                    "{method} {path} with {what}: {text}"
+                );
+                checked += 1;
+            }
+        }
+    }
+    assert!(checked > 60, "walked {checked} cases");
+    t.app.shutdown().await;
+}
