@@ -356,6 +356,15 @@ async fn push_metrics_are_exported() {
     t.app.shutdown().await;
 }
 
+/// One bad request: what it is, path, token, content type, body.
+type BadInput<'a> = (
+    &'a str,
+    String,
+    Option<String>,
+    Option<&'a str>,
+    Option<String>,
+);
+
 /// Every operation of the OpenAPI document, sent each class of bad input
 /// it can meet (no or the wrong credentials, a path id that is not a UUID,
 /// a query that does not parse, a body that is not JSON, malformed, of the
@@ -402,9 +411,7 @@ async fn every_operation_answers_only_documented_statuses() {
             let has_query = operation["parameters"]
                 .as_array()
                 .is_some_and(|ps| ps.iter().any(|p| p["in"] == "query"));
-            // (what, path, token, content type, body)
-            let mut cases: Vec<(&str, String, Option<String>, Option<&str>, Option<String>)> =
-                Vec::new();
+            let mut cases: Vec<BadInput<'_>> = Vec::new();
             if token.is_some() {
                 cases.push(("no credentials", fill(false), None, None, None));
                 cases.push((
