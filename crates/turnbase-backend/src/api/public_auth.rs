@@ -32,7 +32,8 @@ struct Accepted {
 }
 
 /// Mail a six-digit sign-in code. Answers 202 whether or not the address
-/// has an account.
+/// has an account; 400 for a malformed address, 429 at the per-address or
+/// per-client limit.
 #[utoipa::path(post, path = "/auth/email/start", tag = "public", request_body = StartEmail,
     responses(
         (status = 202, description = "A code is on its way (if the address can receive it)", body = Accepted),
@@ -57,7 +58,9 @@ pub(super) struct VerifyEmail {
     email: String,
     /// The six digits from the mail.
     code: String,
-    /// Shown in the session list, e.g. `Firefox on Linux`.
+    /// Shown in the session list, e.g. `Firefox on Linux`; at most 64
+    /// characters.
+    #[schema(max_length = 64)]
     device_name: Option<String>,
 }
 
@@ -105,8 +108,11 @@ async fn verify_email(
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct Guest {
-    /// 1 to 32 characters.
+    /// 1 to 32 characters, no control characters.
+    #[schema(min_length = 1, max_length = 32)]
     display_name: String,
+    /// Shown in the session list; at most 64 characters.
+    #[schema(max_length = 64)]
     device_name: Option<String>,
 }
 

@@ -104,6 +104,7 @@ async fn me(Authenticated(s): Authenticated) -> Json<Me> {
 #[serde(deny_unknown_fields)]
 struct Rename {
     /// 1 to 32 characters, no control characters.
+    #[schema(min_length = 1, max_length = 32)]
     display_name: String,
 }
 
