@@ -8,7 +8,8 @@ use turnbase_testkit::Backend;
 use crate::helpers::{INTERNAL_TOKEN, spawn_app_with};
 
 /// Runs schemathesis's command line inside the Python that has it.
-const LAUNCH: &str = "import sys; from schemathesis.cli import schemathesis; sys.exit(schemathesis())";
+const LAUNCH: &str =
+    "import sys; from schemathesis.cli import schemathesis; sys.exit(schemathesis())";
 
 const CHECKS: &str = "not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance";
 
