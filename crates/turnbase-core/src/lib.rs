@@ -3,6 +3,7 @@
 //! telemetry, rate limiting, and the HTTP conventions every listener
 //! follows.
 
+pub mod backoff;
 pub mod config;
 pub mod cors;
 pub mod http;

@@ -14,4 +14,4 @@ pub mod signing;
 
 pub use app::Gateway;
 pub use config::{GatewayConfig, Profile, PushClientConfig};
-pub use push_client::{Backoff, Notice, PushClient, PushHandler};
+pub use push_client::{Notice, PushClient, PushHandler};

@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use rand::{Rng, SeedableRng as _};
 use tokio_util::sync::CancellationToken;
+use turnbase_core::backoff::{Backoff, Retries};
 use turnbase_push::Cursor;
 use turnbase_push::proto::push_client::PushClient as GrpcClient;
 use turnbase_push::proto::push_message::Kind as Msg;
@@ -63,37 +64,6 @@ impl<H: PushHandler> PushHandler for Arc<H> {
 
     fn on_notice(&self, notice: Notice) -> impl Future<Output = ()> + Send {
         self.as_ref().on_notice(notice)
-    }
-}
-
-/// Doubling backoff, capped, with ±20% jitter.
-#[derive(Debug, Clone)]
-pub struct Backoff {
-    base: Duration,
-    max: Duration,
-    current: Duration,
-}
-
-impl Backoff {
-    pub fn new(base: Duration, max: Duration) -> Self {
-        Self {
-            base,
-            max,
-            current: base,
-        }
-    }
-
-    /// The next delay to wait, then doubles the step up to the cap.
-    pub fn next_delay(&mut self, rng: &mut impl Rng) -> Duration {
-        let factor = rng.random_range(0.8..=1.2);
-        let delay = self.current.mul_f64(factor);
-        self.current = self.current.saturating_mul(2).min(self.max);
-        delay
-    }
-
-    /// Back to the base step, after a healthy stream.
-    pub fn reset(&mut self) {
-        self.current = self.base;
     }
 }
 
@@ -156,7 +126,10 @@ impl<H: PushHandler> PushClient<H> {
 
     /// `run` with a chosen source of jitter (tests seed it).
     pub async fn run_with_rng(&self, mut rng: impl Rng + Send) {
-        let mut backoff = Backoff::new(self.config.base_backoff, self.config.max_backoff);
+        let mut backoff = Retries::new(Backoff::new(
+            self.config.base_backoff,
+            self.config.max_backoff,
+        ));
         loop {
             let mut healthy = false;
             let ended = tokio::select! {
@@ -311,46 +284,5 @@ fn ended_by(status: tonic::Status) -> Ended {
         Ended::Replaced
     } else {
         Ended::Failed(format!("{:?}: {}", status.code(), status.message()))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use proptest::prelude::*;
-
-    #[test]
-    fn backoff_doubles_to_the_cap_within_jitter_and_resets() {
-        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
-        let base = Duration::from_millis(500);
-        let max = Duration::from_secs(30);
-        let mut b = Backoff::new(base, max);
-        let steps: [u64; 9] = [500, 1000, 2000, 4000, 8000, 16_000, 30_000, 30_000, 30_000];
-        for step in steps {
-            let d = b.next_delay(&mut rng).as_secs_f64() * 1000.0;
-            let step = step as f64;
-            assert!(
-                d >= step * 0.8 - 1e-6 && d <= step * 1.2 + 1e-6,
-                "{d} vs {step}"
-            );
-        }
-        b.reset();
-        let d = b.next_delay(&mut rng);
-        assert!(d >= Duration::from_millis(400) && d <= Duration::from_millis(600));
-    }
-
-    proptest! {
-        #[test]
-        fn backoff_stays_within_bounds(seed: u64, base_ms in 1u64..5000, extra in 0u64..100_000, n in 1usize..40) {
-            let base = Duration::from_millis(base_ms);
-            let max = base + Duration::from_millis(extra);
-            let mut b = Backoff::new(base, max);
-            let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-            for _ in 0..n {
-                let d = b.next_delay(&mut rng);
-                prop_assert!(d >= base.mul_f64(0.8) - Duration::from_nanos(1));
-                prop_assert!(d <= max.mul_f64(1.2) + Duration::from_nanos(1));
-            }
-        }
     }
 }

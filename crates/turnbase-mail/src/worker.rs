@@ -23,6 +23,8 @@ use turnbase_store::Database;
 use turnbase_store::mail::{AfterAttempt, Finished, NewAttempt};
 use uuid::Uuid;
 
+use turnbase_core::backoff::Backoff;
+
 use crate::sender::{MailSender, MessageSettings, SendError, build_message};
 
 #[derive(Debug, Clone)]
@@ -519,15 +521,11 @@ async fn queue_record(
         .map_err(|_| anyhow::anyhow!("the attempt recorder stopped"))
 }
 
+/// The wait after the `attempt`-th failure of a mail: the one backoff of
+/// every retrier, from the worker's base and cap.
 pub fn backoff(config: &WorkerConfig, attempt: i64, rng: &mut impl rand::Rng) -> Duration {
-    let exponent = u32::try_from(attempt.saturating_sub(1))
-        .unwrap_or(u32::MAX)
-        .min(30);
-    let step = config
-        .retry_base
-        .saturating_mul(2u32.saturating_pow(exponent))
-        .min(config.retry_max);
-    step.mul_f64(rng.random_range(0.8..=1.2))
+    let failures = u32::try_from(attempt.max(0)).unwrap_or(u32::MAX);
+    Backoff::new(config.retry_base, config.retry_max).delay(failures, rng)
 }
 
 impl WorkerMetrics {

@@ -9,7 +9,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use rand::SeedableRng as _;
 use tokio::sync::Notify;
-use turnbase_gateway::{Backoff, Notice, PushClient, PushClientConfig, PushHandler};
+use turnbase_core::backoff::{Backoff, Retries};
+use turnbase_gateway::{Notice, PushClient, PushClientConfig, PushHandler};
 use turnbase_push::proto::PushEvent;
 use turnbase_push::{ClientEventInput, Cursor, PushConfig, PushService};
 use uuid::Uuid;
@@ -319,7 +320,10 @@ async fn reconnects_follow_the_backoff_sequence() {
             other => panic!("unexpected {other:?}"),
         })
         .collect();
-    let mut model = Backoff::new(Duration::from_millis(500), Duration::from_millis(4000));
+    let mut model = Retries::new(Backoff::new(
+        Duration::from_millis(500),
+        Duration::from_millis(4000),
+    ));
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let expected: Vec<Duration> = (0..delays.len())
         .map(|_| model.next_delay(&mut rng))
