@@ -29,13 +29,9 @@ use crate::names::{DeviceName, DisplayName};
 use crate::secret::{CodeKey, LoginCode, SessionToken};
 use turnbase_core::limiter::{Rate, RateLimiter};
 
-/// The current time; injected so that TTLs and the reaper are tested
-/// without waiting.
-pub type Clock = Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>;
-
-pub fn system_clock() -> Clock {
-    Arc::new(Utc::now)
-}
+/// The current time, injected (the one clock type of every worker and
+/// service) so that TTLs and the reaper are tested without waiting.
+pub use turnbase_core::worker::{Clock, system_clock};
 
 #[derive(Debug, Clone)]
 pub struct AccountsConfig {
@@ -208,6 +204,11 @@ impl AccountService {
 
     fn now(&self) -> DateTime<Utc> {
         (self.inner.clock)()
+    }
+
+    /// The clock this service reads, for the jobs that run beside it.
+    pub fn clock(&self) -> Clock {
+        self.inner.clock.clone()
     }
 
     fn limit_ip(&self, client: Client) -> Result<(), AccountError> {

@@ -13,3 +13,4 @@ pub mod private_fs;
 pub mod readiness;
 pub mod serve;
 pub mod telemetry;
+pub mod worker;

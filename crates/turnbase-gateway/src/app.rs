@@ -5,6 +5,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use turnbase_core::worker::Runner;
 
 use turnbase_core::http::{HttpMetrics, bind, text_response};
 use turnbase_core::lifecycle::{Lifecycle, ShutdownReport};
@@ -184,14 +185,8 @@ impl Gateway {
             std::time::Duration::from_secs(30),
         );
         lifecycle.spawn("gateway-hub-sweeper", None, move |stop| async move {
-            let mut tick = tokio::time::interval(every);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tokio::select! {
-                    () = stop.cancelled() => return Ok(()),
-                    _ = tick.tick() => sweeping.sweep(),
-                }
-            }
+            let job = Arc::new(crate::hub::Sweeper::new(sweeping, every));
+            Runner::new(every).run(job, stop).await
         });
 
         let edge = Edge::new(

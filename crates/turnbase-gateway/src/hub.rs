@@ -530,6 +530,39 @@ impl Hub {
     }
 }
 
+/// Sweeps the hub's resume windows every `every`, as a core worker job.
+pub struct Sweeper {
+    hub: Arc<Hub>,
+    every: chrono::Duration,
+}
+
+impl Sweeper {
+    pub fn new(hub: Arc<Hub>, every: std::time::Duration) -> Sweeper {
+        Sweeper {
+            hub,
+            every: chrono::Duration::from_std(every).unwrap_or(chrono::Duration::MAX),
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl turnbase_core::worker::Job for Sweeper {
+    fn name(&self) -> &'static str {
+        "gateway-hub-sweeper"
+    }
+
+    async fn try_execute(
+        &self,
+        now: chrono::DateTime<chrono::Utc>,
+        _stop: &tokio_util::sync::CancellationToken,
+    ) -> anyhow::Result<turnbase_core::worker::Outcome> {
+        self.hub.sweep();
+        Ok(turnbase_core::worker::Outcome::Idle {
+            next_due: Some(now + self.every),
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
