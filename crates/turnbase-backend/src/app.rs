@@ -123,13 +123,16 @@ impl App {
             Ok(())
         });
 
-        // Domain services, in dependency order (geo, user, mail, auth, …).
+        // Domain services, in dependency order (geo, user, mail, auth, …),
+        // and their workers read one clock.
+        let clock = turnbase_core::worker::system_clock();
         let wake_mail = Arc::new(tokio::sync::Notify::new());
         let mail = turnbase_mail::MailService::new(
             database.clone(),
             wake_mail.clone(),
             Some(telemetry.meter()),
-        );
+        )
+        .with_clock(clock.clone());
 
         let geo = match &config.accounts.geoip_db {
             Some(path) => turnbase_accounts::GeoIp::open(path)
@@ -142,7 +145,7 @@ impl App {
             push.clone(),
             geo,
             config.accounts.service.clone(),
-            turnbase_accounts::system_clock(),
+            clock.clone(),
             Some(telemetry.meter()),
         );
         if let Some(admin) = accounts.ensure_admin().await? {
@@ -243,14 +246,17 @@ impl App {
                 })?)
             }
         };
-        let worker = Arc::new(turnbase_mail::MailWorker::new(
-            database.clone(),
-            sender,
-            turnbase_mail::MessageSettings::new(config.mail.from.clone()),
-            config.mail.worker.clone(),
-            wake_mail,
-            Some(telemetry.meter()),
-        ));
+        let worker = Arc::new(
+            turnbase_mail::MailWorker::new(
+                database.clone(),
+                sender,
+                turnbase_mail::MessageSettings::new(config.mail.from.clone()),
+                config.mail.worker.clone(),
+                wake_mail,
+                Some(telemetry.meter()),
+            )
+            .with_clock(clock),
+        );
         lifecycle.spawn("mail-worker", None, move |stop| worker.run(stop));
         let reaper = accounts.clone();
         let (retention, every) = (

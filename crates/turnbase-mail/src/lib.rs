@@ -15,4 +15,4 @@ pub use lettre::message::Mailbox;
 pub use sender::{FileSender, MailSender, MessageSettings, SendError};
 pub use service::{MailError, MailService, OutgoingMail};
 pub use smtp::SmtpSender;
-pub use worker::{MailWorker, Outcome, WorkerConfig};
+pub use worker::{MailWorker, WorkerConfig};

@@ -3,9 +3,9 @@
 
 use std::sync::Arc;
 
-use chrono::Utc;
 use opentelemetry::metrics::{Counter, Meter};
 use tokio::sync::Notify;
+use turnbase_core::worker::{Clock, system_clock};
 use turnbase_store::mail::{Enqueued, NewMail};
 use turnbase_store::{Database, StoreError, Tx};
 use uuid::Uuid;
@@ -40,6 +40,7 @@ pub struct MailService {
     db: Database,
     wake: Arc<Notify>,
     enqueued: Option<Counter<u64>>,
+    clock: Clock,
 }
 
 impl MailService {
@@ -52,7 +53,14 @@ impl MailService {
                     .with_description("Mails added to the outbox")
                     .build()
             }),
+            clock: system_clock(),
         }
+    }
+
+    /// The same service reading time from `clock`.
+    pub fn with_clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
     }
 
     /// Adds the mail to the outbox inside `tx`. Call [`MailService::wake`]
@@ -85,7 +93,7 @@ impl MailService {
             subject: c.subject.clone(),
             text_body: c.text.clone(),
             html_body: c.html.clone(),
-            created_at: Utc::now(),
+            created_at: (self.clock)(),
             masked_subject: c.masked_subject.clone(),
         };
         let enqueued = self.db.mail().enqueue(tx, &new).await?;

@@ -2,23 +2,30 @@
 //! attempt, and retries transient failures with jittered exponential
 //! backoff until the attempt budget is spent.
 //!
-//! Each of `concurrency` slots runs the same loop: `try_execute` either
-//! sent a batch of due mail (`Done`; the next batch was claimed meanwhile
-//! when this one was full) or found nothing due (`Empty`, so the slot
-//! sleeps until the poll interval passes or an enqueue wakes it). A mail whose
+//! Each of `concurrency` slots is a core worker [`Job`] run by a
+//! [`Runner`]: a step either sent a batch of due mail (`Done`; the next
+//! batch was claimed meanwhile when this one was full) or found nothing
+//! due (`Idle`, so the slot sleeps until the poll interval passes or an
+//! enqueue wakes it). On top of that shape sit the mail-only layers: the
+//! claim ahead, and the recorder beside each slot that writes finished
+//! attempts in chunks. Every send runs in a `mail.deliver` span with the
+//! mail's id, so the SMTP client's log lines name the mail. A mail whose
 //! send is interrupted by shutdown goes back to the queue without spending
 //! an attempt; a mail whose worker died is claimed again when its lease
-//! runs out.
+//! runs out. Time comes from the injected [`Clock`].
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use opentelemetry::KeyValue;
 use opentelemetry::metrics::{Counter, Histogram, Meter, ObservableGauge};
 use tokio::sync::{Notify, mpsc};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
+use turnbase_core::worker::{Clock, Job, Outcome, Runner, system_clock};
 use turnbase_store::Database;
 use turnbase_store::mail::{AfterAttempt, Finished, NewAttempt};
 use uuid::Uuid;
@@ -57,19 +64,10 @@ const RECORD_QUEUE: usize = 2;
 const PURGE_EVERY: Duration = Duration::from_secs(600);
 const PURGE_BATCH: i64 = 1_000;
 
-/// The result of one [`MailWorker::try_execute`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
-    /// Mail was sent (or handed back); look again at once.
-    Done,
-    /// Nothing is due; sleep until woken or the poll interval passes.
-    Empty,
-}
-
 /// Mail one slot claimed together, and when.
 pub struct Batch {
     mails: Vec<turnbase_store::mail::ClaimedMail>,
-    claimed_at: std::time::Instant,
+    claimed_at: Instant,
 }
 
 pub struct MailWorker {
@@ -82,6 +80,9 @@ pub struct MailWorker {
     queue: Arc<QueueGauges>,
     /// Distinguishes this process's lease owners from other processes'.
     instance: String,
+    clock: Clock,
+    /// When finished mail is next purged (at the first upkeep step).
+    next_purge: tokio::sync::Mutex<Option<DateTime<Utc>>>,
 }
 
 #[derive(Default)]
@@ -118,7 +119,19 @@ impl MailWorker {
             metrics: meter.map(|m| WorkerMetrics::new(m, queue.clone())),
             queue,
             instance: Uuid::now_v7().simple().to_string(),
+            clock: system_clock(),
+            next_purge: tokio::sync::Mutex::new(None),
         }
+    }
+
+    /// The same worker reading time from `clock`.
+    pub fn with_clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    fn now(&self) -> DateTime<Utc> {
+        (self.clock)()
     }
 
     /// Runs every slot until `stop`; returns once each has put back or
@@ -130,70 +143,30 @@ impl MailWorker {
             "mail worker started; draining pending mail"
         );
         let mut slots = tokio::task::JoinSet::new();
+        let runner = Runner::new(self.config.poll_interval)
+            .with_clock(self.clock.clone())
+            .with_wake(self.wake.clone());
         for slot in 0..self.config.concurrency.max(1) {
-            let worker = self.clone();
-            let stop = stop.clone();
-            let owner = format!("{}-{slot}", self.instance);
-            slots.spawn(async move { worker.slot(owner, stop).await });
+            let job = Arc::new(Slot::open(
+                self.clone(),
+                format!("{}-{slot}", self.instance),
+            ));
+            let (runner, stop) = (runner.clone(), stop.clone());
+            slots.spawn(async move { runner.run(job, stop).await });
         }
-        let stats = self.clone();
-        let stats_stop = stop.clone();
-        slots.spawn(async move { stats.refresh_queue_stats(stats_stop).await });
-        let purge = self.clone();
-        slots.spawn(async move { purge.purge_old_mail(stop).await });
+        let housekeeping = Arc::new(Housekeeping {
+            worker: self.clone(),
+        });
+        // Its own wake: enqueues wake the sending slots only.
+        let every = housekeeping.every();
+        let runner = Runner::new(every)
+            .with_clock(self.clock.clone())
+            .with_wake(Arc::new(Notify::new()));
+        slots.spawn(async move { runner.run(housekeeping, stop).await });
         while let Some(joined) = slots.join_next().await {
-            joined?;
+            joined??;
         }
         Ok(())
-    }
-
-    /// One worker slot: a sending loop and, beside it, a recorder that
-    /// writes finished attempts while the next mails are already being sent.
-    /// While a full batch is being sent the next one is claimed, so the SMTP
-    /// connection does not sit idle through a claim round trip.
-    async fn slot(&self, owner: String, stop: CancellationToken) {
-        let (records, mut pending) = mpsc::channel::<Vec<Finished>>(RECORD_QUEUE);
-        let sending = async {
-            let mut ahead: Option<Batch> = None;
-            while !stop.is_cancelled() {
-                let wait = match self.try_execute(&owner, &mut ahead, &stop, &records).await {
-                    Ok(Outcome::Done) => false,
-                    Ok(Outcome::Empty) => true,
-                    Err(err) => {
-                        tracing::error!(error = %format!("{err:#}"), "mail worker step failed");
-                        true
-                    }
-                };
-                if wait {
-                    tokio::select! {
-                        () = stop.cancelled() => {}
-                        () = self.wake.notified() => {}
-                        () = tokio::time::sleep(self.config.poll_interval) => {}
-                    }
-                }
-            }
-            // Mail claimed ahead goes back unspent.
-            if let Some(batch) = ahead {
-                let store = self.db.mail();
-                for mail in batch.mails {
-                    if let Err(err) = store.release_mail(mail.id, &owner, Utc::now()).await {
-                        tracing::warn!(%err, mail_id = %mail.id, "cannot hand back mail; its lease will run out");
-                    }
-                }
-            }
-            // Closing the channel lets the recorder finish what is queued.
-            drop(records);
-        };
-        let recording = async {
-            while let Some(chunk) = pending.recv().await {
-                if let Err(err) = self.record(&owner, &chunk).await {
-                    // The rows stay leased; once the lease ends they are
-                    // claimed and sent again (at-least-once).
-                    tracing::error!(error = %format!("{err:#}"), "cannot record mail attempts");
-                }
-            }
-        };
-        tokio::join!(sending, recording);
     }
 
     /// One step of a slot: sends the batch claimed ahead, or claims one
@@ -201,8 +174,9 @@ impl MailWorker {
     /// next one is claimed into `ahead`; a short batch means the queue is
     /// drained, and claiming ahead would only take rows other slots could
     /// send.
-    pub async fn try_execute(
+    async fn step(
         &self,
+        now: DateTime<Utc>,
         owner: &str,
         ahead: &mut Option<Batch>,
         stop: &CancellationToken,
@@ -210,10 +184,10 @@ impl MailWorker {
     ) -> anyhow::Result<Outcome> {
         let batch = match ahead.take() {
             Some(batch) => batch,
-            None => self.claim(owner).await?,
+            None => self.claim(now, owner).await?,
         };
         if batch.mails.is_empty() {
-            return Ok(Outcome::Empty);
+            return Ok(Outcome::Idle { next_due: None });
         }
         if batch.mails.len() < self.claim_limit() {
             self.send_batch(batch, owner, stop, records).await?;
@@ -221,7 +195,7 @@ impl MailWorker {
         }
         let (sent, next) = tokio::join!(
             self.send_batch(batch, owner, stop, records),
-            self.claim(owner)
+            self.claim(now, owner)
         );
         match next {
             Ok(next) if !next.mails.is_empty() => *ahead = Some(next),
@@ -237,13 +211,13 @@ impl MailWorker {
     }
 
     /// Claims up to a batch of due mail under this slot's lease.
-    async fn claim(&self, owner: &str) -> anyhow::Result<Batch> {
-        let claimed_at = std::time::Instant::now();
+    async fn claim(&self, now: DateTime<Utc>, owner: &str) -> anyhow::Result<Batch> {
+        let claimed_at = Instant::now();
         let mails = self
             .db
             .mail()
             .claim_due_mail(
-                Utc::now(),
+                now,
                 self.config.lease,
                 owner,
                 i64::try_from(self.claim_limit()).unwrap_or(1),
@@ -265,30 +239,35 @@ impl MailWorker {
     ) -> anyhow::Result<()> {
         let store = self.db.mail();
         let mut finished = Vec::with_capacity(RECORD_EVERY);
-        let mut last_record = std::time::Instant::now();
+        let mut last_record = Instant::now();
         let mut rest = batch.mails.into_iter();
         while let Some(mail) = rest.next() {
             // Stop early, or before the lease is half gone (so that nobody
             // else can hold a row we are still sending): hand back the rest.
             let done = if stop.is_cancelled() || batch.claimed_at.elapsed() > self.config.lease / 2
             {
-                store.release_mail(mail.id, owner, Utc::now()).await?;
+                store.release_mail(mail.id, owner, self.now()).await?;
                 None
             } else {
-                self.attempt(mail, owner, stop).await?
+                let span = tracing::info_span!(
+                    "mail.deliver",
+                    mail_id = %mail.id,
+                    attempt = mail.attempts + 1
+                );
+                self.attempt(mail, owner, stop).instrument(span).await?
             };
             match done {
                 Some(f) => finished.push(f),
                 None => {
                     for mail in rest.by_ref() {
-                        store.release_mail(mail.id, owner, Utc::now()).await?;
+                        store.release_mail(mail.id, owner, self.now()).await?;
                     }
                 }
             }
             // Record in chunks, so that a crash resends at most a chunk.
             if finished.len() >= RECORD_EVERY || last_record.elapsed() >= RECORD_AFTER {
                 queue_record(records, &mut finished).await?;
-                last_record = std::time::Instant::now();
+                last_record = Instant::now();
             }
         }
         queue_record(records, &mut finished).await
@@ -311,19 +290,19 @@ impl MailWorker {
         stop: &CancellationToken,
     ) -> anyhow::Result<Option<Finished>> {
         let attempt = mail.attempts + 1;
-        let started_at = Utc::now();
+        let started_at = self.now();
         let result = match build_message(&self.settings, &mail) {
             Ok(message) => tokio::select! {
                 result = self.sender.send(mail.id, message) => result,
                 () = stop.cancelled() => {
-                    self.db.mail().release_mail(mail.id, owner, Utc::now()).await?;
+                    self.db.mail().release_mail(mail.id, owner, self.now()).await?;
                     tracing::info!(mail_id = %mail.id, "shutdown interrupted the send; the mail goes back without spending an attempt");
                     return Ok(None);
                 }
             },
             Err(e) => Err(e),
         };
-        let finished_at = Utc::now();
+        let finished_at = self.now();
         let (outcome, after, code, error) = match result {
             Ok(accepted) => ("sent", AfterAttempt::Sent, accepted.code, None),
             Err(SendError::Permanent { code, message }) => {
@@ -403,107 +382,213 @@ impl MailWorker {
         backoff(&self.config, attempt, &mut rand::rng())
     }
 
-    /// Deletes finished mail past its retention and erases the bodies of
-    /// secret-bearing mail past theirs, at startup and then every
-    /// [`PURGE_EVERY`] (more often when the secret retention is shorter,
-    /// so that no body outlives it by more than half), a batch per
-    /// statement so that no statement holds many rows at once.
-    async fn purge_old_mail(&self, stop: CancellationToken) {
-        let every = PURGE_EVERY
+    /// How often finished mail is purged and secret bodies erased:
+    /// [`PURGE_EVERY`], or more often when the secret retention is shorter,
+    /// so that no body outlives it by more than half.
+    fn purge_every(&self) -> Duration {
+        PURGE_EVERY
             .min(self.config.secret_retention / 2)
-            .max(Duration::from_millis(100));
-        loop {
-            self.erase_secret_bodies(&stop).await;
-            // A retention reaching back before the calendar begins keeps
-            // everything.
-            let before = chrono::Duration::from_std(self.config.retention)
+            .max(Duration::from_millis(100))
+    }
+
+    /// Erases the bodies of secret-bearing mail past their retention and
+    /// deletes finished mail past its own, a batch per statement so that no
+    /// statement holds many rows at once.
+    async fn purge(&self, now: DateTime<Utc>, stop: &CancellationToken) {
+        // A retention reaching back before the calendar begins keeps
+        // everything.
+        let before = |retention: Duration| {
+            chrono::Duration::from_std(retention)
                 .ok()
-                .and_then(|d| Utc::now().checked_sub_signed(d));
-            let mut purged = 0;
-            while let Some(before) = before
-                && !stop.is_cancelled()
-            {
-                match self
-                    .db
-                    .mail()
-                    .purge_finished_mail(before, PURGE_BATCH)
-                    .await
-                {
-                    Ok(n) => {
-                        purged += n;
-                        if n < u64::try_from(PURGE_BATCH).unwrap_or(u64::MAX) {
-                            break;
-                        }
-                    }
-                    Err(err) => {
-                        tracing::warn!(%err, "cannot delete old mail; trying again later");
-                        break;
-                    }
-                }
+                .and_then(|d| now.checked_sub_signed(d))
+        };
+        if let Some(before) = before(self.config.secret_retention) {
+            let erased = in_batches(stop, "erase the bodies of secret-bearing mail", || {
+                self.db.mail().erase_secret_bodies(before, now, PURGE_BATCH)
+            })
+            .await;
+            if erased > 0 {
+                tracing::info!(erased, retention = ?self.config.secret_retention, "erased the bodies of delivered secret-bearing mail");
             }
+        }
+        if let Some(before) = before(self.config.retention) {
+            let purged = in_batches(stop, "delete old mail", || {
+                self.db.mail().purge_finished_mail(before, PURGE_BATCH)
+            })
+            .await;
             if purged > 0 {
                 tracing::info!(purged, retention = ?self.config.retention, "deleted finished mail past its retention");
                 if let Some(m) = &self.metrics {
                     m.purged.add(purged, &[]);
                 }
             }
-            tokio::select! {
-                () = stop.cancelled() => return,
-                () = tokio::time::sleep(every) => {}
-            }
         }
     }
 
-    async fn erase_secret_bodies(&self, stop: &CancellationToken) {
-        let now = Utc::now();
-        let Some(before) = chrono::Duration::from_std(self.config.secret_retention)
-            .ok()
-            .and_then(|d| now.checked_sub_signed(d))
-        else {
-            return;
-        };
-        let mut erased = 0;
-        while !stop.is_cancelled() {
-            match self
-                .db
-                .mail()
-                .erase_secret_bodies(before, now, PURGE_BATCH)
-                .await
-            {
-                Ok(n) => {
-                    erased += n;
-                    if n < u64::try_from(PURGE_BATCH).unwrap_or(u64::MAX) {
-                        break;
-                    }
-                }
-                Err(err) => {
-                    tracing::warn!(%err, "cannot erase the bodies of secret-bearing mail; trying again later");
+    async fn refresh_queue_stats(&self, now: DateTime<Utc>) {
+        match self.db.mail().mail_queue_stats().await {
+            Ok(stats) => {
+                self.queue.depth.store(stats.depth, Ordering::Relaxed);
+                let age = stats
+                    .oldest_pending
+                    .map_or(0, |t| (now - t).num_milliseconds().max(0));
+                self.queue.oldest_age_ms.store(age, Ordering::Relaxed);
+            }
+            Err(err) => tracing::warn!(%err, "cannot read mail queue stats"),
+        }
+    }
+}
+
+/// Runs a batched statement until a batch comes back short; returns how
+/// many rows it changed in all.
+async fn in_batches<F, Fut>(stop: &CancellationToken, what: &str, mut batch: F) -> u64
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = turnbase_store::StoreResult<u64>>,
+{
+    let mut total = 0;
+    while !stop.is_cancelled() {
+        match batch().await {
+            Ok(n) => {
+                total += n;
+                if n < u64::try_from(PURGE_BATCH).unwrap_or(u64::MAX) {
                     break;
                 }
             }
-        }
-        if erased > 0 {
-            tracing::info!(erased, retention = ?self.config.secret_retention, "erased the bodies of delivered secret-bearing mail");
+            Err(err) => {
+                tracing::warn!(%err, "cannot {what}; trying again later");
+                break;
+            }
         }
     }
+    total
+}
 
-    async fn refresh_queue_stats(&self, stop: CancellationToken) {
-        loop {
-            match self.db.mail().mail_queue_stats().await {
-                Ok(stats) => {
-                    self.queue.depth.store(stats.depth, Ordering::Relaxed);
-                    let age = stats
-                        .oldest_pending
-                        .map_or(0, |t| (Utc::now() - t).num_milliseconds().max(0));
-                    self.queue.oldest_age_ms.store(age, Ordering::Relaxed);
+/// How often the queue gauges are refreshed.
+const STATS_EVERY: Duration = Duration::from_secs(5);
+
+fn later(now: DateTime<Utc>, wait: Duration) -> DateTime<Utc> {
+    now + chrono::Duration::from_std(wait).unwrap_or(chrono::Duration::MAX)
+}
+
+/// One sending slot as a worker job: its lease owner, the batch it claimed
+/// ahead, and the recorder beside it.
+struct Slot {
+    worker: Arc<MailWorker>,
+    owner: String,
+    ahead: tokio::sync::Mutex<Option<Batch>>,
+    records: std::sync::Mutex<Option<mpsc::Sender<Vec<Finished>>>>,
+    recorder: tokio::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+impl Slot {
+    fn open(worker: Arc<MailWorker>, owner: String) -> Slot {
+        let (records, mut pending) = mpsc::channel::<Vec<Finished>>(RECORD_QUEUE);
+        let recording = {
+            let (worker, owner) = (worker.clone(), owner.clone());
+            tokio::spawn(async move {
+                while let Some(chunk) = pending.recv().await {
+                    if let Err(err) = worker.record(&owner, &chunk).await {
+                        // The rows stay leased; once the lease ends they
+                        // are claimed and sent again (at-least-once).
+                        tracing::error!(error = %format!("{err:#}"), "cannot record mail attempts");
+                    }
                 }
-                Err(err) => tracing::warn!(%err, "cannot read mail queue stats"),
-            }
-            tokio::select! {
-                () = stop.cancelled() => return,
-                () = tokio::time::sleep(Duration::from_secs(5)) => {}
+            })
+        };
+        Slot {
+            worker,
+            owner,
+            ahead: tokio::sync::Mutex::new(None),
+            records: std::sync::Mutex::new(Some(records)),
+            recorder: tokio::sync::Mutex::new(Some(recording)),
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Job for Slot {
+    fn name(&self) -> &'static str {
+        "mail-worker"
+    }
+
+    async fn try_execute(
+        &self,
+        now: DateTime<Utc>,
+        stop: &CancellationToken,
+    ) -> anyhow::Result<Outcome> {
+        let records = self
+            .records
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let Some(records) = records else {
+            return Ok(Outcome::Idle { next_due: None });
+        };
+        let mut ahead = self.ahead.lock().await;
+        self.worker
+            .step(now, &self.owner, &mut ahead, stop, &records)
+            .await
+    }
+
+    /// Hands back mail claimed ahead, unspent, and lets the recorder write
+    /// what is queued.
+    async fn stopped(&self, now: DateTime<Utc>) -> anyhow::Result<()> {
+        if let Some(batch) = self.ahead.lock().await.take() {
+            let store = self.worker.db.mail();
+            for mail in batch.mails {
+                if let Err(err) = store.release_mail(mail.id, &self.owner, now).await {
+                    tracing::warn!(%err, mail_id = %mail.id, "cannot hand back mail; its lease will run out");
+                }
             }
         }
+        // Closing the channel lets the recorder finish what is queued.
+        drop(
+            self.records
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .take(),
+        );
+        let recorder = self.recorder.lock().await.take();
+        if let Some(recorder) = recorder {
+            recorder.await?;
+        }
+        Ok(())
+    }
+}
+
+/// The worker's upkeep as a job: the queue gauges every few seconds,
+/// purging and erasing when due.
+struct Housekeeping {
+    worker: Arc<MailWorker>,
+}
+
+impl Housekeeping {
+    fn every(&self) -> Duration {
+        STATS_EVERY.min(self.worker.purge_every())
+    }
+}
+
+#[async_trait::async_trait]
+impl Job for Housekeeping {
+    fn name(&self) -> &'static str {
+        "mail-housekeeping"
+    }
+
+    async fn try_execute(
+        &self,
+        now: DateTime<Utc>,
+        stop: &CancellationToken,
+    ) -> anyhow::Result<Outcome> {
+        self.worker.refresh_queue_stats(now).await;
+        let mut next = self.worker.next_purge.lock().await;
+        if next.is_none_or(|at| now >= at) {
+            self.worker.purge(now, stop).await;
+            *next = Some(later(now, self.worker.purge_every()));
+        }
+        Ok(Outcome::Idle {
+            next_due: Some(later(now, self.every())),
+        })
     }
 }
 

@@ -692,3 +692,96 @@ async fn smtps_with_a_private_ca() {
     })
     .await;
 }
+
+/// Records, for every log line about a written mail, the `mail_id` of the
+/// `mail.deliver` span it was logged in.
+#[derive(Clone, Default)]
+struct DeliverySpans(Arc<std::sync::Mutex<Vec<Option<String>>>>);
+
+struct MailId(String);
+
+impl<S> tracing_subscriber::Layer<S> for DeliverySpans
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+{
+    fn on_new_span(
+        &self,
+        attrs: &tracing::span::Attributes<'_>,
+        id: &tracing::span::Id,
+        ctx: tracing_subscriber::layer::Context<'_, S>,
+    ) {
+        if attrs.metadata().name() != "mail.deliver" {
+            return;
+        }
+        struct Visit(Option<String>);
+        impl tracing::field::Visit for Visit {
+            fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+                if field.name() == "mail_id" {
+                    self.0 = Some(format!("{value:?}"));
+                }
+            }
+        }
+        let mut visit = Visit(None);
+        attrs.record(&mut visit);
+        if let (Some(span), Some(mail)) = (ctx.span(id), visit.0) {
+            span.extensions_mut().insert(MailId(mail));
+        }
+    }
+
+    fn on_event(&self, event: &tracing::Event<'_>, ctx: tracing_subscriber::layer::Context<'_, S>) {
+        struct Message(String);
+        impl tracing::field::Visit for Message {
+            fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+                if field.name() == "message" {
+                    self.0 = format!("{value:?}");
+                }
+            }
+        }
+        let mut message = Message(String::new());
+        event.record(&mut message);
+        if !message.0.contains("mail written") {
+            return;
+        }
+        let mail = ctx.event_scope(event).and_then(|scope| {
+            scope
+                .into_iter()
+                .find_map(|span| span.extensions().get::<MailId>().map(|m| m.0.clone()))
+        });
+        self.0.lock().expect("not poisoned").push(mail);
+    }
+}
+
+/// What a sender logs while delivering a mail is inside a span naming the
+/// mail (it used to open only after the attempt, so the sender's lines
+/// carried no id).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_delivery_logs_inside_a_span_with_the_mail_id() {
+    use tracing_subscriber::layer::SubscriberExt as _;
+    let seen = DeliverySpans::default();
+    // Each test runs in a process of its own under nextest.
+    let installed = tracing::subscriber::set_global_default(
+        tracing_subscriber::registry()
+            .with(seen.clone())
+            .with(tracing_subscriber::filter::LevelFilter::INFO),
+    );
+    assert!(installed.is_ok(), "run under nextest: one process per test");
+    let w = world(Backend::Sqlite).await;
+    let ids = w.enqueue(5).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sender: Arc<dyn MailSender> =
+        Arc::new(FileSender::new(dir.path().to_path_buf()).expect("folder"));
+    let running = w.start(sender, config(50, 3));
+    w.wait_all("sent").await;
+    running.stop().await;
+    let mut logged: Vec<String> = seen
+        .0
+        .lock()
+        .expect("not poisoned")
+        .iter()
+        .map(|m| m.clone().expect("inside a mail.deliver span"))
+        .collect();
+    logged.sort();
+    let mut expected: Vec<String> = ids.iter().map(Uuid::to_string).collect();
+    expected.sort();
+    assert_eq!(logged, expected, "one line per mail, each naming its mail");
+}
