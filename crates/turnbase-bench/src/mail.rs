@@ -332,10 +332,10 @@ async fn clear(db: &Database) -> anyhow::Result<()> {
         }
         Database::Sqlite(s) => {
             sqlx::query("DELETE FROM mail_attempts")
-                .execute(s.pool())
+                .execute(s.write_turn().await.pool())
                 .await?;
             sqlx::query("DELETE FROM mail_outbox")
-                .execute(s.pool())
+                .execute(s.write_turn().await.pool())
                 .await?;
         }
     }

@@ -303,7 +303,7 @@ macro_rules! impl_account_store {
                          WHERE s.token_hash = $1"
                     )))
                     .bind(token_hash)
-                    .fetch_optional(self.pool())
+                    .fetch_optional(self.reader())
                     .await?;
                     Ok(row.as_ref().map(with_account).transpose()?)
                 }
@@ -318,7 +318,7 @@ macro_rules! impl_account_store {
                          ORDER BY s.last_seen_at DESC LIMIT $1"
                     )))
                     .bind(limit)
-                    .fetch_all(self.pool())
+                    .fetch_all(self.reader())
                     .await?;
                     all(&rows, with_account)
                 }
@@ -348,7 +348,7 @@ macro_rules! impl_account_store {
                          ORDER BY s.last_seen_at DESC, s.id"
                     )))
                     .bind(account_id)
-                    .fetch_all(self.pool())
+                    .fetch_all(self.reader())
                     .await?;
                     all(&rows, session)
                 }
@@ -358,11 +358,11 @@ macro_rules! impl_account_store {
                     account_id: Uuid,
                     session_id: Uuid,
                 ) -> StoreResult<bool> {
-                    let _turn = self.write_turn().await;
+                    let turn = self.write_turn().await;
                     let n = sqlx::query("DELETE FROM sessions WHERE id = $1 AND account_id = $2")
                         .bind(session_id)
                         .bind(account_id)
-                        .execute(self.pool())
+                        .execute(turn.pool())
                         .await?
                         .rows_affected();
                     Ok(n == 1)
@@ -373,14 +373,14 @@ macro_rules! impl_account_store {
                     account_id: Uuid,
                     keep: Option<Uuid>,
                 ) -> StoreResult<Vec<Uuid>> {
-                    let _turn = self.write_turn().await;
+                    let turn = self.write_turn().await;
                     let rows = sqlx::query(
                         "DELETE FROM sessions WHERE account_id = $1 AND ($2 IS NULL OR id <> $2)
                          RETURNING id",
                     )
                     .bind(account_id)
                     .bind(keep)
-                    .fetch_all(self.pool())
+                    .fetch_all(turn.pool())
                     .await?;
                     rows.iter()
                         .map(|r| r.try_get("id"))
@@ -394,7 +394,7 @@ macro_rules! impl_account_store {
                     display_name: &str,
                     now: DateTime<Utc>,
                 ) -> StoreResult<AccountRow> {
-                    let _turn = self.write_turn().await;
+                    let turn = self.write_turn().await;
                     let row = sqlx::query(sqlx::AssertSqlSafe(format!(
                         "UPDATE accounts SET display_name = $2, updated_at = $3
                          WHERE id = $1 RETURNING {RETURNED}"
@@ -402,7 +402,7 @@ macro_rules! impl_account_store {
                     .bind(id)
                     .bind(display_name)
                     .bind(now)
-                    .fetch_one(self.pool())
+                    .fetch_one(turn.pool())
                     .await?;
                     Ok(account(&row)?)
                 }
@@ -452,7 +452,7 @@ macro_rules! impl_account_store {
                         "SELECT {ACCOUNT} FROM accounts a WHERE a.id = $1"
                     )))
                     .bind(id)
-                    .fetch_one(self.pool())
+                    .fetch_one(self.reader())
                     .await?;
                     Ok(account(&row)?)
                 }
@@ -477,7 +477,7 @@ macro_rules! impl_account_store {
                     .bind(&filter.role)
                     .bind(filter.before)
                     .bind(filter.limit)
-                    .fetch_all(self.pool())
+                    .fetch_all(self.reader())
                     .await?;
                     all(&rows, account)
                 }
@@ -486,7 +486,7 @@ macro_rules! impl_account_store {
                     Ok(
                         sqlx::query_scalar("SELECT COUNT(*) FROM sessions WHERE account_id = $1")
                             .bind(account_id)
-                            .fetch_one(self.pool())
+                            .fetch_one(self.reader())
                             .await?,
                     )
                 }
@@ -571,8 +571,8 @@ macro_rules! impl_account_store {
                 }
 
                 async fn record_audit(&self, entry: &AuditEntry) -> StoreResult<()> {
-                    let _turn = self.write_turn().await;
-                    insert_audit(self.pool(), entry).await
+                    let turn = self.write_turn().await;
+                    insert_audit(turn.pool(), entry).await
                 }
 
                 async fn list_audit(
@@ -587,7 +587,7 @@ macro_rules! impl_account_store {
                     )
                     .bind(before)
                     .bind(limit)
-                    .fetch_all(self.pool())
+                    .fetch_all(self.reader())
                     .await?;
                     all(&rows, audit)
                 }
@@ -596,7 +596,7 @@ macro_rules! impl_account_store {
                     &self,
                     created_before: DateTime<Utc>,
                 ) -> StoreResult<Vec<Uuid>> {
-                    let _turn = self.write_turn().await;
+                    let turn = self.write_turn().await;
                     let rows = sqlx::query(
                         "DELETE FROM accounts
                          WHERE is_guest AND created_at < $1
@@ -605,7 +605,7 @@ macro_rules! impl_account_store {
                          RETURNING id",
                     )
                     .bind(created_before)
-                    .fetch_all(self.pool())
+                    .fetch_all(turn.pool())
                     .await?;
                     rows.iter()
                         .map(|r| r.try_get("id"))
@@ -641,7 +641,7 @@ macro_rules! impl_account_store {
                     )
                     .bind(from)
                     .bind(to)
-                    .fetch_all(self.pool())
+                    .fetch_all(self.reader())
                     .await?;
                     rows.iter()
                         .map(|r| {

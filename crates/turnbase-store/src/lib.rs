@@ -30,7 +30,7 @@ pub use accounts::AccountStore;
 pub use mail::MailStore;
 pub use migrate::{Migration, MigrationReport, POSTGRES_MIGRATIONS, SQLITE_MIGRATIONS};
 pub use postgres::PostgresStore;
-pub use sqlite::{SqliteStore, SqliteTx};
+pub use sqlite::{SqliteStore, SqliteTx, WriteTurn};
 
 /// Errors at the storage boundary.
 #[derive(Debug, thiserror::Error)]
@@ -299,7 +299,7 @@ impl Database {
     /// Closes the pool, waiting for connections in use to be returned.
     pub async fn close(&self) {
         match self {
-            Database::Sqlite(s) => s.pool().close().await,
+            Database::Sqlite(s) => s.close().await,
             Database::Postgres(p) => p.pool().close().await,
         }
     }

@@ -26,6 +26,18 @@ pub struct PostgresStore {
     pool: BoundedPool,
 }
 
+/// What [`PostgresStore::write_turn`] hands out: the pool, as every
+/// writer may go at once.
+pub struct PgWriteTurn<'a> {
+    pool: &'a BoundedPool,
+}
+
+impl PgWriteTurn<'_> {
+    pub fn pool(&self) -> &BoundedPool {
+        self.pool
+    }
+}
+
 /// A pooled connection idle for longer than this is pinged before use.
 const PING_IDLE_AFTER: Duration = Duration::from_secs(1);
 
@@ -104,9 +116,16 @@ impl PostgresStore {
         self.pool.begin().await
     }
 
-    /// Postgres takes concurrent writers as they come; see
-    /// [`crate::SqliteStore::write_turn`].
-    pub async fn write_turn(&self) {}
+    /// Postgres takes concurrent writers as they come (see
+    /// [`crate::SqliteStore::write_turn`]): the turn is the pool itself.
+    pub async fn write_turn(&self) -> PgWriteTurn<'_> {
+        PgWriteTurn { pool: &self.pool }
+    }
+
+    /// Where statements that only read run: the pool.
+    pub fn reader(&self) -> &BoundedPool {
+        &self.pool
+    }
 
     /// The pool; statements run on it have the deadline.
     pub fn pool(&self) -> &BoundedPool {

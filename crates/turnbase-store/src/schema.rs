@@ -74,7 +74,7 @@ fn normalize_on_delete(action: &str) -> String {
 /// Reads the schema of `db`.
 pub async fn describe(db: &Database) -> StoreResult<Schema> {
     match db {
-        Database::Sqlite(s) => describe_sqlite(s.pool()).await,
+        Database::Sqlite(s) => describe_sqlite(s.reader()).await,
         Database::Postgres(p) => describe_postgres(p.pool()).await,
     }
 }

@@ -19,12 +19,32 @@ use crate::{InstanceInfo, InstanceStore, StoreError, StoreResult};
 
 #[derive(Clone, Debug)]
 pub struct SqliteStore {
-    pool: SqlitePool,
+    /// Connections that can only read (`PRAGMA query_only`): a write that
+    /// forgot to take this process's turn fails here instead of slipping
+    /// past the gate.
+    reader: SqlitePool,
+    /// Connections for writing, reached only through [`Self::begin_write`]
+    /// and [`Self::write_turn`].
+    writer: SqlitePool,
     /// SQLite has one writer at a time. Writers in this process queue here
     /// instead of spinning in SQLite's busy handler, whose sleeps grow to
     /// tens of milliseconds under contention; other processes on the same
     /// file still meet the busy timeout.
     write_gate: Arc<tokio::sync::Mutex<()>>,
+}
+
+/// This process's turn to write, for single statements outside a
+/// transaction: the only way to the writing connections besides
+/// [`SqliteStore::begin_write`].
+pub struct WriteTurn<'a> {
+    writer: &'a SqlitePool,
+    _turn: tokio::sync::MutexGuard<'a, ()>,
+}
+
+impl WriteTurn<'_> {
+    pub fn pool(&self) -> &SqlitePool {
+        self.writer
+    }
 }
 
 /// A write transaction holding this process's turn to write.
@@ -91,48 +111,68 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(busy_timeout)
             .foreign_keys(true);
-        let pool = SqlitePoolOptions::new()
-            .max_connections(max_connections)
-            // A connection to a local file does not go stale; checking it on
-            // every checkout costs a round trip to its worker thread.
-            .test_before_acquire(false)
-            .acquire_timeout(busy_timeout.max(Duration::from_secs(5)))
-            .connect_with(options)
+        let pool = |options: SqliteConnectOptions, connections: u32| {
+            SqlitePoolOptions::new()
+                .max_connections(connections)
+                // A connection to a local file does not go stale; checking
+                // it on every checkout costs a round trip to its worker
+                // thread.
+                .test_before_acquire(false)
+                .acquire_timeout(busy_timeout.max(Duration::from_secs(5)))
+                .connect_with(options)
+        };
+        // The writer first: it creates the file. Writes take turns at the
+        // gate, so a second writing connection would only wait there.
+        let writer = pool(options.clone(), 2)
+            .await
+            .map_err(|e| connect_error(e.to_string()))?;
+        let reader = pool(options.pragma("query_only", "ON"), max_connections)
             .await
             .map_err(|e| connect_error(e.to_string()))?;
         Ok(Self {
-            pool,
+            reader,
+            writer,
             write_gate: Arc::default(),
         })
     }
 
-    pub fn pool(&self) -> &SqlitePool {
-        &self.pool
+    /// Connections for reading; a write through them fails.
+    pub fn reader(&self) -> &SqlitePool {
+        &self.reader
     }
 
     /// Begins a write transaction: this process's turn, then SQLite's
     /// write lock (`BEGIN IMMEDIATE`).
     pub async fn begin_write(&self) -> Result<SqliteTx, sqlx::Error> {
         let turn = self.write_gate.clone().lock_owned().await;
-        let tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
         Ok(SqliteTx { tx, _turn: turn })
     }
 
-    /// This process's turn to write, for a single statement outside a
-    /// transaction.
-    pub async fn write_turn(&self) -> tokio::sync::MutexGuard<'_, ()> {
-        self.write_gate.lock().await
+    /// This process's turn to write, for single statements outside a
+    /// transaction: write through the turn's [`WriteTurn::pool`].
+    pub async fn write_turn(&self) -> WriteTurn<'_> {
+        WriteTurn {
+            writer: &self.writer,
+            _turn: self.write_gate.lock().await,
+        }
+    }
+
+    /// Closes both pools.
+    pub async fn close(&self) {
+        self.reader.close().await;
+        self.writer.close().await;
     }
 
     pub async fn ping(&self) -> StoreResult<()> {
-        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        sqlx::query("SELECT 1").execute(&self.reader).await?;
         Ok(())
     }
 
     /// Applies `migrations`, each in an immediate transaction together with
     /// its record.
     pub async fn migrate(&self, migrations: &[Migration]) -> StoreResult<MigrationReport> {
-        let mut conn = self.pool.acquire().await?;
+        let mut conn = self.writer.acquire().await?;
         sqlx::raw_sql(
             "CREATE TABLE IF NOT EXISTS schema_migrations (
                 version BIGINT PRIMARY KEY NOT NULL,
@@ -233,7 +273,7 @@ impl InstanceStore for SqliteStore {
         .bind(new_id)
         .bind(now)
         .bind(version)
-        .fetch_one(&self.pool)
+        .fetch_one(self.write_turn().await.pool())
         .await?;
         Ok(instance_from_row(&row)?)
     }
@@ -242,7 +282,7 @@ impl InstanceStore for SqliteStore {
         let row = sqlx::query(
             "SELECT id, created_at, last_started_at, last_version, start_count FROM instance",
         )
-        .fetch_one(&self.pool)
+        .fetch_one(&self.reader)
         .await?;
         Ok(instance_from_row(&row)?)
     }

@@ -153,7 +153,7 @@ impl MailStore for SqliteStore {
         )
         .bind(crate::mail::first_id_at(before))
         .bind(limit)
-        .execute(self.pool())
+        .execute(self.write_turn().await.pool())
         .await?;
         Ok(done.rows_affected())
     }
@@ -168,7 +168,7 @@ impl MailStore for SqliteStore {
         .bind(id)
         .bind(SENDING)
         .bind(owner)
-        .execute(self.pool())
+        .execute(self.write_turn().await.pool())
         .await?;
         Ok(())
     }
@@ -193,7 +193,7 @@ impl MailStore for SqliteStore {
             .bind(filter.before)
             .bind(filter.limit)
             .bind(&filter.to)
-            .fetch_all(self.pool())
+            .fetch_all(self.reader())
             .await?;
         rows.iter()
             .map(record)
@@ -205,14 +205,14 @@ impl MailStore for SqliteStore {
         let sql = format!("SELECT {RECORD_COLUMNS} FROM mail_outbox WHERE id = ?");
         let row = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(id)
-            .fetch_one(self.pool())
+            .fetch_one(self.reader())
             .await?;
         let attempts = sqlx::query(
             "SELECT attempt, started_at, finished_at, outcome, smtp_code, error
              FROM mail_attempts WHERE mail_id = ? ORDER BY attempt",
         )
         .bind(id)
-        .fetch_all(self.pool())
+        .fetch_all(self.reader())
         .await?;
         let attempts = attempts
             .iter()
@@ -231,7 +231,7 @@ impl MailStore for SqliteStore {
             .bind(now)
             .bind(id)
             .bind(FAILED)
-            .fetch_optional(self.pool())
+            .fetch_optional(self.write_turn().await.pool())
             .await?;
         match row {
             Some(row) => Ok(record(&row)?),
@@ -258,7 +258,7 @@ impl MailStore for SqliteStore {
         )
         .bind(PENDING)
         .bind(SENDING)
-        .fetch_one(self.pool())
+        .fetch_one(self.reader())
         .await?;
         Ok(QueueStats {
             depth: row.try_get("depth")?,

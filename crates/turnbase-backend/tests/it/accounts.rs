@@ -895,7 +895,7 @@ async fn stored_code_hash(t: &TestApp, email: &str) -> Vec<u8> {
         Database::Sqlite(s) => {
             sqlx::query_scalar(sql)
                 .bind(email)
-                .fetch_one(s.pool())
+                .fetch_one(s.reader())
                 .await
         }
         Database::Postgres(p) => {

@@ -245,7 +245,7 @@ async fn stored_body(t: &TestApp, id: uuid::Uuid) -> (String, String) {
     use turnbase_store::Database;
     let sql = "SELECT subject, text_body FROM mail_outbox WHERE id = $1";
     match &t.app.database {
-        Database::Sqlite(s) => sqlx::query_as(sql).bind(id).fetch_one(s.pool()).await,
+        Database::Sqlite(s) => sqlx::query_as(sql).bind(id).fetch_one(s.reader()).await,
         Database::Postgres(p) => sqlx::query_as(sql).bind(id).fetch_one(p.pool()).await,
     }
     .expect("the mail row")

@@ -43,7 +43,7 @@ async fn seat(db: &Database, account: Uuid) {
             .bind(Uuid::now_v7())
             .bind(account)
             .bind(Utc::now())
-            .execute(s.pool())
+            .execute(s.write_turn().await.pool())
             .await
             .map(|_| ()),
         Database::Postgres(p) => sqlx::query(sql)

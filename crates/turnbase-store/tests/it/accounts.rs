@@ -71,7 +71,7 @@ async fn seat(db: &Database, account_id: Uuid) {
             .bind(Uuid::now_v7())
             .bind(account_id)
             .bind(t(0))
-            .execute(s.pool())
+            .execute(s.write_turn().await.pool())
             .await
             .map(|_| ()),
         Database::Postgres(p) => sqlx::query(sql)

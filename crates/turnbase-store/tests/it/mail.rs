@@ -394,7 +394,7 @@ async fn attempt_rows(db: &Database) -> i64 {
     let sql = "SELECT COUNT(*) FROM mail_attempts";
     match db {
         Database::Postgres(pg) => sqlx::query_scalar(sql).fetch_one(pg.pool()).await,
-        Database::Sqlite(lite) => sqlx::query_scalar(sql).fetch_one(lite.pool()).await,
+        Database::Sqlite(lite) => sqlx::query_scalar(sql).fetch_one(lite.reader()).await,
     }
     .expect("count")
 }
@@ -493,7 +493,10 @@ async fn old_finished_mail_is_purged_with_its_attempts(backend: Backend) {
 async fn execute(db: &Database, sql: &str) {
     let sql = sqlx::AssertSqlSafe(sql);
     match db {
-        Database::Sqlite(s) => sqlx::raw_sql(sql).execute(s.pool()).await.map(drop),
+        Database::Sqlite(s) => sqlx::raw_sql(sql)
+            .execute(s.write_turn().await.pool())
+            .await
+            .map(drop),
         Database::Postgres(p) => sqlx::raw_sql(sql).execute(p.pool()).await.map(drop),
     }
     .expect("execute");
@@ -753,5 +756,67 @@ async fn postgres_claims_never_scan_the_whole_outbox() {
         before,
         "claims scanned the outbox sequentially"
     );
+    db.close().await;
+}
+
+/// On SQLite every write waits for this process's turn: a statement that
+/// does not take it fails (its connections only read), and those that do
+/// (releasing, retrying, purging mail) wait behind a write transaction
+/// longer than the busy timeout instead of failing with "database is
+/// locked" (they used to skip the turn).
+#[tokio::test]
+async fn sqlite_writes_cannot_skip_the_write_turn() {
+    let test_db = TestDb::new(Backend::Sqlite).await;
+    let turnbase_store::DatabaseOptions::Sqlite { path, .. } = &test_db.options else {
+        unreachable!("a SQLite database")
+    };
+    let db = Database::connect(&turnbase_store::DatabaseOptions::Sqlite {
+        path: path.clone(),
+        busy_timeout: Duration::from_millis(100),
+        max_connections: 4,
+    })
+    .await
+    .expect("connect");
+    db.migrate().await.expect("migrate");
+    let Database::Sqlite(lite) = &db else {
+        unreachable!("SQLite")
+    };
+    let refused = sqlx::query("DELETE FROM mail_outbox")
+        .execute(lite.reader())
+        .await
+        .expect_err("the reading connections cannot write");
+    assert!(
+        refused.to_string().contains("readonly") || refused.to_string().contains("read-only"),
+        "{refused}"
+    );
+
+    let sent = enqueue(&db, &new_mail(None, 0)).await;
+    let failed = enqueue(&db, &new_mail(None, 0)).await;
+    let held = enqueue(&db, &new_mail(None, 0)).await;
+    db.mail()
+        .claim_due_mail(t(1), LEASE, "w", 10)
+        .await
+        .expect("claim");
+    for (id, after) in [(sent, AfterAttempt::Sent), (failed, AfterAttempt::Failed)] {
+        db.mail()
+            .finish_attempt(id, "w", &attempt("sent", 2), after)
+            .await
+            .expect("finish");
+    }
+    // A long write transaction holds the turn for five busy timeouts.
+    let tx = db.begin().await.expect("begin");
+    let holder = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        tx.commit().await.expect("commit");
+    });
+    let (released, retried, purged) = tokio::join!(
+        db.mail().release_mail(held, "w", t(3)),
+        db.mail().retry_mail(failed, t(3)),
+        db.mail().purge_finished_mail(t(10 * 86_400), 10),
+    );
+    released.expect("release waits its turn");
+    retried.expect("retry waits its turn");
+    assert_eq!(purged.expect("purge waits its turn"), 1, "the sent mail");
+    holder.await.expect("holder");
     db.close().await;
 }
