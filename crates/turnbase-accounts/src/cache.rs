@@ -170,7 +170,7 @@ mod tests {
                 id: account,
                 email: None,
                 display_name: "A".into(),
-                role: "player".into(),
+                role: turnbase_store::accounts::Role::Player,
                 is_guest: true,
                 created_at: now,
                 updated_at: now,

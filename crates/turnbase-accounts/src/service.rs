@@ -17,7 +17,7 @@ use turnbase_mail::{Email, MailService, OutgoingMail};
 use turnbase_push::PushService;
 use turnbase_store::accounts::{
     AccountFilter, AccountRow, AuditEntry, CodeCheck, EmailSignIn, LoginCount, NewAccount,
-    NewLoginCode, NewSession, ROLE_ADMIN, ROLE_PLAYER, SessionRow, Upgrade,
+    NewLoginCode, NewSession, Role, SessionRow, Upgrade,
 };
 use turnbase_store::{Database, StoreError};
 use uuid::Uuid;
@@ -238,7 +238,7 @@ impl AccountService {
                 id: Uuid::now_v7(),
                 display_name: DisplayName::from_email(&key).as_str().to_string(),
                 email: Some(key),
-                role: ROLE_ADMIN,
+                role: Role::Admin,
                 created_at: self.now(),
             })
             .await?;
@@ -364,7 +364,7 @@ impl AccountService {
             id: Uuid::now_v7(),
             display_name: DisplayName::from_email(&key).as_str().to_string(),
             email: Some(key),
-            role: ROLE_PLAYER,
+            role: Role::Player,
             created_at: now,
         };
         match self
@@ -397,7 +397,7 @@ impl AccountService {
             id: Uuid::now_v7(),
             email: None,
             display_name: name.as_str().to_string(),
-            role: ROLE_PLAYER,
+            role: Role::Player,
             created_at: now,
         };
         self.inner
@@ -408,7 +408,7 @@ impl AccountService {
             id: new_account.id,
             email: None,
             display_name: new_account.display_name,
-            role: ROLE_PLAYER.to_string(),
+            role: Role::Player,
             is_guest: true,
             created_at: now,
             updated_at: now,

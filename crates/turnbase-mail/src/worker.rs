@@ -27,7 +27,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
 use turnbase_core::worker::{Clock, Job, Outcome, Runner, system_clock};
 use turnbase_store::Database;
-use turnbase_store::mail::{AfterAttempt, Finished, NewAttempt};
+use turnbase_store::mail::{AfterAttempt, AttemptOutcome, Finished, NewAttempt};
 use uuid::Uuid;
 
 use turnbase_core::backoff::Backoff;
@@ -304,10 +304,18 @@ impl MailWorker {
         };
         let finished_at = self.now();
         let (outcome, after, code, error) = match result {
-            Ok(accepted) => ("sent", AfterAttempt::Sent, accepted.code, None),
-            Err(SendError::Permanent { code, message }) => {
-                ("permanent", AfterAttempt::Failed, code, Some(message))
-            }
+            Ok(accepted) => (
+                AttemptOutcome::Sent,
+                AfterAttempt::Sent,
+                accepted.code,
+                None,
+            ),
+            Err(SendError::Permanent { code, message }) => (
+                AttemptOutcome::Permanent,
+                AfterAttempt::Failed,
+                code,
+                Some(message),
+            ),
             Err(SendError::Transient { code, message }) => {
                 let after = if attempt >= i64::from(self.config.max_attempts) {
                     AfterAttempt::Failed
@@ -318,7 +326,7 @@ impl MailWorker {
                                 .unwrap_or(chrono::Duration::hours(1)),
                     )
                 };
-                ("transient", after, code, Some(message))
+                (AttemptOutcome::Transient, after, code, Some(message))
             }
         };
         Ok(Some(Finished {
@@ -351,11 +359,11 @@ impl MailWorker {
                 .unwrap_or(0) as f64
                 / 1e6;
             m.duration
-                .record(elapsed, &[KeyValue::new("outcome", a.outcome)]);
+                .record(elapsed, &[KeyValue::new("outcome", a.outcome.as_str())]);
             match f.after {
                 AfterAttempt::Sent => m.sent.add(1, &[]),
                 AfterAttempt::Failed => {
-                    let reason = if a.outcome == "permanent" {
+                    let reason = if a.outcome == AttemptOutcome::Permanent {
                         "permanent"
                     } else {
                         "attempts_exhausted"

@@ -7,15 +7,41 @@ use uuid::Uuid;
 
 use crate::{StoreResult, Tx};
 
-pub const ROLE_PLAYER: &str = "player";
-pub const ROLE_ADMIN: &str = "admin";
+/// What an account may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Role {
+    Player,
+    /// May use `/api/v1/admin`.
+    Admin,
+}
+
+impl Role {
+    pub const ALL: [Role; 2] = [Role::Player, Role::Admin];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Player => "player",
+            Role::Admin => "admin",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Role> {
+        Self::ALL.into_iter().find(|r| r.as_str() == text)
+    }
+}
+
+impl PartialEq<&str> for Role {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AccountRow {
     pub id: Uuid,
     pub email: Option<String>,
     pub display_name: String,
-    pub role: String,
+    pub role: Role,
     pub is_guest: bool,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
@@ -28,7 +54,7 @@ pub struct NewAccount {
     pub id: Uuid,
     pub email: Option<String>,
     pub display_name: String,
-    pub role: &'static str,
+    pub role: Role,
     pub created_at: DateTime<Utc>,
 }
 
@@ -103,7 +129,7 @@ pub struct AccountFilter {
     pub search: Option<String>,
     pub guest: Option<bool>,
     pub blocked: Option<bool>,
-    pub role: Option<String>,
+    pub role: Option<Role>,
     pub before: Option<Uuid>,
     pub limit: i64,
 }

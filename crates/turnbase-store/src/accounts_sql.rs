@@ -13,7 +13,7 @@ macro_rules! impl_account_store {
 
             use crate::accounts::{
                 AccountFilter, AccountRow, AccountStore, AuditEntry, CodeCheck, EmailSignIn,
-                LoginCount, NewAccount, NewLoginCode, NewSession, ROLE_ADMIN, SessionRow,
+                LoginCount, NewAccount, NewLoginCode, NewSession, Role, SessionRow,
                 SessionWithAccount, Upgrade,
             };
             use crate::{StoreError, StoreResult, Tx};
@@ -34,7 +34,7 @@ macro_rules! impl_account_store {
                     id: row.try_get("id")?,
                     email: row.try_get("email")?,
                     display_name: row.try_get("display_name")?,
-                    role: row.try_get("role")?,
+                    role: crate::mail::decode_state(row.try_get("role")?, Role::parse)?,
                     is_guest: row.try_get("is_guest")?,
                     created_at: row.try_get("created_at")?,
                     updated_at: row.try_get("updated_at")?,
@@ -230,7 +230,7 @@ macro_rules! impl_account_store {
                     .bind(new.id)
                     .bind(&new.email)
                     .bind(&new.display_name)
-                    .bind(new.role)
+                    .bind(new.role.as_str())
                     .bind(new.created_at)
                     .execute(&mut *tx)
                     .await?
@@ -269,7 +269,7 @@ macro_rules! impl_account_store {
                         row.push_bind(a.id)
                             .push("NULL")
                             .push_bind(&a.display_name)
-                            .push_bind(a.role)
+                            .push_bind(a.role.as_str())
                             .push("TRUE")
                             .push_bind(a.created_at)
                             .push_bind(a.created_at);
@@ -474,7 +474,7 @@ macro_rules! impl_account_store {
                     .bind(filter.search.as_deref().map(like_pattern))
                     .bind(filter.guest)
                     .bind(filter.blocked)
-                    .bind(&filter.role)
+                    .bind(filter.role.map(Role::as_str))
                     .bind(filter.before)
                     .bind(filter.limit)
                     .fetch_all(self.reader())
@@ -555,7 +555,7 @@ macro_rules! impl_account_store {
                     .bind(new.id)
                     .bind(&new.email)
                     .bind(&new.display_name)
-                    .bind(ROLE_ADMIN)
+                    .bind(Role::Admin.as_str())
                     .bind(new.created_at)
                     .execute(&mut *tx)
                     .await?;

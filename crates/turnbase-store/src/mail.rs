@@ -9,11 +9,145 @@ use uuid::Uuid;
 
 use crate::{StoreResult, Tx};
 
-/// Status texts as stored.
-pub const PENDING: &str = "pending";
-pub const SENDING: &str = "sending";
-pub const SENT: &str = "sent";
-pub const FAILED: &str = "failed";
+/// Where a mail is in the outbox, as stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum MailStatus {
+    /// Due at `next_attempt_at` (new, or retrying).
+    Pending,
+    /// Claimed by a worker under a lease.
+    Sending,
+    Sent,
+    /// Failed for good (a permanent refusal, or the attempts ran out).
+    Failed,
+}
+
+impl MailStatus {
+    pub const ALL: [MailStatus; 4] = [
+        MailStatus::Pending,
+        MailStatus::Sending,
+        MailStatus::Sent,
+        MailStatus::Failed,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MailStatus::Pending => "pending",
+            MailStatus::Sending => "sending",
+            MailStatus::Sent => "sent",
+            MailStatus::Failed => "failed",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<MailStatus> {
+        Self::ALL.into_iter().find(|s| s.as_str() == text)
+    }
+}
+
+/// The status operators see: a pending mail that has failed before is
+/// `retrying`. Derived in [`MailRecord::shown_status`] and turned back
+/// into a stored status in [`ShownStatus::stored`], and nowhere else.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ShownStatus {
+    Pending,
+    Retrying,
+    Sending,
+    Sent,
+    Failed,
+}
+
+impl ShownStatus {
+    pub const ALL: [ShownStatus; 5] = [
+        ShownStatus::Pending,
+        ShownStatus::Retrying,
+        ShownStatus::Sending,
+        ShownStatus::Sent,
+        ShownStatus::Failed,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ShownStatus::Pending => "pending",
+            ShownStatus::Retrying => "retrying",
+            ShownStatus::Sending => "sending",
+            ShownStatus::Sent => "sent",
+            ShownStatus::Failed => "failed",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<ShownStatus> {
+        Self::ALL.into_iter().find(|s| s.as_str() == text)
+    }
+
+    /// The stored status it selects, and whether it selects mail that was
+    /// attempted before (`Some(true)`), never was (`Some(false)`), or
+    /// either (`None`).
+    pub fn stored(self) -> (MailStatus, Option<bool>) {
+        match self {
+            ShownStatus::Pending => (MailStatus::Pending, Some(false)),
+            ShownStatus::Retrying => (MailStatus::Pending, Some(true)),
+            ShownStatus::Sending => (MailStatus::Sending, None),
+            ShownStatus::Sent => (MailStatus::Sent, None),
+            ShownStatus::Failed => (MailStatus::Failed, None),
+        }
+    }
+}
+
+/// How one delivery attempt ended, as stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AttemptOutcome {
+    Sent,
+    /// Worth trying again (a 4xx reply, a timeout, a connection error).
+    Transient,
+    /// Not worth trying again (a 5xx reply, a message that cannot be built).
+    Permanent,
+}
+
+impl AttemptOutcome {
+    pub const ALL: [AttemptOutcome; 3] = [
+        AttemptOutcome::Sent,
+        AttemptOutcome::Transient,
+        AttemptOutcome::Permanent,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AttemptOutcome::Sent => "sent",
+            AttemptOutcome::Transient => "transient",
+            AttemptOutcome::Permanent => "permanent",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<AttemptOutcome> {
+        Self::ALL.into_iter().find(|s| s.as_str() == text)
+    }
+}
+
+/// A state compares equal to its stored text, which keeps assertions on
+/// rows short.
+macro_rules! eq_text {
+    ($($state:ty),*) => {$(
+        impl PartialEq<&str> for $state {
+            fn eq(&self, other: &&str) -> bool {
+                self.as_str() == *other
+            }
+        }
+    )*};
+}
+eq_text!(MailStatus, ShownStatus, AttemptOutcome);
+
+/// Reads a stored state text, failing the row when it is not one.
+pub(crate) fn decode_state<T>(
+    text: String,
+    parse: fn(&str) -> Option<T>,
+) -> Result<T, sqlx::Error> {
+    parse(&text).ok_or_else(|| sqlx::Error::Decode(format!("unknown state {text:?}").into()))
+}
+
+// Stored texts, for the SQL below and the backends.
+pub(crate) const PENDING: &str = "pending";
+pub(crate) const SENDING: &str = "sending";
+pub(crate) const SENT: &str = "sent";
+pub(crate) const FAILED: &str = "failed";
 
 /// A mail to add to the outbox.
 #[derive(Debug, Clone)]
@@ -65,8 +199,7 @@ pub struct NewAttempt {
     pub id: Uuid,
     pub started_at: DateTime<Utc>,
     pub finished_at: DateTime<Utc>,
-    /// `sent`, `transient` or `permanent`.
-    pub outcome: &'static str,
+    pub outcome: AttemptOutcome,
     pub smtp_code: Option<i64>,
     pub error: Option<String>,
 }
@@ -93,7 +226,7 @@ pub struct MailRecord {
     pub idempotency_key: Option<String>,
     pub to: String,
     pub subject: String,
-    pub status: String,
+    pub status: MailStatus,
     pub attempts: i64,
     pub next_attempt_at: DateTime<Utc>,
     pub created_at: DateTime<Utc>,
@@ -126,11 +259,13 @@ pub(crate) const ERASE_SECRET_BODIES: &str = "UPDATE mail_outbox
 
 impl MailRecord {
     /// `retrying` is a pending row that has failed before.
-    pub fn display_status(&self) -> &str {
-        if self.status == PENDING && self.attempts > 0 {
-            "retrying"
-        } else {
-            &self.status
+    pub fn shown_status(&self) -> ShownStatus {
+        match self.status {
+            MailStatus::Pending if self.attempts > 0 => ShownStatus::Retrying,
+            MailStatus::Pending => ShownStatus::Pending,
+            MailStatus::Sending => ShownStatus::Sending,
+            MailStatus::Sent => ShownStatus::Sent,
+            MailStatus::Failed => ShownStatus::Failed,
         }
     }
 }
@@ -140,7 +275,7 @@ pub struct AttemptRecord {
     pub attempt: i64,
     pub started_at: DateTime<Utc>,
     pub finished_at: DateTime<Utc>,
-    pub outcome: String,
+    pub outcome: AttemptOutcome,
     pub smtp_code: Option<i64>,
     pub error: Option<String>,
 }
@@ -149,8 +284,7 @@ pub struct AttemptRecord {
 /// id given (keyset paging).
 #[derive(Debug, Clone, Default)]
 pub struct MailFilter {
-    /// `pending`, `retrying`, `sending`, `sent` or `failed`.
-    pub status: Option<String>,
+    pub status: Option<ShownStatus>,
     pub before: Option<Uuid>,
     /// Only mail to this address, exactly as stored (the parsed form).
     pub to: Option<String>,
@@ -253,7 +387,10 @@ macro_rules! mail_record_from_row {
             idempotency_key: $row.try_get("idempotency_key")?,
             to: $row.try_get("to_address")?,
             subject: $row.try_get("subject")?,
-            status: $row.try_get("status")?,
+            status: $crate::mail::decode_state(
+                $row.try_get("status")?,
+                $crate::mail::MailStatus::parse,
+            )?,
             attempts: $row.try_get("attempts")?,
             next_attempt_at: $row.try_get("next_attempt_at")?,
             created_at: $row.try_get("created_at")?,
@@ -286,7 +423,10 @@ macro_rules! attempt_from_row {
             attempt: $row.try_get("attempt")?,
             started_at: $row.try_get("started_at")?,
             finished_at: $row.try_get("finished_at")?,
-            outcome: $row.try_get("outcome")?,
+            outcome: $crate::mail::decode_state(
+                $row.try_get("outcome")?,
+                $crate::mail::AttemptOutcome::parse,
+            )?,
             smtp_code: $row.try_get("smtp_code")?,
             error: $row.try_get("error")?,
         }
@@ -297,4 +437,67 @@ pub(crate) use {attempt_from_row, claimed_mail_from_row, mail_record_from_row};
 
 pub(crate) fn lease_end(now: DateTime<Utc>, lease: Duration) -> DateTime<Utc> {
     now + chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::days(1))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::accounts::Role;
+
+    #[test]
+    fn states_round_trip_through_their_stored_text_and_nothing_else_parses() {
+        for s in MailStatus::ALL {
+            assert_eq!(MailStatus::parse(s.as_str()), Some(s));
+        }
+        for s in ShownStatus::ALL {
+            assert_eq!(ShownStatus::parse(s.as_str()), Some(s));
+        }
+        for o in AttemptOutcome::ALL {
+            assert_eq!(AttemptOutcome::parse(o.as_str()), Some(o));
+        }
+        for r in Role::ALL {
+            assert_eq!(Role::parse(r.as_str()), Some(r));
+        }
+        for bad in ["", "Pending", "retrying ", "sent\n", "admin?"] {
+            assert_eq!(MailStatus::parse(bad), None, "{bad:?}");
+            assert_eq!(AttemptOutcome::parse(bad), None, "{bad:?}");
+            assert_eq!(Role::parse(bad), None, "{bad:?}");
+        }
+        assert_eq!(
+            MailStatus::parse("retrying"),
+            None,
+            "shown only, never stored"
+        );
+    }
+
+    #[test]
+    fn retrying_is_a_pending_mail_with_attempts_both_ways() {
+        assert_eq!(
+            ShownStatus::Retrying.stored(),
+            (MailStatus::Pending, Some(true))
+        );
+        assert_eq!(
+            ShownStatus::Pending.stored(),
+            (MailStatus::Pending, Some(false))
+        );
+        for shown in ShownStatus::ALL {
+            let (status, retried) = shown.stored();
+            let record = |attempts| MailRecord {
+                id: uuid::Uuid::nil(),
+                idempotency_key: None,
+                to: String::new(),
+                subject: String::new(),
+                status,
+                attempts,
+                next_attempt_at: DateTime::<Utc>::MIN_UTC,
+                created_at: DateTime::<Utc>::MIN_UTC,
+                sent_at: None,
+                last_error: None,
+                carries_secret: false,
+                erased_at: None,
+            };
+            let attempts = if retried == Some(true) { 2 } else { 0 };
+            assert_eq!(record(attempts).shown_status(), shown);
+        }
+    }
 }

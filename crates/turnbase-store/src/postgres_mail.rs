@@ -11,8 +11,8 @@ use uuid::Uuid;
 
 use crate::mail::{
     AfterAttempt, AttemptRecord, ClaimedMail, Enqueued, FAILED, Finished, MailFilter, MailRecord,
-    MailStore, NewMail, PENDING, QueueStats, RECORD_COLUMNS, SENDING, SENT, attempt_from_row,
-    claimed_mail_from_row, lease_end, mail_record_from_row,
+    MailStore, NewMail, PENDING, QueueStats, RECORD_COLUMNS, SENDING, SENT, ShownStatus,
+    attempt_from_row, claimed_mail_from_row, lease_end, mail_record_from_row,
 };
 use crate::{PostgresStore, StoreError, StoreResult, Tx};
 
@@ -125,7 +125,7 @@ impl MailStore for PostgresStore {
             attempt_ids.push(item.attempt.id);
             started.push(item.attempt.started_at);
             finished.push(item.attempt.finished_at);
-            outcomes.push(item.attempt.outcome);
+            outcomes.push(item.attempt.outcome.as_str());
             codes.push(item.attempt.smtp_code);
         }
         let held: Vec<Uuid> = sqlx::query_scalar(
@@ -202,10 +202,9 @@ impl MailStore for PostgresStore {
     }
 
     async fn list_mail(&self, filter: &MailFilter) -> StoreResult<Vec<MailRecord>> {
-        let (status, retrying) = match filter.status.as_deref() {
-            Some("retrying") => (Some(PENDING), Some(true)),
-            Some("pending") => (Some(PENDING), Some(false)),
-            other => (other, None),
+        let (status, retrying) = match filter.status.map(ShownStatus::stored) {
+            Some((status, retried)) => (Some(status.as_str()), retried),
+            None => (None, None),
         };
         let sql = format!(
             "SELECT {RECORD_COLUMNS} FROM mail_outbox
@@ -273,7 +272,7 @@ impl MailStore for PostgresStore {
                 }
                 Err(StoreError::Conflict(format!(
                     "only failed mail can be retried; this one is {}",
-                    current.display_status()
+                    current.shown_status().as_str()
                 )))
             }
         }

@@ -10,8 +10,8 @@ use uuid::Uuid;
 
 use crate::mail::{
     AfterAttempt, AttemptRecord, ClaimedMail, Enqueued, FAILED, Finished, MailFilter, MailRecord,
-    MailStore, NewMail, PENDING, QueueStats, RECORD_COLUMNS, SENDING, SENT, attempt_from_row,
-    claimed_mail_from_row, lease_end, mail_record_from_row,
+    MailStore, NewMail, PENDING, QueueStats, RECORD_COLUMNS, SENDING, SENT, ShownStatus,
+    attempt_from_row, claimed_mail_from_row, lease_end, mail_record_from_row,
 };
 use crate::{SqliteStore, StoreError, StoreResult, Tx};
 
@@ -131,7 +131,7 @@ impl MailStore for SqliteStore {
             .bind(number)
             .bind(item.attempt.started_at)
             .bind(item.attempt.finished_at)
-            .bind(item.attempt.outcome)
+            .bind(item.attempt.outcome.as_str())
             .bind(item.attempt.smtp_code)
             .bind(&item.attempt.error)
             .execute(&mut *tx)
@@ -174,10 +174,9 @@ impl MailStore for SqliteStore {
     }
 
     async fn list_mail(&self, filter: &MailFilter) -> StoreResult<Vec<MailRecord>> {
-        let (status, retrying) = match filter.status.as_deref() {
-            Some("retrying") => (Some(PENDING), Some(true)),
-            Some("pending") => (Some(PENDING), Some(false)),
-            other => (other, None),
+        let (status, retrying) = match filter.status.map(ShownStatus::stored) {
+            Some((status, retried)) => (Some(status.as_str()), retried),
+            None => (None, None),
         };
         let sql = format!(
             "SELECT {RECORD_COLUMNS} FROM mail_outbox
@@ -245,7 +244,7 @@ impl MailStore for SqliteStore {
                 }
                 Err(StoreError::Conflict(format!(
                     "only failed mail can be retried; this one is {}",
-                    current.display_status()
+                    current.shown_status().as_str()
                 )))
             }
         }

@@ -76,7 +76,7 @@ impl From<AccountRow> for AccountView {
             id: a.id,
             email: a.email,
             display_name: a.display_name,
-            role: a.role,
+            role: a.role.as_str().to_string(),
             is_guest: a.is_guest,
             created_at: a.created_at,
             updated_at: a.updated_at,
@@ -112,11 +112,13 @@ async fn list_accounts(
         Some("email") => Some(false),
         Some(_) => return Err(ApiError::BadRequest("kind must be guest or email".into())),
     };
-    if let Some(role) = &query.role
-        && !matches!(role.as_str(), "player" | "admin")
-    {
-        return Err(ApiError::BadRequest("role must be player or admin".into()));
-    }
+    let role = match query.role.as_deref() {
+        Some(text) => Some(
+            turnbase_store::accounts::Role::parse(text)
+                .ok_or_else(|| ApiError::BadRequest("role must be player or admin".into()))?,
+        ),
+        None => None,
+    };
     if query.q.as_ref().is_some_and(|q| q.chars().count() > 100) {
         return Err(ApiError::BadRequest(
             "q must be at most 100 characters".into(),
@@ -131,7 +133,7 @@ async fn list_accounts(
                 .map(|q| q.trim().to_string()),
             guest,
             blocked: query.blocked,
-            role: query.role,
+            role,
             before: query.before,
             limit: limit + 1,
         })

@@ -8,7 +8,7 @@ use axum::{Extension, Json};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use turnbase_store::StoreError;
-use turnbase_store::mail::{AttemptRecord, MailFilter, MailRecord};
+use turnbase_store::mail::{AttemptRecord, MailFilter, MailRecord, ShownStatus};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
@@ -16,7 +16,6 @@ use uuid::Uuid;
 use super::auth::AdminSession;
 use super::{ApiError, AppState, page};
 
-const STATUSES: &[&str] = &["pending", "retrying", "sending", "sent", "failed"];
 const MAX_LIMIT: i64 = 200;
 
 pub fn routes() -> OpenApiRouter<AppState> {
@@ -62,7 +61,7 @@ struct Delivery {
 impl From<MailRecord> for Delivery {
     fn from(m: MailRecord) -> Self {
         Delivery {
-            status: m.display_status().to_string(),
+            status: m.shown_status().as_str().to_string(),
             id: m.id,
             to: m.to,
             subject: m.subject,
@@ -102,7 +101,7 @@ impl From<AttemptRecord> for Attempt {
             attempt: a.attempt,
             started_at: a.started_at,
             finished_at: a.finished_at,
-            outcome: a.outcome,
+            outcome: a.outcome.as_str().to_string(),
             smtp_code: a.smtp_code,
             error: a.error,
         }
@@ -136,14 +135,13 @@ async fn list_mail(
     State(state): State<AppState>,
     Query(query): Query<ListQuery>,
 ) -> Result<Json<DeliveryPage>, ApiError> {
-    if let Some(status) = &query.status
-        && !STATUSES.contains(&status.as_str())
-    {
-        return Err(ApiError::BadRequest(format!(
-            "status must be one of {}",
-            STATUSES.join(", ")
-        )));
-    }
+    let status = match query.status.as_deref() {
+        Some(text) => Some(ShownStatus::parse(text).ok_or_else(|| {
+            let all: Vec<&str> = ShownStatus::ALL.iter().map(|s| s.as_str()).collect();
+            ApiError::BadRequest(format!("status must be one of {}", all.join(", ")))
+        })?),
+        None => None,
+    };
     let to = match query.to.as_deref() {
         Some(text) => Some(
             turnbase_mail::Email::parse(text)
@@ -162,7 +160,7 @@ async fn list_mail(
         .db
         .mail()
         .list_mail(&MailFilter {
-            status: query.status,
+            status,
             before: query.before,
             to,
             limit: limit + 1,

@@ -11,7 +11,7 @@ use axum::response::{IntoResponse, Response};
 use http::request::Parts;
 use subtle::ConstantTimeEq as _;
 use turnbase_accounts::{Actor, CachedSession, Client};
-use turnbase_store::accounts::ROLE_ADMIN;
+use turnbase_store::accounts::Role;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 
 use super::{ApiError, AppState};
@@ -86,7 +86,7 @@ async fn admin(
     headers: &http::HeaderMap,
 ) -> Result<Arc<CachedSession>, ApiError> {
     let session = state.accounts.resolve(bearer(headers)?).await?;
-    if session.account.role != ROLE_ADMIN {
+    if session.account.role != Role::Admin {
         return Err(ApiError::Forbidden(
             "the admin API needs an account with the admin role".into(),
         ));

@@ -48,7 +48,7 @@ async fn resolve_session(
         account_id: s.account.id,
         session_id: s.session_id,
         display_name: s.account.display_name.clone(),
-        role: s.account.role.clone(),
+        role: s.account.role.as_str().to_string(),
         is_guest: s.account.is_guest,
     }))
 }

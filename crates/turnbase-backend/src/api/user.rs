@@ -45,7 +45,7 @@ impl From<&AccountRow> for Me {
             id: a.id,
             email: a.email.clone(),
             display_name: a.display_name.clone(),
-            role: a.role.clone(),
+            role: a.role.as_str().to_string(),
             is_guest: a.is_guest,
             created_at: a.created_at,
         }

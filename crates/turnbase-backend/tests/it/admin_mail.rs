@@ -103,7 +103,7 @@ async fn list_show_and_retry(backend: Backend) {
         id: uuid::Uuid::now_v7(),
         started_at: now,
         finished_at: now,
-        outcome: "permanent",
+        outcome: turnbase_store::mail::AttemptOutcome::Permanent,
         smtp_code: Some(550),
         error: Some("no such user".into()),
     };

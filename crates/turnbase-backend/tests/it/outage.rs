@@ -73,7 +73,8 @@ async fn a_stopped_database_answers_503_once_per_outage_and_recovers() {
 /// A database that vanishes without closing its connections (a partition:
 /// the relay silences every open connection) cannot hold requests or pool
 /// slots: each request is answered within the statement timeout (503 when
-/// its connection was cut), and once new connections reach the server
+/// its statement met a cut connection, served when the check before reuse
+/// caught it first), and once new connections reach the server
 /// again the backend serves as before, its pool slots freed. Before the
 /// deadline such a request waited for the request timeout, and its
 /// connection's slot was never given back.
@@ -109,10 +110,13 @@ async fn a_partitioned_database_fails_statements_in_time_and_frees_the_pool() {
             "answered after {took:?}: {body}"
         );
     }
+    // Some request met a silenced connection and waited out the deadline,
+    // of its statement (503) or of the check before reuse (then served on
+    // a new connection).
     assert!(
         during
             .iter()
-            .any(|(s, _, _)| *s == StatusCode::SERVICE_UNAVAILABLE),
+            .any(|(_, _, took)| *took >= Duration::from_millis(900)),
         "some request met a cut connection: {during:?}"
     );
     // The cut connections are closed and their slots reused: new
@@ -132,5 +136,10 @@ async fn a_partitioned_database_fails_statements_in_time_and_frees_the_pool() {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
+    // A connection handed back in the very instant of the cut can pass the
+    // deadline-bound check and then wait in sqlx's own unbounded one until
+    // its socket fails (see README, Storage); ending the partition lets the
+    // pool close at once.
+    drop(relay);
     t.app.shutdown().await;
 }

@@ -99,7 +99,7 @@ async fn old_seatless_guests_are_reaped(backend: Backend) {
                 id: Uuid::now_v7(),
                 email: Some("m@example.org".into()),
                 display_name: "M".into(),
-                role: turnbase_store::accounts::ROLE_PLAYER,
+                role: turnbase_store::accounts::Role::Player,
                 created_at: start,
             },
             &turnbase_store::accounts::NewSession {

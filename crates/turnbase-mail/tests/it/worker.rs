@@ -478,7 +478,7 @@ async fn finished_mail_past_its_retention_is_deleted(backend: Backend) {
         id: Uuid::now_v7(),
         started_at: at,
         finished_at: at,
-        outcome: "sent",
+        outcome: turnbase_store::mail::AttemptOutcome::Sent,
         smtp_code: Some(250),
         error: None,
     };

@@ -4,7 +4,7 @@
 use chrono::{TimeZone as _, Utc};
 use turnbase_store::accounts::{
     AccountFilter, AuditEntry, CodeCheck, EmailSignIn, LoginCount, NewAccount, NewLoginCode,
-    NewSession, ROLE_ADMIN, ROLE_PLAYER, Upgrade,
+    NewSession, Role, Upgrade,
 };
 use turnbase_store::{Database, StoreError};
 use turnbase_testkit::{Backend, TestDb};
@@ -28,7 +28,7 @@ fn account(email: Option<&str>, name: &str, at: i64) -> NewAccount {
         id: Uuid::now_v7(),
         email: email.map(String::from),
         display_name: name.into(),
-        role: ROLE_PLAYER,
+        role: Role::Player,
         created_at: t(at),
     }
 }
@@ -374,12 +374,12 @@ async fn rename_upgrade_and_admin(backend: Backend) {
         .ensure_admin(&account(Some("boss@example.org"), "Boss", 0))
         .await
         .expect("admin");
-    assert_eq!(admin.role, ROLE_ADMIN);
+    assert_eq!(admin.role, Role::Admin);
     let promoted = store
         .ensure_admin(&account(Some("taken@example.org"), "ignored", 0))
         .await
         .expect("promote");
-    assert_eq!(promoted.role, ROLE_ADMIN);
+    assert_eq!(promoted.role, Role::Admin);
     assert_eq!(
         promoted.display_name, "T",
         "an existing account keeps its name"
@@ -400,7 +400,7 @@ async fn rename_upgrade_and_admin(backend: Backend) {
     assert_eq!(all.len(), 3);
     let admins = store
         .list_accounts(&AccountFilter {
-            role: Some(ROLE_ADMIN.into()),
+            role: Some(Role::Admin),
             limit: 10,
             ..Default::default()
         })

@@ -4,7 +4,9 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use chrono::{TimeZone as _, Utc};
-use turnbase_store::mail::{AfterAttempt, MailFilter, NewAttempt, NewMail};
+use turnbase_store::mail::{
+    AfterAttempt, AttemptOutcome, MailFilter, NewAttempt, NewMail, ShownStatus,
+};
 use turnbase_store::{Database, StoreError};
 use turnbase_testkit::{Backend, TestDb};
 use uuid::Uuid;
@@ -54,7 +56,7 @@ fn attempt(outcome: &'static str, at: i64) -> NewAttempt {
         id: Uuid::now_v7(),
         started_at: t(at),
         finished_at: t(at),
-        outcome,
+        outcome: AttemptOutcome::parse(outcome).expect("an outcome"),
         smtp_code: Some(if outcome == "sent" { 250 } else { 451 }),
         error: (outcome != "sent").then(|| "try later".to_string()),
     }
@@ -172,7 +174,7 @@ async fn attempts_retries_failures_and_release(backend: Backend) {
     );
     let (m, attempts) = store.mail(id).await.expect("show");
     assert_eq!(
-        (m.display_status(), m.attempts, m.next_attempt_at),
+        (m.shown_status().as_str(), m.attempts, m.next_attempt_at),
         ("retrying", 1, t(60))
     );
     assert_eq!(attempts.len(), 1);
@@ -200,7 +202,7 @@ async fn attempts_retries_failures_and_release(backend: Backend) {
     // Shutdown: the row goes back without spending an attempt.
     store.release_mail(id, "w", t(60)).await.expect("release");
     let (m, _) = store.mail(id).await.expect("show");
-    assert_eq!((m.display_status(), m.attempts), ("retrying", 1));
+    assert_eq!((m.shown_status().as_str(), m.attempts), ("retrying", 1));
     store
         .claim_due_mail(t(61), LEASE, "w", 1)
         .await
@@ -219,7 +221,7 @@ async fn attempts_retries_failures_and_release(backend: Backend) {
     assert_eq!(m.last_error.as_deref(), Some("try later"));
     let failed = store
         .list_mail(&MailFilter {
-            status: Some("failed".into()),
+            status: ShownStatus::parse("failed"),
             limit: 10,
             ..MailFilter::default()
         })
@@ -314,7 +316,7 @@ async fn listing_filters_and_pages(backend: Backend) {
     assert_eq!(seen, newest_first);
     let pending = store
         .list_mail(&MailFilter {
-            status: Some("pending".into()),
+            status: ShownStatus::parse("pending"),
             limit: 10,
             ..MailFilter::default()
         })
