@@ -167,9 +167,9 @@ impl AccountService {
         geo: GeoIp,
         config: AccountsConfig,
         clock: Clock,
-        meter: Option<&Meter>,
+        meter: &Meter,
     ) -> Self {
-        let metrics = meter.map(|m| Metrics {
+        let metrics = Some(meter).map(|m| Metrics {
             sign_ins: m
                 .u64_counter("accounts_sign_ins")
                 .with_description("Sessions opened, by method")

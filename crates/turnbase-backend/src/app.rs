@@ -116,7 +116,7 @@ impl App {
 
         // The push service exists before any domain service, so that each
         // gets a real publisher. Its listener starts with the others below.
-        let push = PushService::new(config.grpc_push.service.clone(), Some(telemetry.meter()));
+        let push = PushService::new(config.grpc_push.service.clone(), telemetry.meter());
         let closing = push.clone();
         lifecycle.add("push", None, move || async move {
             closing.close();
@@ -127,12 +127,9 @@ impl App {
         // and their workers read one clock.
         let clock = turnbase_core::worker::system_clock();
         let wake_mail = Arc::new(tokio::sync::Notify::new());
-        let mail = turnbase_mail::MailService::new(
-            database.clone(),
-            wake_mail.clone(),
-            Some(telemetry.meter()),
-        )
-        .with_clock(clock.clone());
+        let mail =
+            turnbase_mail::MailService::new(database.clone(), wake_mail.clone(), telemetry.meter())
+                .with_clock(clock.clone());
 
         let geo = match &config.accounts.geoip_db {
             Some(path) => turnbase_accounts::GeoIp::open(path)
@@ -146,7 +143,7 @@ impl App {
             geo,
             config.accounts.service.clone(),
             clock.clone(),
-            Some(telemetry.meter()),
+            telemetry.meter(),
         );
         if let Some(admin) = accounts.ensure_admin().await? {
             tracing::info!(account = %admin.id, "the configured admin account is ready");
@@ -160,11 +157,13 @@ impl App {
             turnbase_accounts::workers::run_flusher(flusher, interval, stop)
         });
 
-        // Caches, each reporting to /readyz until warm.
+        // Caches, each reporting to /readyz until warm. The session cache
+        // is warmed here, before any listener binds (DESIGN section 2,
+        // step 6), so its flag is set before /readyz can be asked; a
+        // failure only costs speed, since the cache fills as sessions are
+        // used.
         let readiness = Readiness::default();
         let session_cache_ready = readiness.register("session-cache");
-        // Warmed before the listeners bind (DESIGN section 2, step 6); a
-        // failure only costs speed, since the cache fills as sessions are used.
         match accounts.warm_cache().await {
             Ok(n) => tracing::info!(sessions = n, "session cache warmed"),
             Err(err) => {
@@ -253,7 +252,7 @@ impl App {
                 turnbase_mail::MessageSettings::new(config.mail.from.clone()),
                 config.mail.worker.clone(),
                 wake_mail,
-                Some(telemetry.meter()),
+                telemetry.meter(),
             )
             .with_clock(clock),
         );

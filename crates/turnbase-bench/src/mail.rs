@@ -251,7 +251,11 @@ async fn outbox_pass(
     let db = Database::connect(options).await?;
     db.migrate().await?;
     let wake = Arc::new(Notify::new());
-    let service = MailService::new(db.clone(), wake.clone(), None);
+    let service = MailService::new(
+        db.clone(),
+        wake.clone(),
+        &turnbase_core::telemetry::noop_meter(),
+    );
     let sender: Arc<dyn MailSender> = Arc::new(
         SmtpSender::new(
             &format!("smtp://127.0.0.1:{}", sink.port),
@@ -277,7 +281,7 @@ async fn outbox_pass(
             secret_retention: Duration::from_secs(3600),
         },
         wake,
-        None,
+        &turnbase_core::telemetry::noop_meter(),
     ));
     let stop = CancellationToken::new();
     let mut running = None;

@@ -234,3 +234,10 @@ fn install_subscriber(config: &TelemetryConfig, tracer_provider: &SdkTracerProvi
     // A second install in the same process keeps the first subscriber.
     let _ = result;
 }
+
+/// A meter that records nothing, for components built without telemetry
+/// (tests, tools).
+pub fn noop_meter() -> opentelemetry::metrics::Meter {
+    use opentelemetry::metrics::MeterProvider as _;
+    opentelemetry::metrics::noop::NoopMeterProvider::new().meter("turnbase-noop")
+}

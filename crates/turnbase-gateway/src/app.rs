@@ -159,7 +159,7 @@ impl Gateway {
             config.internal_token.clone(),
             config.session_cache_ttl,
         ));
-        let hub = Hub::new(config.limits.clone(), Some(telemetry.meter()));
+        let hub = Hub::new(config.limits.clone(), telemetry.meter());
 
         // The push stream first, so that it closes last.
         let feed = Feed {
@@ -196,7 +196,7 @@ impl Gateway {
             signer.clone(),
             client,
             readiness.clone(),
-            Some(telemetry.meter()),
+            telemetry.meter(),
         );
         let app = router(
             edge.clone(),

@@ -70,7 +70,7 @@ impl Edge {
         signer: Arc<Signer>,
         client: HttpClient,
         readiness: Readiness,
-        meter: Option<&Meter>,
+        meter: &Meter,
     ) -> Arc<Edge> {
         Arc::new(Edge {
             hub,
@@ -88,7 +88,7 @@ impl Edge {
             per_ip: RateLimiter::new(config.rate_per_ip),
             per_session: RateLimiter::new(config.rate_per_session),
             closing: AtomicBool::new(false),
-            edge_duration: meter.map(|m| {
+            edge_duration: Some(meter).map(|m| {
                 m.f64_histogram("edge_request_duration")
                     .with_unit("s")
                     .with_description("Forwarded requests, from arrival to the backend's answer")

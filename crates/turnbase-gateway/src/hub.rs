@@ -206,14 +206,14 @@ pub enum Start {
 }
 
 impl Hub {
-    pub fn new(limits: EdgeLimits, meter: Option<&Meter>) -> Arc<Hub> {
+    pub fn new(limits: EdgeLimits, meter: &Meter) -> Arc<Hub> {
         Arc::new_cyclic(|hub: &Weak<Hub>| Hub {
             shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
             limits,
             next_id: AtomicU64::new(1),
             total: AtomicUsize::new(0),
             window_total: AtomicUsize::new(0),
-            metrics: meter.map(|m| Metrics {
+            metrics: Some(meter).map(|m| Metrics {
                 _resume_bytes: {
                     let hub = hub.clone();
                     m.u64_observable_gauge("edge_resume_window_bytes")
@@ -605,7 +605,7 @@ mod tests {
 
     #[tokio::test]
     async fn resume_replays_exactly_the_missed_envelopes_then_live() {
-        let hub = Hub::new(limits(16), None);
+        let hub = Hub::new(limits(16), &turnbase_core::telemetry::noop_meter());
         let (user, s1, s2) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
         for n in 1..=3 {
             let (id, f) = frame(n);
@@ -631,7 +631,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_full_queue_closes_only_that_connection() {
-        let hub = Hub::new(limits(2), None);
+        let hub = Hub::new(limits(2), &turnbase_core::telemetry::noop_meter());
         let user = Uuid::now_v7();
         let slow = hub.register(user, Uuid::now_v7(), Start::Fresh);
         let mut fast = hub.register(user, Uuid::now_v7(), Start::Fresh);
@@ -646,7 +646,7 @@ mod tests {
 
     #[tokio::test]
     async fn connections_are_admitted_within_the_user_and_gateway_limits() {
-        let hub = Hub::new(limits(8), None);
+        let hub = Hub::new(limits(8), &turnbase_core::telemetry::noop_meter());
         let (ann, bob, cy) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
         let mut anns: Vec<Connection> = (0..3)
             .map(|_| {
@@ -680,7 +680,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn sweeping_forgets_windows_of_users_gone_for_longer_than_the_window() {
-        let hub = Hub::new(limits(8), None);
+        let hub = Hub::new(limits(8), &turnbase_core::telemetry::noop_meter());
         let (offline, online) = (Uuid::now_v7(), Uuid::now_v7());
         let _conn = hub.register(online, Uuid::now_v7(), Start::Fresh);
         for (n, user) in [(1, offline), (2, online)] {
@@ -709,7 +709,7 @@ mod tests {
                 resume_max_events: 10,
                 ..limits(8)
             },
-            None,
+            &turnbase_core::telemetry::noop_meter(),
         );
         let (quiet, busy) = (Uuid::now_v7(), Uuid::now_v7());
         let (id, f) = frame(1);
@@ -763,7 +763,7 @@ mod tests {
 
     #[tokio::test]
     async fn revocation_closes_the_named_session_or_all() {
-        let hub = Hub::new(limits(8), None);
+        let hub = Hub::new(limits(8), &turnbase_core::telemetry::noop_meter());
         let (user, s1, s2) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
         let a = hub.register(user, s1, Start::Fresh);
         let b = hub.register(user, s2, Start::Fresh);

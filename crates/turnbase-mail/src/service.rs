@@ -44,11 +44,11 @@ pub struct MailService {
 }
 
 impl MailService {
-    pub fn new(db: Database, wake: Arc<Notify>, meter: Option<&Meter>) -> Self {
+    pub fn new(db: Database, wake: Arc<Notify>, meter: &Meter) -> Self {
         Self {
             db,
             wake,
-            enqueued: meter.map(|m| {
+            enqueued: Some(meter).map(|m| {
                 m.u64_counter("mail_enqueued")
                     .with_description("Mails added to the outbox")
                     .build()

@@ -107,7 +107,7 @@ impl MailWorker {
         settings: MessageSettings,
         config: WorkerConfig,
         wake: Arc<Notify>,
-        meter: Option<&Meter>,
+        meter: &Meter,
     ) -> Self {
         let queue = Arc::new(QueueGauges::default());
         Self {
@@ -116,7 +116,7 @@ impl MailWorker {
             settings,
             config,
             wake,
-            metrics: meter.map(|m| WorkerMetrics::new(m, queue.clone())),
+            metrics: Some(meter).map(|m| WorkerMetrics::new(m, queue.clone())),
             queue,
             instance: Uuid::now_v7().simple().to_string(),
             clock: system_clock(),

@@ -158,7 +158,7 @@ struct Metrics {
 
 impl PushService {
     /// A service with a fresh random epoch.
-    pub fn new(config: PushConfig, meter: Option<&Meter>) -> Self {
+    pub fn new(config: PushConfig, meter: &Meter) -> Self {
         // Zero is avoided so that an all-zero cursor is never valid.
         let epoch = loop {
             let e: u64 = rand::random();
@@ -169,7 +169,7 @@ impl PushService {
         Self::with_epoch(config, epoch, meter)
     }
 
-    pub fn with_epoch(config: PushConfig, epoch: u64, meter: Option<&Meter>) -> Self {
+    pub fn with_epoch(config: PushConfig, epoch: u64, meter: &Meter) -> Self {
         let inner = Arc::new_cyclic(|weak: &Weak<Inner>| Inner {
             epoch,
             state: Mutex::new(State {
@@ -182,7 +182,7 @@ impl PushService {
             wake: Notify::new(),
             waiting: AtomicUsize::new(0),
             closed: CancellationToken::new(),
-            metrics: meter.map(|m| Metrics::new(m, weak.clone())),
+            metrics: Some(meter).map(|m| Metrics::new(m, weak.clone())),
         });
         Self { inner }
     }

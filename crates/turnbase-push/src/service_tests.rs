@@ -90,7 +90,7 @@ fn drain(sub: &mut Subscription, seen: &mut Seen) {
 
 #[test]
 fn publisher_validates_its_input() {
-    let svc = PushService::with_epoch(config(10, 1000), EPOCH, None);
+    let svc = PushService::with_epoch(config(10, 1000), EPOCH, &noop_meter());
     let mut e = event(1);
     e.user_id = Uuid::nil();
     assert_eq!(svc.publish_client_event(e), Err(PublishError::NilUser));
@@ -138,7 +138,7 @@ fn publisher_validates_its_input() {
 
 #[test]
 fn subscribe_rejects_bad_client_ids_and_a_closed_service() {
-    let svc = PushService::with_epoch(config(10, 1000), EPOCH, None);
+    let svc = PushService::with_epoch(config(10, 1000), EPOCH, &noop_meter());
     assert_eq!(
         svc.subscribe("", "").err(),
         Some(SubscribeError::InvalidClientId)
@@ -158,7 +158,7 @@ fn subscribe_rejects_bad_client_ids_and_a_closed_service() {
 
 #[tokio::test(start_paused = true)]
 async fn stale_reasons() {
-    let svc = PushService::with_epoch(config(3, 1000), EPOCH, None);
+    let svc = PushService::with_epoch(config(3, 1000), EPOCH, &noop_meter());
     for n in 0..5 {
         svc.publish_client_event(event(n)).expect("publish");
     }
@@ -185,7 +185,7 @@ async fn stale_reasons() {
 
 #[tokio::test(start_paused = true)]
 async fn replaced_and_closed_subscriptions_end() {
-    let svc = PushService::with_epoch(config(100, 1000), EPOCH, None);
+    let svc = PushService::with_epoch(config(100, 1000), EPOCH, &noop_meter());
     let mut first = svc.subscribe("gw", "").expect("first");
     let mut seen = Seen::default();
     drain(&mut first, &mut seen);
@@ -218,7 +218,7 @@ async fn replaced_and_closed_subscriptions_end() {
 async fn heartbeat_when_idle_names_the_subscriber_position() {
     let mut c = config(100, 60_000);
     c.heartbeat_interval = Duration::from_secs(5);
-    let svc = PushService::with_epoch(c, EPOCH, None);
+    let svc = PushService::with_epoch(c, EPOCH, &noop_meter());
     svc.publish_client_event(event(1)).expect("publish");
     let mut sub = svc.subscribe("gw", "").expect("subscribe");
     let _opening = sub.next().await.expect("opening");
@@ -236,7 +236,7 @@ async fn heartbeat_when_idle_names_the_subscriber_position() {
 
 #[tokio::test(start_paused = true)]
 async fn live_events_wake_a_waiting_subscriber() {
-    let svc = PushService::with_epoch(config(100, 60_000), EPOCH, None);
+    let svc = PushService::with_epoch(config(100, 60_000), EPOCH, &noop_meter());
     let mut sub = svc.subscribe("gw", "").expect("subscribe");
     let _opening = sub.next().await.expect("opening");
     let publisher = svc.clone();
@@ -252,7 +252,7 @@ async fn live_events_wake_a_waiting_subscriber() {
 
 #[tokio::test(start_paused = true)]
 async fn a_lapped_subscriber_gets_stale_and_continues_from_the_head() {
-    let svc = PushService::with_epoch(config(10, 60_000), EPOCH, None);
+    let svc = PushService::with_epoch(config(10, 60_000), EPOCH, &noop_meter());
     let mut sub = svc.subscribe("gw", "").expect("subscribe");
     let mut seen = Seen::default();
     drain(&mut sub, &mut seen);
@@ -270,7 +270,7 @@ async fn a_lapped_subscriber_gets_stale_and_continues_from_the_head() {
 
 #[tokio::test(start_paused = true)]
 async fn a_lapped_subscriber_that_missed_an_invalidation_is_ended() {
-    let svc = PushService::with_epoch(config(10, 60_000), EPOCH, None);
+    let svc = PushService::with_epoch(config(10, 60_000), EPOCH, &noop_meter());
     let mut sub = svc.subscribe("gw", "").expect("subscribe");
     let mut seen = Seen::default();
     drain(&mut sub, &mut seen);
@@ -328,7 +328,7 @@ proptest! {
         rt.block_on(async move {
             const CAPACITY: usize = 16;
             const WINDOW_MS: u64 = 1000;
-            let svc = PushService::with_epoch(config(CAPACITY, WINDOW_MS), EPOCH, None);
+            let svc = PushService::with_epoch(config(CAPACITY, WINDOW_MS), EPOCH, &noop_meter());
             // The model: publish time of every event, by seq - 1.
             let mut published: Vec<Instant> = Vec::new();
             let mut sub: Option<(Subscription, u64, Seen)> = None;
@@ -403,4 +403,10 @@ fn check(seen: &Seen, from: u64, head: u64) {
         head + 1,
         "everything up to the head is accounted for: {seen:?}"
     );
+}
+
+/// A meter that records nothing.
+fn noop_meter() -> opentelemetry::metrics::Meter {
+    use opentelemetry::metrics::MeterProvider as _;
+    opentelemetry::metrics::noop::NoopMeterProvider::new().meter("test")
 }

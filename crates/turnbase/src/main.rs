@@ -244,8 +244,8 @@ async fn start(run: Run, config: Config, file: Option<PathBuf>) -> i32 {
     };
     match run {
         Run::Migrate => migrate(&config, &telemetry).await,
-        Run::Up => serve(config, telemetry, Some(file)).await,
-        Run::Backend => serve(config, telemetry, None).await,
+        Run::Up => serve(config, telemetry, Stack::Up { config_file: file }).await,
+        Run::Backend => serve(config, telemetry, Stack::BackendOnly).await,
     }
 }
 
@@ -311,12 +311,22 @@ async fn migrate(config: &Config, telemetry: &Telemetry) -> i32 {
     code
 }
 
-/// Runs the backend; with `up` (the gateway's config file), the gateway
-/// beside it and the banner.
-async fn serve(config: Config, telemetry: Telemetry, up: Option<Option<PathBuf>>) -> i32 {
+/// What [`serve`] runs besides the backend.
+enum Stack {
+    /// `turnbase backend`: the backend alone.
+    BackendOnly,
+    /// `turnbase up`: the gateway beside it (configured from the same
+    /// optional file) and the banner.
+    Up { config_file: Option<PathBuf> },
+}
+
+/// Runs the backend, and the rest of the `stack`.
+async fn serve(config: Config, telemetry: Telemetry, stack: Stack) -> i32 {
     let caught = ShutdownSignals::listen();
-    let gateway_config_file = up.clone().flatten();
-    let banner = up.is_some();
+    let (banner, gateway_config_file) = match stack {
+        Stack::BackendOnly => (false, None),
+        Stack::Up { config_file } => (true, config_file),
+    };
     let backend_config = config.clone();
     let data_dir = config.data_dir.clone();
     let admin = match &config.accounts.service.admin_email {

@@ -82,7 +82,8 @@ async fn spawn_app_on(db: TestDb, url: Option<String>, extra: &[(&str, &str)]) -
     let app = App::start(config, telemetry, "test")
         .await
         .expect("backend starts");
-    // Caches warm in the background; tests start once they are.
+    // Caches are warm before the listeners bind; this only guards against
+    // a readiness flag that a future cache sets later.
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
     while !app.readiness.not_ready().is_empty() {
         assert!(

@@ -67,9 +67,16 @@ async fn old_seatless_guests_are_reaped(backend: Backend) {
         .expect("valid");
     let now = Arc::new(Mutex::new(start));
     let clock_now = now.clone();
-    let push = PushService::new(PushConfig::with_window(Duration::from_secs(60)), None);
+    let push = PushService::new(
+        PushConfig::with_window(Duration::from_secs(60)),
+        &turnbase_core::telemetry::noop_meter(),
+    );
     let mut sub = push.subscribe("test", "").expect("subscribe");
-    let mail = turnbase_mail::MailService::new(db.clone(), Arc::default(), None);
+    let mail = turnbase_mail::MailService::new(
+        db.clone(),
+        Arc::default(),
+        &turnbase_core::telemetry::noop_meter(),
+    );
     let service = AccountService::new(
         db.clone(),
         mail,
@@ -77,7 +84,7 @@ async fn old_seatless_guests_are_reaped(backend: Backend) {
         GeoIp::none(),
         config(),
         Arc::new(move || *clock_now.lock().expect("not poisoned")),
-        None,
+        &turnbase_core::telemetry::noop_meter(),
     );
     let client = Client {
         ip: "127.0.0.1".parse().expect("ip"),
@@ -188,8 +195,15 @@ async fn last_seen_is_written_once_per_resolution(backend: Backend) {
         .expect("valid");
     let now = Arc::new(Mutex::new(start));
     let clock_now = now.clone();
-    let push = PushService::new(PushConfig::with_window(Duration::from_secs(60)), None);
-    let mail = turnbase_mail::MailService::new(db.clone(), Arc::default(), None);
+    let push = PushService::new(
+        PushConfig::with_window(Duration::from_secs(60)),
+        &turnbase_core::telemetry::noop_meter(),
+    );
+    let mail = turnbase_mail::MailService::new(
+        db.clone(),
+        Arc::default(),
+        &turnbase_core::telemetry::noop_meter(),
+    );
     let service = AccountService::new(
         db.clone(),
         mail,
@@ -197,7 +211,7 @@ async fn last_seen_is_written_once_per_resolution(backend: Backend) {
         GeoIp::none(),
         config(),
         Arc::new(move || *clock_now.lock().expect("not poisoned")),
-        None,
+        &turnbase_core::telemetry::noop_meter(),
     );
     let client = Client {
         ip: "127.0.0.1".parse().expect("ip"),

@@ -103,7 +103,10 @@ async fn server() -> (String, PushService) {
         .await
         .expect("bind");
     let url = format!("http://{}", listener.local_addr().expect("addr"));
-    let service = PushService::new(PushConfig::with_window(Duration::from_secs(60)), None);
+    let service = PushService::new(
+        PushConfig::with_window(Duration::from_secs(60)),
+        &turnbase_core::telemetry::noop_meter(),
+    );
     tokio::spawn(turnbase_push::server::serve(
         service.clone(),
         listener,

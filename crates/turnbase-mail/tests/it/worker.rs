@@ -40,7 +40,11 @@ async fn world(backend: Backend) -> World {
     db.migrate().await.expect("migrate");
     let wake = Arc::new(Notify::new());
     World {
-        service: MailService::new(db.clone(), wake.clone(), None),
+        service: MailService::new(
+            db.clone(),
+            wake.clone(),
+            &turnbase_core::telemetry::noop_meter(),
+        ),
         _guard: guard,
         db,
         wake,
@@ -81,7 +85,7 @@ impl World {
             MessageSettings::new("Turnbase <noreply@turnbase.test>".parse().expect("mailbox")),
             config,
             self.wake.clone(),
-            None,
+            &turnbase_core::telemetry::noop_meter(),
         ));
         let stop = CancellationToken::new();
         let task = tokio::spawn(worker.run(stop.clone()));

@@ -43,7 +43,7 @@ async fn start_with(config: PushConfig, liveness: Liveness) -> Server {
         .await
         .expect("bind");
     let addr = listener.local_addr().expect("addr");
-    let service = PushService::new(config, None);
+    let service = PushService::new(config, &noop_meter());
     let stop = CancellationToken::new();
     let task = tokio::spawn(turnbase_push::server::serve(
         service.clone(),
@@ -465,4 +465,10 @@ async fn shutdown_delivers_what_was_published_then_ends_streams() {
             .await
             .is_err()
     );
+}
+
+/// A meter that records nothing.
+fn noop_meter() -> opentelemetry::metrics::Meter {
+    use opentelemetry::metrics::MeterProvider as _;
+    opentelemetry::metrics::noop::NoopMeterProvider::new().meter("test")
 }
