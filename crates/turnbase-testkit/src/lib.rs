@@ -18,8 +18,10 @@ use turnbase_store::DatabaseOptions;
 /// The variable naming the Postgres server tests may create databases on.
 pub const POSTGRES_URL_VAR: &str = "TURNBASE_TEST_POSTGRES_URL";
 
+/// Which database a test runs on (a name that engines and their drivers
+/// will not collide with).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Backend {
+pub enum DbKind {
     Sqlite,
     Postgres,
 }
@@ -34,11 +36,22 @@ pub struct TestDb {
 }
 
 impl TestDb {
-    pub async fn new(backend: Backend) -> TestDb {
+    pub async fn new(backend: DbKind) -> TestDb {
         match backend {
-            Backend::Sqlite => Self::sqlite(),
-            Backend::Postgres => Self::postgres().await,
+            DbKind::Sqlite => Self::sqlite(),
+            DbKind::Postgres => Self::postgres().await,
         }
+    }
+
+    /// A fresh database of `kind`, connected and migrated; keep the
+    /// `TestDb` alive as long as the `Database` is used.
+    pub async fn open_migrated(kind: DbKind) -> (TestDb, turnbase_store::Database) {
+        let test_db = TestDb::new(kind).await;
+        let db = turnbase_store::Database::connect(&test_db.options)
+            .await
+            .expect("the test database opens");
+        db.migrate().await.expect("the test database migrates");
+        (test_db, db)
     }
 
     pub fn sqlite() -> TestDb {
@@ -306,7 +319,7 @@ impl Drop for SmtpSink {
 }
 
 /// Defines each named async test once per backend, in modules `sqlite` and
-/// `postgres`; each function takes the [`Backend`] to run on. Optionally
+/// `postgres`; each function takes the [`DbKind`] to run on. Optionally
 /// `flavor = "multi_thread";` first, for tests that need a second thread.
 #[macro_export]
 macro_rules! both_backends {
@@ -315,7 +328,7 @@ macro_rules! both_backends {
             $(
                 #[tokio::test(flavor = $flavor)]
                 async fn $name() {
-                    super::$name($crate::Backend::Sqlite).await;
+                    super::$name($crate::DbKind::Sqlite).await;
                 }
             )*
         }
@@ -323,7 +336,7 @@ macro_rules! both_backends {
             $(
                 #[tokio::test(flavor = $flavor)]
                 async fn $name() {
-                    super::$name($crate::Backend::Postgres).await;
+                    super::$name($crate::DbKind::Postgres).await;
                 }
             )*
         }

@@ -11,7 +11,7 @@ use tonic::Streaming;
 use turnbase_push::proto::push_event::Kind as EventKind;
 use turnbase_push::proto::push_message::Kind as Msg;
 use turnbase_push::proto::{PushMessage, push_client::PushClient};
-use turnbase_testkit::Backend;
+use turnbase_testkit::DbKind;
 
 use crate::helpers::{ADMIN_EMAIL, INTERNAL_TOKEN, TestApp, spawn_app, spawn_app_with};
 
@@ -63,7 +63,7 @@ async fn invalidation(stream: &mut Streaming<PushMessage>) -> (String, Option<St
     }
 }
 
-async fn email_sign_in_with_the_mailed_code(backend: Backend) {
+async fn email_sign_in_with_the_mailed_code(backend: DbKind) {
     let t = spawn_app(backend).await;
     let first = t.sign_in("Ann@Example.org").await;
     assert_eq!(first["created"], true);
@@ -133,7 +133,7 @@ async fn email_sign_in_with_the_mailed_code(backend: Backend) {
     t.app.shutdown().await;
 }
 
-async fn start_does_not_reveal_whether_an_account_exists(backend: Backend) {
+async fn start_does_not_reveal_whether_an_account_exists(backend: DbKind) {
     let t = spawn_app(backend).await;
     t.sign_in("known@example.org").await;
     let known = t
@@ -172,7 +172,7 @@ async fn start_does_not_reveal_whether_an_account_exists(backend: Backend) {
     t.app.shutdown().await;
 }
 
-async fn guest_upgrade_keeps_the_account(backend: Backend) {
+async fn guest_upgrade_keeps_the_account(backend: DbKind) {
     let t = spawn_app(backend).await;
     let (guest, body) = t.guest("Wanderer").await;
     let id = body["account"]["id"].clone();
@@ -233,7 +233,7 @@ async fn guest_upgrade_keeps_the_account(backend: Backend) {
     t.app.shutdown().await;
 }
 
-async fn sessions_are_listed_and_revoked_at_once(backend: Backend) {
+async fn sessions_are_listed_and_revoked_at_once(backend: DbKind) {
     let t = spawn_app(backend).await;
     let mut push = subscribe(&t).await;
     let a = t.sign_in("cy@example.org").await;
@@ -307,7 +307,7 @@ async fn sessions_are_listed_and_revoked_at_once(backend: Backend) {
     t.app.shutdown().await;
 }
 
-async fn admin_blocks_and_unblocks(backend: Backend) {
+async fn admin_blocks_and_unblocks(backend: DbKind) {
     let t = spawn_app(backend).await;
     let admin = t.become_admin().await;
     let mut push = subscribe(&t).await;
@@ -432,7 +432,7 @@ async fn admin_blocks_and_unblocks(backend: Backend) {
 
 #[tokio::test]
 async fn every_admin_route_needs_an_admin() {
-    let t = spawn_app(Backend::Sqlite).await;
+    let t = spawn_app(DbKind::Sqlite).await;
     let (player, _) = t.guest("Player").await;
     let (_, doc) = t.get_json("/api/v1/openapi.json").await;
     let paths = doc["paths"].as_object().expect("paths");
@@ -478,7 +478,7 @@ async fn every_admin_route_needs_an_admin() {
 
 #[tokio::test]
 async fn the_internal_api_needs_the_shared_secret() {
-    let t = spawn_app(Backend::Sqlite).await;
+    let t = spawn_app(DbKind::Sqlite).await;
     let (player, body) = t.guest("Player").await;
     let resolve = |secret: Option<&'static str>, token: String| {
         t.send(
@@ -525,7 +525,7 @@ async fn the_internal_api_needs_the_shared_secret() {
 
 #[tokio::test]
 async fn bad_input_gets_4xx_json_and_never_500() {
-    let t = spawn_app_with(Backend::Sqlite, &[("BACKEND_HTTP_BODY_LIMIT", "4KiB")]).await;
+    let t = spawn_app_with(DbKind::Sqlite, &[("BACKEND_HTTP_BODY_LIMIT", "4KiB")]).await;
     let (player, _) = t.guest("Player").await;
     let big = "x".repeat(8 * 1024);
     type Case<'a> = (Method, &'a str, Option<&'a str>, Option<Value>, StatusCode);
@@ -686,7 +686,7 @@ async fn bad_input_gets_4xx_json_and_never_500() {
 #[tokio::test]
 async fn wrong_codes_void_the_code_and_requests_are_rate_limited() {
     let t = spawn_app_with(
-        Backend::Sqlite,
+        DbKind::Sqlite,
         &[
             ("BACKEND_LOGIN_CODE_TRIES", "3"),
             ("BACKEND_LOGIN_EMAIL_RATE", "2/1h"),
@@ -785,7 +785,7 @@ async fn countries_from_trusted_proxies_and_counts_flushed_at_shutdown() {
         "/../../testdata/geo/GeoLite2-Country-Test.mmdb"
     );
     let t = spawn_app_with(
-        Backend::Sqlite,
+        DbKind::Sqlite,
         &[
             ("BACKEND_GEOIP_DB", geo),
             ("BACKEND_TRUSTED_PROXIES", "127.0.0.1"),
@@ -851,7 +851,7 @@ async fn countries_from_trusted_proxies_and_counts_flushed_at_shutdown() {
 #[tokio::test]
 async fn login_counts_are_served_to_admins() {
     let t = spawn_app_with(
-        Backend::Sqlite,
+        DbKind::Sqlite,
         &[("BACKEND_ACCOUNTS_FLUSH_INTERVAL", "50ms")],
     )
     .await;
@@ -911,7 +911,7 @@ async fn stored_code_hash(t: &TestApp, email: &str) -> Vec<u8> {
 /// Codes are stored as HMAC-SHA-256 under the installation's key, not as a
 /// plain hash that a leaked table would give up in a million guesses; a
 /// row written the old way before an upgrade still verifies.
-async fn codes_are_stored_keyed_and_old_rows_still_verify(backend: Backend) {
+async fn codes_are_stored_keyed_and_old_rows_still_verify(backend: DbKind) {
     use turnbase_accounts::{CodeKey, LoginCode};
     let t = spawn_app(backend).await;
     let seen = t.mails_to("cy@example.org");

@@ -7,7 +7,7 @@ use reqwest::StatusCode;
 use turnbase_mail::template::Template;
 use turnbase_mail::{Email, OutgoingMail};
 use turnbase_store::mail::{AfterAttempt, NewAttempt};
-use turnbase_testkit::Backend;
+use turnbase_testkit::DbKind;
 
 use crate::helpers::{TestApp, spawn_app, spawn_app_with};
 
@@ -54,7 +54,7 @@ async fn wait_status(t: &TestApp, id: uuid::Uuid, status: &str) -> serde_json::V
     }
 }
 
-async fn list_show_and_retry(backend: Backend) {
+async fn list_show_and_retry(backend: DbKind) {
     let t = spawn_app(backend).await;
     let admin = t.become_admin().await;
     let sent = enqueue(&t, "Ann").await;
@@ -178,7 +178,7 @@ async fn list_show_and_retry(backend: Backend) {
 /// A sign-in code never shows through the admin API, and the mail that
 /// carried it loses its body once the secret retention has passed while
 /// its delivery record stays.
-async fn sign_in_codes_are_masked_and_their_bodies_erased(backend: Backend) {
+async fn sign_in_codes_are_masked_and_their_bodies_erased(backend: DbKind) {
     let t = spawn_app_with(backend, &[("BACKEND_MAIL_SECRET_RETENTION", "1s")]).await;
     t.become_admin().await;
     let (status, _) = t
@@ -253,7 +253,7 @@ async fn stored_body(t: &TestApp, id: uuid::Uuid) -> (String, String) {
 
 #[tokio::test]
 async fn bad_admin_input_gets_4xx_json() {
-    let t = spawn_app(Backend::Sqlite).await;
+    let t = spawn_app(DbKind::Sqlite).await;
     t.become_admin().await;
     for (path, status) in [
         ("/api/v1/admin/mail?status=lost", StatusCode::BAD_REQUEST),
@@ -276,7 +276,7 @@ async fn bad_admin_input_gets_4xx_json() {
 
 #[tokio::test]
 async fn mail_metrics_are_exported() {
-    let t = spawn_app(Backend::Sqlite).await;
+    let t = spawn_app(DbKind::Sqlite).await;
     t.become_admin().await;
     let id = enqueue(&t, "Ann").await;
     wait_status(&t, id, "sent").await;

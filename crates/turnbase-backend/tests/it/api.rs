@@ -1,11 +1,11 @@
 //! Probes, error bodies, request ids, OpenAPI, metrics and shutdown.
 
 use reqwest::StatusCode;
-use turnbase_testkit::Backend;
+use turnbase_testkit::DbKind;
 
 use crate::helpers::{spawn_app, spawn_app_with};
 
-async fn probes_answer(backend: Backend) {
+async fn probes_answer(backend: DbKind) {
     let t = spawn_app(backend).await;
     assert_eq!(
         t.get_json("/healthz").await,
@@ -18,7 +18,7 @@ async fn probes_answer(backend: Backend) {
     t.app.shutdown().await;
 }
 
-async fn readyz_names_caches_that_are_not_ready(backend: Backend) {
+async fn readyz_names_caches_that_are_not_ready(backend: DbKind) {
     let t = spawn_app(backend).await;
     let sessions = t.app.readiness.register("sessions");
     let (status, body) = t.get_json("/readyz").await;
@@ -31,7 +31,7 @@ async fn readyz_names_caches_that_are_not_ready(backend: Backend) {
     t.app.shutdown().await;
 }
 
-async fn readyz_fails_when_the_database_is_gone(backend: Backend) {
+async fn readyz_fails_when_the_database_is_gone(backend: DbKind) {
     let t = spawn_app(backend).await;
     t.app.database.close().await;
     let (status, body) = t.get_json("/readyz").await;
@@ -42,7 +42,7 @@ async fn readyz_fails_when_the_database_is_gone(backend: Backend) {
     t.app.shutdown().await;
 }
 
-async fn every_error_has_the_json_body(backend: Backend) {
+async fn every_error_has_the_json_body(backend: DbKind) {
     let t = spawn_app_with(backend, &[("BACKEND_HTTP_BODY_LIMIT", "4KiB")]).await;
     let big = "x".repeat(8 * 1024);
     let cases = [
@@ -99,7 +99,7 @@ async fn every_error_has_the_json_body(backend: Backend) {
     t.app.shutdown().await;
 }
 
-async fn info_names_the_installation(backend: Backend) {
+async fn info_names_the_installation(backend: DbKind) {
     let t = spawn_app(backend).await;
     let (status, body) = t.get_json("/api/v1/public/info").await;
     assert_eq!(status, StatusCode::OK);
@@ -109,7 +109,7 @@ async fn info_names_the_installation(backend: Backend) {
     t.app.shutdown().await;
 }
 
-async fn shutdown_stops_components_in_reverse_order(backend: Backend) {
+async fn shutdown_stops_components_in_reverse_order(backend: DbKind) {
     let t = spawn_app(backend).await;
     let report = t.app.shutdown().await;
     assert!(report.is_clean(), "{report:?}");
@@ -141,7 +141,7 @@ turnbase_testkit::both_backends!(
 
 #[tokio::test]
 async fn request_ids_are_set_or_propagated() {
-    let t = spawn_app(Backend::Sqlite).await;
+    let t = spawn_app(DbKind::Sqlite).await;
     let fresh = t
         .client
         .get(t.url("/healthz"))
@@ -163,7 +163,7 @@ async fn request_ids_are_set_or_propagated() {
 
 #[tokio::test]
 async fn openapi_document_describes_the_api() {
-    let t = spawn_app(Backend::Sqlite).await;
+    let t = spawn_app(DbKind::Sqlite).await;
     let (status, doc) = t.get_json("/api/v1/openapi.json").await;
     assert_eq!(status, StatusCode::OK);
     assert!(
@@ -193,7 +193,7 @@ async fn openapi_document_describes_the_api() {
 
 #[tokio::test]
 async fn metrics_count_requests() {
-    let t = spawn_app(Backend::Sqlite).await;
+    let t = spawn_app(DbKind::Sqlite).await;
     for _ in 0..3 {
         t.client
             .get(t.url("/healthz"))
@@ -229,7 +229,7 @@ async fn metrics_count_requests() {
 #[tokio::test]
 async fn cors_allows_only_configured_origins() {
     let t = spawn_app_with(
-        Backend::Sqlite,
+        DbKind::Sqlite,
         &[("BACKEND_HTTP_CORS_ORIGINS", "https://play.example")],
     )
     .await;
@@ -257,7 +257,7 @@ async fn cors_allows_only_configured_origins() {
 
 #[tokio::test]
 async fn a_second_start_keeps_the_installation_id() {
-    let t = spawn_app(Backend::Sqlite).await;
+    let t = spawn_app(DbKind::Sqlite).await;
     let first = t.app.instance.clone();
     let data_dir = t.app_data_dir();
     t.app.shutdown().await;
@@ -286,7 +286,7 @@ async fn published_events_reach_a_push_subscriber_and_stop_ends_the_stream() {
     use turnbase_push::proto::push_client::PushClient;
     use turnbase_push::proto::push_message::Kind;
 
-    let t = spawn_app(Backend::Sqlite).await;
+    let t = spawn_app(DbKind::Sqlite).await;
     let mut client = PushClient::connect(format!("http://{}", t.app.grpc_push_addr))
         .await
         .expect("connect");
@@ -316,7 +316,7 @@ async fn published_events_reach_a_push_subscriber_and_stop_ends_the_stream() {
 async fn push_metrics_are_exported() {
     use turnbase_push::proto::push_client::PushClient;
 
-    let t = spawn_app(Backend::Sqlite).await;
+    let t = spawn_app(DbKind::Sqlite).await;
     let url = format!("http://{}", t.app.grpc_push_addr);
     let mut client = PushClient::connect(url).await.expect("connect");
     let subscribe = crate::helpers::push_request;
@@ -372,7 +372,7 @@ type BadInput<'a> = (
 /// it, each a 4xx with the JSON error body.
 #[tokio::test]
 async fn every_operation_answers_only_documented_statuses() {
-    let t = spawn_app_with(Backend::Sqlite, &[("BACKEND_HTTP_BODY_LIMIT", "4KiB")]).await;
+    let t = spawn_app_with(DbKind::Sqlite, &[("BACKEND_HTTP_BODY_LIMIT", "4KiB")]).await;
     let admin = t.become_admin().await;
     let (player, _) = t.guest("Walker").await;
     let (_, doc) = t.get_json("/api/v1/openapi.json").await;

@@ -3,7 +3,7 @@
 use turnbase_backend::config::Profile;
 use turnbase_backend::{App, Config};
 use turnbase_core::telemetry::Telemetry;
-use turnbase_testkit::{Backend, TestDb};
+use turnbase_testkit::{DbKind, TestDb};
 
 pub struct TestApp {
     pub app: App,
@@ -36,18 +36,18 @@ pub fn push_request(
     request
 }
 
-pub async fn spawn_app(backend: Backend) -> TestApp {
+pub async fn spawn_app(backend: DbKind) -> TestApp {
     spawn_app_with(backend, &[]).await
 }
 
-pub async fn spawn_app_with(backend: Backend, extra: &[(&str, &str)]) -> TestApp {
+pub async fn spawn_app_with(backend: DbKind, extra: &[(&str, &str)]) -> TestApp {
     spawn_app_on(TestDb::new(backend).await, None, extra).await
 }
 
 /// A backend on a fresh Postgres database reached through a relay that
 /// the test can take down (a stopped server) or cut (a partition).
 pub async fn spawn_app_via_relay(extra: &[(&str, &str)]) -> (TestApp, turnbase_testkit::Partition) {
-    let db = TestDb::new(Backend::Postgres).await;
+    let db = TestDb::new(DbKind::Postgres).await;
     let url = db.url.clone().expect("a Postgres URL");
     let after_at = url.find('@').expect("user@host in the URL") + 1;
     let host_end = after_at + url[after_at..].find('/').expect("a database name");

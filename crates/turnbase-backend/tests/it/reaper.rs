@@ -14,7 +14,7 @@ use turnbase_push::proto::PushEvent;
 use turnbase_push::proto::push_event::Kind;
 use turnbase_push::{PushConfig, PushService};
 use turnbase_store::Database;
-use turnbase_testkit::{Backend, TestDb};
+use turnbase_testkit::{DbKind, TestDb};
 use uuid::Uuid;
 
 const RETENTION: Duration = Duration::from_secs(720 * 3600);
@@ -57,7 +57,7 @@ async fn seat(db: &Database, account: Uuid) {
     result.expect("a seat");
 }
 
-async fn old_seatless_guests_are_reaped(backend: Backend) {
+async fn old_seatless_guests_are_reaped(backend: DbKind) {
     let test_db = TestDb::new(backend).await;
     let db = Database::connect(&test_db.options).await.expect("connect");
     db.migrate().await.expect("migrate");
@@ -185,7 +185,7 @@ async fn old_seatless_guests_are_reaped(backend: Backend) {
     }
 }
 
-async fn last_seen_is_written_once_per_resolution(backend: Backend) {
+async fn last_seen_is_written_once_per_resolution(backend: DbKind) {
     let test_db = TestDb::new(backend).await;
     let db = Database::connect(&test_db.options).await.expect("connect");
     db.migrate().await.expect("migrate");

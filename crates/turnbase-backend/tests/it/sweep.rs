@@ -3,7 +3,7 @@
 //! and as a gateway, and checks every answer: no 5xx, no status the
 //! document does not list, the documented content type and schema.
 
-use turnbase_testkit::Backend;
+use turnbase_testkit::DbKind;
 
 use crate::helpers::{INTERNAL_TOKEN, spawn_app_with};
 
@@ -24,7 +24,7 @@ async fn the_schema_driven_sweep_finds_nothing() {
         found,
         "schemathesis is needed: pip install schemathesis (scripts/test installs it)"
     );
-    let t = spawn_app_with(Backend::Sqlite, &[]).await;
+    let t = spawn_app_with(DbKind::Sqlite, &[]).await;
     let admin = t.become_admin().await;
     let (guest, _) = t.guest("Sweeper").await;
     let schema = t.url("/api/v1/openapi.json");

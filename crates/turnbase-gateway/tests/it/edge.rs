@@ -20,7 +20,7 @@ use turnbase_backend::{App, Config};
 use turnbase_core::telemetry::Telemetry;
 use turnbase_gateway::{Gateway, GatewayConfig, Profile};
 use turnbase_push::ClientEventInput;
-use turnbase_testkit::{Backend, TestDb};
+use turnbase_testkit::{DbKind, TestDb};
 use uuid::Uuid;
 
 const PATIENCE: Duration = Duration::from_secs(10);
@@ -84,7 +84,7 @@ impl Stack {
 
     /// A stack with extra backend and gateway variables.
     async fn start_with(backend: &[(&str, &str)], extra: &[(&str, &str)]) -> Stack {
-        let db = TestDb::new(Backend::Sqlite).await;
+        let db = TestDb::new(DbKind::Sqlite).await;
         let config = backend_config_with(&db, "127.0.0.1:0", "127.0.0.1:0", backend);
         let telemetry = Telemetry::init(&config.telemetry).expect("telemetry");
         let app = App::start(config, telemetry.clone(), "test")

@@ -13,7 +13,7 @@ use turnbase_mail::{
 };
 use turnbase_store::Database;
 use turnbase_store::mail::{MailFilter, MailRecord};
-use turnbase_testkit::{Backend, SmtpSink, TestDb};
+use turnbase_testkit::{DbKind, SmtpSink, TestDb};
 use uuid::Uuid;
 
 use crate::faulty_smtp::{Behaviour, FaultySmtp};
@@ -34,7 +34,7 @@ struct World {
     wake: Arc<Notify>,
 }
 
-async fn world(backend: Backend) -> World {
+async fn world(backend: DbKind) -> World {
     let guard = TestDb::new(backend).await;
     let db = Database::connect(&guard.options).await.expect("connect");
     db.migrate().await.expect("migrate");
@@ -169,7 +169,7 @@ fn smtp(url: &str, timeout_ms: u64) -> Arc<dyn MailSender> {
     Arc::new(SmtpSender::new(url, Duration::from_millis(timeout_ms), 4, None).expect("valid URL"))
 }
 
-async fn delivers_to_a_real_smtp_server(backend: Backend) {
+async fn delivers_to_a_real_smtp_server(backend: DbKind) {
     let w = world(backend).await;
     let sink = SmtpSink::start();
     let ids = w.enqueue(3).await;
@@ -203,7 +203,7 @@ async fn delivers_to_a_real_smtp_server(backend: Backend) {
     );
 }
 
-async fn transient_failure_then_success(backend: Backend) {
+async fn transient_failure_then_success(backend: DbKind) {
     let w = world(backend).await;
     let server = FaultySmtp::start(vec![
         Behaviour::Transient,
@@ -261,7 +261,7 @@ async fn transient_failure_then_success(backend: Backend) {
     assert_eq!(*server.accepted.lock().expect("lock"), 1);
 }
 
-async fn permanent_failure_after_exactly_one_attempt(backend: Backend) {
+async fn permanent_failure_after_exactly_one_attempt(backend: DbKind) {
     let w = world(backend).await;
     let server = FaultySmtp::start(vec![Behaviour::Permanent]).await;
     let ids = w.enqueue(1).await;
@@ -276,7 +276,7 @@ async fn permanent_failure_after_exactly_one_attempt(backend: Backend) {
     );
 }
 
-async fn attempts_run_out(backend: Backend) {
+async fn attempts_run_out(backend: DbKind) {
     let w = world(backend).await;
     let server = FaultySmtp::start(vec![Behaviour::Drop]).await;
     let ids = w.enqueue(1).await;
@@ -288,7 +288,7 @@ async fn attempts_run_out(backend: Backend) {
     assert!(attempts.iter().all(|a| a.outcome == "transient"));
 }
 
-async fn server_down_then_up_drains_the_queue(backend: Backend) {
+async fn server_down_then_up_drains_the_queue(backend: DbKind) {
     let w = world(backend).await;
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .expect("bind")
@@ -313,7 +313,7 @@ async fn server_down_then_up_drains_the_queue(backend: Backend) {
     assert_eq!(got.len(), ids.len(), "nothing lost");
 }
 
-async fn send_timeout_is_a_transient_failure(backend: Backend) {
+async fn send_timeout_is_a_transient_failure(backend: DbKind) {
     let w = world(backend).await;
     let server = FaultySmtp::start(vec![Behaviour::Hang, Behaviour::Accept]).await;
     let ids = w.enqueue(1).await;
@@ -336,7 +336,7 @@ async fn send_timeout_is_a_transient_failure(backend: Backend) {
     );
 }
 
-async fn an_expired_lease_is_reclaimed(backend: Backend) {
+async fn an_expired_lease_is_reclaimed(backend: DbKind) {
     let w = world(backend).await;
     let sink = SmtpSink::start();
     let ids = w.enqueue(1).await;
@@ -359,7 +359,7 @@ async fn an_expired_lease_is_reclaimed(backend: Backend) {
     assert_eq!(sink.message_ids().len(), 1);
 }
 
-async fn shutdown_mid_send_does_not_spend_an_attempt(backend: Backend) {
+async fn shutdown_mid_send_does_not_spend_an_attempt(backend: DbKind) {
     let w = world(backend).await;
     let server = FaultySmtp::start(vec![Behaviour::Hang]).await;
     let ids = w.enqueue(1).await;
@@ -377,7 +377,7 @@ async fn shutdown_mid_send_does_not_spend_an_attempt(backend: Backend) {
 
 /// A slot sending a full batch claims the next one meanwhile; stopping
 /// hands back both the unsent rest and the batch claimed ahead.
-async fn shutdown_hands_back_mail_claimed_ahead(backend: Backend) {
+async fn shutdown_hands_back_mail_claimed_ahead(backend: DbKind) {
     let w = world(backend).await;
     let server = FaultySmtp::start(vec![Behaviour::Hang]).await;
     let ids = w.enqueue(20).await;
@@ -415,7 +415,7 @@ async fn shutdown_hands_back_mail_claimed_ahead(backend: Backend) {
     }
 }
 
-async fn four_workers_over_many_rows_send_each_once(backend: Backend) {
+async fn four_workers_over_many_rows_send_each_once(backend: DbKind) {
     const ROWS: usize = 10_000;
     let w = world(backend).await;
     w.enqueue(ROWS).await;
@@ -454,7 +454,7 @@ async fn four_workers_over_many_rows_send_each_once(backend: Backend) {
 
 /// Finished mail past its retention is deleted when the worker starts (and
 /// every few minutes after); recent and unfinished mail stays.
-async fn finished_mail_past_its_retention_is_deleted(backend: Backend) {
+async fn finished_mail_past_its_retention_is_deleted(backend: DbKind) {
     let w = world(backend).await;
     let store = w.db.mail();
     // Sent 40 days ago, with a 30-day retention.
@@ -518,7 +518,7 @@ async fn finished_mail_past_its_retention_is_deleted(backend: Backend) {
     assert!(sent.iter().any(|m| m.id == recent[0]));
 }
 
-async fn enqueue_in_a_rolled_back_transaction_leaves_no_mail(backend: Backend) {
+async fn enqueue_in_a_rolled_back_transaction_leaves_no_mail(backend: DbKind) {
     let w = world(backend).await;
     let mut tx = w.db.begin().await.expect("begin");
     w.service
@@ -626,7 +626,7 @@ fn private_ca(
 }
 
 async fn tls_delivery(tls: turnbase_testkit::SinkTls, url_for: fn(u16) -> String) {
-    let w = world(Backend::Sqlite).await;
+    let w = world(DbKind::Sqlite).await;
     let dir = tempfile::tempdir().expect("tempdir");
     let (ca, cert, key) = private_ca(dir.path());
     let sink = SmtpSink::start_tls(tls, &cert, &key);
@@ -769,7 +769,7 @@ async fn each_delivery_logs_inside_a_span_with_the_mail_id() {
             .with(tracing_subscriber::filter::LevelFilter::INFO),
     );
     assert!(installed.is_ok(), "run under nextest: one process per test");
-    let w = world(Backend::Sqlite).await;
+    let w = world(DbKind::Sqlite).await;
     let ids = w.enqueue(5).await;
     let dir = tempfile::tempdir().expect("tempdir");
     let sender: Arc<dyn MailSender> =

@@ -7,7 +7,7 @@ use turnbase_store::accounts::{
     NewSession, Role, Upgrade,
 };
 use turnbase_store::{Database, StoreError};
-use turnbase_testkit::{Backend, TestDb};
+use turnbase_testkit::{DbKind, TestDb};
 use uuid::Uuid;
 
 fn t(secs: i64) -> chrono::DateTime<Utc> {
@@ -16,11 +16,8 @@ fn t(secs: i64) -> chrono::DateTime<Utc> {
         .expect("valid time")
 }
 
-async fn open(backend: Backend) -> (TestDb, Database) {
-    let test_db = TestDb::new(backend).await;
-    let db = Database::connect(&test_db.options).await.expect("connect");
-    db.migrate().await.expect("migrate");
-    (test_db, db)
+async fn open(backend: DbKind) -> (TestDb, Database) {
+    TestDb::open_migrated(backend).await
 }
 
 fn account(email: Option<&str>, name: &str, at: i64) -> NewAccount {
@@ -85,7 +82,7 @@ async fn seat(db: &Database, account_id: Uuid) {
     .expect("seat");
 }
 
-async fn login_codes_are_checked_and_spent(backend: Backend) {
+async fn login_codes_are_checked_and_spent(backend: DbKind) {
     let (_g, db) = open(backend).await;
     let store = db.accounts();
     let code = |hash: u8, tries| NewLoginCode {
@@ -169,7 +166,7 @@ async fn login_codes_are_checked_and_spent(backend: Backend) {
     assert_eq!(check(7, 1).await.expect("check"), CodeCheck::Missing);
 }
 
-async fn email_sign_in_creates_once_and_refuses_blocked(backend: Backend) {
+async fn email_sign_in_creates_once_and_refuses_blocked(backend: DbKind) {
     let (_g, db) = open(backend).await;
     let store = db.accounts();
     let first = account(Some("bo@example.org"), "Bo", 0);
@@ -250,7 +247,7 @@ async fn email_sign_in_creates_once_and_refuses_blocked(backend: Backend) {
     );
 }
 
-async fn sessions_resolve_touch_and_delete(backend: Backend) {
+async fn sessions_resolve_touch_and_delete(backend: DbKind) {
     let (_g, db) = open(backend).await;
     let store = db.accounts();
     let a = guest(&db, 1, 0).await;
@@ -301,7 +298,7 @@ async fn sessions_resolve_touch_and_delete(backend: Backend) {
     assert!(store.sessions(a).await.expect("sessions").is_empty());
 }
 
-async fn delete_sessions_keeps_the_named_one(backend: Backend) {
+async fn delete_sessions_keeps_the_named_one(backend: DbKind) {
     let (_g, db) = open(backend).await;
     let store = db.accounts();
     let new = account(Some("cy@example.org"), "Cy", 0);
@@ -326,7 +323,7 @@ async fn delete_sessions_keeps_the_named_one(backend: Backend) {
     );
 }
 
-async fn rename_upgrade_and_admin(backend: Backend) {
+async fn rename_upgrade_and_admin(backend: DbKind) {
     let (_g, db) = open(backend).await;
     let store = db.accounts();
     let g = guest(&db, 1, 0).await;
@@ -462,7 +459,7 @@ async fn rename_upgrade_and_admin(backend: Backend) {
     assert_eq!(guests.len(), 3, "the upgraded guest is no longer one");
 }
 
-async fn reaper_takes_only_old_seatless_guests(backend: Backend) {
+async fn reaper_takes_only_old_seatless_guests(backend: DbKind) {
     let (_g, db) = open(backend).await;
     let store = db.accounts();
     let old = guest(&db, 1, 0).await;
@@ -501,7 +498,7 @@ async fn reaper_takes_only_old_seatless_guests(backend: Backend) {
     );
 }
 
-async fn login_counts_add_up(backend: Backend) {
+async fn login_counts_add_up(backend: DbKind) {
     let (_g, db) = open(backend).await;
     let store = db.accounts();
     let c = |day: &str, country: &str, logins| LoginCount {
@@ -536,7 +533,7 @@ async fn login_counts_add_up(backend: Backend) {
     );
 }
 
-async fn guests_are_created_in_batches(backend: Backend) {
+async fn guests_are_created_in_batches(backend: DbKind) {
     let (_g, db) = open(backend).await;
     let store = db.accounts();
     store.create_guests(&[]).await.expect("nothing to do");

@@ -8,7 +8,7 @@ use turnbase_store::mail::{
     AfterAttempt, AttemptOutcome, MailFilter, NewAttempt, NewMail, ShownStatus,
 };
 use turnbase_store::{Database, StoreError};
-use turnbase_testkit::{Backend, TestDb};
+use turnbase_testkit::{DbKind, TestDb};
 use uuid::Uuid;
 
 const LEASE: Duration = Duration::from_secs(300);
@@ -32,11 +32,8 @@ fn new_mail(key: Option<&str>, at: i64) -> NewMail {
     }
 }
 
-async fn open(backend: Backend) -> (TestDb, Database) {
-    let test_db = TestDb::new(backend).await;
-    let db = Database::connect(&test_db.options).await.expect("connect");
-    db.migrate().await.expect("migrate");
-    (test_db, db)
+async fn open(backend: DbKind) -> (TestDb, Database) {
+    TestDb::open_migrated(backend).await
 }
 
 async fn enqueue(db: &Database, mail: &NewMail) -> Uuid {
@@ -62,7 +59,7 @@ fn attempt(outcome: &'static str, at: i64) -> NewAttempt {
     }
 }
 
-async fn enqueue_commits_or_rolls_back_with_the_caller(backend: Backend) {
+async fn enqueue_commits_or_rolls_back_with_the_caller(backend: DbKind) {
     let (_g, db) = open(backend).await;
     let kept = new_mail(None, 0);
     let dropped = new_mail(None, 0);
@@ -86,7 +83,7 @@ async fn enqueue_commits_or_rolls_back_with_the_caller(backend: Backend) {
     db.close().await;
 }
 
-async fn idempotency_key_makes_a_second_enqueue_a_no_op(backend: Backend) {
+async fn idempotency_key_makes_a_second_enqueue_a_no_op(backend: DbKind) {
     let (_g, db) = open(backend).await;
     let first = new_mail(Some("login-code:42"), 0);
     let second = new_mail(Some("login-code:42"), 1);
@@ -100,7 +97,7 @@ async fn idempotency_key_makes_a_second_enqueue_a_no_op(backend: Backend) {
     db.close().await;
 }
 
-async fn claims_lease_and_reclaim_after_expiry(backend: Backend) {
+async fn claims_lease_and_reclaim_after_expiry(backend: DbKind) {
     let (_g, db) = open(backend).await;
     let a = enqueue(&db, &new_mail(None, 0)).await;
     let b = enqueue(&db, &new_mail(None, 1)).await;
@@ -153,7 +150,7 @@ async fn claims_lease_and_reclaim_after_expiry(backend: Backend) {
     db.close().await;
 }
 
-async fn attempts_retries_failures_and_release(backend: Backend) {
+async fn attempts_retries_failures_and_release(backend: DbKind) {
     let (_g, db) = open(backend).await;
     let id = enqueue(&db, &new_mail(None, 0)).await;
     let store = db.mail();
@@ -258,7 +255,7 @@ async fn attempts_retries_failures_and_release(backend: Backend) {
     db.close().await;
 }
 
-async fn listing_filters_and_pages(backend: Backend) {
+async fn listing_filters_and_pages(backend: DbKind) {
     let (_g, db) = open(backend).await;
     let mut ids = Vec::new();
     for i in 0..5 {
@@ -328,7 +325,7 @@ async fn listing_filters_and_pages(backend: Backend) {
     db.close().await;
 }
 
-async fn concurrent_claimers_never_share_a_row(backend: Backend) {
+async fn concurrent_claimers_never_share_a_row(backend: DbKind) {
     const ROWS: usize = 2_000;
     let (_g, db) = open(backend).await;
     let mut tx = db.begin().await.expect("begin");
@@ -401,7 +398,7 @@ async fn attempt_rows(db: &Database) -> i64 {
     .expect("count")
 }
 
-async fn old_finished_mail_is_purged_with_its_attempts(backend: Backend) {
+async fn old_finished_mail_is_purged_with_its_attempts(backend: DbKind) {
     const DAY: i64 = 86_400;
     let (_guard, db) = open(backend).await;
     let mut ids = Vec::new();
@@ -506,7 +503,7 @@ async fn execute(db: &Database, sql: &str) {
 
 /// A mail with attempts recorded before attempts were counted on the mail
 /// itself (migration 0004) keeps numbering on from its last attempt.
-async fn attempt_numbers_continue_across_the_count_migration(backend: Backend) {
+async fn attempt_numbers_continue_across_the_count_migration(backend: DbKind) {
     let test_db = TestDb::new(backend).await;
     let db = Database::connect(&test_db.options).await.expect("connect");
     let (all, before) = match &db {
@@ -583,7 +580,7 @@ async fn attempt_numbers_continue_across_the_count_migration(backend: Backend) {
 
 /// Only finished secret-bearing mail past the cut-off loses its body (and
 /// the unmasked subject); its record stays, and it can no longer be retried.
-async fn secret_bodies_are_erased_after_delivery_only(backend: Backend) {
+async fn secret_bodies_are_erased_after_delivery_only(backend: DbKind) {
     let (_g, db) = open(backend).await;
     let secret = |at| NewMail {
         subject: "Code 123456".into(),
@@ -711,7 +708,7 @@ async fn outbox_seq_scans(pool: &sqlx::PgPool) -> i64 {
 /// sent rows and all, so each claim cost time in proportion to the table.)
 #[tokio::test]
 async fn postgres_claims_never_scan_the_whole_outbox() {
-    let test_db = TestDb::new(Backend::Postgres).await;
+    let test_db = TestDb::new(DbKind::Postgres).await;
     let url = test_db.url.clone().expect("a Postgres URL");
     let separator = if url.contains('?') { '&' } else { '?' };
     let db = Database::connect(&turnbase_store::DatabaseOptions::Postgres {
@@ -768,7 +765,7 @@ async fn postgres_claims_never_scan_the_whole_outbox() {
 /// locked" (they used to skip the turn).
 #[tokio::test]
 async fn sqlite_writes_cannot_skip_the_write_turn() {
-    let test_db = TestDb::new(Backend::Sqlite).await;
+    let test_db = TestDb::new(DbKind::Sqlite).await;
     let turnbase_store::DatabaseOptions::Sqlite { path, .. } = &test_db.options else {
         unreachable!("a SQLite database")
     };

@@ -2,9 +2,9 @@
 
 use turnbase_store::schema::{self, Schema};
 use turnbase_store::{Database, DatabaseOptions, Migration, StoreError};
-use turnbase_testkit::{Backend, TestDb};
+use turnbase_testkit::{DbKind, TestDb};
 
-async fn migrated_schema(backend: Backend) -> Schema {
+async fn migrated_schema(backend: DbKind) -> Schema {
     let test_db = TestDb::new(backend).await;
     let db = Database::connect(&test_db.options).await.expect("connect");
     db.migrate().await.expect("migrate");
@@ -15,8 +15,8 @@ async fn migrated_schema(backend: Backend) -> Schema {
 
 #[tokio::test]
 async fn sqlite_and_postgres_schemas_match() {
-    let sqlite = migrated_schema(Backend::Sqlite).await;
-    let postgres = migrated_schema(Backend::Postgres).await;
+    let sqlite = migrated_schema(DbKind::Sqlite).await;
+    let postgres = migrated_schema(DbKind::Postgres).await;
     assert!(sqlite.tables.contains_key("instance"), "{sqlite:#?}");
     assert!(
         sqlite.tables.contains_key("schema_migrations"),
@@ -55,7 +55,7 @@ async fn run_custom(db: &Database, migrations: &[Migration]) -> Result<Vec<Strin
     Ok(report.applied)
 }
 
-async fn failed_migration_rolls_back_and_is_named(backend: Backend) {
+async fn failed_migration_rolls_back_and_is_named(backend: DbKind) {
     let test_db = TestDb::new(backend).await;
     let db = Database::connect(&test_db.options).await.expect("connect");
     let err = run_custom(&db, &[GOOD, HALF_BAD])
@@ -82,7 +82,7 @@ async fn failed_migration_rolls_back_and_is_named(backend: Backend) {
     db.close().await;
 }
 
-async fn edited_migration_is_refused(backend: Backend) {
+async fn edited_migration_is_refused(backend: DbKind) {
     let test_db = TestDb::new(backend).await;
     let db = Database::connect(&test_db.options).await.expect("connect");
     run_custom(&db, &[GOOD]).await.expect("first run");
@@ -98,7 +98,7 @@ async fn edited_migration_is_refused(backend: Backend) {
     db.close().await;
 }
 
-async fn database_from_a_newer_turnbase_is_refused(backend: Backend) {
+async fn database_from_a_newer_turnbase_is_refused(backend: DbKind) {
     let test_db = TestDb::new(backend).await;
     let db = Database::connect(&test_db.options).await.expect("connect");
     run_custom(

@@ -2,17 +2,14 @@
 
 use chrono::{TimeZone as _, Utc};
 use turnbase_store::{Database, StoreError};
-use turnbase_testkit::{Backend, TestDb};
+use turnbase_testkit::{DbKind, TestDb};
 use uuid::Uuid;
 
-async fn open(backend: Backend) -> (TestDb, Database) {
-    let test_db = TestDb::new(backend).await;
-    let db = Database::connect(&test_db.options).await.expect("connect");
-    db.migrate().await.expect("migrate");
-    (test_db, db)
+async fn open(backend: DbKind) -> (TestDb, Database) {
+    TestDb::open_migrated(backend).await
 }
 
-async fn instance_is_created_once_and_counted(backend: Backend) {
+async fn instance_is_created_once_and_counted(backend: DbKind) {
     let (_guard, db) = open(backend).await;
     assert!(matches!(
         db.instance().instance().await,
@@ -48,7 +45,7 @@ async fn instance_is_created_once_and_counted(backend: Backend) {
     db.close().await;
 }
 
-async fn migrating_twice_applies_nothing_the_second_time(backend: Backend) {
+async fn migrating_twice_applies_nothing_the_second_time(backend: DbKind) {
     let test_db = TestDb::new(backend).await;
     let db = Database::connect(&test_db.options).await.expect("connect");
     let all: Vec<String> = turnbase_store::SQLITE_MIGRATIONS
@@ -64,7 +61,7 @@ async fn migrating_twice_applies_nothing_the_second_time(backend: Backend) {
     db.close().await;
 }
 
-async fn concurrent_migrations_do_not_collide(backend: Backend) {
+async fn concurrent_migrations_do_not_collide(backend: DbKind) {
     let test_db = TestDb::new(backend).await;
     let a = Database::connect(&test_db.options)
         .await
@@ -83,7 +80,7 @@ async fn concurrent_migrations_do_not_collide(backend: Backend) {
     b.close().await;
 }
 
-async fn ping_answers_until_closed(backend: Backend) {
+async fn ping_answers_until_closed(backend: DbKind) {
     let (_guard, db) = open(backend).await;
     db.ping().await.expect("open database answers");
     db.close().await;
@@ -103,7 +100,7 @@ turnbase_testkit::both_backends!(
 /// ago is handed out at once.)
 #[tokio::test]
 async fn postgres_replaces_an_idle_connection_the_server_ended() {
-    let test_db = TestDb::new(Backend::Postgres).await;
+    let test_db = TestDb::new(DbKind::Postgres).await;
     let db = Database::connect(&turnbase_store::DatabaseOptions::Postgres {
         url: test_db.url.clone().expect("a Postgres URL"),
         max_connections: 1,

@@ -6,14 +6,14 @@ use std::time::{Duration, Instant};
 
 use turnbase_store::Database;
 use turnbase_store::mail::NewMail;
-use turnbase_testkit::{Backend, SmtpSink, TestDb};
+use turnbase_testkit::{DbKind, SmtpSink, TestDb};
 use uuid::Uuid;
 
 use crate::harness::Running;
 
 const MAILS: usize = 1000;
 
-async fn crash_test(backend: Backend) {
+async fn crash_test(backend: DbKind) {
     let test_db = TestDb::new(backend).await;
     let db = Database::connect(&test_db.options).await.expect("connect");
     db.migrate().await.expect("migrate");
@@ -103,10 +103,10 @@ async fn crash_test(backend: Backend) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_while_sending_loses_nothing_on_sqlite() {
-    crash_test(Backend::Sqlite).await;
+    crash_test(DbKind::Sqlite).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_while_sending_loses_nothing_on_postgres() {
-    crash_test(Backend::Postgres).await;
+    crash_test(DbKind::Postgres).await;
 }
