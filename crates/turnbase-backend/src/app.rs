@@ -7,7 +7,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use turnbase_core::http::{HttpMetrics, bind, text_response};
+use turnbase_core::http::{HttpMetrics, bind};
 use turnbase_core::lifecycle::{Lifecycle, ShutdownReport};
 use turnbase_core::readiness::Readiness;
 use turnbase_core::telemetry::Telemetry;
@@ -271,25 +271,13 @@ impl App {
                 let listener = bind(addr, "BACKEND_METRICS_ADDR").await?;
                 let local = listener.local_addr()?;
                 let t = telemetry.clone();
-                let router = axum::Router::new().route(
-                    "/metrics",
-                    axum::routing::get(move || {
-                        let t = t.clone();
-                        async move {
-                            text_response(
-                                "text/plain; version=0.0.4; charset=utf-8",
-                                t.prometheus_text().unwrap_or_default(),
-                            )
-                        }
-                    }),
-                );
                 lifecycle.spawn(
                     "metrics",
                     Some(config.http.shutdown_timeout),
                     move |stop| async move {
-                        turnbase_core::serve::serve(
+                        turnbase_core::serve::serve_metrics(
                             listener,
-                            router,
+                            t,
                             stop.cancelled_owned(),
                             serve_options,
                         )

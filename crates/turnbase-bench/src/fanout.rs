@@ -699,7 +699,12 @@ pub async fn server(args: ServerArgs) -> anyhow::Result<()> {
         None,
         &defaults,
     )?;
-    let gateway = turnbase_gateway::Gateway::start(gw_config, telemetry, false, true).await?;
+    let gateway = turnbase_gateway::Gateway::start(
+        gw_config,
+        telemetry,
+        turnbase_gateway::StartOptions::EMBEDDED,
+    )
+    .await?;
     while !gateway.readiness.not_ready().is_empty() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }

@@ -377,6 +377,29 @@ impl AsyncWrite for WriteDeadline {
     }
 }
 
+/// The Prometheus listener both processes run: `GET /metrics` with the
+/// text of `telemetry`'s registry, served until `stop` like any listener.
+pub async fn serve_metrics(
+    listener: TcpListener,
+    telemetry: crate::telemetry::Telemetry,
+    stop: impl Future<Output = ()>,
+    options: ServeOptions,
+) -> std::io::Result<()> {
+    let router = Router::new().route(
+        "/metrics",
+        axum::routing::get(move || {
+            let telemetry = telemetry.clone();
+            async move {
+                crate::http::text_response(
+                    "text/plain; version=0.0.4; charset=utf-8",
+                    telemetry.prometheus_text().unwrap_or_default(),
+                )
+            }
+        }),
+    );
+    serve(listener, router, stop, options).await
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use turnbase_core::worker::Runner;
 
-use turnbase_core::http::{HttpMetrics, bind, text_response};
+use turnbase_core::http::{HttpMetrics, bind};
 use turnbase_core::lifecycle::{Lifecycle, ShutdownReport};
 use turnbase_core::readiness::{Readiness, ReadyFlag};
 use turnbase_core::telemetry::Telemetry;
@@ -91,22 +91,43 @@ impl PushHandler for Feed {
     }
 }
 
+/// How a gateway process is set up around its configuration.
+#[derive(Debug, Clone, Copy)]
+pub struct StartOptions {
+    /// The gateway flushes telemetry last at shutdown: true for `turnbase
+    /// gateway`, false inside `turnbase up`, whose backend owns it.
+    pub owns_telemetry: bool,
+    /// A missing signing key file is made with a fresh key (`turnbase up`
+    /// and tests); a production gateway insists on its key.
+    pub create_key: bool,
+}
+
+impl StartOptions {
+    /// `turnbase gateway`: its own telemetry, an existing key.
+    pub const STANDALONE: StartOptions = StartOptions {
+        owns_telemetry: true,
+        create_key: false,
+    };
+    /// Beside a backend in one process (`turnbase up`, tests, benchmarks).
+    pub const EMBEDDED: StartOptions = StartOptions {
+        owns_telemetry: false,
+        create_key: true,
+    };
+}
+
 impl Gateway {
-    /// Starts every component; `own_telemetry` makes the gateway flush
-    /// telemetry last at shutdown (false inside `turnbase up`, whose
-    /// backend owns it).
+    /// Starts every component.
     pub async fn start(
         config: GatewayConfig,
         telemetry: Telemetry,
-        own_telemetry: bool,
-        create_key: bool,
+        options: StartOptions,
     ) -> anyhow::Result<Gateway> {
         let mut lifecycle = Lifecycle::new(config.shutdown_timeout);
         match Self::start_components(
             &config,
             telemetry,
-            own_telemetry,
-            create_key,
+            options.owns_telemetry,
+            options.create_key,
             &mut lifecycle,
         )
         .await
@@ -237,22 +258,10 @@ impl Gateway {
                 let listener = bind(addr, "GATEWAY_METRICS_ADDR").await?;
                 let local = listener.local_addr()?;
                 let t = telemetry.clone();
-                let router = axum::Router::new().route(
-                    "/metrics",
-                    axum::routing::get(move || {
-                        let t = t.clone();
-                        async move {
-                            text_response(
-                                "text/plain; version=0.0.4; charset=utf-8",
-                                t.prometheus_text().unwrap_or_default(),
-                            )
-                        }
-                    }),
-                );
                 lifecycle.spawn("gateway-metrics", None, move |stop| async move {
-                    turnbase_core::serve::serve(
+                    turnbase_core::serve::serve_metrics(
                         listener,
-                        router,
+                        t,
                         stop.cancelled_owned(),
                         serve_options,
                     )

@@ -12,6 +12,6 @@ pub mod hub;
 pub mod push_client;
 pub mod signing;
 
-pub use app::Gateway;
+pub use app::{Gateway, StartOptions};
 pub use config::{GatewayConfig, Profile, PushClientConfig};
 pub use push_client::{Notice, PushClient, PushHandler};

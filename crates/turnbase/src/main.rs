@@ -198,7 +198,13 @@ fn gateway(file: Option<PathBuf>) -> ExitCode {
                 return 1;
             }
         };
-        let gateway = match Gateway::start(config, telemetry, true, false).await {
+        let gateway = match Gateway::start(
+            config,
+            telemetry,
+            turnbase_gateway::StartOptions::STANDALONE,
+        )
+        .await
+        {
             Ok(g) => g,
             Err(err) => {
                 tracing::error!(error = %format!("{err:#}"), "startup failed");
@@ -373,7 +379,13 @@ async fn serve(config: Config, telemetry: Telemetry, stack: Stack) -> i32 {
                 return 2;
             }
         };
-        match Gateway::start(gateway_config, telemetry.clone(), false, true).await {
+        match Gateway::start(
+            gateway_config,
+            telemetry.clone(),
+            turnbase_gateway::StartOptions::EMBEDDED,
+        )
+        .await
+        {
             Ok(g) => Some(g),
             Err(err) => {
                 tracing::error!(error = %format!("{err:#}"), "gateway startup failed");

@@ -108,9 +108,13 @@ impl Stack {
         ];
         let gw_config =
             GatewayConfig::load(Profile::Up, env, None, &defaults).expect("gateway config");
-        let gateway = Gateway::start(gw_config, telemetry, false, true)
-            .await
-            .expect("gateway starts");
+        let gateway = Gateway::start(
+            gw_config,
+            telemetry,
+            turnbase_gateway::StartOptions::EMBEDDED,
+        )
+        .await
+        .expect("gateway starts");
         let edge = format!("http://{}", gateway.http_addr);
         let deadline = tokio::time::Instant::now() + PATIENCE;
         while !gateway.readiness.not_ready().is_empty() {
@@ -1087,7 +1091,7 @@ async fn forwarded_requests_carry_the_client_address_and_trace_context() {
     ];
     let config = GatewayConfig::load(Profile::Up, env, None, &defaults).expect("config");
     let telemetry = Telemetry::init(&config.telemetry).expect("telemetry");
-    let gateway = Gateway::start(config, telemetry, false, true)
+    let gateway = Gateway::start(config, telemetry, turnbase_gateway::StartOptions::EMBEDDED)
         .await
         .expect("starts");
     let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
