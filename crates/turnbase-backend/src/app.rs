@@ -97,6 +97,78 @@ impl App {
             tokio::task::spawn_blocking(move || t.shutdown()).await?
         });
 
+        let (database, instance) = Self::start_storage(config, version, lifecycle).await?;
+        let push = Self::start_push_service(config, &telemetry, lifecycle);
+        // Domain services, in dependency order (geo, user, mail, auth, …),
+        // and their workers read one clock.
+        let clock = turnbase_core::worker::system_clock();
+        let (mail, wake_mail) = Self::start_mail_service(&database, clock.clone(), &telemetry);
+        let accounts = Self::start_accounts(
+            config,
+            &database,
+            &mail,
+            &push,
+            clock.clone(),
+            &telemetry,
+            lifecycle,
+        )
+        .await?;
+        let readiness = Self::warm_caches(&accounts).await;
+        let outage = api::outage::Outage::new(database.clone(), telemetry.meter());
+        let state = AppState {
+            db: database.clone(),
+            readiness: readiness.clone(),
+            instance: Arc::new(instance.clone()),
+            version,
+            mail: mail.clone(),
+            accounts: accounts.clone(),
+            internal_token: Arc::new(config.accounts.internal_token.clone()),
+            trusted_proxies: Arc::new(config.accounts.trusted_proxies.clone()),
+            outage: outage.clone(),
+        };
+        let router = api::router(state, &config.http, HttpMetrics::new(telemetry.meter()));
+
+        // Listeners. The push listener starts before HTTP so that it stops
+        // after it: requests still draining may publish events, and push
+        // streams deliver everything published before they end.
+        let grpc_push_addr = Self::start_push_listener(config, &push, lifecycle).await?;
+        let http_addr = Self::start_http(config, router, lifecycle).await?;
+        // Workers, after the listeners: at shutdown they stop first.
+        Self::start_mail_worker(config, &database, wake_mail, clock, &telemetry, lifecycle)?;
+        Self::start_guest_reaper(config, &accounts, lifecycle);
+        let metrics_addr = Self::start_metrics(config, &telemetry, lifecycle).await?;
+
+        Ok(Started {
+            http_addr,
+            grpc_push_addr,
+            push,
+            mail,
+            accounts,
+            metrics_addr,
+            instance,
+            readiness,
+            database,
+            outage,
+        })
+    }
+
+    /// Runs until `signal` resolves (or a component fails), then stops.
+    pub async fn run_until(self, signal: impl std::future::Future<Output = ()>) -> ShutdownReport {
+        self.lifecycle.run_until(signal).await
+    }
+
+    /// Resolves when one of the running components fails, with why (the
+    /// shutdown after it reports that as its cause).
+    pub async fn failure(&mut self) -> String {
+        self.lifecycle.failure().await
+    }
+
+    /// The database, migrated, with this start recorded.
+    async fn start_storage(
+        config: &Config,
+        version: &'static str,
+        lifecycle: &mut Lifecycle,
+    ) -> anyhow::Result<(Database, InstanceInfo)> {
         // A data folder left open to other users (an older version made it
         // 0755) is narrowed before anything is written in it.
         if config.data_dir.is_dir() {
@@ -114,23 +186,48 @@ impl App {
             .await?;
         tracing::info!(instance_id = %instance.id, start = instance.start_count, "instance recorded");
 
-        // The push service exists before any domain service, so that each
-        // gets a real publisher. Its listener starts with the others below.
+        Ok((database, instance))
+    }
+
+    /// The push service, before any domain service, so that each gets a real
+    /// publisher; its listener starts with the others.
+    fn start_push_service(
+        config: &Config,
+        telemetry: &Telemetry,
+        lifecycle: &mut Lifecycle,
+    ) -> PushService {
         let push = PushService::new(config.grpc_push.service.clone(), telemetry.meter());
         let closing = push.clone();
         lifecycle.add("push", None, move || async move {
             closing.close();
             Ok(())
         });
+        push
+    }
 
-        // Domain services, in dependency order (geo, user, mail, auth, …),
-        // and their workers read one clock.
-        let clock = turnbase_core::worker::system_clock();
+    /// The mail service, and the signal that wakes the mail worker.
+    fn start_mail_service(
+        database: &Database,
+        clock: turnbase_core::worker::Clock,
+        telemetry: &Telemetry,
+    ) -> (turnbase_mail::MailService, Arc<tokio::sync::Notify>) {
         let wake_mail = Arc::new(tokio::sync::Notify::new());
         let mail =
             turnbase_mail::MailService::new(database.clone(), wake_mail.clone(), telemetry.meter())
-                .with_clock(clock.clone());
+                .with_clock(clock);
+        (mail, wake_mail)
+    }
 
+    /// Accounts: geo, the service, the configured admin, and the flusher.
+    async fn start_accounts(
+        config: &Config,
+        database: &Database,
+        mail: &turnbase_mail::MailService,
+        push: &PushService,
+        clock: turnbase_core::worker::Clock,
+        telemetry: &Telemetry,
+        lifecycle: &mut Lifecycle,
+    ) -> anyhow::Result<turnbase_accounts::AccountService> {
         let geo = match &config.accounts.geoip_db {
             Some(path) => turnbase_accounts::GeoIp::open(path)
                 .map_err(|e| anyhow::anyhow!("BACKEND_GEOIP_DB: {e}"))?,
@@ -157,11 +254,11 @@ impl App {
             turnbase_accounts::workers::run_flusher(flusher, interval, stop)
         });
 
-        // Caches, each reporting to /readyz until warm. The session cache
-        // is warmed here, before any listener binds (DESIGN section 2,
-        // step 6), so its flag is set before /readyz can be asked; a
-        // failure only costs speed, since the cache fills as sessions are
-        // used.
+        Ok(accounts)
+    }
+
+    /// The caches, each reporting to /readyz until warm.
+    async fn warm_caches(accounts: &turnbase_accounts::AccountService) -> Readiness {
         let readiness = Readiness::default();
         let session_cache_ready = readiness.register("session-cache");
         match accounts.warm_cache().await {
@@ -172,23 +269,15 @@ impl App {
         }
         session_cache_ready.set(true);
 
-        let outage = api::outage::Outage::new(database.clone(), telemetry.meter());
-        let state = AppState {
-            db: database.clone(),
-            readiness: readiness.clone(),
-            instance: Arc::new(instance.clone()),
-            version,
-            mail: mail.clone(),
-            accounts: accounts.clone(),
-            internal_token: Arc::new(config.accounts.internal_token.clone()),
-            trusted_proxies: Arc::new(config.accounts.trusted_proxies.clone()),
-            outage: outage.clone(),
-        };
-        let router = api::router(state, &config.http, HttpMetrics::new(telemetry.meter()));
+        readiness
+    }
 
-        // Listeners. The push listener starts before HTTP so that it stops
-        // after it: requests still draining may publish events, and push
-        // streams deliver everything published before they end.
+    /// The gRPC push listener.
+    async fn start_push_listener(
+        config: &Config,
+        push: &PushService,
+        lifecycle: &mut Lifecycle,
+    ) -> anyhow::Result<SocketAddr> {
         let listener = bind(config.grpc_push.addr, "BACKEND_GRPC_PUSH_ADDR").await?;
         let grpc_push_addr = listener.local_addr()?;
         let service = push.clone();
@@ -210,6 +299,15 @@ impl App {
         );
         tracing::info!(addr = %grpc_push_addr, "gRPC push listening");
 
+        Ok(grpc_push_addr)
+    }
+
+    /// The HTTP API listener.
+    async fn start_http(
+        config: &Config,
+        router: axum::Router,
+        lifecycle: &mut Lifecycle,
+    ) -> anyhow::Result<SocketAddr> {
         let listener = bind(config.http.addr, "BACKEND_HTTP_ADDR").await?;
         let http_addr = listener.local_addr()?;
         let serve_options = config.http.serve;
@@ -224,7 +322,18 @@ impl App {
         );
         tracing::info!(addr = %http_addr, "HTTP API listening");
 
-        // Workers, after the listeners: at shutdown they stop first.
+        Ok(http_addr)
+    }
+
+    /// The mail worker, sending through SMTP or into the mail folder.
+    fn start_mail_worker(
+        config: &Config,
+        database: &Database,
+        wake_mail: Arc<tokio::sync::Notify>,
+        clock: turnbase_core::worker::Clock,
+        telemetry: &Telemetry,
+        lifecycle: &mut Lifecycle,
+    ) -> anyhow::Result<()> {
         let sender: Arc<dyn turnbase_mail::MailSender> = match &config.mail.delivery {
             MailDelivery::Smtp {
                 url,
@@ -257,6 +366,15 @@ impl App {
             .with_clock(clock),
         );
         lifecycle.spawn("mail-worker", None, move |stop| worker.run(stop));
+        Ok(())
+    }
+
+    /// The guest reaper.
+    fn start_guest_reaper(
+        config: &Config,
+        accounts: &turnbase_accounts::AccountService,
+        lifecycle: &mut Lifecycle,
+    ) {
         let reaper = accounts.clone();
         let (retention, every) = (
             config.accounts.guest_retention,
@@ -265,8 +383,16 @@ impl App {
         lifecycle.spawn("guest-reaper", None, move |stop| {
             turnbase_accounts::workers::run_guest_reaper(reaper, retention, every, stop)
         });
+    }
 
-        let metrics_addr = match config.metrics_addr {
+    /// The Prometheus listener, when configured.
+    async fn start_metrics(
+        config: &Config,
+        telemetry: &Telemetry,
+        lifecycle: &mut Lifecycle,
+    ) -> anyhow::Result<Option<SocketAddr>> {
+        let serve_options = config.http.serve;
+        Ok(match config.metrics_addr {
             Some(addr) => {
                 let listener = bind(addr, "BACKEND_METRICS_ADDR").await?;
                 let local = listener.local_addr()?;
@@ -289,31 +415,7 @@ impl App {
                 Some(local)
             }
             None => None,
-        };
-
-        Ok(Started {
-            http_addr,
-            grpc_push_addr,
-            push,
-            mail,
-            accounts,
-            metrics_addr,
-            instance,
-            readiness,
-            database,
-            outage,
         })
-    }
-
-    /// Runs until `signal` resolves (or a component fails), then stops.
-    pub async fn run_until(self, signal: impl std::future::Future<Output = ()>) -> ShutdownReport {
-        self.lifecycle.run_until(signal).await
-    }
-
-    /// Resolves when one of the running components fails, with why (the
-    /// shutdown after it reports that as its cause).
-    pub async fn failure(&mut self) -> String {
-        self.lifecycle.failure().await
     }
 
     /// Stops every component in reverse start order.
