@@ -12,6 +12,7 @@
 pub mod accounts;
 mod accounts_sql;
 pub mod mail;
+mod mail_sql;
 mod migrate;
 pub mod pg_bounded;
 mod postgres;

@@ -6,19 +6,13 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use sqlx::Row as _;
-use sqlx::postgres::PgRow;
 use uuid::Uuid;
 
 use crate::mail::{
     AfterAttempt, AttemptRecord, ClaimedMail, Enqueued, FAILED, Finished, MailFilter, MailRecord,
-    MailStore, NewMail, PENDING, QueueStats, RECORD_COLUMNS, SENDING, SENT, ShownStatus,
-    attempt_from_row, claimed_mail_from_row, lease_end, mail_record_from_row,
+    MailStore, NewMail, PENDING, QueueStats, SENDING, SENT, claimed_mail_from_row, lease_end,
 };
 use crate::{PostgresStore, StoreError, StoreResult, Tx};
-
-fn record(row: &PgRow) -> Result<MailRecord, sqlx::Error> {
-    Ok(mail_record_from_row!(row))
-}
 
 #[async_trait::async_trait]
 impl MailStore for PostgresStore {
@@ -187,110 +181,23 @@ impl MailStore for PostgresStore {
     }
 
     async fn release_mail(&self, id: Uuid, owner: &str, now: DateTime<Utc>) -> StoreResult<()> {
-        sqlx::query(
-            "UPDATE mail_outbox SET status = $1, next_attempt_at = $2, lease_owner = NULL, lease_until = NULL
-             WHERE id = $3 AND status = $4 AND lease_owner = $5",
-        )
-        .bind(PENDING)
-        .bind(now)
-        .bind(id)
-        .bind(SENDING)
-        .bind(owner)
-        .execute(self.pool())
-        .await?;
-        Ok(())
+        self.shared_release_mail(id, owner, now).await
     }
 
     async fn list_mail(&self, filter: &MailFilter) -> StoreResult<Vec<MailRecord>> {
-        let (status, retrying) = match filter.status.map(ShownStatus::stored) {
-            Some((status, retried)) => (Some(status.as_str()), retried),
-            None => (None, None),
-        };
-        let sql = format!(
-            "SELECT {RECORD_COLUMNS} FROM mail_outbox
-             WHERE ($1::text IS NULL OR status = $1)
-               AND ($2::boolean IS NULL OR ($2 AND attempts > 0) OR (NOT $2 AND attempts = 0))
-               AND ($3::uuid IS NULL OR id < $3)
-               AND ($5::text IS NULL OR to_address = $5)
-             ORDER BY id DESC LIMIT $4"
-        );
-        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(status)
-            .bind(retrying)
-            .bind(filter.before)
-            .bind(filter.limit)
-            .bind(&filter.to)
-            .fetch_all(self.pool())
-            .await?;
-        rows.iter()
-            .map(record)
-            .collect::<Result<_, _>>()
-            .map_err(Into::into)
+        self.shared_list_mail(filter).await
     }
 
     async fn mail(&self, id: Uuid) -> StoreResult<(MailRecord, Vec<AttemptRecord>)> {
-        let sql = format!("SELECT {RECORD_COLUMNS} FROM mail_outbox WHERE id = $1");
-        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(id)
-            .fetch_one(self.pool())
-            .await?;
-        let attempts = sqlx::query(
-            "SELECT attempt, started_at, finished_at, outcome, smtp_code, error
-             FROM mail_attempts WHERE mail_id = $1 ORDER BY attempt",
-        )
-        .bind(id)
-        .fetch_all(self.pool())
-        .await?;
-        let attempts = attempts
-            .iter()
-            .map(|r| Ok(attempt_from_row!(r)))
-            .collect::<Result<_, sqlx::Error>>()?;
-        Ok((record(&row)?, attempts))
+        self.shared_mail(id).await
     }
 
     async fn retry_mail(&self, id: Uuid, now: DateTime<Utc>) -> StoreResult<MailRecord> {
-        let sql = format!(
-            "UPDATE mail_outbox SET status = $1, attempts = 0, next_attempt_at = $2
-             WHERE id = $3 AND status = $4 AND erased_at IS NULL RETURNING {RECORD_COLUMNS}"
-        );
-        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(PENDING)
-            .bind(now)
-            .bind(id)
-            .bind(FAILED)
-            .fetch_optional(self.pool())
-            .await?;
-        match row {
-            Some(row) => Ok(record(&row)?),
-            None => {
-                let (current, _) = self.mail(id).await?;
-                if current.erased_at.is_some() {
-                    return Err(StoreError::Conflict(
-                        "this mail carried a secret and its body was erased; it cannot be sent again"
-                            .into(),
-                    ));
-                }
-                Err(StoreError::Conflict(format!(
-                    "only failed mail can be retried; this one is {}",
-                    current.shown_status().as_str()
-                )))
-            }
-        }
+        self.shared_retry_mail(id, now).await
     }
 
     async fn mail_queue_stats(&self) -> StoreResult<QueueStats> {
-        let row = sqlx::query(
-            "SELECT COUNT(*) AS depth, MIN(CASE WHEN status = $1 THEN created_at END) AS oldest
-             FROM mail_outbox WHERE status IN ($1, $2)",
-        )
-        .bind(PENDING)
-        .bind(SENDING)
-        .fetch_one(self.pool())
-        .await?;
-        Ok(QueueStats {
-            depth: row.try_get("depth")?,
-            oldest_pending: row.try_get("oldest")?,
-        })
+        self.shared_mail_queue_stats().await
     }
 
     async fn erase_secret_bodies(
@@ -299,12 +206,7 @@ impl MailStore for PostgresStore {
         now: DateTime<Utc>,
         limit: i64,
     ) -> StoreResult<u64> {
-        let done = sqlx::query(crate::mail::ERASE_SECRET_BODIES)
-            .bind(finished_before)
-            .bind(limit)
-            .bind(now)
-            .execute(self.pool())
-            .await?;
-        Ok(done.rows_affected())
+        self.shared_erase_secret_bodies(finished_before, now, limit)
+            .await
     }
 }
