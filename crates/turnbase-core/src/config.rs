@@ -438,6 +438,20 @@ pub fn parse_u32_positive(text: &str) -> Result<u32, String> {
     }
 }
 
+/// A count above zero that fits in memory (connections, slots, events).
+pub fn parse_usize_positive(text: &str) -> Result<usize, String> {
+    let n = parse_u32_positive(text)?;
+    usize::try_from(n).map_err(|_| format!("{text:?} is too large"))
+}
+
+/// A byte size above zero (`512KiB`, `4MiB`), as a `usize`.
+pub fn parse_size_positive(text: &str) -> Result<usize, String> {
+    match parse_byte_size(text)? {
+        0 => Err("must be greater than zero".into()),
+        n => usize::try_from(n).map_err(|_| format!("{text:?} is too large")),
+    }
+}
+
 pub fn parse_string(text: &str) -> Result<String, String> {
     Ok(text.to_string())
 }

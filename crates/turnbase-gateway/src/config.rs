@@ -6,9 +6,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use turnbase_core::config::{
-    ConfigError, Reader, Secret, Source, VarSpec, parse_bool, parse_byte_size, parse_duration,
-    parse_positive_duration, parse_rate, parse_secret, parse_socket_addr, parse_string,
-    parse_u32_positive,
+    ConfigError, Reader, Secret, Source, VarSpec, parse_bool, parse_duration,
+    parse_positive_duration, parse_rate, parse_secret, parse_size_positive, parse_socket_addr,
+    parse_string, parse_usize_positive,
 };
 use turnbase_core::limiter::Rate;
 use turnbase_core::telemetry::{
@@ -303,16 +303,17 @@ impl GatewayConfig {
             .unwrap_or_default();
         let limits = EdgeLimits {
             resume_window: r.get("GATEWAY_RESUME_WINDOW", parse_positive_duration),
-            resume_max_events: r.get("GATEWAY_RESUME_MAX_EVENTS", parse_count),
-            resume_max_bytes: r.get("GATEWAY_RESUME_MAX_BYTES", parse_size),
-            resume_max_total_bytes: r.get("GATEWAY_RESUME_MAX_TOTAL_BYTES", parse_size),
-            queue_messages: r.get("GATEWAY_CLIENT_QUEUE_MESSAGES", parse_count),
-            queue_bytes: r.get("GATEWAY_CLIENT_QUEUE_BYTES", parse_size),
+            resume_max_events: r.get("GATEWAY_RESUME_MAX_EVENTS", parse_usize_positive),
+            resume_max_bytes: r.get("GATEWAY_RESUME_MAX_BYTES", parse_size_positive),
+            resume_max_total_bytes: r.get("GATEWAY_RESUME_MAX_TOTAL_BYTES", parse_size_positive),
+            queue_messages: r.get("GATEWAY_CLIENT_QUEUE_MESSAGES", parse_usize_positive),
+            queue_bytes: r.get("GATEWAY_CLIENT_QUEUE_BYTES", parse_size_positive),
             ping_interval: r.get("GATEWAY_WS_PING_INTERVAL", parse_positive_duration),
             idle_timeout: r.get("GATEWAY_WS_IDLE_TIMEOUT", parse_positive_duration),
-            max_message: r.get("GATEWAY_WS_MAX_MESSAGE", parse_size),
-            max_connections: r.get("GATEWAY_MAX_CONNECTIONS", parse_count),
-            max_connections_per_user: r.get("GATEWAY_MAX_CONNECTIONS_PER_USER", parse_count),
+            max_message: r.get("GATEWAY_WS_MAX_MESSAGE", parse_size_positive),
+            max_connections: r.get("GATEWAY_MAX_CONNECTIONS", parse_usize_positive),
+            max_connections_per_user: r
+                .get("GATEWAY_MAX_CONNECTIONS_PER_USER", parse_usize_positive),
         };
         if limits.ping_interval >= limits.idle_timeout
             && !r.has_problem("GATEWAY_WS_PING_INTERVAL")
@@ -340,7 +341,7 @@ impl GatewayConfig {
             cors: r
                 .optional("GATEWAY_HTTP_CORS_ORIGINS", turnbase_core::cors::parse_cors)
                 .unwrap_or(turnbase_core::cors::CorsOrigins::None),
-            body_limit: r.get("GATEWAY_HTTP_BODY_LIMIT", parse_size),
+            body_limit: r.get("GATEWAY_HTTP_BODY_LIMIT", parse_size_positive),
             request_timeout: r.get("GATEWAY_HTTP_REQUEST_TIMEOUT", parse_positive_duration),
             rate_per_ip: r.get("GATEWAY_RATE_PER_IP", parse_rate),
             rate_per_session: r.get("GATEWAY_RATE_PER_SESSION", parse_rate),
@@ -421,18 +422,6 @@ fn push_config(r: &mut Reader<'_>, secret: Secret<String>) -> PushClientConfig {
         base_backoff,
         max_backoff,
         keepalive: r.get("GATEWAY_PUSH_KEEPALIVE", parse_positive_duration),
-    }
-}
-
-fn parse_count(text: &str) -> Result<usize, String> {
-    let n = parse_u32_positive(text)?;
-    usize::try_from(n).map_err(|_| format!("{text:?} is too large"))
-}
-
-fn parse_size(text: &str) -> Result<usize, String> {
-    match parse_byte_size(text)? {
-        0 => Err("must be greater than zero".into()),
-        n => usize::try_from(n).map_err(|_| format!("{text:?} is too large")),
     }
 }
 

@@ -10,7 +10,8 @@ use turnbase_core::config::{
 };
 use turnbase_core::var;
 
-use super::{Config, parse_usize_positive};
+use super::Config;
+use turnbase_core::config::parse_usize_positive;
 
 /// Accounts, sessions, the reaper, geo and the internal secret.
 pub(super) const VARIABLES: &[VarSpec] = &[

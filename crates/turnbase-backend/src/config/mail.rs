@@ -8,7 +8,7 @@ use turnbase_core::config::{
 };
 use turnbase_core::var;
 
-use super::parse_usize_positive;
+use turnbase_core::config::parse_usize_positive;
 
 /// Mail delivery and the mail worker.
 pub(super) const VARIABLES: &[VarSpec] = &[

@@ -7,9 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::LazyLock;
 use std::time::Duration;
 
-use turnbase_core::config::{
-    self, ConfigError, Reader, Secret, Source, VarSpec, parse_byte_size, parse_u32_positive,
-};
+use turnbase_core::config::{self, ConfigError, Reader, Secret, Source, VarSpec};
 use turnbase_core::telemetry::TelemetryConfig;
 
 mod accounts;
@@ -158,18 +156,6 @@ fn clashes(a: SocketAddr, b: SocketAddr) -> bool {
     a.port() != 0
         && a.port() == b.port()
         && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified())
-}
-
-fn parse_usize_positive(text: &str) -> Result<usize, String> {
-    let n = parse_u32_positive(text)?;
-    usize::try_from(n).map_err(|_| format!("{text:?} is too large"))
-}
-
-fn parse_size_positive(text: &str) -> Result<usize, String> {
-    match parse_byte_size(text)? {
-        0 => Err("must be greater than zero".into()),
-        n => usize::try_from(n).map_err(|_| format!("{text:?} is too large")),
-    }
 }
 
 fn parse_http_url(text: &str) -> Result<String, String> {

@@ -7,7 +7,7 @@ use turnbase_core::config::{Reader, VarSpec, parse_positive_duration, parse_sock
 use turnbase_core::var;
 use turnbase_push::{PushConfig, RingLimits};
 
-use super::{parse_size_positive, parse_usize_positive};
+use turnbase_core::config::{parse_size_positive, parse_usize_positive};
 
 /// The push service and its gRPC listener.
 pub(super) const VARIABLES: &[VarSpec] = &[
