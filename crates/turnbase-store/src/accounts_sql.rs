@@ -145,7 +145,7 @@ macro_rules! impl_account_store {
             #[async_trait::async_trait]
             impl AccountStore for $store {
                 async fn put_login_code(&self, tx: &mut Tx, code: &NewLoginCode) -> StoreResult<()> {
-                    let $tx_variant(tx) = tx else {
+                    let $tx_variant(tx) = &mut tx.0 else {
                         return Err(StoreError::Unsupported(format!(
                             "a transaction of another backend for {}",
                             $backend
@@ -663,13 +663,13 @@ impl_account_store!(
     sqlite_accounts,
     crate::SqliteStore,
     sqlx::sqlite::SqliteRow,
-    Tx::Sqlite,
+    crate::TxInner::Sqlite,
     "SQLite"
 );
 impl_account_store!(
     postgres_accounts,
     crate::PostgresStore,
     sqlx::postgres::PgRow,
-    Tx::Postgres,
+    crate::TxInner::Postgres,
     "Postgres"
 );

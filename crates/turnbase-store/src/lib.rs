@@ -190,25 +190,28 @@ pub trait InstanceStore: Send + Sync {
 }
 
 /// An open transaction of either backend, handed to stores whose writes
-/// must commit or roll back with the caller's change.
-pub enum Tx {
+/// must commit or roll back with the caller's change. Opaque outside the
+/// store: callers only pass it on, commit it or roll it back.
+pub struct Tx(pub(crate) TxInner);
+
+pub(crate) enum TxInner {
     Sqlite(SqliteTx),
     Postgres(pg_bounded::PgTx),
 }
 
 impl Tx {
     pub async fn commit(self) -> StoreResult<()> {
-        match self {
-            Tx::Sqlite(tx) => tx.commit().await?,
-            Tx::Postgres(tx) => tx.commit().await?,
+        match self.0 {
+            TxInner::Sqlite(tx) => tx.commit().await?,
+            TxInner::Postgres(tx) => tx.commit().await?,
         }
         Ok(())
     }
 
     pub async fn rollback(self) -> StoreResult<()> {
-        match self {
-            Tx::Sqlite(tx) => tx.rollback().await?,
-            Tx::Postgres(tx) => tx.rollback().await?,
+        match self.0 {
+            TxInner::Sqlite(tx) => tx.rollback().await?,
+            TxInner::Postgres(tx) => tx.rollback().await?,
         }
         Ok(())
     }
@@ -271,8 +274,8 @@ impl Database {
     /// that two writers never deadlock upgrading from a read.
     pub async fn begin(&self) -> StoreResult<Tx> {
         Ok(match self {
-            Database::Sqlite(s) => Tx::Sqlite(s.begin_write().await?),
-            Database::Postgres(p) => Tx::Postgres(p.pool().begin().await?),
+            Database::Sqlite(s) => Tx(TxInner::Sqlite(s.begin_write().await?)),
+            Database::Postgres(p) => Tx(TxInner::Postgres(p.pool().begin().await?)),
         })
     }
 

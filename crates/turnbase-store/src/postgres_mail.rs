@@ -17,7 +17,7 @@ use crate::{PostgresStore, StoreError, StoreResult, Tx};
 #[async_trait::async_trait]
 impl MailStore for PostgresStore {
     async fn enqueue(&self, tx: &mut Tx, mail: &NewMail) -> StoreResult<Enqueued> {
-        let Tx::Postgres(tx) = tx else {
+        let crate::TxInner::Postgres(tx) = &mut tx.0 else {
             return Err(StoreError::Unsupported(
                 "a SQLite transaction for Postgres".into(),
             ));

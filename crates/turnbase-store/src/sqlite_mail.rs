@@ -16,7 +16,7 @@ use crate::{SqliteStore, StoreError, StoreResult, Tx};
 #[async_trait::async_trait]
 impl MailStore for SqliteStore {
     async fn enqueue(&self, tx: &mut Tx, mail: &NewMail) -> StoreResult<Enqueued> {
-        let Tx::Sqlite(tx) = tx else {
+        let crate::TxInner::Sqlite(tx) = &mut tx.0 else {
             return Err(StoreError::Unsupported(
                 "a Postgres transaction for SQLite".into(),
             ));
