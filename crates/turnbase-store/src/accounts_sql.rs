@@ -174,7 +174,7 @@ macro_rules! impl_account_store {
                     code_hashes: &[[u8; 32]],
                     now: DateTime<Utc>,
                 ) -> StoreResult<CodeCheck> {
-                    let mut tx = self.begin_write().await?;
+                    let mut tx = $crate::backend::SqlBackend::begin_write(self).await?;
                     let row = sqlx::query(
                         "SELECT code_hash, tries_left, expires_at FROM login_codes WHERE email = $1",
                     )
@@ -220,7 +220,7 @@ macro_rules! impl_account_store {
                     new: &NewAccount,
                     s: &NewSession,
                 ) -> StoreResult<EmailSignIn> {
-                    let mut tx = self.begin_write().await?;
+                    let mut tx = $crate::backend::SqlBackend::begin_write(self).await?;
                     let created = sqlx::query(
                         "INSERT INTO accounts (id, email, display_name, role, is_guest,
                              created_at, updated_at)
@@ -259,7 +259,7 @@ macro_rules! impl_account_store {
                     if guests.is_empty() {
                         return Ok(());
                     }
-                    let mut tx = self.begin_write().await?;
+                    let mut tx = $crate::backend::SqlBackend::begin_write(self).await?;
                     // Multi-row inserts: two statements however many guests.
                     let mut accounts = sqlx::QueryBuilder::new(
                         "INSERT INTO accounts (id, email, display_name, role, is_guest, \
@@ -303,7 +303,7 @@ macro_rules! impl_account_store {
                          WHERE s.token_hash = $1"
                     )))
                     .bind(token_hash)
-                    .fetch_optional(self.reader())
+                    .fetch_optional($crate::backend::SqlBackend::reader(self))
                     .await?;
                     Ok(row.as_ref().map(with_account).transpose()?)
                 }
@@ -318,7 +318,7 @@ macro_rules! impl_account_store {
                          ORDER BY s.last_seen_at DESC LIMIT $1"
                     )))
                     .bind(limit)
-                    .fetch_all(self.reader())
+                    .fetch_all($crate::backend::SqlBackend::reader(self))
                     .await?;
                     all(&rows, with_account)
                 }
@@ -327,7 +327,7 @@ macro_rules! impl_account_store {
                     if seen.is_empty() {
                         return Ok(());
                     }
-                    let mut tx = self.begin_write().await?;
+                    let mut tx = $crate::backend::SqlBackend::begin_write(self).await?;
                     for (id, at) in seen {
                         sqlx::query(
                             "UPDATE sessions SET last_seen_at = $2
@@ -348,7 +348,7 @@ macro_rules! impl_account_store {
                          ORDER BY s.last_seen_at DESC, s.id"
                     )))
                     .bind(account_id)
-                    .fetch_all(self.reader())
+                    .fetch_all($crate::backend::SqlBackend::reader(self))
                     .await?;
                     all(&rows, session)
                 }
@@ -358,7 +358,7 @@ macro_rules! impl_account_store {
                     account_id: Uuid,
                     session_id: Uuid,
                 ) -> StoreResult<bool> {
-                    let turn = self.write_turn().await;
+                    let turn = $crate::backend::SqlBackend::write_turn(self).await;
                     let n = sqlx::query("DELETE FROM sessions WHERE id = $1 AND account_id = $2")
                         .bind(session_id)
                         .bind(account_id)
@@ -373,7 +373,7 @@ macro_rules! impl_account_store {
                     account_id: Uuid,
                     keep: Option<Uuid>,
                 ) -> StoreResult<Vec<Uuid>> {
-                    let turn = self.write_turn().await;
+                    let turn = $crate::backend::SqlBackend::write_turn(self).await;
                     let rows = sqlx::query(
                         "DELETE FROM sessions WHERE account_id = $1 AND ($2 IS NULL OR id <> $2)
                          RETURNING id",
@@ -394,7 +394,7 @@ macro_rules! impl_account_store {
                     display_name: &str,
                     now: DateTime<Utc>,
                 ) -> StoreResult<AccountRow> {
-                    let turn = self.write_turn().await;
+                    let turn = $crate::backend::SqlBackend::write_turn(self).await;
                     let row = sqlx::query(sqlx::AssertSqlSafe(format!(
                         "UPDATE accounts SET display_name = $2, updated_at = $3
                          WHERE id = $1 RETURNING {RETURNED}"
@@ -413,7 +413,7 @@ macro_rules! impl_account_store {
                     email: &str,
                     now: DateTime<Utc>,
                 ) -> StoreResult<Upgrade> {
-                    let mut tx = self.begin_write().await?;
+                    let mut tx = $crate::backend::SqlBackend::begin_write(self).await?;
                     let taken: Option<Uuid> =
                         sqlx::query_scalar("SELECT id FROM accounts WHERE email = $1")
                             .bind(email)
@@ -452,7 +452,7 @@ macro_rules! impl_account_store {
                         "SELECT {ACCOUNT} FROM accounts a WHERE a.id = $1"
                     )))
                     .bind(id)
-                    .fetch_one(self.reader())
+                    .fetch_one($crate::backend::SqlBackend::reader(self))
                     .await?;
                     Ok(account(&row)?)
                 }
@@ -477,7 +477,7 @@ macro_rules! impl_account_store {
                     .bind(filter.role.map(Role::as_str))
                     .bind(filter.before)
                     .bind(filter.limit)
-                    .fetch_all(self.reader())
+                    .fetch_all($crate::backend::SqlBackend::reader(self))
                     .await?;
                     all(&rows, account)
                 }
@@ -486,7 +486,7 @@ macro_rules! impl_account_store {
                     Ok(
                         sqlx::query_scalar("SELECT COUNT(*) FROM sessions WHERE account_id = $1")
                             .bind(account_id)
-                            .fetch_one(self.reader())
+                            .fetch_one($crate::backend::SqlBackend::reader(self))
                             .await?,
                     )
                 }
@@ -497,7 +497,7 @@ macro_rules! impl_account_store {
                     reason: &str,
                     entry: &AuditEntry,
                 ) -> StoreResult<(AccountRow, Vec<Uuid>)> {
-                    let mut tx = self.begin_write().await?;
+                    let mut tx = $crate::backend::SqlBackend::begin_write(self).await?;
                     let row = sqlx::query(sqlx::AssertSqlSafe(format!(
                         "UPDATE accounts SET
                              blocked_at = COALESCE(blocked_at, $2), blocked_reason = $3,
@@ -528,7 +528,7 @@ macro_rules! impl_account_store {
                     id: Uuid,
                     entry: &AuditEntry,
                 ) -> StoreResult<AccountRow> {
-                    let mut tx = self.begin_write().await?;
+                    let mut tx = $crate::backend::SqlBackend::begin_write(self).await?;
                     let row = sqlx::query(sqlx::AssertSqlSafe(format!(
                         "UPDATE accounts SET blocked_at = NULL, blocked_reason = NULL,
                              updated_at = $2
@@ -545,7 +545,7 @@ macro_rules! impl_account_store {
                 }
 
                 async fn ensure_admin(&self, new: &NewAccount) -> StoreResult<AccountRow> {
-                    let mut tx = self.begin_write().await?;
+                    let mut tx = $crate::backend::SqlBackend::begin_write(self).await?;
                     sqlx::query(
                         "INSERT INTO accounts (id, email, display_name, role, is_guest,
                              created_at, updated_at)
@@ -571,7 +571,7 @@ macro_rules! impl_account_store {
                 }
 
                 async fn record_audit(&self, entry: &AuditEntry) -> StoreResult<()> {
-                    let turn = self.write_turn().await;
+                    let turn = $crate::backend::SqlBackend::write_turn(self).await;
                     insert_audit(turn.pool(), entry).await
                 }
 
@@ -587,7 +587,7 @@ macro_rules! impl_account_store {
                     )
                     .bind(before)
                     .bind(limit)
-                    .fetch_all(self.reader())
+                    .fetch_all($crate::backend::SqlBackend::reader(self))
                     .await?;
                     all(&rows, audit)
                 }
@@ -596,7 +596,7 @@ macro_rules! impl_account_store {
                     &self,
                     created_before: DateTime<Utc>,
                 ) -> StoreResult<Vec<Uuid>> {
-                    let turn = self.write_turn().await;
+                    let turn = $crate::backend::SqlBackend::write_turn(self).await;
                     let rows = sqlx::query(
                         "DELETE FROM accounts
                          WHERE is_guest AND created_at < $1
@@ -617,7 +617,7 @@ macro_rules! impl_account_store {
                     if counts.is_empty() {
                         return Ok(());
                     }
-                    let mut tx = self.begin_write().await?;
+                    let mut tx = $crate::backend::SqlBackend::begin_write(self).await?;
                     for c in counts {
                         sqlx::query(
                             "INSERT INTO login_counts (day, country, logins) VALUES ($1, $2, $3)
@@ -641,7 +641,7 @@ macro_rules! impl_account_store {
                     )
                     .bind(from)
                     .bind(to)
-                    .fetch_all(self.reader())
+                    .fetch_all($crate::backend::SqlBackend::reader(self))
                     .await?;
                     rows.iter()
                         .map(|r| {

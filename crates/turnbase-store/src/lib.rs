@@ -11,6 +11,7 @@
 
 pub mod accounts;
 mod accounts_sql;
+mod backend;
 pub mod mail;
 mod mail_sql;
 mod migrate;

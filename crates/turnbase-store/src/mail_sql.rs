@@ -23,7 +23,7 @@ macro_rules! impl_shared_mail {
                 owner: &str,
                 now: chrono::DateTime<chrono::Utc>,
             ) -> $crate::StoreResult<()> {
-                let turn = self.write_turn().await;
+                let turn = $crate::backend::SqlBackend::write_turn(self).await;
                 sqlx::query(
                     "UPDATE mail_outbox SET status = $1, next_attempt_at = $2,
                          lease_owner = NULL, lease_until = NULL
@@ -64,7 +64,7 @@ macro_rules! impl_shared_mail {
                     .bind(filter.before)
                     .bind(filter.limit)
                     .bind(&filter.to)
-                    .fetch_all(self.reader())
+                    .fetch_all($crate::backend::SqlBackend::reader(self))
                     .await?;
                 rows.iter()
                     .map(Self::mail_record)
@@ -84,14 +84,14 @@ macro_rules! impl_shared_mail {
                 );
                 let row = sqlx::query(sqlx::AssertSqlSafe(sql))
                     .bind(id)
-                    .fetch_one(self.reader())
+                    .fetch_one($crate::backend::SqlBackend::reader(self))
                     .await?;
                 let attempts = sqlx::query(
                     "SELECT attempt, started_at, finished_at, outcome, smtp_code, error
                      FROM mail_attempts WHERE mail_id = $1 ORDER BY attempt",
                 )
                 .bind(id)
-                .fetch_all(self.reader())
+                .fetch_all($crate::backend::SqlBackend::reader(self))
                 .await?;
                 let attempts = attempts
                     .iter()
@@ -111,7 +111,7 @@ macro_rules! impl_shared_mail {
                     $crate::mail::RECORD_COLUMNS
                 );
                 let row = {
-                    let turn = self.write_turn().await;
+                    let turn = $crate::backend::SqlBackend::write_turn(self).await;
                     sqlx::query(sqlx::AssertSqlSafe(sql))
                         .bind($crate::mail::PENDING)
                         .bind(now)
@@ -144,7 +144,7 @@ macro_rules! impl_shared_mail {
                 now: chrono::DateTime<chrono::Utc>,
                 limit: i64,
             ) -> $crate::StoreResult<u64> {
-                let turn = self.write_turn().await;
+                let turn = $crate::backend::SqlBackend::write_turn(self).await;
                 let done = sqlx::query($crate::mail::ERASE_SECRET_BODIES)
                     .bind(finished_before)
                     .bind(limit)
@@ -164,7 +164,7 @@ macro_rules! impl_shared_mail {
                 )
                 .bind($crate::mail::PENDING)
                 .bind($crate::mail::SENDING)
-                .fetch_one(self.reader())
+                .fetch_one($crate::backend::SqlBackend::reader(self))
                 .await?;
                 Ok($crate::mail::QueueStats {
                     depth: row.try_get("depth")?,
