@@ -12,6 +12,7 @@
 pub mod accounts;
 mod accounts_sql;
 mod backend;
+mod leased;
 pub mod mail;
 mod mail_sql;
 mod migrate;

@@ -24,18 +24,12 @@ macro_rules! impl_shared_mail {
                 now: chrono::DateTime<chrono::Utc>,
             ) -> $crate::StoreResult<()> {
                 let turn = $crate::backend::SqlBackend::write_turn(self).await;
-                sqlx::query(
-                    "UPDATE mail_outbox SET status = $1, next_attempt_at = $2,
-                         lease_owner = NULL, lease_until = NULL
-                     WHERE id = $3 AND status = $4 AND lease_owner = $5",
-                )
-                .bind($crate::mail::PENDING)
-                .bind(now)
-                .bind(id)
-                .bind($crate::mail::SENDING)
-                .bind(owner)
-                .execute(turn.pool())
-                .await?;
+                sqlx::query(sqlx::AssertSqlSafe($crate::leased::mail::RELEASE.as_str()))
+                    .bind(now)
+                    .bind(id)
+                    .bind(owner)
+                    .execute(turn.pool())
+                    .await?;
                 Ok(())
             }
 

@@ -60,24 +60,10 @@ impl MailStore for PostgresStore {
         owner: &str,
         limit: i64,
     ) -> StoreResult<Vec<ClaimedMail>> {
-        // The statuses are literals so that the planner can use the partial
-        // index `mail_outbox_due`, whose predicate names them. The claimed
-        // ids are gathered into an array first: with `id IN (subquery)` the
-        // generic plan of this prepared statement joined the subquery
-        // against a sequential scan of the whole outbox (sent rows
-        // included), so every claim cost time in proportion to the table.
-        let rows = sqlx::query(
-            "UPDATE mail_outbox
-             SET status = $1, lease_owner = $2, lease_until = $3, next_attempt_at = $3
-             WHERE id = ANY(ARRAY(
-                 SELECT id FROM mail_outbox
-                 WHERE status IN ('pending', 'sending') AND next_attempt_at <= $4
-                 ORDER BY next_attempt_at
-                 LIMIT $5
-                 FOR UPDATE SKIP LOCKED))
-             RETURNING id, to_address, subject, text_body, html_body, attempts",
-        )
-        .bind(SENDING)
+        // The leased-queue claim (FOR UPDATE SKIP LOCKED; see leased.rs).
+        let rows = sqlx::query(sqlx::AssertSqlSafe(
+            crate::leased::mail::CLAIM_POSTGRES.as_str(),
+        ))
         .bind(owner)
         .bind(lease_end(now, lease))
         .bind(now)

@@ -59,19 +59,11 @@ impl MailStore for SqliteStore {
         limit: i64,
     ) -> StoreResult<Vec<ClaimedMail>> {
         let mut tx = self.begin_write().await?;
-        // The statuses are literals so that the planner can use the partial
-        // index `mail_outbox_due`, whose predicate names them.
-        let rows = sqlx::query(
-            "UPDATE mail_outbox
-             SET status = ?1, lease_owner = ?2, lease_until = ?3, next_attempt_at = ?3
-             WHERE id IN (
-                 SELECT id FROM mail_outbox
-                 WHERE status IN ('pending', 'sending') AND next_attempt_at <= ?4
-                 ORDER BY next_attempt_at
-                 LIMIT ?5)
-             RETURNING id, to_address, subject, text_body, html_body, attempts",
-        )
-        .bind(SENDING)
+        // The leased-queue claim, in the immediate transaction that holds
+        // the write lock (see leased.rs).
+        let rows = sqlx::query(sqlx::AssertSqlSafe(
+            crate::leased::mail::CLAIM_SQLITE.as_str(),
+        ))
         .bind(owner)
         .bind(lease_end(now, lease))
         .bind(now)
