@@ -122,7 +122,7 @@ pub async fn publisher(args: PublisherArgs) -> anyhow::Result<()> {
         request_id: String::new(),
         trace_id: String::new(),
     };
-    let service = PushService::new(config, &turnbase_core::telemetry::noop_meter());
+    let service = PushService::without_metrics(config);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     tokio::spawn(turnbase_push::server::serve(

@@ -156,20 +156,35 @@ struct Metrics {
     _lag: ObservableGauge<u64>,
 }
 
+/// A random epoch; zero is avoided so that an all-zero cursor is never
+/// valid.
+fn fresh_epoch() -> u64 {
+    loop {
+        let e: u64 = rand::random();
+        if e != 0 {
+            return e;
+        }
+    }
+}
+
 impl PushService {
     /// A service with a fresh random epoch.
     pub fn new(config: PushConfig, meter: &Meter) -> Self {
-        // Zero is avoided so that an all-zero cursor is never valid.
-        let epoch = loop {
-            let e: u64 = rand::random();
-            if e != 0 {
-                break e;
-            }
-        };
-        Self::with_epoch(config, epoch, meter)
+        Self::build(config, fresh_epoch(), Some(meter))
+    }
+
+    /// A service that records no metrics at all: for the push benchmark,
+    /// which compares the pipeline itself with a peer that has none (even
+    /// a no-op meter costs the attributes built for each event).
+    pub fn without_metrics(config: PushConfig) -> Self {
+        Self::build(config, fresh_epoch(), None)
     }
 
     pub fn with_epoch(config: PushConfig, epoch: u64, meter: &Meter) -> Self {
+        Self::build(config, epoch, Some(meter))
+    }
+
+    fn build(config: PushConfig, epoch: u64, meter: Option<&Meter>) -> Self {
         let inner = Arc::new_cyclic(|weak: &Weak<Inner>| Inner {
             epoch,
             state: Mutex::new(State {
@@ -182,7 +197,7 @@ impl PushService {
             wake: Notify::new(),
             waiting: AtomicUsize::new(0),
             closed: CancellationToken::new(),
-            metrics: Some(meter).map(|m| Metrics::new(m, weak.clone())),
+            metrics: meter.map(|m| Metrics::new(m, weak.clone())),
         });
         Self { inner }
     }
