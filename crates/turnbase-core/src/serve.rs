@@ -214,6 +214,17 @@ impl WriteDeadline {
         }
     }
 
+    /// Whether this write is (or continues) the replacement of a bare
+    /// answer of hyper's, which `head` starts when it is one.
+    fn replaces(&mut self, head: &[u8]) -> bool {
+        if self.replacing.is_none()
+            && let Some(with_body) = with_error_body(head)
+        {
+            self.replacing = Some((with_body, 0, head.len()));
+        }
+        self.replacing.is_some()
+    }
+
     /// Writes the replacement of a bare answer; ready once all of it is
     /// out, reporting hyper's bytes as written.
     fn poll_replacement(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<usize>> {
@@ -331,12 +342,7 @@ impl AsyncWrite for WriteDeadline {
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
         let this = &mut *self;
-        if this.replacing.is_none()
-            && let Some(with_body) = with_error_body(buf)
-        {
-            this.replacing = Some((with_body, 0, buf.len()));
-        }
-        if this.replacing.is_some() {
+        if this.replaces(buf) {
             return this.poll_replacement(cx);
         }
         let result = Pin::new(&mut this.inner).poll_write(cx, buf);
@@ -349,13 +355,11 @@ impl AsyncWrite for WriteDeadline {
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
         let this = &mut *self;
-        if this.replacing.is_none()
-            && let Some(first) = bufs.iter().find(|b| !b.is_empty())
-            && let Some(with_body) = with_error_body(first)
-        {
-            this.replacing = Some((with_body, 0, first.len()));
-        }
-        if this.replacing.is_some() {
+        let first = bufs
+            .iter()
+            .find(|b| !b.is_empty())
+            .map_or(&[][..], |b| &b[..]);
+        if this.replaces(first) {
             return this.poll_replacement(cx);
         }
         let result = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
