@@ -118,6 +118,21 @@ pub(crate) async fn within<T>(
     }
 }
 
+/// The results of a statement, all read under the deadline, as the
+/// stream sqlx's `fetch_many` hands out.
+fn as_stream<'e>(
+    rows: impl std::future::Future<Output = Result<Vec<Either<PgQueryResult, PgRow>>, Error>>
+    + Send
+    + 'e,
+) -> BoxStream<'e, Result<Either<PgQueryResult, PgRow>, Error>> {
+    futures::stream::once(async move {
+        let rows = rows.await?;
+        Ok::<_, Error>(futures::stream::iter(rows.into_iter().map(Ok)))
+    })
+    .try_flatten()
+    .boxed()
+}
+
 /// The pool, each statement run on it under the deadline.
 #[derive(Debug, Clone)]
 pub struct BoundedPool {
@@ -164,16 +179,13 @@ impl<'p> Executor<'p> for &'_ BoundedPool {
         E: 'q + Execute<'q, Postgres>,
     {
         let (pool, suspect) = (self.pool.clone(), self.suspect.clone());
-        futures::stream::once(async move {
-            let rows: Vec<_> = within(&suspect, async {
+        as_stream(async move {
+            within(&suspect, async {
                 let mut conn = pool.acquire().await?;
                 conn.fetch_many(query).try_collect().await
             })
-            .await?;
-            Ok::<_, Error>(futures::stream::iter(rows.into_iter().map(Ok)))
+            .await
         })
-        .try_flatten()
-        .boxed()
     }
 
     fn fetch_optional<'e, 'q: 'e, E>(self, query: E) -> BoxFuture<'e, Result<Option<PgRow>, Error>>
@@ -262,14 +274,11 @@ impl<'c> Executor<'c> for &'c mut BoundedConn {
         'c: 'e,
         E: 'q + Execute<'q, Postgres>,
     {
-        futures::stream::once(async move {
+        as_stream(async move {
             let suspect = self.suspect.clone();
             let conn: &mut PgConnection = &mut self.tx;
-            let rows: Vec<_> = within(&suspect, conn.fetch_many(query).try_collect()).await?;
-            Ok::<_, Error>(futures::stream::iter(rows.into_iter().map(Ok)))
+            within(&suspect, conn.fetch_many(query).try_collect()).await
         })
-        .try_flatten()
-        .boxed()
     }
 
     fn fetch_optional<'e, 'q: 'e, E>(self, query: E) -> BoxFuture<'e, Result<Option<PgRow>, Error>>
