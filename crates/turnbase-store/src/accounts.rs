@@ -30,17 +30,26 @@ impl Role {
     }
 }
 
+impl TryFrom<String> for Role {
+    type Error = String;
+
+    fn try_from(text: String) -> Result<Role, String> {
+        Role::parse(&text).ok_or_else(|| format!("unknown role {text:?}"))
+    }
+}
+
 impl PartialEq<&str> for Role {
     fn eq(&self, other: &&str) -> bool {
         self.as_str() == *other
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct AccountRow {
     pub id: Uuid,
     pub email: Option<String>,
     pub display_name: String,
+    #[sqlx(try_from = "String")]
     pub role: Role,
     pub is_guest: bool,
     pub created_at: DateTime<Utc>,
@@ -58,13 +67,20 @@ pub struct NewAccount {
     pub created_at: DateTime<Utc>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Read from columns prefixed `s_` (selected beside an account's).
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct SessionRow {
+    #[sqlx(rename = "s_id")]
     pub id: Uuid,
+    #[sqlx(rename = "s_account_id")]
     pub account_id: Uuid,
+    #[sqlx(rename = "s_device_name")]
     pub device_name: String,
+    #[sqlx(rename = "s_country")]
     pub country: Option<String>,
+    #[sqlx(rename = "s_created_at")]
     pub created_at: DateTime<Utc>,
+    #[sqlx(rename = "s_last_seen_at")]
     pub last_seen_at: DateTime<Utc>,
 }
 
@@ -79,10 +95,13 @@ pub struct NewSession {
 }
 
 /// A session found by its token, with its account.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct SessionWithAccount {
+    #[sqlx(rename = "s_token_hash")]
     pub token_hash: Vec<u8>,
+    #[sqlx(flatten)]
     pub session: SessionRow,
+    #[sqlx(flatten)]
     pub account: AccountRow,
 }
 
@@ -134,7 +153,7 @@ pub struct AccountFilter {
     pub limit: i64,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct AuditEntry {
     pub id: Uuid,
     pub actor_id: Uuid,
@@ -146,7 +165,7 @@ pub struct AuditEntry {
     pub at: DateTime<Utc>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct LoginCount {
     /// `YYYY-MM-DD`, UTC.
     pub day: String,

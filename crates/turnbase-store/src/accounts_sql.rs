@@ -29,49 +29,17 @@ macro_rules! impl_account_store {
                  s.created_at AS s_created_at, s.last_seen_at AS s_last_seen_at, \
                  s.token_hash AS s_token_hash";
 
+            // Rows are read by the types' derived `FromRow` (accounts.rs).
             fn account(row: &$row) -> Result<AccountRow, sqlx::Error> {
-                Ok(AccountRow {
-                    id: row.try_get("id")?,
-                    email: row.try_get("email")?,
-                    display_name: row.try_get("display_name")?,
-                    role: crate::mail::decode_state(row.try_get("role")?, Role::parse)?,
-                    is_guest: row.try_get("is_guest")?,
-                    created_at: row.try_get("created_at")?,
-                    updated_at: row.try_get("updated_at")?,
-                    blocked_at: row.try_get("blocked_at")?,
-                    blocked_reason: row.try_get("blocked_reason")?,
-                })
-            }
-
-            fn session(row: &$row) -> Result<SessionRow, sqlx::Error> {
-                Ok(SessionRow {
-                    id: row.try_get("s_id")?,
-                    account_id: row.try_get("s_account_id")?,
-                    device_name: row.try_get("s_device_name")?,
-                    country: row.try_get("s_country")?,
-                    created_at: row.try_get("s_created_at")?,
-                    last_seen_at: row.try_get("s_last_seen_at")?,
-                })
+                sqlx::FromRow::from_row(row)
             }
 
             fn with_account(row: &$row) -> Result<SessionWithAccount, sqlx::Error> {
-                Ok(SessionWithAccount {
-                    token_hash: row.try_get("s_token_hash")?,
-                    session: session(row)?,
-                    account: account(row)?,
-                })
+                sqlx::FromRow::from_row(row)
             }
 
             fn audit(row: &$row) -> Result<AuditEntry, sqlx::Error> {
-                Ok(AuditEntry {
-                    id: row.try_get("id")?,
-                    actor_id: row.try_get("actor_id")?,
-                    actor_email: row.try_get("actor_email")?,
-                    action: row.try_get("action")?,
-                    target: row.try_get("target")?,
-                    detail: row.try_get("detail")?,
-                    at: row.try_get("at")?,
-                })
+                sqlx::FromRow::from_row(row)
             }
 
             fn all<T>(
@@ -350,7 +318,7 @@ macro_rules! impl_account_store {
                     .bind(account_id)
                     .fetch_all($crate::backend::SqlBackend::reader(self))
                     .await?;
-                    all(&rows, session)
+                    all(&rows, |r| <SessionRow as sqlx::FromRow<'_, $row>>::from_row(r))
                 }
 
                 async fn delete_session(
@@ -643,16 +611,7 @@ macro_rules! impl_account_store {
                     .bind(to)
                     .fetch_all($crate::backend::SqlBackend::reader(self))
                     .await?;
-                    rows.iter()
-                        .map(|r| {
-                            Ok(LoginCount {
-                                day: r.try_get("day")?,
-                                country: r.try_get("country")?,
-                                logins: r.try_get("logins")?,
-                            })
-                        })
-                        .collect::<Result<_, sqlx::Error>>()
-                        .map_err(Into::into)
+                    all(&rows, |r| <LoginCount as sqlx::FromRow<'_, $row>>::from_row(r))
                 }
             }
         }

@@ -135,13 +135,19 @@ macro_rules! eq_text {
 }
 eq_text!(MailStatus, ShownStatus, AttemptOutcome);
 
-/// Reads a stored state text, failing the row when it is not one.
-pub(crate) fn decode_state<T>(
-    text: String,
-    parse: fn(&str) -> Option<T>,
-) -> Result<T, sqlx::Error> {
-    parse(&text).ok_or_else(|| sqlx::Error::Decode(format!("unknown state {text:?}").into()))
+/// A stored state text read into its state; anything else is an error.
+macro_rules! from_text {
+    ($($state:ty),*) => {$(
+        impl TryFrom<String> for $state {
+            type Error = String;
+
+            fn try_from(text: String) -> Result<$state, String> {
+                <$state>::parse(&text).ok_or_else(|| format!("unknown state {text:?}"))
+            }
+        }
+    )*};
 }
+from_text!(MailStatus, AttemptOutcome);
 
 // Stored texts, for the SQL below and the backends.
 pub(crate) const PENDING: &str = "pending";
@@ -182,9 +188,10 @@ impl Enqueued {
 }
 
 /// A row claimed by a worker under a lease.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct ClaimedMail {
     pub id: Uuid,
+    #[sqlx(rename = "to_address")]
     pub to: String,
     pub subject: String,
     pub text_body: String,
@@ -220,12 +227,14 @@ pub enum AfterAttempt {
     Failed,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct MailRecord {
     pub id: Uuid,
     pub idempotency_key: Option<String>,
+    #[sqlx(rename = "to_address")]
     pub to: String,
     pub subject: String,
+    #[sqlx(try_from = "String")]
     pub status: MailStatus,
     pub attempts: i64,
     pub next_attempt_at: DateTime<Utc>,
@@ -270,11 +279,12 @@ impl MailRecord {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct AttemptRecord {
     pub attempt: i64,
     pub started_at: DateTime<Utc>,
     pub finished_at: DateTime<Utc>,
+    #[sqlx(try_from = "String")]
     pub outcome: AttemptOutcome,
     pub smtp_code: Option<i64>,
     pub error: Option<String>,
@@ -377,63 +387,6 @@ pub(crate) fn first_id_at(at: DateTime<Utc>) -> Uuid {
     let millis = u64::try_from(at.timestamp_millis()).unwrap_or(0);
     uuid::Builder::from_unix_timestamp_millis(millis, &[0; 10]).into_uuid()
 }
-
-/// Reads a [`MailRecord`] from a row of either backend (the column names
-/// are the same; only the row type differs).
-macro_rules! mail_record_from_row {
-    ($row:expr) => {
-        $crate::mail::MailRecord {
-            id: $row.try_get("id")?,
-            idempotency_key: $row.try_get("idempotency_key")?,
-            to: $row.try_get("to_address")?,
-            subject: $row.try_get("subject")?,
-            status: $crate::mail::decode_state(
-                $row.try_get("status")?,
-                $crate::mail::MailStatus::parse,
-            )?,
-            attempts: $row.try_get("attempts")?,
-            next_attempt_at: $row.try_get("next_attempt_at")?,
-            created_at: $row.try_get("created_at")?,
-            sent_at: $row.try_get("sent_at")?,
-            last_error: $row.try_get("last_error")?,
-            carries_secret: $row.try_get("carries_secret")?,
-            erased_at: $row.try_get("erased_at")?,
-        }
-    };
-}
-
-/// Reads a [`ClaimedMail`] from a claim's returned row.
-macro_rules! claimed_mail_from_row {
-    ($row:expr) => {
-        $crate::mail::ClaimedMail {
-            id: $row.try_get("id")?,
-            to: $row.try_get("to_address")?,
-            subject: $row.try_get("subject")?,
-            text_body: $row.try_get("text_body")?,
-            html_body: $row.try_get("html_body")?,
-            attempts: $row.try_get("attempts")?,
-        }
-    };
-}
-
-/// Reads an [`AttemptRecord`] from a row of `mail_attempts`.
-macro_rules! attempt_from_row {
-    ($row:expr) => {
-        $crate::mail::AttemptRecord {
-            attempt: $row.try_get("attempt")?,
-            started_at: $row.try_get("started_at")?,
-            finished_at: $row.try_get("finished_at")?,
-            outcome: $crate::mail::decode_state(
-                $row.try_get("outcome")?,
-                $crate::mail::AttemptOutcome::parse,
-            )?,
-            smtp_code: $row.try_get("smtp_code")?,
-            error: $row.try_get("error")?,
-        }
-    };
-}
-
-pub(crate) use {attempt_from_row, claimed_mail_from_row, mail_record_from_row};
 
 pub(crate) fn lease_end(now: DateTime<Utc>, lease: Duration) -> DateTime<Utc> {
     now + chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::days(1))

@@ -13,8 +13,7 @@ macro_rules! impl_shared_mail {
     ($store:ty, $row:ty) => {
         impl $store {
             fn mail_record(row: &$row) -> Result<$crate::mail::MailRecord, sqlx::Error> {
-                use sqlx::Row as _;
-                Ok($crate::mail::mail_record_from_row!(row))
+                sqlx::FromRow::from_row(row)
             }
 
             pub(crate) async fn shared_release_mail(
@@ -71,7 +70,6 @@ macro_rules! impl_shared_mail {
                 id: uuid::Uuid,
             ) -> $crate::StoreResult<($crate::mail::MailRecord, Vec<$crate::mail::AttemptRecord>)>
             {
-                use sqlx::Row as _;
                 let sql = format!(
                     "SELECT {} FROM mail_outbox WHERE id = $1",
                     $crate::mail::RECORD_COLUMNS
@@ -89,7 +87,7 @@ macro_rules! impl_shared_mail {
                 .await?;
                 let attempts = attempts
                     .iter()
-                    .map(|r| Ok($crate::mail::attempt_from_row!(r)))
+                    .map(<$crate::mail::AttemptRecord as sqlx::FromRow<'_, $row>>::from_row)
                     .collect::<Result<_, sqlx::Error>>()?;
                 Ok((Self::mail_record(&row)?, attempts))
             }

@@ -5,12 +5,11 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use sqlx::Row as _;
 use uuid::Uuid;
 
 use crate::mail::{
     AfterAttempt, AttemptRecord, ClaimedMail, Enqueued, FAILED, Finished, MailFilter, MailRecord,
-    MailStore, NewMail, PENDING, QueueStats, SENDING, SENT, claimed_mail_from_row, lease_end,
+    MailStore, NewMail, PENDING, QueueStats, SENDING, SENT, lease_end,
 };
 use crate::{PostgresStore, StoreError, StoreResult, Tx};
 
@@ -71,7 +70,7 @@ impl MailStore for PostgresStore {
         .fetch_all(self.pool())
         .await?;
         rows.iter()
-            .map(|r| Ok(claimed_mail_from_row!(r)))
+            .map(<ClaimedMail as sqlx::FromRow<'_, _>>::from_row)
             .collect::<Result<_, sqlx::Error>>()
             .map_err(Into::into)
     }

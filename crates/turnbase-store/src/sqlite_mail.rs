@@ -4,12 +4,11 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use sqlx::Row as _;
 use uuid::Uuid;
 
 use crate::mail::{
     AfterAttempt, AttemptRecord, ClaimedMail, Enqueued, FAILED, Finished, MailFilter, MailRecord,
-    MailStore, NewMail, PENDING, QueueStats, SENDING, SENT, claimed_mail_from_row, lease_end,
+    MailStore, NewMail, PENDING, QueueStats, SENDING, SENT, lease_end,
 };
 use crate::{SqliteStore, StoreError, StoreResult, Tx};
 
@@ -72,7 +71,7 @@ impl MailStore for SqliteStore {
         .await?;
         tx.commit().await?;
         rows.iter()
-            .map(|r| Ok(claimed_mail_from_row!(r)))
+            .map(<ClaimedMail as sqlx::FromRow<'_, _>>::from_row)
             .collect::<Result<_, sqlx::Error>>()
             .map_err(Into::into)
     }
