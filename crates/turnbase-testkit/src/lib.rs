@@ -345,3 +345,25 @@ macro_rules! both_backends {
         $crate::both_backends!(flavor = "current_thread"; $($name),*);
     };
 }
+
+/// Runs raw SQL that a test needs (to set up a state no API makes, or to
+/// look at a stored value) on either backend: `$body` is compiled once per
+/// backend with `$pool` naming where to run it. On SQLite that is the
+/// writing pool under the store's write turn, so even a test's write keeps
+/// the write gate. `$db` is a `&turnbase_store::Database`.
+#[macro_export]
+macro_rules! on_pool {
+    ($db:expr, |$pool:ident| $body:expr) => {
+        match $db {
+            ::turnbase_store::Database::Sqlite(store) => {
+                let turn = store.write_turn().await;
+                let $pool = turn.pool();
+                $body
+            }
+            ::turnbase_store::Database::Postgres(store) => {
+                let $pool = store.pool();
+                $body
+            }
+        }
+    };
+}

@@ -889,22 +889,11 @@ async fn login_counts_are_served_to_admins() {
 
 /// The stored code hash of an address, read with SQL.
 async fn stored_code_hash(t: &TestApp, email: &str) -> Vec<u8> {
-    use turnbase_store::Database;
     let sql = "SELECT code_hash FROM login_codes WHERE email = $1";
-    match &t.app.database {
-        Database::Sqlite(s) => {
-            sqlx::query_scalar(sql)
-                .bind(email)
-                .fetch_one(s.reader())
-                .await
-        }
-        Database::Postgres(p) => {
-            sqlx::query_scalar(sql)
-                .bind(email)
-                .fetch_one(p.pool())
-                .await
-        }
-    }
+    turnbase_testkit::on_pool!(&t.app.database, |pool| sqlx::query_scalar(sql)
+        .bind(email)
+        .fetch_one(pool)
+        .await)
     .expect("a stored code")
 }
 

@@ -242,12 +242,11 @@ turnbase_testkit::both_backends!(
 
 /// The subject and text body of a mail as stored, read with SQL.
 async fn stored_body(t: &TestApp, id: uuid::Uuid) -> (String, String) {
-    use turnbase_store::Database;
     let sql = "SELECT subject, text_body FROM mail_outbox WHERE id = $1";
-    match &t.app.database {
-        Database::Sqlite(s) => sqlx::query_as(sql).bind(id).fetch_one(s.reader()).await,
-        Database::Postgres(p) => sqlx::query_as(sql).bind(id).fetch_one(p.pool()).await,
-    }
+    turnbase_testkit::on_pool!(&t.app.database, |pool| sqlx::query_as(sql)
+        .bind(id)
+        .fetch_one(pool)
+        .await)
     .expect("the mail row")
 }
 

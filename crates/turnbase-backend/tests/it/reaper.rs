@@ -38,23 +38,14 @@ fn config() -> AccountsConfig {
 
 async fn seat(db: &Database, account: Uuid) {
     let sql = "INSERT INTO game_players (game_id, account_id, joined_at) VALUES ($1, $2, $3)";
-    let result = match db {
-        Database::Sqlite(s) => sqlx::query(sql)
-            .bind(Uuid::now_v7())
-            .bind(account)
-            .bind(Utc::now())
-            .execute(s.write_turn().await.pool())
-            .await
-            .map(|_| ()),
-        Database::Postgres(p) => sqlx::query(sql)
-            .bind(Uuid::now_v7())
-            .bind(account)
-            .bind(Utc::now())
-            .execute(p.pool())
-            .await
-            .map(|_| ()),
-    };
-    result.expect("a seat");
+    turnbase_testkit::on_pool!(db, |pool| sqlx::query(sql)
+        .bind(Uuid::now_v7())
+        .bind(account)
+        .bind(Utc::now())
+        .execute(pool)
+        .await
+        .map(drop))
+    .expect("a seat");
 }
 
 async fn old_seatless_guests_are_reaped(backend: DbKind) {

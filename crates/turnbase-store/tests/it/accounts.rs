@@ -63,22 +63,13 @@ async fn guest(db: &Database, token: u8, at: i64) -> Uuid {
 
 async fn seat(db: &Database, account_id: Uuid) {
     let sql = "INSERT INTO game_players (game_id, account_id, joined_at) VALUES ($1, $2, $3)";
-    match db {
-        Database::Sqlite(s) => sqlx::query(sql)
-            .bind(Uuid::now_v7())
-            .bind(account_id)
-            .bind(t(0))
-            .execute(s.write_turn().await.pool())
-            .await
-            .map(|_| ()),
-        Database::Postgres(p) => sqlx::query(sql)
-            .bind(Uuid::now_v7())
-            .bind(account_id)
-            .bind(t(0))
-            .execute(p.pool())
-            .await
-            .map(|_| ()),
-    }
+    turnbase_testkit::on_pool!(db, |pool| sqlx::query(sql)
+        .bind(Uuid::now_v7())
+        .bind(account_id)
+        .bind(t(0))
+        .execute(pool)
+        .await
+        .map(drop))
     .expect("seat");
 }
 

@@ -391,11 +391,8 @@ fn id_at(secs: i64) -> Uuid {
 
 async fn attempt_rows(db: &Database) -> i64 {
     let sql = "SELECT COUNT(*) FROM mail_attempts";
-    match db {
-        Database::Postgres(pg) => sqlx::query_scalar(sql).fetch_one(pg.pool()).await,
-        Database::Sqlite(lite) => sqlx::query_scalar(sql).fetch_one(lite.reader()).await,
-    }
-    .expect("count")
+    turnbase_testkit::on_pool!(db, |pool| sqlx::query_scalar(sql).fetch_one(pool).await)
+        .expect("count")
 }
 
 async fn old_finished_mail_is_purged_with_its_attempts(backend: DbKind) {
@@ -491,14 +488,8 @@ async fn old_finished_mail_is_purged_with_its_attempts(backend: DbKind) {
 /// Runs SQL with no parameters, on either backend.
 async fn execute(db: &Database, sql: &str) {
     let sql = sqlx::AssertSqlSafe(sql);
-    match db {
-        Database::Sqlite(s) => sqlx::raw_sql(sql)
-            .execute(s.write_turn().await.pool())
-            .await
-            .map(drop),
-        Database::Postgres(p) => sqlx::raw_sql(sql).execute(p.pool()).await.map(drop),
-    }
-    .expect("execute");
+    turnbase_testkit::on_pool!(db, |pool| sqlx::raw_sql(sql).execute(pool).await.map(drop))
+        .expect("execute");
 }
 
 /// A mail with attempts recorded before attempts were counted on the mail
