@@ -35,7 +35,11 @@ struct World {
 }
 
 async fn world(backend: DbKind) -> World {
-    let guard = TestDb::new(backend).await;
+    world_with(TestDb::new(backend).await).await
+}
+
+/// A world on `guard`'s database, with its own connection options.
+async fn world_with(guard: TestDb) -> World {
     let db = Database::connect(&guard.options).await.expect("connect");
     db.migrate().await.expect("migrate");
     let wake = Arc::new(Notify::new());
@@ -788,4 +792,106 @@ async fn each_delivery_logs_inside_a_span_with_the_mail_id() {
     let mut expected: Vec<String> = ids.iter().map(Uuid::to_string).collect();
     expected.sort();
     assert_eq!(logged, expected, "one line per mail, each naming its mail");
+}
+
+/// Fails its first `failures` sends as a relay answering 451 would, then
+/// accepts: the fault injected, with no clock or socket of its own.
+struct FailsAtFirst {
+    failures: std::sync::atomic::AtomicUsize,
+}
+
+#[async_trait::async_trait]
+impl MailSender for FailsAtFirst {
+    async fn send(
+        &self,
+        _id: Uuid,
+        _message: lettre::Message,
+    ) -> Result<turnbase_mail::sender::Accepted, turnbase_mail::SendError> {
+        let left = self.failures.load(std::sync::atomic::Ordering::SeqCst);
+        if left > 0 {
+            self.failures
+                .store(left - 1, std::sync::atomic::Ordering::SeqCst);
+            return Err(turnbase_mail::SendError::Transient {
+                code: Some(451),
+                message: "try again later".into(),
+            });
+        }
+        Ok(turnbase_mail::sender::Accepted { code: Some(250) })
+    }
+
+    fn describe(&self) -> String {
+        "a sender that fails at first".into()
+    }
+}
+
+/// The worker under paused time, reading the injected clock: retries a
+/// minute and two minutes apart take no real time, and each attempt starts
+/// no earlier than the retry time the one before it set.
+#[tokio::test]
+async fn retries_follow_the_backoff_on_the_injected_clock_under_paused_time() {
+    // Under paused time the runtime jumps to its next timer whenever it
+    // waits on anything else (here SQLite's threads): the pool's acquire
+    // timeout and the lease are made longer than any such jump can reach,
+    // and every reading connection is open before time stops.
+    let mut guard = TestDb::new(DbKind::Sqlite).await;
+    if let turnbase_store::DatabaseOptions::Sqlite { busy_timeout, .. } = &mut guard.options {
+        *busy_timeout = Duration::from_secs(86_400);
+    }
+    let w = world_with(guard).await;
+    let ids = w.enqueue(1).await;
+    let reads: Vec<_> = (0..4).map(|_| w.db.mail().mail_queue_stats()).collect();
+    for read in futures::future::join_all(reads).await {
+        read.expect("a warm connection");
+    }
+    tokio::time::pause();
+    let clock = turnbase_core::worker::tokio_clock(chrono::Utc::now());
+    let worker = Arc::new(
+        MailWorker::new(
+            w.db.clone(),
+            Arc::new(FailsAtFirst {
+                failures: std::sync::atomic::AtomicUsize::new(2),
+            }),
+            MessageSettings::new("Turnbase <noreply@turnbase.test>".parse().expect("mailbox")),
+            WorkerConfig {
+                retry_base: Duration::from_secs(60),
+                retry_max: Duration::from_secs(3600),
+                poll_interval: Duration::from_secs(5),
+                lease: Duration::from_secs(86_400),
+                concurrency: 1,
+                ..config(60_000, 10)
+            },
+            w.wake.clone(),
+            &turnbase_core::telemetry::noop_meter(),
+        )
+        .with_clock(clock),
+    );
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(worker.run(stop.clone()));
+    let mut sent = false;
+    for _ in 0..10_000 {
+        let (m, _) = w.db.mail().mail(ids[0]).await.expect("show");
+        if m.status == "sent" {
+            sent = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    stop.cancel();
+    task.await.expect("join").expect("clean stop");
+    assert!(sent, "sent after two retries");
+    let (m, attempts) = w.db.mail().mail(ids[0]).await.expect("show");
+    assert_eq!(m.attempts, 3);
+    let outcomes: Vec<&str> = attempts.iter().map(|a| a.outcome.as_str()).collect();
+    assert_eq!(outcomes, ["transient", "transient", "sent"]);
+    for (before, after, step) in [
+        (&attempts[0], &attempts[1], 60),
+        (&attempts[1], &attempts[2], 120),
+    ] {
+        let gap = (after.started_at - before.finished_at).num_milliseconds();
+        let least = (step * 1000) * 8 / 10;
+        assert!(
+            gap >= least,
+            "{gap} ms between attempts, at least {least} ms"
+        );
+    }
 }
