@@ -135,6 +135,23 @@ impl Stack {
         }
     }
 
+    /// What the gateway's Prometheus listener serves.
+    async fn metrics_text(&self) -> String {
+        let metrics = self
+            .gateway
+            .as_ref()
+            .and_then(|g| g.metrics_addr)
+            .expect("a metrics listener");
+        self.client
+            .get(format!("http://{metrics}/metrics"))
+            .send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("text")
+    }
+
     fn app(&self) -> &App {
         self.app.as_ref().expect("the backend is running")
     }
@@ -699,20 +716,7 @@ async fn a_slow_client_is_closed_while_a_fast_one_keeps_up() {
         .expect("reader");
     assert_eq!(got, (0..total).collect::<Vec<_>>(), "every event, in order");
     assert_eq!(close_code(&mut slow, Duration::from_secs(30)).await, 4008);
-    let metrics = s
-        .gateway
-        .as_ref()
-        .and_then(|g| g.metrics_addr)
-        .expect("metrics");
-    let text = s
-        .client
-        .get(format!("http://{metrics}/metrics"))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let text = s.metrics_text().await;
     assert!(text.contains("edge_slow_client_closes_total 1"), "{text}");
     assert!(text.contains("edge_events_sent_total"), "{text}");
     let resume_bytes: u64 = text
@@ -844,20 +848,7 @@ async fn forwarding_hides_admin_and_internal_routes_and_limits_rates() {
         .expect("request");
     let body: Value = signed_up.json().await.expect("json");
     assert_eq!(body["session"]["country"], "GB", "{body}");
-    let metrics = s
-        .gateway
-        .as_ref()
-        .and_then(|g| g.metrics_addr)
-        .expect("metrics");
-    let text = s
-        .client
-        .get(format!("http://{metrics}/metrics"))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let text = s.metrics_text().await;
     assert!(
         text.contains("edge_request_duration_seconds_bucket"),
         "{text}"
@@ -1402,22 +1393,9 @@ async fn a_slow_client_hears_4008_even_past_its_idle_timeout() {
     }
     let users: Vec<Uuid> = clients.iter().map(|(_, u)| *u).collect();
     publish_big(&s, &users, 300);
-    let metrics = s
-        .gateway
-        .as_ref()
-        .and_then(|g| g.metrics_addr)
-        .expect("metrics");
     let deadline = tokio::time::Instant::now() + PATIENCE;
     loop {
-        let text = s
-            .client
-            .get(format!("http://{metrics}/metrics"))
-            .send()
-            .await
-            .expect("metrics")
-            .text()
-            .await
-            .expect("text");
+        let text = s.metrics_text().await;
         if text.contains("edge_slow_client_closes_total 4") {
             break;
         }
