@@ -13,7 +13,7 @@
 //! Nothing in the kit knows a game's rules; nothing in a game knows HTTP or
 //! files.
 
-// pub mod check;
+pub mod check;
 pub mod host;
 pub mod protocol;
 pub mod rng;

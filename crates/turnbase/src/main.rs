@@ -49,6 +49,25 @@ enum Command {
     /// Operator tools for the push stream.
     #[command(subcommand)]
     Push(PushCommand),
+    /// Tools for game engines.
+    #[command(subcommand)]
+    Engine(EngineCommand),
+}
+
+#[derive(Subcommand)]
+enum EngineCommand {
+    /// Check that an engine keeps the engine protocol: prints a pass/fail
+    /// table and exits non-zero when a check fails.
+    Check {
+        /// The running engine's base URL, e.g. http://127.0.0.1:7700.
+        #[arg(required_unless_present = "spawn", conflicts_with = "spawn")]
+        url: Option<String>,
+        /// Start the engine with this shell command instead (it must print
+        /// `listening on http://HOST:PORT`); the checker then also kills and
+        /// restarts it to check that no game is lost.
+        #[arg(long)]
+        spawn: Option<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -81,6 +100,7 @@ fn main() -> ExitCode {
             client_id,
             data_dir,
         }) => return tail(url, cursor, client_id, &data_dir),
+        Command::Engine(EngineCommand::Check { url, spawn }) => return engine_check(url, spawn),
         Command::Gateway => return gateway(cli.config),
         Command::Up => Run::Up,
         Command::Backend => Run::Backend,
@@ -253,6 +273,58 @@ async fn start(run: Run, config: Config, file: Option<PathBuf>) -> i32 {
         Run::Up => serve(config, telemetry, Stack::Up { config_file: file }).await,
         Run::Backend => serve(config, telemetry, Stack::BackendOnly).await,
     }
+}
+
+/// `turnbase engine check`.
+fn engine_check(url: Option<String>, spawn: Option<String>) -> ExitCode {
+    use turnbase_engine_kit::check;
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("turnbase: cannot start the async runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async move {
+        let (report, spawned) = match (url, spawn) {
+            (_, Some(command)) => {
+                let mut spawned = match check::Spawned::start(&command).await {
+                    Ok(spawned) => spawned,
+                    Err(err) => {
+                        eprintln!("turnbase: --spawn: {err:#}");
+                        return ExitCode::from(2);
+                    }
+                };
+                let url = spawned.url().to_string();
+                println!("checking the engine started by {command:?} at {url}");
+                (check::run(&url, Some(&mut spawned)).await, Some(spawned))
+            }
+            (Some(url), None) => {
+                if !(url.starts_with("http://") || url.starts_with("https://")) {
+                    eprintln!("turnbase: URL: {url:?} is not an http:// or https:// URL");
+                    return ExitCode::from(2);
+                }
+                println!("checking the engine at {url}");
+                (check::run(&url, None).await, None)
+            }
+            (None, None) => {
+                eprintln!("turnbase: give the engine's URL or --spawn COMMAND");
+                return ExitCode::from(2);
+            }
+        };
+        if let Some(spawned) = spawned {
+            spawned.stop().await;
+        }
+        print!("{}", report.table());
+        if report.passed() {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        }
+    })
 }
 
 fn tail(
