@@ -746,12 +746,12 @@ fn summary(state: &State, seat: usize, turn: u32) -> String {
         .filter(|b| b.winner == Some(seat) && b.sides.iter().any(|s| s.owner == Some(seat)))
         .count();
     let mut text = format!(
-        "Turn {turn}: you hold {} planets and {} ships",
-        state.planets_of(seat),
-        state.ships_of(seat)
+        "Turn {turn}: you hold {} and {}",
+        counted(state.planets_of(seat) as u64, "planet"),
+        counted(state.ships_of(seat), "ship")
     );
     if fought > 0 {
-        text.push_str(&format!("; {won} of {fought} battles won"));
+        text.push_str(&format!("; {won} of {} won", counted(fought as u64, "battle")));
     }
     text.push('.');
     if let Some(winners) = &state.winners {
@@ -764,4 +764,12 @@ fn summary(state: &State, seat: usize, turn: u32) -> String {
         text.push_str(" You are out.");
     }
     text
+}
+
+fn counted(n: u64, noun: &str) -> String {
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
+    }
 }
