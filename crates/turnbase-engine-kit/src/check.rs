@@ -303,7 +303,7 @@ impl Engine {
 
 /// Runs every check against the engine at `base_url`; with `spawned`, also
 /// the restart check.
-pub async fn run(base_url: &str, mut spawned: Option<&mut Spawned>) -> Report {
+pub async fn run(base_url: &str, spawned: Option<&mut Spawned>) -> Report {
     let mut report = Report::default();
     let client = match Client::builder().timeout(Duration::from_secs(30)).build() {
         Ok(client) => client,
@@ -403,7 +403,7 @@ pub async fn run(base_url: &str, mut spawned: Option<&mut Spawned>) -> Report {
         "an unfinished game cannot be deleted",
         delete_check(&engine, &game).await,
     );
-    match spawned.as_deref_mut() {
+    match spawned {
         Some(spawned) => {
             let result = restart_check(&mut engine, &game, resolved_turn, spawned).await;
             report.record("a restart (SIGKILL) keeps every game", result);

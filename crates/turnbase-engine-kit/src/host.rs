@@ -241,8 +241,10 @@ impl<G: Game> Host<G> {
             details.push(Problem::new(
                 "/players",
                 format!(
-                    "{count} players; this game takes {} to {}",
-                    self.manifest.min_players, self.manifest.max_players
+                    "{count} player{}; this game takes {} to {}",
+                    if count == 1 { "" } else { "s" },
+                    self.manifest.min_players,
+                    self.manifest.max_players
                 ),
             ));
         }

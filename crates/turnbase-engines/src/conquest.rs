@@ -751,7 +751,10 @@ fn summary(state: &State, seat: usize, turn: u32) -> String {
         counted(state.ships_of(seat), "ship")
     );
     if fought > 0 {
-        text.push_str(&format!("; {won} of {} won", counted(fought as u64, "battle")));
+        text.push_str(&format!(
+            "; {won} of {} won",
+            counted(fought as u64, "battle")
+        ));
     }
     text.push('.');
     if let Some(winners) = &state.winners {

@@ -1,5 +1,8 @@
 //! The reference engines' tests: one binary (link time on two cores).
 
+mod conformance;
+mod crash;
+mod edge;
 mod props;
 mod transcripts;
 
@@ -27,8 +30,10 @@ pub fn setup(seed: u64, settings: Value, bots: &[bool]) -> InitRequest {
         .enumerate()
         .map(|(i, bot)| json!({"player_id": format!("p{}", i + 1), "name": format!("Player {}", i + 1), "bot": bot}))
         .collect();
-    serde_json::from_value(json!({"seed": seed, "settings": settings, "players": Value::Array(players)}))
-        .expect("a well-formed init request")
+    serde_json::from_value(
+        json!({"seed": seed, "settings": settings, "players": Value::Array(players)}),
+    )
+    .expect("a well-formed init request")
 }
 
 /// The path of the engines binary cargo built for these tests.

@@ -28,7 +28,11 @@ fn conquest(seed: u64, seats: usize, planets: i64, map_size: i64) -> State {
         range: 22,
     };
     Conquest
-        .init(&settings, &players(seats), &mut stream(seed, 0, Purpose::Init))
+        .init(
+            &settings,
+            &players(seats),
+            &mut stream(seed, 0, Purpose::Init),
+        )
         .expect("settings that fit")
 }
 
@@ -42,7 +46,7 @@ fn conquest_orders(state: &State, seed: u64) -> Vec<Option<Vec<Send>>> {
         .fold(vec![None; state.players.len()], |mut all, seat| {
             all[seat] = if seat % 2 == 0 {
                 Some(Conquest.bot_orders(state, seat, &mut dice))
-            } else if state.turn % 3 == 0 {
+            } else if state.turn.is_multiple_of(3) {
                 Conquest.options(state, seat).example
             } else {
                 None
@@ -179,7 +183,16 @@ proptest! {
 fn naive_flips(own: u64, opponent: u64, square: u32) -> u64 {
     let (row, col) = ((square / 8) as i32, (square % 8) as i32);
     let mut flipped = 0;
-    for (dr, dc) in [(0, 1), (0, -1), (1, 0), (-1, 0), (1, 1), (1, -1), (-1, 1), (-1, -1)] {
+    for (dr, dc) in [
+        (0, 1),
+        (0, -1),
+        (1, 0),
+        (-1, 0),
+        (1, 1),
+        (1, -1),
+        (-1, 1),
+        (-1, -1),
+    ] {
         let mut line = 0u64;
         let (mut r, mut c) = (row + dr, col + dc);
         while (0..8).contains(&r) && (0..8).contains(&c) {
@@ -208,42 +221,117 @@ fn naive_moves(own: u64, opponent: u64) -> u64 {
 #[test]
 fn reversi_refuses_bad_moves_precisely() {
     let state = Reversi
-        .init(&reversi::Settings { first: reversi::First::FirstSeat, timeout: reversi::Timeout::Pass },
-              &players(2), &mut stream(1, 0, Purpose::Init))
+        .init(
+            &reversi::Settings {
+                first: reversi::First::FirstSeat,
+                timeout: reversi::Timeout::Pass,
+            },
+            &players(2),
+            &mut stream(1, 0, Purpose::Init),
+        )
         .expect("init");
     let cases = [
         (vec!["d4"], "/0/square", "d4 is occupied"),
-        (vec!["a1"], "/0/square", "a1 flips no disc, so it is not a legal move"),
-        (vec!["z9"], "/0/square", "\"z9\" is not a square; use a1 to h8"),
-        (vec!["d3", "c4"], "", "send exactly one move, not 2 (passing is automatic)"),
-        (vec![], "", "send exactly one move, not 0 (passing is automatic)"),
+        (
+            vec!["a1"],
+            "/0/square",
+            "a1 flips no disc, so it is not a legal move",
+        ),
+        (
+            vec!["z9"],
+            "/0/square",
+            "\"z9\" is not a square; use a1 to h8",
+        ),
+        (
+            vec!["d3", "c4"],
+            "",
+            "send exactly one move, not 2 (passing is automatic)",
+        ),
+        (
+            vec![],
+            "",
+            "send exactly one move, not 0 (passing is automatic)",
+        ),
     ];
     for (squares, path, reason) in cases {
-        let orders: Vec<Move> = squares.iter().map(|s| Move { square: s.to_string() }).collect();
+        let orders: Vec<Move> = squares
+            .iter()
+            .map(|s| Move {
+                square: s.to_string(),
+            })
+            .collect();
         let problems = Reversi.validate(&state, 0, &orders);
-        assert_eq!(problems, vec![turnbase_engine_kit::Problem::new(path, reason)], "{squares:?}");
+        assert_eq!(
+            problems,
+            vec![turnbase_engine_kit::Problem::new(path, reason)],
+            "{squares:?}"
+        );
     }
 }
 
 #[test]
 fn conquest_refuses_bad_orders_precisely() {
     let state = conquest(9, 2, 12, 40);
-    let home = state.planets.iter().position(|p| p.owner == Some(0)).expect("a home");
-    let theirs = state.planets.iter().position(|p| p.owner == Some(1)).expect("their home");
-    let target = (0..state.planets.len()).find(|&t| {
-        t != home && (state.planets[t].x - state.planets[home].x).pow(2) + (state.planets[t].y - state.planets[home].y).pow(2) <= 22 * 22
-    }).expect("a planet in range");
-    let send = |from: usize, to: usize, ships: u64| Send { from: from as u32, to: to as u32, ships };
+    let home = state
+        .planets
+        .iter()
+        .position(|p| p.owner == Some(0))
+        .expect("a home");
+    let theirs = state
+        .planets
+        .iter()
+        .position(|p| p.owner == Some(1))
+        .expect("their home");
+    let target = (0..state.planets.len())
+        .find(|&t| {
+            t != home
+                && (state.planets[t].x - state.planets[home].x).pow(2)
+                    + (state.planets[t].y - state.planets[home].y).pow(2)
+                    <= 22 * 22
+        })
+        .expect("a planet in range");
+    let send = |from: usize, to: usize, ships: u64| Send {
+        from: from as u32,
+        to: to as u32,
+        ships,
+    };
     let cases = [
-        (vec![send(theirs, home, 1)], "/0/from", format!("planet {theirs} is not yours")),
-        (vec![send(99, home, 1)], "/0/from", "there is no planet 99".to_string()),
-        (vec![send(home, 99, 1)], "/0/to", "there is no planet 99".to_string()),
-        (vec![send(home, home, 1)], "/0/to", "a fleet must leave its planet".to_string()),
-        (vec![send(home, target, 0)], "/0/ships", "must be at least 1".to_string()),
-        (vec![send(home, target, 15), send(home, target, 6)], "/1/ships",
-         format!("planet {home} has 20 ships; these orders send 21")),
+        (
+            vec![send(theirs, home, 1)],
+            "/0/from",
+            format!("planet {theirs} is not yours"),
+        ),
+        (
+            vec![send(99, home, 1)],
+            "/0/from",
+            "there is no planet 99".to_string(),
+        ),
+        (
+            vec![send(home, 99, 1)],
+            "/0/to",
+            "there is no planet 99".to_string(),
+        ),
+        (
+            vec![send(home, home, 1)],
+            "/0/to",
+            "a fleet must leave its planet".to_string(),
+        ),
+        (
+            vec![send(home, target, 0)],
+            "/0/ships",
+            "must be at least 1".to_string(),
+        ),
+        (
+            vec![send(home, target, 15), send(home, target, 6)],
+            "/1/ships",
+            format!("planet {home} has 20 ships; these orders send 21"),
+        ),
     ];
     for (orders, path, reason) in cases {
-        assert_eq!(Conquest.validate(&state, 0, &orders), vec![turnbase_engine_kit::Problem::new(path, reason.clone())], "{reason}");
+        assert_eq!(
+            Conquest.validate(&state, 0, &orders),
+            vec![turnbase_engine_kit::Problem::new(path, reason.clone())],
+            "{reason}"
+        );
     }
 }

@@ -13,7 +13,8 @@ fn conquest_three_players_one_bot() {
     w.host
         .init("t", setup(11, settings, &[false, false, true]))
         .expect("init");
-    let mut transcript = vec![json!({"view p1, turn 1": w.host.view("t", "p1", None).expect("view").view})];
+    let mut transcript =
+        vec![json!({"view p1, turn 1": w.host.view("t", "p1", None).expect("view").view})];
     for turn in 1..=6 {
         // p1 plays the example (half its ships to the nearest planet), p2
         // holds, p3 is the engine's bot.
@@ -31,7 +32,8 @@ fn conquest_three_players_one_bot() {
             break;
         }
     }
-    transcript.push(json!({"view p2 at the end": w.host.view("t", "p2", None).expect("view").view}));
+    transcript
+        .push(json!({"view p2 at the end": w.host.view("t", "p2", None).expect("view").view}));
     transcript.push(json!({"state at the end": w.host.state("t").expect("state")}));
     insta::assert_json_snapshot!(Value::Array(transcript));
 }
@@ -40,7 +42,14 @@ fn conquest_three_players_one_bot() {
 fn reversi_moves_passes_and_a_timeout() {
     let w = world(Reversi);
     w.host
-        .init("r", setup(3, json!({"first": "first_seat", "timeout": "pass"}), &[false, false]))
+        .init(
+            "r",
+            setup(
+                3,
+                json!({"first": "first_seat", "timeout": "pass"}),
+                &[false, false],
+            ),
+        )
         .expect("init");
     let mut transcript = Vec::new();
     let moves = ["d3", "c3", "c4", "e3", "f4"];
@@ -65,7 +74,14 @@ fn reversi_moves_passes_and_a_timeout() {
 fn reversi_forfeit_ends_the_game() {
     let w = world(Reversi);
     w.host
-        .init("f", setup(5, json!({"first": "first_seat", "timeout": "forfeit"}), &[false, true]))
+        .init(
+            "f",
+            setup(
+                5,
+                json!({"first": "first_seat", "timeout": "forfeit"}),
+                &[false, true],
+            ),
+        )
         .expect("init");
     let resolution = w.host.resolve("f", 1).expect("timeout");
     insta::assert_json_snapshot!(resolution);
