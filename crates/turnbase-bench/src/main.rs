@@ -1,5 +1,6 @@
 //! `turnbase-bench`: Turnbase's benchmarks, one mode each.
 //!
+//! `turnbase-bench engine` measures an engine process hosting 1,000 games.
 //! `turnbase-bench fanout` measures live-event fan-out through the gateway
 //! against NATS. `turnbase-bench api` measures guest sign-ups and authenticated requests
 //! through the backend's HTTP API. `turnbase-bench mail` measures the mail outbox and worker against a
@@ -10,6 +11,7 @@
 //! are measured on their own.
 
 mod api;
+mod engine;
 mod fanout;
 mod mail;
 mod nats;
@@ -35,6 +37,11 @@ enum Mode {
     Api(api::ApiArgs),
     /// 10,000 WebSocket clients fed through the gateway, against NATS over WebSocket.
     Fanout(fanout::FanoutArgs),
+    /// One engine process hosting 1,000 games: Conquest resolves and Reversi moves over HTTP.
+    Engine(engine::EngineArgsBench),
+    /// Child: the engine under test.
+    #[command(hide = true, subcommand)]
+    EngineServer(engine::ServerGame),
     /// Child: a backend and gateway for the fan-out benchmark.
     #[command(hide = true)]
     FanoutServer(fanout::ServerArgs),
@@ -76,6 +83,8 @@ fn main() -> std::process::ExitCode {
             Mode::Mail(args) => mail::run(args).await,
             Mode::Api(args) => api::run(args).await,
             Mode::Fanout(args) => fanout::run(args).await,
+            Mode::Engine(args) => engine::run(args).await,
+            Mode::EngineServer(game) => engine::server(game).await,
             Mode::FanoutServer(args) => fanout::server(args).await,
             Mode::FanoutNatsPublisher(args) => fanout::nats_publisher(args).await,
             Mode::ApiBackend(args) => api::backend(args).await,

@@ -147,6 +147,11 @@ impl Spawned {
         &self.url
     }
 
+    /// The engine's process id (for measuring it), while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+
     /// SIGKILL, then start the same command again.
     pub async fn restart(&mut self) -> anyhow::Result<()> {
         self.child.kill().await?;

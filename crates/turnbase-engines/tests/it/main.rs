@@ -3,6 +3,7 @@
 mod conformance;
 mod crash;
 mod edge;
+mod openapi;
 mod props;
 mod transcripts;
 
