@@ -10,7 +10,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::Context as _;
 use serde::Serialize;
@@ -83,7 +83,7 @@ pub async fn run(args: EngineArgsBench) -> anyhow::Result<()> {
     );
     let conquest = Spawned::start(&command).await?;
     let pid = conquest.pid().context("the engine's pid")?.to_string();
-    let rss_empty = rss(&pid);
+    let rss_empty = probe::rss(&pid);
     let players: Vec<Value> = (0..16)
         .map(|i| json!({"player_id": format!("p{i}"), "name": format!("Bot {i}"), "bot": true}))
         .collect();
@@ -105,7 +105,7 @@ pub async fn run(args: EngineArgsBench) -> anyhow::Result<()> {
         },
     )
     .await?;
-    let rss_hosting = settled_rss(&pid).await;
+    let rss_hosting = probe::settled_rss(&pid).await;
     let per_game_after_init = (rss_hosting.saturating_sub(rss_empty)) as f64 / args.games as f64;
     println!(
         "conquest: {} games set up in {:.1} s ({:.0}/s); engine RSS {:.1} MiB empty, {:.1} MiB hosting → {:.1} KiB per game",
@@ -138,7 +138,7 @@ pub async fn run(args: EngineArgsBench) -> anyhow::Result<()> {
         latency: probe::latency(resolves.samples_ns),
         cpu_ms_per_call: cpu * 1000.0 / resolves.calls as f64,
     };
-    let rss_played = settled_rss(&pid).await;
+    let rss_played = probe::settled_rss(&pid).await;
     let per_game_after_play = (rss_played.saturating_sub(rss_empty)) as f64 / args.games as f64;
     println!(
         "conquest: {} resolves (16 bot seats, 200 planets, state file synced each) in {:.1} s: {:.0}/s, p50 {:.2} ms, p99 {:.2} ms, engine CPU {:.2} ms per resolve; RSS after play {:.1} KiB per game",
@@ -282,20 +282,4 @@ async fn each_game(
         elapsed_s: started.elapsed().as_secs_f64(),
         samples_ns: samples,
     })
-}
-
-fn rss(pid: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            let line = s.lines().find(|l| l.starts_with("VmRSS:"))?;
-            line.split_whitespace().nth(1)?.parse::<u64>().ok()
-        })
-        .unwrap_or(0)
-        * 1024
-}
-
-async fn settled_rss(pid: &str) -> u64 {
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    rss(pid)
 }

@@ -23,7 +23,7 @@ use tokio::io::{AsyncBufReadExt as _, BufReader};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
 
-use crate::probe::{ChildProc, latency, now_ns, usage};
+use crate::probe::{ChildProc, latency, now_ns, settled_rss, usage};
 
 #[derive(clap::Args)]
 pub struct FanoutArgs {
@@ -251,24 +251,6 @@ fn print(name: &str, r: &SystemResult, share: f64) {
         r.bytes_per_idle_connection,
         r.closed_during_run
     );
-}
-
-/// Resident memory of a process, in bytes.
-fn rss(pid: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            let line = s.lines().find(|l| l.starts_with("VmRSS:"))?;
-            line.split_whitespace().nth(1)?.parse::<u64>().ok()
-        })
-        .unwrap_or(0)
-        * 1024
-}
-
-/// Lets memory settle, then reads RSS.
-async fn settled_rss(pid: &str) -> u64 {
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    rss(pid)
 }
 
 enum Flavor {

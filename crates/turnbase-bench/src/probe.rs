@@ -80,6 +80,24 @@ pub fn usage(pid: &str) -> Usage {
     Usage { cpu_s, peak_rss_kb }
 }
 
+/// Resident memory of a process, in bytes.
+pub fn rss(pid: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            let line = s.lines().find(|l| l.starts_with("VmRSS:"))?;
+            line.split_whitespace().nth(1)?.parse::<u64>().ok()
+        })
+        .unwrap_or(0)
+        * 1024
+}
+
+/// Lets memory settle, then reads RSS.
+pub async fn settled_rss(pid: &str) -> u64 {
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    rss(pid)
+}
+
 /// A JSON payload of exactly `size` bytes carrying its publish time:
 /// `{"t":<ns>,"pad":"xxx…"}`.
 pub fn payload(size: usize) -> Vec<u8> {
