@@ -313,11 +313,7 @@ impl<G: Game> Host<G> {
         dry_run: bool,
     ) -> Result<OrdersAnswer> {
         tracing::Span::current().record("turn", turn);
-        self.with_slot(game, |slot| {
-            let hosted = slot
-                .game
-                .as_mut()
-                .ok_or_else(|| HostError::UnknownGame(game.to_string()))?;
+        self.with_game(game, |hosted| {
             let seat = seat_of(game, hosted, player)?;
             self.check_open(hosted, turn)?;
             if !self.rules.to_move(&hosted.state).contains(&seat) {
@@ -419,11 +415,7 @@ impl<G: Game> Host<G> {
     #[tracing::instrument(skip_all, fields(game = %game, turn))]
     pub fn resolve(&self, game: &str, turn: u32) -> Result<Resolution> {
         tracing::Span::current().record("turn", turn);
-        self.with_slot(game, |slot| {
-            let hosted = slot
-                .game
-                .as_mut()
-                .ok_or_else(|| HostError::UnknownGame(game.to_string()))?;
+        self.with_game(game, |hosted| {
             if turn >= 1 && turn < hosted.turn {
                 if let Some(last) = hosted.last.as_ref().filter(|r| r.turn == turn) {
                     return Ok(last.clone());
@@ -523,11 +515,7 @@ impl<G: Game> Host<G> {
     /// `GET /games/{game}/players/{player}/view[?turn=n]`: now, or after
     /// turn `n` was resolved (`n = 0`: as the game was set up).
     pub fn view(&self, game: &str, player: &str, after: Option<u32>) -> Result<View> {
-        self.with_slot(game, |slot| {
-            let hosted = slot
-                .game
-                .as_ref()
-                .ok_or_else(|| HostError::UnknownGame(game.to_string()))?;
+        self.with_game(game, |hosted| {
             let seat = seat_of(game, hosted, player)?;
             match after {
                 None => Ok(View {
@@ -536,7 +524,7 @@ impl<G: Game> Host<G> {
                         .rules
                         .view(&hosted.state, seat, hosted.orders[seat].as_deref()),
                 }),
-                Some(done) if done + 1 == hosted.turn => Ok(View {
+                Some(done) if done.checked_add(1) == Some(hosted.turn) => Ok(View {
                     turn: hosted.turn,
                     view: self.rules.view(&hosted.state, seat, None),
                 }),
@@ -566,22 +554,12 @@ impl<G: Game> Host<G> {
 
     /// `GET /games/{game}/state`.
     pub fn state(&self, game: &str) -> Result<GameState> {
-        self.with_slot(game, |slot| {
-            let hosted = slot
-                .game
-                .as_ref()
-                .ok_or_else(|| HostError::UnknownGame(game.to_string()))?;
-            Ok(self.public_state(game, hosted))
-        })
+        self.with_game(game, |hosted| Ok(self.public_state(game, hosted)))
     }
 
     /// `GET /games/{game}/players/{player}/options`.
     pub fn options(&self, game: &str, player: &str) -> Result<Options> {
-        self.with_slot(game, |slot| {
-            let hosted = slot
-                .game
-                .as_ref()
-                .ok_or_else(|| HostError::UnknownGame(game.to_string()))?;
+        self.with_game(game, |hosted| {
             let seat = seat_of(game, hosted, player)?;
             let to_move = self.rules.winners(&hosted.state).is_none()
                 && self.rules.to_move(&hosted.state).contains(&seat);
@@ -607,11 +585,7 @@ impl<G: Game> Host<G> {
     /// `PUT /games/{game}/players/{player}/control`.
     #[tracing::instrument(skip_all, fields(game = %game, player = %player))]
     pub fn control(&self, game: &str, player: &str, bot: bool) -> Result<GameState> {
-        self.with_slot(game, |slot| {
-            let hosted = slot
-                .game
-                .as_mut()
-                .ok_or_else(|| HostError::UnknownGame(game.to_string()))?;
+        self.with_game(game, |hosted| {
             let seat = seat_of(game, hosted, player)?;
             if bot && !self.manifest.bots {
                 return Err(HostError::invalid(
@@ -692,6 +666,14 @@ impl<G: Game> Host<G> {
                 }))
             },
         )))
+    }
+
+    /// Runs `f` on the hosted game under its lock; 404 when there is none.
+    fn with_game<R>(&self, game: &str, f: impl FnOnce(&mut Hosted<G>) -> Result<R>) -> Result<R> {
+        self.with_slot(game, |slot| match slot.game.as_mut() {
+            Some(hosted) => f(hosted),
+            None => Err(HostError::UnknownGame(game.to_string())),
+        })
     }
 
     /// Runs `f` on the game's slot under its lock, reading the game from

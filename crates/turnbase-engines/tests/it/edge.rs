@@ -78,6 +78,7 @@ async fn every_bad_request_is_a_precise_json_error() {
         ("a dry_run that is not a boolean", "PUT", format!("{reversi}/games/r1/players/a/orders?dry_run=maybe"), Some(json!({"turn": 1, "orders": []}).to_string())),
         ("a turn that is not a number", "POST", format!("{reversi}/games/r1/turns/two/resolve"), None),
         ("a view of a turn not yet played", "GET", format!("{reversi}/games/r1/players/a/view?turn=5"), None),
+        ("a view after the last possible turn", "GET", format!("{reversi}/games/r1/players/a/view?turn=4294967295"), None),
         ("deleting a game in play", "DELETE", format!("{reversi}/games/r1"), None),
         ("an oversized body", "PUT", format!("{reversi}/games/r1/players/a/orders"), Some(json!({"turn": 1, "orders": [{"square": "x".repeat(20_000)}]}).to_string())),
     ];
