@@ -62,7 +62,11 @@ pub struct State {
     pub timeout: Timeout,
     /// The last move played, for the views.
     pub last: Option<String>,
+    /// Player ids, by seat (events and views name players by id).
     pub players: Vec<String>,
+    /// Display names, by seat (summaries are read by people).
+    #[serde(default)]
+    pub names: Vec<String>,
 }
 
 /// The Reversi engine.
@@ -160,6 +164,11 @@ impl State {
         }
     }
 
+    /// The seat's display name (its id for games stored before names were).
+    fn name(&self, seat: usize) -> &str {
+        self.names.get(seat).unwrap_or(&self.players[seat])
+    }
+
     fn count(&self, seat: usize) -> u32 {
         self.discs[seat].count_ones()
     }
@@ -221,6 +230,7 @@ impl Game for Reversi {
             timeout: settings.timeout,
             last: None,
             players: players.iter().map(|p| p.player_id.clone()).collect(),
+            names: players.iter().map(|p| p.name.clone()).collect(),
         })
     }
 
@@ -345,6 +355,7 @@ impl Game for Reversi {
     }
 
     fn view(&self, state: &State, seat: usize, _pending: Option<&[Move]>) -> Value {
+        // Rank 8 first, files a to h left to right, as a board is drawn.
         let board: Vec<String> = (0..8)
             .rev()
             .map(|row| {
@@ -422,7 +433,7 @@ fn summary(state: &State, seat: usize, mover: usize, played: Option<u32>) -> Str
     let who = if seat == mover {
         "You".to_string()
     } else {
-        format!("{} ({})", state.players[mover], state.color(mover))
+        format!("{} ({})", state.name(mover), state.color(mover))
     };
     let what = match played {
         Some(square) => format!("{who} played {}", square_name(square)),
@@ -431,7 +442,7 @@ fn summary(state: &State, seat: usize, mover: usize, played: Option<u32>) -> Str
     };
     let next = match state.to_move {
         Some(next) if next == seat => "your move".to_string(),
-        Some(next) => format!("{} to move", state.players[next]),
+        Some(next) => format!("{} to move", state.name(next)),
         None => {
             let (mine, theirs) = (state.count(seat), state.count(1 - seat));
             let outcome = if state.forfeited == Some(seat) {
