@@ -144,3 +144,47 @@ async fn a_seat_handed_to_the_bot_is_played_and_a_finished_game_forgotten() {
     );
     assert!(!dir.path().join("games/g").exists());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_callers_traceparent_is_continued_in_the_engines_spans() {
+    use tokio::io::AsyncBufReadExt as _;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut child = tokio::process::Command::new(crate::engines_bin())
+        .args(["reversi", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("the engine starts");
+    let mut stdout = tokio::io::BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let line = stdout
+        .next_line()
+        .await
+        .expect("a line")
+        .expect("the startup line");
+    let url = turnbase_engine_kit::check::listening_url(&line).expect("a URL");
+    let trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let answer = reqwest::Client::new()
+        .post(format!("{url}/games/traced/init"))
+        .header("traceparent", format!("00-{trace}-00f067aa0ba902b7-01"))
+        .json(&json!({"seed": 1, "players": [{"player_id": "a", "name": "A"}, {"player_id": "b", "name": "B"}]}))
+        .send()
+        .await
+        .expect("init");
+    assert_eq!(answer.status(), 201);
+    // The log (JSON lines on stderr) must show the rules' own span event
+    // under the caller's trace id.
+    let mut stderr = tokio::io::BufReader::new(child.stderr.take().expect("stderr")).lines();
+    let found = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        while let Ok(Some(line)) = stderr.next_line().await {
+            if line.contains("game set up") {
+                return line.contains(trace);
+            }
+        }
+        false
+    })
+    .await
+    .expect("the engine logs the set-up within 10 s");
+    assert!(found, "the set-up was logged outside the caller's trace");
+}
