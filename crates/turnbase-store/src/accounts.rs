@@ -269,7 +269,8 @@ pub trait AccountStore: Send + Sync {
     async fn list_audit(&self, before: Option<Uuid>, limit: i64) -> StoreResult<Vec<AuditEntry>>;
 
     /// Deletes guest accounts created before `created_before` that hold no
-    /// seat in any game; their sessions go with them. Returns their ids.
+    /// seat in any game and own none; their sessions (and pending
+    /// applications) go with them. Returns their ids.
     async fn reap_abandoned_guests(&self, created_before: DateTime<Utc>) -> StoreResult<Vec<Uuid>>;
 
     /// Adds to the daily counts in one transaction.

@@ -5,7 +5,7 @@
 
 macro_rules! impl_account_store {
     ($module:ident, $store:ty, $row:ty, $tx_variant:path, $backend:literal) => {
-        mod $module {
+        pub(crate) mod $module {
             use chrono::{DateTime, Utc};
             use sqlx::Row as _;
             use subtle::ConstantTimeEq as _;
@@ -90,7 +90,7 @@ macro_rules! impl_account_store {
                 Ok(())
             }
 
-            async fn insert_audit<'c, E>(conn: E, e: &AuditEntry) -> StoreResult<()>
+            pub(crate) async fn insert_audit<'c, E>(conn: E, e: &AuditEntry) -> StoreResult<()>
             where
                 E: sqlx::Executor<'c, Database = <$row as sqlx::Row>::Database>,
             {
@@ -570,6 +570,8 @@ macro_rules! impl_account_store {
                          WHERE is_guest AND created_at < $1
                            AND NOT EXISTS (
                                SELECT 1 FROM game_players p WHERE p.account_id = accounts.id)
+                           AND NOT EXISTS (
+                               SELECT 1 FROM games g WHERE g.owner_id = accounts.id)
                          RETURNING id",
                     )
                     .bind(created_before)

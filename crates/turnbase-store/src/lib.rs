@@ -13,6 +13,8 @@ pub mod accounts;
 mod accounts_sql;
 mod backend;
 mod leased;
+pub mod lobby;
+mod lobby_sql;
 pub mod mail;
 mod mail_sql;
 mod migrate;
@@ -30,6 +32,7 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 pub use accounts::AccountStore;
+pub use lobby::LobbyStore;
 pub use mail::MailStore;
 pub use migrate::{Migration, MigrationReport, POSTGRES_MIGRATIONS, SQLITE_MIGRATIONS};
 pub use postgres::PostgresStore;
@@ -289,6 +292,13 @@ impl Database {
     }
 
     pub fn accounts(&self) -> &dyn AccountStore {
+        match self {
+            Database::Sqlite(s) => s,
+            Database::Postgres(p) => p,
+        }
+    }
+
+    pub fn lobby(&self) -> &dyn LobbyStore {
         match self {
             Database::Sqlite(s) => s,
             Database::Postgres(p) => p,

@@ -40,10 +40,12 @@ macro_rules! migrations {
 // The versions are written zero-padded, as in the file names they select.
 #[allow(clippy::zero_prefixed_literal)]
 pub const SQLITE_MIGRATIONS: &[Migration] = migrations!["sqlite": (0001, "instance"), (0002, "mail"), (0003, "accounts"),
-        (0004, "mail_attempt_count"), (0005, "mail_secrets")];
+        (0004, "mail_attempt_count"), (0005, "mail_secrets"),
+        (0006, "lobby")];
 #[allow(clippy::zero_prefixed_literal)]
 pub const POSTGRES_MIGRATIONS: &[Migration] = migrations!["postgres": (0001, "instance"), (0002, "mail"), (0003, "accounts"),
-        (0004, "mail_attempt_count"), (0005, "mail_secrets")];
+        (0004, "mail_attempt_count"), (0005, "mail_secrets"),
+        (0006, "lobby")];
 
 /// What a migration run did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
