@@ -15,7 +15,7 @@ use turnbase_push::PushService;
 use turnbase_store::{Database, InstanceInfo};
 
 use crate::api::{self, AppState};
-use crate::config::{Config, MailDelivery};
+use crate::config::{Config, EngineSource, MailDelivery};
 
 /// A started backend.
 pub struct App {
@@ -28,6 +28,7 @@ pub struct App {
     pub push: PushService,
     pub mail: turnbase_mail::MailService,
     pub accounts: turnbase_accounts::AccountService,
+    pub lobby: turnbase_lobby::LobbyService,
     /// Whether requests find the database away right now.
     pub outage: Arc<api::outage::Outage>,
     lifecycle: Lifecycle,
@@ -71,6 +72,7 @@ impl App {
                 push: parts.push,
                 mail: parts.mail,
                 accounts: parts.accounts,
+                lobby: parts.lobby,
                 metrics_addr: parts.metrics_addr,
                 instance: parts.instance,
                 readiness: parts.readiness,
@@ -113,6 +115,7 @@ impl App {
             lifecycle,
         )
         .await?;
+        let lobby = Self::start_lobby(config, &database, &push, clock.clone(), &telemetry).await?;
         let readiness = Self::warm_caches(&accounts).await;
         let outage = api::outage::Outage::new(database.clone(), telemetry.meter());
         let state = AppState {
@@ -122,6 +125,7 @@ impl App {
             version,
             mail: mail.clone(),
             accounts: accounts.clone(),
+            lobby: lobby.clone(),
             internal_token: Arc::new(config.accounts.internal_token.clone()),
             trusted_proxies: Arc::new(config.accounts.trusted_proxies.clone()),
             outage: outage.clone(),
@@ -136,6 +140,7 @@ impl App {
         // Workers, after the listeners: at shutdown they stop first.
         Self::start_mail_worker(config, &database, wake_mail, clock, &telemetry, lifecycle)?;
         Self::start_guest_reaper(config, &accounts, lifecycle);
+        Self::start_lobby_sweeper(&lobby, lifecycle);
         let metrics_addr = Self::start_metrics(config, &telemetry, lifecycle).await?;
 
         Ok(Started {
@@ -144,6 +149,7 @@ impl App {
             push,
             mail,
             accounts,
+            lobby,
             metrics_addr,
             instance,
             readiness,
@@ -255,6 +261,36 @@ impl App {
         });
 
         Ok(accounts)
+    }
+
+    /// The lobby, with its engine kinds: the file's, or those built in.
+    async fn start_lobby(
+        config: &Config,
+        database: &Database,
+        push: &PushService,
+        clock: turnbase_core::worker::Clock,
+        telemetry: &Telemetry,
+    ) -> anyhow::Result<turnbase_lobby::LobbyService> {
+        let engines = match &config.lobby.engines {
+            EngineSource::File(path) => turnbase_lobby::EngineRegistry::load(path)
+                .await
+                .map_err(|e| anyhow::anyhow!("BACKEND_ENGINES_FILE: {e}"))?,
+            EngineSource::Builtin(registry) => registry.clone(),
+        };
+        let names: Vec<&str> = engines.kinds().map(|k| k.name.as_str()).collect();
+        if names.is_empty() {
+            tracing::warn!("no engine kinds are registered: games cannot be created");
+        } else {
+            tracing::info!(kinds = ?names, "engine kinds registered");
+        }
+        Ok(turnbase_lobby::LobbyService::new(
+            database.clone(),
+            push.clone(),
+            engines,
+            config.lobby.service.clone(),
+            clock,
+            telemetry.meter(),
+        ))
     }
 
     /// The caches, each reporting to /readyz until warm.
@@ -385,6 +421,14 @@ impl App {
         });
     }
 
+    /// The lobby sweeper.
+    fn start_lobby_sweeper(lobby: &turnbase_lobby::LobbyService, lifecycle: &mut Lifecycle) {
+        let sweeper = lobby.clone();
+        lifecycle.spawn("lobby-sweeper", None, move |stop| {
+            turnbase_lobby::sweeper::run_sweeper(sweeper, stop)
+        });
+    }
+
     /// The Prometheus listener, when configured.
     async fn start_metrics(
         config: &Config,
@@ -430,6 +474,7 @@ struct Started {
     push: PushService,
     mail: turnbase_mail::MailService,
     accounts: turnbase_accounts::AccountService,
+    lobby: turnbase_lobby::LobbyService,
     metrics_addr: Option<SocketAddr>,
     instance: InstanceInfo,
     readiness: Readiness,

@@ -30,6 +30,16 @@ pub struct ErrorDetail {
     pub code: String,
     /// A human-readable explanation.
     pub message: String,
+    /// For input with several faults: each one, by where it is.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub details: Vec<FieldProblem>,
+}
+
+/// One fault of the input: a JSON pointer into it and the rule broken.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct FieldProblem {
+    pub path: String,
+    pub reason: String,
 }
 
 /// Builds an error answer with the standard body.
@@ -38,10 +48,21 @@ pub fn error_response(
     code: impl Into<String>,
     message: impl Into<String>,
 ) -> Response {
+    error_response_with_details(status, code, message, Vec::new())
+}
+
+/// An error answer that lists each fault of the input in `details`.
+pub fn error_response_with_details(
+    status: StatusCode,
+    code: impl Into<String>,
+    message: impl Into<String>,
+    details: Vec<FieldProblem>,
+) -> Response {
     let body = ErrorBody {
         error: ErrorDetail {
             code: code.into(),
             message: message.into(),
+            details,
         },
     };
     (status, axum::Json(body)).into_response()

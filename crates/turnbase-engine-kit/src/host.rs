@@ -122,6 +122,28 @@ struct Slot<G: Game> {
     game: Option<Hosted<G>>,
 }
 
+/// The manifest an engine of `rules` serves with `limits`.
+pub fn manifest_of<G: Game>(rules: &G, limits: Limits) -> Manifest {
+    let described = rules.describe();
+    Manifest {
+        protocol: protocol::PROTOCOL_VERSION,
+        kind: described.kind.to_string(),
+        version: described.version.to_string(),
+        title: described.title.to_string(),
+        mode: described.mode,
+        min_players: described.min_players,
+        max_players: described.max_players,
+        bots: described.bots,
+        settings_schema: settings::schema(&described.settings),
+        private_fields: described
+            .private_fields
+            .iter()
+            .map(|p| p.to_string())
+            .collect(),
+        limits,
+    }
+}
+
 /// Many games of one kind, hosted by one engine process.
 pub struct Host<G: Game> {
     rules: G,
@@ -133,24 +155,7 @@ pub struct Host<G: Game> {
 impl<G: Game> Host<G> {
     /// Hosts the games kept under `data_dir` (created when missing).
     pub fn open(rules: G, data_dir: &Path, limits: Limits) -> Result<Self> {
-        let described = rules.describe();
-        let manifest = Manifest {
-            protocol: protocol::PROTOCOL_VERSION,
-            kind: described.kind.to_string(),
-            version: described.version.to_string(),
-            title: described.title.to_string(),
-            mode: described.mode,
-            min_players: described.min_players,
-            max_players: described.max_players,
-            bots: described.bots,
-            settings_schema: settings::schema(&described.settings),
-            private_fields: described
-                .private_fields
-                .iter()
-                .map(|p| p.to_string())
-                .collect(),
-            limits,
-        };
+        let manifest = manifest_of(&rules, limits);
         Ok(Host {
             rules,
             manifest,

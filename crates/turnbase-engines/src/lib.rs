@@ -8,3 +8,13 @@
 
 pub mod conquest;
 pub mod reversi;
+
+/// The manifests the reference engines serve (with the kit's default
+/// limits), for a platform that registers them without starting them.
+pub fn manifests() -> Vec<turnbase_engine_kit::protocol::Manifest> {
+    use turnbase_engine_kit::host::{DEFAULT_LIMITS, manifest_of};
+    vec![
+        manifest_of(&conquest::Conquest, DEFAULT_LIMITS),
+        manifest_of(&reversi::Reversi, DEFAULT_LIMITS),
+    ]
+}

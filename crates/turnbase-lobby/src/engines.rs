@@ -68,6 +68,14 @@ impl EngineKind {
         Ok(kind)
     }
 
+    /// `simultaneous` or `sequential`, as the protocol writes it.
+    pub fn mode_name(&self) -> &'static str {
+        match self.mode {
+            Mode::Simultaneous => "simultaneous",
+            Mode::Sequential => "sequential",
+        }
+    }
+
     fn check(&self) -> Result<(), String> {
         if !valid_id(&self.name) {
             return Err(format!(
@@ -86,10 +94,7 @@ impl EngineKind {
         }
         let problems = turnbase_engine_kit::settings::check_schema(&self.settings_schema);
         if let Some(p) = problems.first() {
-            return Err(format!(
-                "settings_schema at {:?}: {}",
-                p.path, p.reason
-            ));
+            return Err(format!("settings_schema at {:?}: {}", p.path, p.reason));
         }
         Ok(())
     }
@@ -300,7 +305,10 @@ settings_schema = { type = "object", additionalProperties = false, properties = 
         assert!(duel.bots);
 
         let cases = [
-            ("[[engine]]\nkind = \"x\"\n", "give exactly one of binary or image"),
+            (
+                "[[engine]]\nkind = \"x\"\n",
+                "give exactly one of binary or image",
+            ),
             (
                 "[[engine]]\nkind = \"x\"\nimage = \"i\"\n",
                 "needs its [engine.manifest] fields",

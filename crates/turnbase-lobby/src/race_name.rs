@@ -121,19 +121,15 @@ mod tests {
     #[test]
     fn names_people_would_confuse_share_a_key() {
         let zoe = RaceName::parse("Zoë").expect("valid");
-        for same in [
-            "ZOE",
-            "zoe",
-            "zoe\u{308}",
-            "Zoe\u{301}",
-            "Ｚｏｅ",
-            "  Zoë ",
-        ] {
+        for same in ["ZOE", "zoe", "zoe\u{308}", "Zoe\u{301}", "Ｚｏｅ", "  Zoë "] {
             let other = RaceName::parse(same).unwrap_or_else(|e| panic!("{same:?}: {e}"));
             assert_eq!(other.key(), zoe.key(), "{same:?}");
         }
         let strasse = RaceName::parse("Straße").expect("valid");
-        assert_eq!(strasse.key(), RaceName::parse("STRASSE").expect("valid").key());
+        assert_eq!(
+            strasse.key(),
+            RaceName::parse("STRASSE").expect("valid").key()
+        );
         assert_eq!(
             RaceName::parse("O’Neil").expect("valid").key(),
             RaceName::parse("o'neil").expect("valid").key()
@@ -143,9 +139,18 @@ mod tests {
 
     #[test]
     fn the_shown_name_is_nfkc_and_trimmed() {
-        assert_eq!(RaceName::parse(" ﬁre Lords ").expect("valid").as_str(), "fire Lords");
-        assert_eq!(RaceName::parse("zoe\u{308}").expect("valid").as_str(), "zoë");
-        assert_eq!(RaceName::parse("Ωmega 7").expect("valid").as_str(), "Ωmega 7");
+        assert_eq!(
+            RaceName::parse(" ﬁre Lords ").expect("valid").as_str(),
+            "fire Lords"
+        );
+        assert_eq!(
+            RaceName::parse("zoe\u{308}").expect("valid").as_str(),
+            "zoë"
+        );
+        assert_eq!(
+            RaceName::parse("Ωmega 7").expect("valid").as_str(),
+            "Ωmega 7"
+        );
     }
 
     #[test]

@@ -34,7 +34,10 @@ pub enum ScheduleSpec {
 /// A checked schedule.
 #[derive(Debug, Clone)]
 pub enum Schedule {
-    Cron { cron: Box<Cron>, zone: chrono_tz::Tz },
+    Cron {
+        cron: Box<Cron>,
+        zone: chrono_tz::Tz,
+    },
     Interval(Duration),
     PerMove(Duration),
 }
@@ -142,12 +145,11 @@ impl Schedule {
 }
 
 fn step(field: &'static str, text: &str) -> Result<Duration, ScheduleError> {
-    let d = turnbase_core::config::parse_duration(text).map_err(|reason| {
-        ScheduleError::Duration {
+    let d =
+        turnbase_core::config::parse_duration(text).map_err(|reason| ScheduleError::Duration {
             field,
             reason: format!("{reason} (e.g. 90s, 30m, 24h)"),
-        }
-    })?;
+        })?;
     if !(MIN_STEP..=MAX_STEP).contains(&d) {
         return Err(ScheduleError::Duration {
             field,
@@ -232,22 +234,53 @@ mod tests {
     #[test]
     fn bad_schedules_name_the_field() {
         let cases = [
-            (cron("61 * * * *", "UTC"), Mode::Simultaneous, "schedule.cron"),
+            (
+                cron("61 * * * *", "UTC"),
+                Mode::Simultaneous,
+                "schedule.cron",
+            ),
             (cron("0 18 * *", "UTC"), Mode::Simultaneous, "schedule.cron"),
-            (cron("0 18 * * *", "Mars/Olympus"), Mode::Simultaneous, "schedule.time_zone"),
+            (
+                cron("0 18 * * *", "Mars/Olympus"),
+                Mode::Simultaneous,
+                "schedule.time_zone",
+            ),
             (cron("0 0 30 2 *", "UTC"), Mode::Simultaneous, "never fires"),
-            (ScheduleSpec::Interval { every: "5s".into() }, Mode::Simultaneous, "schedule.every"),
-            (ScheduleSpec::Interval { every: "soon".into() }, Mode::Simultaneous, "schedule.every"),
-            (ScheduleSpec::PerMove { limit: "1h".into() }, Mode::Simultaneous, "schedule.kind"),
-            (ScheduleSpec::Interval { every: "1h".into() }, Mode::Sequential, "schedule.kind"),
+            (
+                ScheduleSpec::Interval { every: "5s".into() },
+                Mode::Simultaneous,
+                "schedule.every",
+            ),
+            (
+                ScheduleSpec::Interval {
+                    every: "soon".into(),
+                },
+                Mode::Simultaneous,
+                "schedule.every",
+            ),
+            (
+                ScheduleSpec::PerMove { limit: "1h".into() },
+                Mode::Simultaneous,
+                "schedule.kind",
+            ),
+            (
+                ScheduleSpec::Interval { every: "1h".into() },
+                Mode::Sequential,
+                "schedule.kind",
+            ),
         ];
         for (spec, mode, want) in cases {
             let err: ScheduleError = Schedule::parse(&spec, mode).expect_err("invalid");
             assert!(err.to_string().contains(want), "{spec:?}: {err}");
         }
-        assert!(Schedule::parse(&ScheduleSpec::PerMove { limit: "1h".into() }, Mode::Sequential)
+        assert!(
+            Schedule::parse(
+                &ScheduleSpec::PerMove { limit: "1h".into() },
+                Mode::Sequential
+            )
             .expect("valid")
             .preview(chrono::Utc::now(), 5)
-            .is_empty());
+            .is_empty()
+        );
     }
 }

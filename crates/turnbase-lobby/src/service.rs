@@ -157,12 +157,21 @@ pub struct GameDetail {
 /// What the directory says about a name.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Availability {
-    Available { name: String },
+    Available {
+        name: String,
+    },
     /// Held by a seat in an active game.
-    Taken { name: String },
+    Taken {
+        name: String,
+    },
     /// Reserved by a pending application until `until`.
-    Reserved { name: String, until: Option<DateTime<Utc>> },
-    Invalid { reason: String },
+    Reserved {
+        name: String,
+        until: Option<DateTime<Utc>>,
+    },
+    Invalid {
+        reason: String,
+    },
 }
 
 /// What one sweep did.
@@ -329,10 +338,8 @@ impl LobbyService {
         let store = self.inner.db.lobby();
         let row = store.game(id).await?;
         let manages = caller.admin || row.owner_id == caller.id;
-        let (seats, applications) = tokio::try_join!(
-            store.seats(id),
-            store.applications(id, None)
-        )?;
+        let (seats, applications) =
+            tokio::try_join!(store.seats(id), store.applications(id, None))?;
         let involved = manages
             || seats.iter().any(|s| s.account_id == Some(caller.id))
             || applications.iter().any(|a| a.account_id == caller.id);
@@ -459,7 +466,9 @@ impl LobbyService {
         }
         let row = store.edit_game(id, &edit, now).await?;
         let seats = store.seats(id).await?;
-        let pending = store.applications(id, Some(ApplicationStatus::Pending)).await?;
+        let pending = store
+            .applications(id, Some(ApplicationStatus::Pending))
+            .await?;
         let payload = json!({ "game_id": id, "title": row.title });
         let mut told: Vec<Uuid> = seats.iter().filter_map(|s| s.account_id).collect();
         told.extend(pending.iter().map(|a| a.account_id));
@@ -480,7 +489,13 @@ impl LobbyService {
             )));
         }
         let moved = self
-            .transition(&game, Transition::CloseEnrolment, Some(caller.id), "started early by the owner", None)
+            .transition(
+                &game,
+                Transition::CloseEnrolment,
+                Some(caller.id),
+                "started early by the owner",
+                None,
+            )
             .await?;
         self.view(moved.game, true)
     }
@@ -513,7 +528,13 @@ impl LobbyService {
             }
         };
         let moved = self
-            .transition(&game, Transition::Cancel, Some(caller.id), &reason, audit.as_ref())
+            .transition(
+                &game,
+                Transition::Cancel,
+                Some(caller.id),
+                &reason,
+                audit.as_ref(),
+            )
             .await?;
         self.view(moved.game, true)
     }
@@ -534,10 +555,16 @@ impl LobbyService {
                 game.state.as_str()
             )));
         }
-        let account = self.inner.db.accounts().account(owner).await.map_err(|e| match e {
-            StoreError::NotFound => LobbyError::NotFound(format!("no account {owner}")),
-            other => other.into(),
-        })?;
+        let account = self
+            .inner
+            .db
+            .accounts()
+            .account(owner)
+            .await
+            .map_err(|e| match e {
+                StoreError::NotFound => LobbyError::NotFound(format!("no account {owner}")),
+                other => other.into(),
+            })?;
         if account.blocked_at.is_some() {
             return Err(LobbyError::Conflict("that account is blocked".into()));
         }
@@ -545,7 +572,11 @@ impl LobbyService {
         let audit = self.audit(actor, "game.transfer", id, &detail);
         let row = store.transfer_game(id, owner, &audit).await?;
         let payload = json!({ "game_id": id, "title": row.title, "owner_id": owner });
-        self.tell(&[game.owner_id, owner], "lobby.game_owner_changed", &payload);
+        self.tell(
+            &[game.owner_id, owner],
+            "lobby.game_owner_changed",
+            &payload,
+        );
         self.view(row, true)
     }
 
@@ -559,7 +590,8 @@ impl LobbyService {
         race_name: &str,
         invite: Option<&str>,
     ) -> LobbyResult<ApplicationRow> {
-        let name = RaceName::parse(race_name).map_err(|e| LobbyError::Invalid(format!("race_name: {e}")))?;
+        let name = RaceName::parse(race_name)
+            .map_err(|e| LobbyError::Invalid(format!("race_name: {e}")))?;
         let now = self.now();
         let ttl = chrono::Duration::from_std(self.inner.config.pending_ttl)
             .map_err(|e| LobbyError::Unexpected(e.into()))?;
@@ -621,7 +653,11 @@ impl LobbyService {
             "race_name": approved.race_name,
             "seat_id": seat.id,
         });
-        self.tell(&[approved.account_id], "lobby.application_approved", &payload);
+        self.tell(
+            &[approved.account_id],
+            "lobby.application_approved",
+            &payload,
+        );
         Ok((approved, seat))
     }
 
@@ -652,7 +688,11 @@ impl LobbyService {
             "race_name": rejected.race_name,
             "reason": rejected.reason,
         });
-        self.tell(&[rejected.account_id], "lobby.application_rejected", &payload);
+        self.tell(
+            &[rejected.account_id],
+            "lobby.application_rejected",
+            &payload,
+        );
         Ok(rejected)
     }
 
@@ -914,10 +954,12 @@ impl LobbyService {
     }
 
     fn view(&self, row: GameRow, manages: bool) -> LobbyResult<GameView> {
-        let settings: Value = serde_json::from_str(&row.settings)
-            .map_err(|e| LobbyError::Unexpected(anyhow::anyhow!("stored settings of {}: {e}", row.id)))?;
-        let spec: ScheduleSpec = serde_json::from_str(&row.schedule)
-            .map_err(|e| LobbyError::Unexpected(anyhow::anyhow!("stored schedule of {}: {e}", row.id)))?;
+        let settings: Value = serde_json::from_str(&row.settings).map_err(|e| {
+            LobbyError::Unexpected(anyhow::anyhow!("stored settings of {}: {e}", row.id))
+        })?;
+        let spec: ScheduleSpec = serde_json::from_str(&row.schedule).map_err(|e| {
+            LobbyError::Unexpected(anyhow::anyhow!("stored schedule of {}: {e}", row.id))
+        })?;
         let preview = match self.inner.engines.get(&row.engine) {
             Some(kind) => Schedule::parse(&spec, kind.mode)
                 .map(|s| s.preview(row.enrol_deadline, PREVIEW_COUNT))
@@ -984,9 +1026,7 @@ fn title(text: &str) -> LobbyResult<String> {
         )));
     }
     if t.chars().any(char::is_control) {
-        return Err(LobbyError::Invalid(
-            "title: no control characters".into(),
-        ));
+        return Err(LobbyError::Invalid("title: no control characters".into()));
     }
     Ok(t.to_string())
 }

@@ -247,8 +247,9 @@ pub trait AccountStore: Send + Sync {
 
     async fn session_count(&self, account_id: Uuid) -> StoreResult<i64>;
 
-    /// Blocks the account, deletes its sessions and writes `audit`, in one
-    /// transaction; returns the account and the deleted sessions' ids.
+    /// Blocks the account, deletes its sessions, rejects its pending game
+    /// applications and writes `audit`, in one transaction; returns the
+    /// account and the deleted sessions' ids.
     async fn block_account(
         &self,
         id: Uuid,

@@ -486,6 +486,21 @@ macro_rules! impl_account_store {
                         .iter()
                         .map(|r| r.try_get("id"))
                         .collect::<Result<_, _>>()?;
+                    // A blocked account's pending applications are rejected
+                    // and the names they reserved released.
+                    sqlx::query(
+                        "UPDATE game_applications
+                         SET status = 'rejected', reason = 'account blocked', decided_at = $2
+                         WHERE account_id = $1 AND status = 'pending'",
+                    )
+                    .bind(id)
+                    .bind(entry.at)
+                    .execute(&mut *tx)
+                    .await?;
+                    sqlx::query("DELETE FROM race_names WHERE account_id = $1 AND status = 'pending'")
+                        .bind(id)
+                        .execute(&mut *tx)
+                        .await?;
                     insert_audit(&mut *tx, entry).await?;
                     tx.commit().await?;
                     Ok((blocked, sessions))

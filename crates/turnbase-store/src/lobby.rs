@@ -248,7 +248,13 @@ macro_rules! text_state {
         }
     )*};
 }
-text_state!(GameState, Visibility, ApplicationStatus, SeatStatus, NameHold);
+text_state!(
+    GameState,
+    Visibility,
+    ApplicationStatus,
+    SeatStatus,
+    NameHold
+);
 
 /// The columns of a game, in [`GameRow`]'s order.
 pub(crate) const GAME_COLUMNS: &str = "g.id, g.owner_id, g.title, g.engine, g.engine_version, \
@@ -555,11 +561,8 @@ pub trait LobbyStore: Send + Sync {
     async fn add_bot(&self, bot: &NewBot) -> StoreResult<Result<SeatRow, SeatRefusal>>;
 
     /// Removes a bot seat from an enrolling game and releases its name.
-    async fn remove_bot(
-        &self,
-        game: Uuid,
-        seat: Uuid,
-    ) -> StoreResult<Result<SeatRow, SeatRefusal>>;
+    async fn remove_bot(&self, game: Uuid, seat: Uuid)
+    -> StoreResult<Result<SeatRow, SeatRefusal>>;
 
     async fn application(&self, id: Uuid) -> StoreResult<ApplicationRow>;
 

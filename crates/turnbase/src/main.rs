@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use turnbase_backend::config::Profile;
+use turnbase_backend::config::{EngineSource, Profile};
 use turnbase_backend::{App, Config};
 use turnbase_core::lifecycle::ShutdownSignals;
 use turnbase_core::telemetry::Telemetry;
@@ -68,6 +68,18 @@ enum EngineCommand {
         #[arg(long)]
         spawn: Option<String>,
     },
+    /// Run one of the reference engines built into this binary (the
+    /// lobby registers them; the runtime starts them this way).
+    #[command(subcommand)]
+    Serve(ServeCommand),
+}
+
+#[derive(Subcommand)]
+enum ServeCommand {
+    /// Conquest: planets and fleets, 2 to 16 players, simultaneous turns.
+    Conquest(turnbase_engine_kit::server::EngineArgs),
+    /// Reversi: two players, one move at a time.
+    Reversi(turnbase_engine_kit::server::EngineArgs),
 }
 
 #[derive(Subcommand)]
@@ -101,6 +113,7 @@ fn main() -> ExitCode {
             data_dir,
         }) => return tail(url, cursor, client_id, &data_dir),
         Command::Engine(EngineCommand::Check { url, spawn }) => return engine_check(url, spawn),
+        Command::Engine(EngineCommand::Serve(game)) => return engine_serve(game),
         Command::Gateway => return gateway(cli.config),
         Command::Up => Run::Up,
         Command::Backend => Run::Backend,
@@ -119,6 +132,15 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if let EngineSource::Builtin(registry) = &mut config.lobby.engines {
+        match reference_engines() {
+            Ok(reference) => *registry = reference,
+            Err(err) => {
+                eprintln!("turnbase: the reference engines: {err}");
+                return ExitCode::from(1);
+            }
+        }
+    }
     // `up` runs the gateway too: its configuration is checked before
     // anything starts, like the backend's.
     if matches!(run, Run::Up) {
@@ -272,6 +294,52 @@ async fn start(run: Run, config: Config, file: Option<PathBuf>) -> i32 {
         Run::Migrate => migrate(&config, &telemetry).await,
         Run::Up => serve(config, telemetry, Stack::Up { config_file: file }).await,
         Run::Backend => serve(config, telemetry, Stack::BackendOnly).await,
+    }
+}
+
+/// The reference engines, run as `turnbase engine serve <kind>` by this
+/// very binary.
+fn reference_engines() -> Result<turnbase_lobby::EngineRegistry, String> {
+    let program = std::env::current_exe().map_err(|e| format!("where is this program: {e}"))?;
+    let kinds = turnbase_engines::manifests()
+        .iter()
+        .map(|manifest| {
+            let run = turnbase_lobby::EngineRun::Binary {
+                program: program.clone(),
+                args: vec!["engine".into(), "serve".into(), manifest.kind.clone()],
+            };
+            turnbase_lobby::EngineKind::from_manifest(manifest, run)
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    turnbase_lobby::EngineRegistry::new(kinds)
+}
+
+/// `turnbase engine serve`.
+fn engine_serve(game: ServeCommand) -> ExitCode {
+    use turnbase_engine_kit::server::run;
+    use turnbase_engines::{conquest::Conquest, reversi::Reversi};
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("turnbase: cannot start the async runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        match game {
+            ServeCommand::Conquest(args) => run(Conquest, args).await,
+            ServeCommand::Reversi(args) => run(Reversi, args).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("turnbase: engine: {err:#}");
+            ExitCode::FAILURE
+        }
     }
 }
 

@@ -26,8 +26,10 @@ use utoipa_axum::routes;
 use crate::config::HttpConfig;
 
 mod admin_accounts;
+mod admin_games;
 mod admin_mail;
 mod auth;
+mod games;
 mod internal;
 pub mod outage;
 mod public_auth;
@@ -49,6 +51,7 @@ pub struct AppState {
     pub version: &'static str,
     pub mail: turnbase_mail::MailService,
     pub accounts: turnbase_accounts::AccountService,
+    pub lobby: turnbase_lobby::LobbyService,
     /// The secret gateways present on `/api/v1/internal`.
     pub internal_token: Arc<turnbase_core::config::Secret<String>>,
     /// Proxies whose `X-Forwarded-For` is believed.
@@ -75,6 +78,14 @@ pub enum ApiError {
     /// A status with a code more specific than the status's own.
     #[error("{2}")]
     Coded(StatusCode, &'static str, String),
+    /// Input with several faults, each listed in the body's `details`.
+    #[error("{2}")]
+    Detailed(
+        StatusCode,
+        &'static str,
+        String,
+        Vec<turnbase_core::http::FieldProblem>,
+    ),
     #[error(transparent)]
     Unexpected(#[from] anyhow::Error),
 }
@@ -97,6 +108,9 @@ impl IntoResponse for ApiError {
             ApiError::Unauthorized(message) => unauthorized_response(message),
             ApiError::RateLimited(wait) => rate_limited_response(wait),
             ApiError::Coded(status, code, message) => error_response(status, code, message),
+            ApiError::Detailed(status, code, message, details) => {
+                turnbase_core::http::error_response_with_details(status, code, message, details)
+            }
             ApiError::Unexpected(err)
                 if turnbase_store::StoreError::in_chain_is_unavailable(err.as_ref()) =>
             {
@@ -176,6 +190,57 @@ impl From<turnbase_accounts::AccountError> for ApiError {
     }
 }
 
+impl From<turnbase_lobby::LobbyError> for ApiError {
+    fn from(err: turnbase_lobby::LobbyError) -> Self {
+        use turnbase_lobby::LobbyError as E;
+        use turnbase_store::lobby::{NameHold, SeatRefusal as R};
+        let message = err.to_string();
+        match err {
+            E::Invalid(message) => ApiError::BadRequest(message),
+            E::UnknownEngine(_) => {
+                ApiError::Coded(StatusCode::BAD_REQUEST, "unknown_engine", message)
+            }
+            E::InvalidSettings(problems) => {
+                let details = problems
+                    .into_iter()
+                    .map(|p| turnbase_core::http::FieldProblem {
+                        path: format!("/settings{}", p.path),
+                        reason: p.reason,
+                    })
+                    .collect::<Vec<_>>();
+                let first = details
+                    .first()
+                    .map(|d| format!(": {} {}", d.path, d.reason))
+                    .unwrap_or_default();
+                ApiError::Detailed(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_settings",
+                    format!("{message}{first}"),
+                    details,
+                )
+            }
+            E::NotFound(message) => ApiError::NotFound(message),
+            E::Forbidden(message) => ApiError::Forbidden(message),
+            E::Illegal(_) => ApiError::Coded(StatusCode::CONFLICT, "illegal_transition", message),
+            E::Refused(refusal) => {
+                let (status, code) = match refusal {
+                    R::NotEnrolling(_) => (StatusCode::CONFLICT, "enrolment_closed"),
+                    R::Full => (StatusCode::CONFLICT, "game_full"),
+                    R::NameHeld(NameHold::Registered) => (StatusCode::CONFLICT, "race_name_taken"),
+                    R::NameHeld(NameHold::Pending) => (StatusCode::CONFLICT, "race_name_reserved"),
+                    R::AlreadyApplied => (StatusCode::CONFLICT, "already_applied"),
+                    R::WrongInvite => (StatusCode::FORBIDDEN, "wrong_invite_code"),
+                    R::NotPending(_) => (StatusCode::CONFLICT, "application_not_pending"),
+                    R::NoGame | R::NoApplication => (StatusCode::NOT_FOUND, "not_found"),
+                };
+                ApiError::Coded(status, code, message)
+            }
+            E::Conflict(message) => ApiError::Conflict(message),
+            E::Unexpected(err) => ApiError::Unexpected(err),
+        }
+    }
+}
+
 #[derive(OpenApi)]
 #[openapi(
     info(
@@ -202,7 +267,7 @@ fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(healthz))
         .routes(routes!(readyz))
         .nest("/api/v1/public", public_routes())
-        .nest("/api/v1/user", user::routes())
+        .nest("/api/v1/user", user::routes().merge(games::user_routes()))
         .nest("/api/v1/internal", internal::routes())
         .nest("/api/v1/admin", admin_routes())
 }
@@ -212,12 +277,14 @@ fn admin_routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .nest("/mail", admin_mail::routes())
         .merge(admin_accounts::routes())
+        .merge(admin_games::routes())
 }
 
 fn public_routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(server_info))
         .merge(public_auth::routes())
+        .merge(games::public_routes())
 }
 
 /// The OpenAPI document, as served at `/api/v1/openapi.json`.
@@ -411,6 +478,7 @@ async fn readyz(State(state): State<AppState>) -> Response {
         error: turnbase_core::http::ErrorDetail {
             code: "not_ready".into(),
             message: format!("not ready: {}", not_ready.join(", ")),
+            details: Vec::new(),
         },
         not_ready,
     };

@@ -12,6 +12,7 @@ use turnbase_core::telemetry::TelemetryConfig;
 
 mod accounts;
 mod http;
+mod lobby;
 mod mail;
 mod process;
 mod push;
@@ -19,6 +20,7 @@ mod storage;
 
 pub use accounts::{AccountsSettings, INTERNAL_TOKEN_FILE, write_internal_token_file};
 pub use http::HttpConfig;
+pub use lobby::{EngineSource, LobbySettings};
 pub use mail::{MailConfig, MailDelivery};
 pub use push::GrpcPushConfig;
 pub use storage::{DatabaseConfig, DatabaseTarget};
@@ -37,6 +39,7 @@ pub static VARIABLES: LazyLock<Vec<VarSpec>> = LazyLock::new(|| {
         process::VARIABLES,
         mail::VARIABLES,
         accounts::VARIABLES,
+        lobby::VARIABLES,
     ]
     .concat()
 });
@@ -71,6 +74,7 @@ pub struct Config {
     pub metrics_addr: Option<SocketAddr>,
     pub mail: MailConfig,
     pub accounts: AccountsSettings,
+    pub lobby: LobbySettings,
 }
 
 impl Config {
@@ -135,6 +139,7 @@ impl Config {
         }
         let mail = mail::read(&mut r, &data_dir);
         let accounts = accounts::read(&mut r);
+        let lobby = lobby::read(&mut r);
         r.finish()?;
         Ok(Config {
             data_dir,
@@ -147,6 +152,7 @@ impl Config {
             metrics_addr,
             mail,
             accounts,
+            lobby,
         })
     }
 }

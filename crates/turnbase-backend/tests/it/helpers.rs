@@ -36,6 +36,22 @@ pub fn push_request(
     request
 }
 
+/// The reference engines' kinds, as `turnbase` registers them (the
+/// lobby never runs them: the runtime will).
+pub fn reference_engines() -> turnbase_lobby::EngineRegistry {
+    let kinds = turnbase_engines::manifests()
+        .iter()
+        .map(|m| {
+            let run = turnbase_lobby::EngineRun::Binary {
+                program: "turnbase-engines".into(),
+                args: vec![m.kind.clone()],
+            };
+            turnbase_lobby::EngineKind::from_manifest(m, run).expect("a valid manifest")
+        })
+        .collect();
+    turnbase_lobby::EngineRegistry::new(kinds).expect("distinct kinds")
+}
+
 pub async fn spawn_app(backend: DbKind) -> TestApp {
     spawn_app_with(backend, &[]).await
 }
@@ -77,7 +93,10 @@ async fn spawn_app_on(db: TestDb, url: Option<String>, extra: &[(&str, &str)]) -
         env.push(("BACKEND_DATABASE_URL".into(), url.clone()));
     }
     env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-    let config = Config::load(Profile::Backend, env, None).expect("test config is valid");
+    let mut config = Config::load(Profile::Backend, env, None).expect("test config is valid");
+    if let turnbase_backend::config::EngineSource::Builtin(registry) = &mut config.lobby.engines {
+        *registry = reference_engines();
+    }
     let telemetry = Telemetry::init(&config.telemetry).expect("telemetry");
     let app = App::start(config, telemetry, "test")
         .await

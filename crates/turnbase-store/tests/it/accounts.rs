@@ -62,15 +62,7 @@ async fn guest(db: &Database, token: u8, at: i64) -> Uuid {
 }
 
 async fn seat(db: &Database, account_id: Uuid) {
-    let sql = "INSERT INTO game_players (game_id, account_id, joined_at) VALUES ($1, $2, $3)";
-    turnbase_testkit::on_pool!(db, |pool| sqlx::query(sql)
-        .bind(Uuid::now_v7())
-        .bind(account_id)
-        .bind(t(0))
-        .execute(pool)
-        .await
-        .map(drop))
-    .expect("seat");
+    crate::lobby::seat_in_new_game(db, account_id).await;
 }
 
 async fn login_codes_are_checked_and_spent(backend: DbKind) {
@@ -385,7 +377,7 @@ async fn rename_upgrade_and_admin(backend: DbKind) {
         })
         .await
         .expect("list");
-    assert_eq!(all.len(), 3);
+    assert_eq!(all.len(), 4, "with the owner of the game the guest sits in");
     let admins = store
         .list_accounts(&AccountFilter {
             role: Some(Role::Admin),
@@ -428,7 +420,7 @@ async fn rename_upgrade_and_admin(backend: DbKind) {
         })
         .await
         .expect("page");
-    assert_eq!(page1.len() + page2.len(), 3);
+    assert_eq!(page1.len() + page2.len(), 4);
     assert!(page2.iter().all(|a| page1.iter().all(|b| a.id != b.id)));
     let blocked = store
         .list_accounts(&AccountFilter {
@@ -447,7 +439,11 @@ async fn rename_upgrade_and_admin(backend: DbKind) {
         })
         .await
         .expect("list");
-    assert_eq!(guests.len(), 3, "the upgraded guest is no longer one");
+    assert_eq!(
+        guests.len(),
+        4,
+        "the upgraded guest is no longer one (with the game owner)"
+    );
 }
 
 async fn reaper_takes_only_old_seatless_guests(backend: DbKind) {
@@ -457,6 +453,12 @@ async fn reaper_takes_only_old_seatless_guests(backend: DbKind) {
     let young = guest(&db, 2, 1000).await;
     let seated = guest(&db, 3, 0).await;
     seat(&db, seated).await;
+    // A guest who owns a game is kept too (games keep their owner).
+    let owner = guest(&db, 5, 0).await;
+    db.lobby()
+        .create_game(&crate::lobby::new_game(owner, 2), owner)
+        .await
+        .expect("a game");
     let member = account(Some("m@example.org"), "M", 0);
     store
         .sign_in_by_email(&member, &session(4, 0))
