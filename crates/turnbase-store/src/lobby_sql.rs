@@ -373,8 +373,10 @@ macro_rules! impl_lobby_store {
                     e: &GameEdit,
                     now: DateTime<Utc>,
                 ) -> StoreResult<GameRow> {
-                    let turn = SqlBackend::write_turn(self).await;
-                    let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+                    // The write turn ends with this block, before the read below.
+                    let row = {
+                        let turn = SqlBackend::write_turn(self).await;
+                        sqlx::query(sqlx::AssertSqlSafe(format!(
                         "UPDATE games SET
                              title = COALESCE($2, title),
                              settings = COALESCE($3, settings),
@@ -396,11 +398,11 @@ macro_rules! impl_lobby_store {
                     .bind(&e.schedule)
                     .bind(now)
                     .fetch_optional(turn.pool())
-                    .await?;
+                    .await?
+                    };
                     if let Some(row) = row {
                         return Ok(game(&row)?);
                     }
-                    drop(turn);
                     let current = LobbyStore::game(self, id).await?;
                     Err(StoreError::Conflict(if current.state == GameState::Enrolling {
                         format!(

@@ -5,6 +5,8 @@ mod accounts;
 mod admin_mail;
 mod api;
 mod helpers;
+mod lobby;
+mod lobby_sweeper;
 mod outage;
 mod reaper;
 mod sweep;

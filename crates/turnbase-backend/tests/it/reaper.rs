@@ -36,16 +36,69 @@ fn config() -> AccountsConfig {
     }
 }
 
-async fn seat(db: &Database, account: Uuid) {
-    let sql = "INSERT INTO game_players (game_id, account_id, joined_at) VALUES ($1, $2, $3)";
-    turnbase_testkit::on_pool!(db, |pool| sqlx::query(sql)
-        .bind(Uuid::now_v7())
-        .bind(account)
-        .bind(Utc::now())
-        .execute(pool)
+/// Seats `account` in a game of `owner` that is then cancelled: a seat,
+/// even in a game that never ran, keeps a guest.
+async fn seat(db: &Database, owner: Uuid, account: Uuid) {
+    use turnbase_store::lobby::{GameState, NewApplication, NewGame, StateChange, Visibility};
+    let now = Utc::now();
+    let game = db
+        .lobby()
+        .create_game(
+            &NewGame {
+                id: Uuid::now_v7(),
+                owner_id: owner,
+                title: "Short-lived".into(),
+                engine: "conquest".into(),
+                engine_version: "1".into(),
+                settings: "{}".into(),
+                min_players: 2,
+                max_players: 4,
+                enrol_deadline: now + chrono::Duration::days(1),
+                schedule: r#"{"kind":"interval","every":"1h"}"#.into(),
+                visibility: Visibility::Public,
+                invite_code: None,
+                created_at: now,
+            },
+            owner,
+        )
         .await
-        .map(drop))
-    .expect("a seat");
+        .expect("a game");
+    let application = db
+        .lobby()
+        .apply(&NewApplication {
+            id: Uuid::now_v7(),
+            game_id: game.id,
+            account_id: account,
+            race_name: "Seated".into(),
+            name_key: "seated".into(),
+            created_at: now,
+            expires_at: now + chrono::Duration::days(3),
+            invite_code: None,
+        })
+        .await
+        .expect("store")
+        .expect("applied");
+    db.lobby()
+        .approve(game.id, application.id, now)
+        .await
+        .expect("store")
+        .expect("approved");
+    db.lobby()
+        .transition_game(
+            &StateChange {
+                id: Uuid::now_v7(),
+                game_id: game.id,
+                from: GameState::Enrolling,
+                to: GameState::Cancelled,
+                actor_id: Some(owner),
+                reason: "test".into(),
+                at: now,
+            },
+            None,
+        )
+        .await
+        .expect("store")
+        .expect("cancelled");
 }
 
 async fn old_seatless_guests_are_reaped(backend: DbKind) {
@@ -88,7 +141,6 @@ async fn old_seatless_guests_are_reaped(backend: DbKind) {
         .guest_sign_in("Seated", None, client)
         .await
         .expect("guest");
-    seat(&db, seated.session.account.id).await;
     // An email account made as old as the guests.
     let member = db
         .accounts()
@@ -116,6 +168,7 @@ async fn old_seatless_guests_are_reaped(backend: DbKind) {
     else {
         panic!("not blocked");
     };
+    seat(&db, member.id, seated.session.account.id).await;
 
     *now.lock().expect("not poisoned") = start + chrono::Duration::days(29);
     let young = service

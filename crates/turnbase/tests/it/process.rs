@@ -143,6 +143,7 @@ fn serve_and_stop(mut env: Vec<(&'static str, String)>, signal: &str) {
             "gateway-hub-sweeper",
             "gateway-push-client",
             "metrics",
+            "lobby-sweeper",
             "guest-reaper",
             "mail-worker",
             "http",
