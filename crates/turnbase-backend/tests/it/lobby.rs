@@ -686,6 +686,12 @@ async fn illegal_moves_and_strangers_get_precise_refusals(backend: DbKind) {
         names["status"], "available",
         "cancelling released the names"
     );
+    let metrics = t.metrics_text().await;
+    assert!(metrics.contains("games_abandoned_total 2"), "{metrics}");
+    assert!(
+        metrics.contains(r#"lobby_applications_total{outcome="closed""#),
+        "the invited application was closed: {metrics}"
+    );
     t.app.shutdown().await;
 }
 

@@ -74,7 +74,25 @@ fn backend_config_with(db: &TestDb, http: &str, push: &str, extra: &[(&str, &str
         ("BACKEND_HTTP_DRAIN_GRACE".into(), "0s".into()),
     ];
     env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-    Config::load(BackendProfile::Backend, env, None).expect("backend config")
+    if let Some(url) = &db.url {
+        env.push(("BACKEND_DATABASE_URL".into(), url.clone()));
+    }
+    let mut config = Config::load(BackendProfile::Backend, env, None).expect("backend config");
+    // The reference engines' kinds, as `turnbase` registers them.
+    let kinds = turnbase_engines::manifests()
+        .iter()
+        .map(|m| {
+            let run = turnbase_lobby::EngineRun::Binary {
+                program: "turnbase-engines".into(),
+                args: vec![m.kind.clone()],
+            };
+            turnbase_lobby::EngineKind::from_manifest(m, run).expect("a valid manifest")
+        })
+        .collect();
+    config.lobby.engines = turnbase_backend::config::EngineSource::Builtin(
+        turnbase_lobby::EngineRegistry::new(kinds).expect("distinct kinds"),
+    );
+    config
 }
 
 impl Stack {
@@ -84,7 +102,12 @@ impl Stack {
 
     /// A stack with extra backend and gateway variables.
     async fn start_with(backend: &[(&str, &str)], extra: &[(&str, &str)]) -> Stack {
-        let db = TestDb::new(DbKind::Sqlite).await;
+        Stack::start_on(DbKind::Sqlite, backend, extra).await
+    }
+
+    /// A stack on a database of `kind`.
+    async fn start_on(kind: DbKind, backend: &[(&str, &str)], extra: &[(&str, &str)]) -> Stack {
+        let db = TestDb::new(kind).await;
         let config = backend_config_with(&db, "127.0.0.1:0", "127.0.0.1:0", backend);
         let telemetry = Telemetry::init(&config.telemetry).expect("telemetry");
         let app = App::start(config, telemetry.clone(), "test")
@@ -1549,4 +1572,125 @@ async fn connecting_right_after_logout_is_always_refused() {
         }
     }
     s.stop().await;
+}
+
+/// The lobby's whole enrolment flow through the edge, on both backends:
+/// players create, apply, approve and start over forwarded REST, and each
+/// hears what concerns them as a signed live event on its WebSocket.
+async fn a_game_fills_through_the_edge_and_everyone_hears_it(kind: DbKind) {
+    let s = Stack::start_on(kind, &[], &[]).await;
+    let (owner, owner_id, _) = s.guest("Owner").await;
+    let (ann, ann_id, _) = s.guest("Ann").await;
+    let (bo, _, _) = s.guest("Bo").await;
+    let mut ws_owner = s.ws(&owner, "").await;
+    let mut ws_ann = s.ws(&ann, "").await;
+    let deadline = (chrono::Utc::now() + chrono::Duration::days(1)).to_rfc3339();
+    let (status, game) = s
+        .send(
+            reqwest::Method::POST,
+            "/api/v1/user/games",
+            Some(&owner),
+            Some(json!({
+                "title": "Through the edge", "engine": "conquest", "max_players": 2,
+                "enrol_deadline": deadline,
+                "schedule": { "kind": "interval", "every": "1h" },
+            })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{game}");
+    let id = game["id"].as_str().expect("id").to_string();
+    let kind_of = |frame: &Value| -> (String, Value) {
+        let envelope: Value =
+            serde_json::from_str(frame["envelope"].as_str().expect("an envelope")).expect("JSON");
+        let payload = envelope["payload"].clone();
+        (envelope["kind"].as_str().unwrap_or("").to_string(), payload)
+    };
+
+    let (status, a) = s
+        .send(
+            reqwest::Method::POST,
+            &format!("/api/v1/user/games/{id}/applications"),
+            Some(&ann),
+            Some(json!({ "race_name": "Andromeda" })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{a}");
+    let (k, payload) = kind_of(&next_json(&mut ws_owner).await);
+    assert_eq!(k, "lobby.application_received");
+    assert_eq!(payload["race_name"], "Andromeda");
+    assert_eq!(payload["account_id"], ann_id.to_string());
+
+    let (status, b) = s
+        .send(
+            reqwest::Method::POST,
+            &format!("/api/v1/user/games/{id}/applications"),
+            Some(&bo),
+            Some(json!({ "race_name": "ANDROMEDA" })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{b}");
+    assert_eq!(b["error"]["code"], "race_name_reserved");
+
+    let app_id = a["id"].as_str().expect("id");
+    let (status, approved) = s
+        .send(
+            reqwest::Method::POST,
+            &format!("/api/v1/user/games/{id}/applications/{app_id}/approve"),
+            Some(&owner),
+            Some(json!({})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{approved}");
+    let (k, payload) = kind_of(&next_json(&mut ws_ann).await);
+    assert_eq!(
+        (k.as_str(), payload["game_id"].as_str()),
+        ("lobby.application_approved", Some(id.as_str()))
+    );
+
+    let (status, bot) = s
+        .send(
+            reqwest::Method::POST,
+            &format!("/api/v1/user/games/{id}/bots"),
+            Some(&owner),
+            Some(json!({ "name": "Robot" })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{bot}");
+    let (status, started) = s
+        .send(
+            reqwest::Method::POST,
+            &format!("/api/v1/user/games/{id}/start"),
+            Some(&owner),
+            Some(json!({})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{started}");
+    assert_eq!(started["state"], "starting");
+    for ws in [&mut ws_owner, &mut ws_ann] {
+        let (k, payload) = kind_of(&next_json(ws).await);
+        assert_eq!(k, "lobby.game_starting");
+        assert_eq!(payload["players"], 2);
+    }
+    let (status, mine) = s
+        .send(
+            reqwest::Method::GET,
+            "/api/v1/user/me/games",
+            Some(&ann),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(mine["items"][0]["seat"]["race_name"], "Andromeda");
+    assert_eq!(mine["items"][0]["game"]["owner_id"], owner_id.to_string());
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_game_fills_through_the_edge_on_sqlite() {
+    a_game_fills_through_the_edge_and_everyone_hears_it(DbKind::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_game_fills_through_the_edge_on_postgres() {
+    a_game_fills_through_the_edge_and_everyone_hears_it(DbKind::Postgres).await;
 }
