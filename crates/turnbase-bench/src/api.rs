@@ -41,9 +41,9 @@ pub struct BackendArgs {
 }
 
 #[derive(Serialize, Deserialize)]
-struct Started {
-    addr: SocketAddr,
-    pid: u32,
+pub(crate) struct Started {
+    pub(crate) addr: SocketAddr,
+    pub(crate) pid: u32,
 }
 
 /// The child: a backend with sign-in limits lifted, until stdin closes.
@@ -60,7 +60,23 @@ pub async fn backend(args: BackendArgs) -> anyhow::Result<()> {
     if let Some(url) = args.database_url {
         env.push(("BACKEND_DATABASE_URL".into(), url));
     }
-    let config = turnbase_backend::Config::load(turnbase_backend::config::Profile::Up, env, None)?;
+    let mut config =
+        turnbase_backend::Config::load(turnbase_backend::config::Profile::Up, env, None)?;
+    // The reference engines, as `turnbase` registers them (the lobby
+    // benchmark creates games for them; nothing here starts an engine).
+    let kinds = turnbase_engines::manifests()
+        .iter()
+        .map(|m| {
+            let run = turnbase_lobby::EngineRun::Binary {
+                program: "turnbase-engines".into(),
+                args: vec![m.kind.clone()],
+            };
+            turnbase_lobby::EngineKind::from_manifest(m, run).map_err(anyhow::Error::msg)
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    config.lobby.engines = turnbase_backend::config::EngineSource::Builtin(
+        turnbase_lobby::EngineRegistry::new(kinds).map_err(anyhow::Error::msg)?,
+    );
     let telemetry = turnbase_core::telemetry::Telemetry::init(&config.telemetry)?;
     let app = turnbase_backend::App::start(config, telemetry, "bench").await?;
     crate::probe::report(&Started {
@@ -150,11 +166,11 @@ pub async fn run(args: ApiArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn round(x: f64) -> f64 {
+pub(crate) fn round(x: f64) -> f64 {
     x.round()
 }
 
-fn round2(x: f64) -> f64 {
+pub(crate) fn round2(x: f64) -> f64 {
     (x * 100.0).round() / 100.0
 }
 
@@ -210,7 +226,7 @@ enum Request {
     Me(String),
 }
 
-fn signup_request(addr: SocketAddr) -> http::Request<Full<Bytes>> {
+pub(crate) fn signup_request(addr: SocketAddr) -> http::Request<Full<Bytes>> {
     http::Request::post("/api/v1/public/auth/guest")
         .header(http::header::HOST, addr.to_string())
         .header(http::header::CONTENT_TYPE, "application/json")
@@ -229,12 +245,12 @@ fn me_request(addr: SocketAddr, token: &str) -> http::Request<Full<Bytes>> {
 }
 
 /// One keep-alive HTTP/1.1 connection.
-struct Conn {
+pub(crate) struct Conn {
     sender: hyper::client::conn::http1::SendRequest<Full<Bytes>>,
 }
 
 impl Conn {
-    async fn open(addr: SocketAddr) -> anyhow::Result<Conn> {
+    pub(crate) async fn open(addr: SocketAddr) -> anyhow::Result<Conn> {
         let stream = tokio::net::TcpStream::connect(addr).await?;
         stream.set_nodelay(true)?;
         let (sender, connection) =
@@ -243,7 +259,10 @@ impl Conn {
         Ok(Conn { sender })
     }
 
-    async fn send(&mut self, request: &http::Request<Full<Bytes>>) -> anyhow::Result<(u16, Bytes)> {
+    pub(crate) async fn send(
+        &mut self,
+        request: &http::Request<Full<Bytes>>,
+    ) -> anyhow::Result<(u16, Bytes)> {
         self.sender.ready().await?;
         let response = self.sender.send_request(request.clone()).await?;
         let status = response.status().as_u16();

@@ -1,6 +1,7 @@
 //! `turnbase-bench`: Turnbase's benchmarks, one mode each.
 //!
 //! `turnbase-bench engine` measures an engine process hosting 1,000 games.
+//! `turnbase-bench lobby` measures lobby browsing while games fill.
 //! `turnbase-bench fanout` measures live-event fan-out through the gateway
 //! against NATS. `turnbase-bench api` measures guest sign-ups and authenticated requests
 //! through the backend's HTTP API. `turnbase-bench mail` measures the mail outbox and worker against a
@@ -13,6 +14,7 @@
 mod api;
 mod engine;
 mod fanout;
+mod lobby;
 mod mail;
 mod nats;
 mod probe;
@@ -39,6 +41,8 @@ enum Mode {
     Fanout(fanout::FanoutArgs),
     /// One engine process hosting 1,000 games: Conquest resolves and Reversi moves over HTTP.
     Engine(engine::EngineArgsBench),
+    /// 1,000 users browsing the lobby while 100 games fill by applications and approvals.
+    Lobby(lobby::LobbyArgs),
     /// Child: the engine under test.
     #[command(hide = true, subcommand)]
     EngineServer(engine::ServerGame),
@@ -84,6 +88,7 @@ fn main() -> std::process::ExitCode {
             Mode::Api(args) => api::run(args).await,
             Mode::Fanout(args) => fanout::run(args).await,
             Mode::Engine(args) => engine::run(args).await,
+            Mode::Lobby(args) => lobby::run(args).await,
             Mode::EngineServer(game) => engine::server(game).await,
             Mode::FanoutServer(args) => fanout::server(args).await,
             Mode::FanoutNatsPublisher(args) => fanout::nats_publisher(args).await,

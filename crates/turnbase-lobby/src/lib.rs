@@ -6,12 +6,14 @@
 //! store keeps the invariants concurrency could break.
 
 pub mod engines;
+pub mod listing;
 pub mod race_name;
 pub mod schedule;
 mod service;
 pub mod sweeper;
 
 pub use engines::{EngineKind, EngineRegistry, EngineRun};
+pub use listing::ListedPage;
 pub use race_name::{RaceName, RaceNameError};
 pub use schedule::{PreviewTime, Schedule, ScheduleError, ScheduleSpec};
 pub use service::{

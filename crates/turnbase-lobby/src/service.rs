@@ -138,8 +138,10 @@ pub struct GameView {
     pub settings: Value,
     pub schedule: ScheduleSpec,
     /// The next turn times if the game started at its enrolment deadline
-    /// (empty for per-move schedules).
-    pub preview: Vec<PreviewTime>,
+    /// (empty for per-move schedules). Only for a single game's answer:
+    /// lists leave it out, as finding cron slots is the costliest part of
+    /// a listing.
+    pub preview: Option<Vec<PreviewTime>>,
     /// Whether the caller may see the invite code and manage the game.
     pub manages: bool,
 }
@@ -205,6 +207,7 @@ struct Inner {
     clock: Clock,
     metrics: Metrics,
     counts: GameCounts,
+    listings: crate::listing::ListCache,
 }
 
 impl LobbyService {
@@ -255,6 +258,7 @@ impl LobbyService {
                 clock,
                 metrics,
                 counts,
+                listings: crate::listing::ListCache::default(),
             }),
         }
     }
@@ -321,8 +325,9 @@ impl LobbyService {
                 caller.id,
             )
             .await?;
+        self.inner.listings.changed();
         tracing::info!(game = %row.id, "game created");
-        self.view(row, true)
+        self.view_with_preview(row, true)
     }
 
     /// A game as `caller` may see it: public games for everyone; unlisted
@@ -364,7 +369,7 @@ impl LobbyService {
             Vec::new()
         };
         Ok(GameDetail {
-            game: self.view(row, manages)?,
+            game: self.view_with_preview(row, manages)?,
             seats,
             applications,
             history,
@@ -372,17 +377,30 @@ impl LobbyService {
     }
 
     /// Public games, newest first.
-    pub async fn list_games(&self, filter: GameFilter) -> LobbyResult<Vec<GameView>> {
-        let rows = self
-            .inner
-            .db
-            .lobby()
-            .list_games(&GameFilter {
-                public_only: true,
-                ..filter
-            })
-            .await?;
-        rows.into_iter().map(|r| self.view(r, false)).collect()
+    /// Public games, newest first; pages come from a cache that any
+    /// change here empties and that lives at most a second.
+    pub async fn list_games(
+        &self,
+        filter: GameFilter,
+    ) -> LobbyResult<Arc<crate::listing::ListedPage>> {
+        let filter = GameFilter {
+            public_only: true,
+            ..filter
+        };
+        let cache = &self.inner.listings;
+        let asked = std::time::Instant::now();
+        if let Some(page) = cache.get(&filter, asked) {
+            return Ok(page);
+        }
+        let generation = cache.generation();
+        let rows = self.inner.db.lobby().list_games(&filter).await?;
+        let page = Arc::new(crate::listing::ListedPage::new(
+            rows.into_iter()
+                .map(|r| self.view(r, false))
+                .collect::<LobbyResult<Vec<_>>>()?,
+        ));
+        cache.put(filter, generation, asked, page.clone());
+        Ok(page)
     }
 
     /// Every game (admins): search, filters, newest first.
@@ -465,6 +483,7 @@ impl LobbyService {
             edit.schedule = Some(schedule_text(spec)?);
         }
         let row = store.edit_game(id, &edit, now).await?;
+        self.inner.listings.changed();
         let seats = store.seats(id).await?;
         let pending = store
             .applications(id, Some(ApplicationStatus::Pending))
@@ -474,7 +493,7 @@ impl LobbyService {
         told.extend(pending.iter().map(|a| a.account_id));
         told.retain(|u| *u != row.owner_id);
         self.tell(&told, "lobby.game_updated", &payload);
-        self.view(row, true)
+        self.view_with_preview(row, true)
     }
 
     /// Closes enrolment now (the owner, once enough players are seated).
@@ -571,6 +590,7 @@ impl LobbyService {
         let detail = format!("from {} to {owner}", game.owner_id);
         let audit = self.audit(actor, "game.transfer", id, &detail);
         let row = store.transfer_game(id, owner, &audit).await?;
+        self.inner.listings.changed();
         let payload = json!({ "game_id": id, "title": row.title, "owner_id": owner });
         self.tell(
             &[game.owner_id, owner],
@@ -595,8 +615,10 @@ impl LobbyService {
         let now = self.now();
         let ttl = chrono::Duration::from_std(self.inner.config.pending_ttl)
             .map_err(|e| LobbyError::Unexpected(e.into()))?;
-        let store = self.inner.db.lobby();
-        let application = store
+        let applied = self
+            .inner
+            .db
+            .lobby()
             .apply(&NewApplication {
                 id: Uuid::now_v7(),
                 game_id: id,
@@ -608,16 +630,16 @@ impl LobbyService {
                 invite_code: invite.map(str::to_string),
             })
             .await??;
-        let game = store.game(id).await?;
+        let application = applied.application;
         let payload = json!({
             "game_id": id,
-            "title": game.title,
+            "title": applied.title,
             "application_id": application.id,
             "account_id": caller.id,
             "race_name": application.race_name,
             "expires_at": application.expires_at,
         });
-        self.tell(&[game.owner_id], "lobby.application_received", &payload);
+        self.tell(&[applied.owner_id], "lobby.application_received", &payload);
         Ok(application)
     }
 
@@ -774,15 +796,11 @@ impl LobbyService {
     #[tracing::instrument(skip_all, fields(game = %id, seat = %seat))]
     pub async fn remove_bot(&self, caller: Caller, id: Uuid, seat: Uuid) -> LobbyResult<SeatRow> {
         self.managed(caller, id).await?;
-        self.inner
-            .db
-            .lobby()
-            .remove_bot(id, seat)
-            .await?
-            .map_err(|refusal| match refusal {
-                SeatRefusal::NoApplication => LobbyError::NotFound("no such bot seat".into()),
-                other => other.into(),
-            })
+        let removed = self.inner.db.lobby().remove_bot(id, seat).await?;
+        removed.map_err(|refusal| match refusal {
+            SeatRefusal::NoApplication => LobbyError::NotFound("no such bot seat".into()),
+            other => other.into(),
+        })
     }
 
     // ---- the directory -----------------------------------------------
@@ -897,7 +915,9 @@ impl LobbyService {
             at: self.now(),
         };
         let store = self.inner.db.lobby();
-        let Some(moved) = store.transition_game(&change, audit).await? else {
+        let moved = store.transition_game(&change, audit).await?;
+        self.inner.listings.changed();
+        let Some(moved) = moved else {
             let now = store.game(game.id).await?;
             return Err(LobbyError::Conflict(format!(
                 "the game is {} now; it cannot {}",
@@ -953,6 +973,7 @@ impl LobbyService {
         Ok(moved)
     }
 
+    /// A game for a list: no turn-time preview.
     fn view(&self, row: GameRow, manages: bool) -> LobbyResult<GameView> {
         let settings: Value = serde_json::from_str(&row.settings).map_err(|e| {
             LobbyError::Unexpected(anyhow::anyhow!("stored settings of {}: {e}", row.id))
@@ -960,19 +981,26 @@ impl LobbyService {
         let spec: ScheduleSpec = serde_json::from_str(&row.schedule).map_err(|e| {
             LobbyError::Unexpected(anyhow::anyhow!("stored schedule of {}: {e}", row.id))
         })?;
-        let preview = match self.inner.engines.get(&row.engine) {
-            Some(kind) => Schedule::parse(&spec, kind.mode)
-                .map(|s| s.preview(row.enrol_deadline, PREVIEW_COUNT))
-                .unwrap_or_default(),
-            None => Vec::new(),
-        };
         Ok(GameView {
             row,
             settings,
             schedule: spec,
-            preview,
+            preview: None,
             manages,
         })
+    }
+
+    /// A single game: with the next turn times previewed.
+    fn view_with_preview(&self, row: GameRow, manages: bool) -> LobbyResult<GameView> {
+        let mut view = self.view(row, manages)?;
+        let preview = match self.inner.engines.get(&view.row.engine) {
+            Some(kind) => Schedule::parse(&view.schedule, kind.mode)
+                .map(|s| s.preview(view.row.enrol_deadline, PREVIEW_COUNT))
+                .unwrap_or_default(),
+            None => Vec::new(),
+        };
+        view.preview = Some(preview);
+        Ok(view)
     }
 
     fn audit(&self, actor: &AdminActor, action: &str, game: Uuid, detail: &str) -> AuditEntry {

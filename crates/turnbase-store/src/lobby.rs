@@ -318,7 +318,7 @@ pub struct GameEdit {
 }
 
 /// A page of games, newest first.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
 pub struct GameFilter {
     /// Only public games (the lobby's list); admins see all.
     pub public_only: bool,
@@ -423,6 +423,14 @@ pub struct NewBot {
     pub at: DateTime<Utc>,
 }
 
+/// A recorded application, with what telling the owner needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Applied {
+    pub application: ApplicationRow,
+    pub owner_id: Uuid,
+    pub title: String,
+}
+
 /// A name in the directory.
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct RaceNameRow {
@@ -518,7 +526,7 @@ pub trait LobbyStore: Send + Sync {
     async fn apply(
         &self,
         application: &NewApplication,
-    ) -> StoreResult<Result<ApplicationRow, SeatRefusal>>;
+    ) -> StoreResult<Result<Applied, SeatRefusal>>;
 
     /// Seats a pending applicant: raises `seats_taken` only while below
     /// the maximum, in the same statement, so racing approvals never

@@ -20,7 +20,7 @@ macro_rules! impl_lobby_store {
             use crate::accounts::AuditEntry;
             use crate::backend::SqlBackend;
             use crate::lobby::{
-                ApplicationRow, ApplicationStatus, GAME_COLUMNS, GameEdit, GameFilter, GameRow,
+                Applied, ApplicationRow, ApplicationStatus, GAME_COLUMNS, GameEdit, GameFilter, GameRow,
                 GameState, LobbyStore, MyGame, NameHold, NewApplication, NewBot, NewGame,
                 RaceNameRow, SeatRefusal, SeatRow, StateChange, StateChangeRow, Transitioned,
                 Visibility,
@@ -74,6 +74,8 @@ macro_rules! impl_lobby_store {
 
             /// The game's row, locked for the rest of the transaction.
             struct Locked {
+                owner_id: Uuid,
+                title: String,
                 state: GameState,
                 seats_taken: i64,
                 max_players: i64,
@@ -84,7 +86,8 @@ macro_rules! impl_lobby_store {
             async fn lock_game(tx: &mut Tx, id: Uuid) -> StoreResult<Option<Locked>> {
                 let row = sqlx::query(
                     "UPDATE games SET updated_at = updated_at WHERE id = $1
-                     RETURNING state, seats_taken, max_players, visibility, invite_code",
+                     RETURNING owner_id, title, state, seats_taken, max_players, visibility,
+                         invite_code",
                 )
                 .bind(id)
                 .fetch_optional(&mut **tx)
@@ -95,6 +98,8 @@ macro_rules! impl_lobby_store {
                 let state: String = row.try_get("state")?;
                 let visibility: String = row.try_get("visibility")?;
                 Ok(Some(Locked {
+                    owner_id: row.try_get("owner_id")?,
+                    title: row.try_get("title")?,
                     state: GameState::try_from(state).map_err(stored)?,
                     seats_taken: row.try_get("seats_taken")?,
                     max_players: row.try_get("max_players")?,
@@ -537,7 +542,7 @@ macro_rules! impl_lobby_store {
                 async fn apply(
                     &self,
                     a: &NewApplication,
-                ) -> StoreResult<Result<ApplicationRow, SeatRefusal>> {
+                ) -> StoreResult<Result<Applied, SeatRefusal>> {
                     let mut tx = SqlBackend::begin_write(self).await?;
                     let Some(g) = lock_game(&mut tx, a.game_id).await? else {
                         return Ok(Err(SeatRefusal::NoGame));
@@ -555,19 +560,9 @@ macro_rules! impl_lobby_store {
                     if g.seats_taken >= g.max_players {
                         return Ok(Err(SeatRefusal::Full));
                     }
-                    let live: Option<Uuid> = sqlx::query_scalar(
-                        "SELECT id FROM game_applications
-                         WHERE game_id = $1 AND account_id = $2
-                           AND status IN ('pending', 'approved')",
-                    )
-                    .bind(a.game_id)
-                    .bind(a.account_id)
-                    .fetch_optional(&mut *tx)
-                    .await?;
-                    if live.is_some() {
-                        return Ok(Err(SeatRefusal::AlreadyApplied));
-                    }
-                    let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+                    // A second live application of the player breaks the
+                    // partial unique index `game_applications_live`.
+                    let inserted = sqlx::query(sqlx::AssertSqlSafe(format!(
                         "INSERT INTO game_applications
                              (id, game_id, account_id, race_name, status, created_at, expires_at)
                          VALUES ($1, $2, $3, $4, 'pending', $5, $6)
@@ -580,7 +575,14 @@ macro_rules! impl_lobby_store {
                     .bind(a.created_at)
                     .bind(a.expires_at)
                     .fetch_one(&mut *tx)
-                    .await?;
+                    .await;
+                    let row = match inserted {
+                        Ok(row) => row,
+                        Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+                            return Ok(Err(SeatRefusal::AlreadyApplied));
+                        }
+                        Err(e) => return Err(e.into()),
+                    };
                     let recorded = application(&row)?;
                     let hold = Hold {
                         key: &a.name_key,
@@ -591,12 +593,15 @@ macro_rules! impl_lobby_store {
                         expires_at: Some(a.expires_at),
                         now: a.created_at,
                     };
-                    if let Err(refusal) = hold_name(&mut tx, hold).await?
-                    {
+                    if let Err(refusal) = hold_name(&mut tx, hold).await? {
                         return Ok(Err(refusal));
                     }
                     tx.commit().await?;
-                    Ok(Ok(recorded))
+                    Ok(Ok(Applied {
+                        application: recorded,
+                        owner_id: g.owner_id,
+                        title: g.title,
+                    }))
                 }
 
                 async fn approve(

@@ -76,7 +76,7 @@ async fn list_games(
             ..GameFilter::default()
         })
         .await?;
-    Ok(Json(GamePage::of(views, limit)))
+    Ok(Json(GamePage::of(&views, limit)))
 }
 
 /// One game with its seats, every application and its state history.

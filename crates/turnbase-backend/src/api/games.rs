@@ -130,8 +130,10 @@ pub(super) struct GameJson {
     #[schema(value_type = Object)]
     schedule: Value,
     /// The next five turn times if the game starts at its enrolment
-    /// deadline (empty for per-move schedules).
-    next_turns: Vec<TurnTime>,
+    /// deadline (empty for per-move schedules). In a single game's answer
+    /// only; lists leave it out.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    next_turns: Option<Vec<TurnTime>>,
     /// `public` or `unlisted`.
     visibility: String,
     /// Shown to the owner and admins only.
@@ -159,14 +161,15 @@ impl From<GameView> for GameJson {
             free_seats: (r.max_players - r.seats_taken).max(0),
             enrol_deadline: r.enrol_deadline,
             schedule: serde_json::to_value(&v.schedule).unwrap_or(Value::Null),
-            next_turns: v
-                .preview
-                .into_iter()
-                .map(|t| TurnTime {
-                    utc: t.utc,
-                    local: t.local,
-                })
-                .collect(),
+            next_turns: v.preview.map(|times| {
+                times
+                    .into_iter()
+                    .map(|t| TurnTime {
+                        utc: t.utc,
+                        local: t.local,
+                    })
+                    .collect()
+            }),
             visibility: r.visibility.as_str().to_string(),
             invite_code: if v.manages { r.invite_code } else { None },
             created_at: r.created_at,
@@ -287,16 +290,18 @@ pub(super) struct GamePage {
 }
 
 impl GamePage {
-    pub(super) fn of(mut views: Vec<GameView>, limit: i64) -> GamePage {
-        let more = views.len() > usize::try_from(limit).unwrap_or(0);
-        views.truncate(usize::try_from(limit).unwrap_or(0));
-        let next = if more {
-            views.last().map(|v| v.row.id)
+    /// The page of `limit` games out of `views`, fetched with one more
+    /// than fits to tell whether a next page exists.
+    pub(super) fn of(views: &[GameView], limit: i64) -> GamePage {
+        let limit = usize::try_from(limit).unwrap_or(0);
+        let shown = &views[..views.len().min(limit)];
+        let next = if views.len() > limit {
+            shown.last().map(|v| v.row.id)
         } else {
             None
         };
         GamePage {
-            items: views.into_iter().map(Into::into).collect(),
+            items: shown.iter().cloned().map(Into::into).collect(),
             next,
         }
     }
@@ -466,7 +471,7 @@ async fn list_games(
     State(state): State<AppState>,
     Authenticated(_): Authenticated,
     Query(q): Query<GameQuery>,
-) -> Result<Json<GamePage>, ApiError> {
+) -> Result<Response, ApiError> {
     let limit = page_limit(q.limit, 20)?;
     if let Some(n) = q.free_seats
         && !(0..=i64::from(turnbase_lobby::engines::MAX_PLAYERS_LIMIT)).contains(&n)
@@ -490,7 +495,21 @@ async fn list_games(
             ..GameFilter::default()
         })
         .await?;
-    Ok(Json(GamePage::of(views, limit)))
+    let body = views.rendered(
+        |games| match serde_json::to_vec(&GamePage::of(games, limit)) {
+            Ok(bytes) => bytes.into(),
+            Err(err) => {
+                tracing::error!(error = %err, "a game listing did not serialise");
+                bytes::Bytes::new()
+            }
+        },
+    );
+    if body.is_empty() {
+        return Err(ApiError::Unexpected(anyhow::anyhow!(
+            "a game listing did not serialise"
+        )));
+    }
+    Ok(([(http::header::CONTENT_TYPE, "application/json")], body).into_response())
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]

@@ -77,7 +77,8 @@ async fn seat(db: &Database, owner: Uuid, account: Uuid) {
         })
         .await
         .expect("store")
-        .expect("applied");
+        .expect("applied")
+        .application;
     db.lobby()
         .approve(game.id, application.id, now)
         .await

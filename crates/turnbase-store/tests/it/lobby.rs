@@ -91,7 +91,8 @@ pub async fn seat_in_new_game(db: &Database, account: Uuid) -> Uuid {
         .apply(&application(game.id, account, &name))
         .await
         .expect("store")
-        .expect("applied");
+        .expect("applied")
+        .application;
     db.lobby()
         .approve(game.id, a.id, t(20))
         .await
@@ -257,7 +258,8 @@ async fn enrolment_keeps_names_unique_and_seats_counted(backend: DbKind) {
         .apply(&application(game.id, ann, "Vega"))
         .await
         .expect("store")
-        .expect("applied");
+        .expect("applied")
+        .application;
     assert_eq!(a.status, ApplicationStatus::Pending);
     assert_eq!(
         store
@@ -282,7 +284,8 @@ async fn enrolment_keeps_names_unique_and_seats_counted(backend: DbKind) {
         .apply(&application(game.id, bo, "Lyra"))
         .await
         .expect("store")
-        .expect("applied");
+        .expect("applied")
+        .application;
     let (approved, seat) = store
         .approve(game.id, a.id, t(20))
         .await
@@ -359,7 +362,8 @@ async fn enrolment_keeps_names_unique_and_seats_counted(backend: DbKind) {
         .apply(&application(game.id, cy, "Cygnus"))
         .await
         .expect("store")
-        .expect("applied");
+        .expect("applied")
+        .application;
     assert!(
         store
             .expire_applications(t(999))
@@ -394,7 +398,8 @@ async fn closing_enrolment_closes_applications_and_ending_frees_names(backend: D
         .apply(&application(game.id, ann, "Vega"))
         .await
         .expect("store")
-        .expect("applied");
+        .expect("applied")
+        .application;
     store
         .approve(game.id, a.id, t(20))
         .await
@@ -484,7 +489,7 @@ async fn racing_approvals_never_overfill_and_a_name_is_held_once(backend: DbKind
             .await
             .expect("store");
         match a {
-            Ok(a) => ids.push(a.id),
+            Ok(a) => ids.push(a.application.id),
             Err(e) => panic!("applicant {i}: {e}"),
         }
     }
