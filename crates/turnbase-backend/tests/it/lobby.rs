@@ -792,8 +792,60 @@ async fn browsing_pages_and_filters(backend: DbKind) {
     t.app.shutdown().await;
 }
 
+async fn a_blocked_player_loses_pending_applications_and_keeps_seats(backend: DbKind) {
+    let t = spawn_app(backend).await;
+    let admin = t.become_admin().await;
+    let (owner, _) = t.guest("Owner").await;
+    let (cheat, _) = t.guest("Cheat").await;
+    let cheat_id = user_id(&t, &cheat).await;
+    let seated = create(&t, &owner, conquest("Seated")).await;
+    let pending = create(&t, &owner, conquest("Pending")).await;
+    let (_, a) = apply(&t, &cheat, &seated, "Sly One").await;
+    let path = format!(
+        "/api/v1/user/games/{seated}/applications/{}/approve",
+        a["id"].as_str().expect("id")
+    );
+    assert_eq!(post(&t, &owner, &path, json!({})).await.0, StatusCode::OK);
+    let (status, _) = apply(&t, &cheat, &pending, "Sly Two").await;
+    assert_eq!(status, StatusCode::CREATED);
+
+    let (status, body) = post(
+        &t,
+        &admin,
+        &format!("/api/v1/admin/accounts/{cheat_id}/block"),
+        json!({ "reason": "cheating" }),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (_, apps) = get(
+        &t,
+        &owner,
+        &format!("/api/v1/user/games/{pending}/applications"),
+    )
+    .await;
+    assert_eq!(apps["items"][0]["status"], "rejected", "{apps}");
+    assert_eq!(apps["items"][0]["reason"], "account blocked");
+    let (_, name) = t
+        .send(
+            Method::GET,
+            "/api/v1/public/race-names/Sly%20Two/availability",
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(name["status"], "available", "the reservation is released");
+    let (_, detail) = get(&t, &owner, &format!("/api/v1/user/games/{seated}")).await;
+    assert_eq!(
+        detail["seats"].as_array().map(Vec::len),
+        Some(1),
+        "seats stay: {detail}"
+    );
+    t.app.shutdown().await;
+}
+
 turnbase_testkit::both_backends!(
     flavor = "multi_thread";
+    a_blocked_player_loses_pending_applications_and_keeps_seats,
     a_game_is_created_with_defaults_and_a_preview_and_bad_input_is_named,
     the_whole_enrolment_flow_with_its_events,
     illegal_moves_and_strangers_get_precise_refusals,
