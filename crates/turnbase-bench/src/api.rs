@@ -64,19 +64,15 @@ pub async fn backend(args: BackendArgs) -> anyhow::Result<()> {
         turnbase_backend::Config::load(turnbase_backend::config::Profile::Up, env, None)?;
     // The reference engines, as `turnbase` registers them (the lobby
     // benchmark creates games for them; nothing here starts an engine).
-    let kinds = turnbase_engines::manifests()
-        .iter()
-        .map(|m| {
-            let run = turnbase_lobby::EngineRun::Binary {
+    let engines =
+        turnbase_lobby::EngineRegistry::from_manifests(&turnbase_engines::manifests(), |m| {
+            turnbase_lobby::EngineRun::Binary {
                 program: "turnbase-engines".into(),
                 args: vec![m.kind.clone()],
-            };
-            turnbase_lobby::EngineKind::from_manifest(m, run).map_err(anyhow::Error::msg)
+            }
         })
-        .collect::<anyhow::Result<Vec<_>>>()?;
-    config.lobby.engines = turnbase_backend::config::EngineSource::Builtin(
-        turnbase_lobby::EngineRegistry::new(kinds).map_err(anyhow::Error::msg)?,
-    );
+        .map_err(anyhow::Error::msg)?;
+    config.lobby.engines = turnbase_backend::config::EngineSource::Builtin(engines);
     let telemetry = turnbase_core::telemetry::Telemetry::init(&config.telemetry)?;
     let app = turnbase_backend::App::start(config, telemetry, "bench").await?;
     crate::probe::report(&Started {
@@ -121,19 +117,9 @@ pub async fn run(args: ApiArgs) -> anyhow::Result<()> {
     print("sqlite", &sqlite);
     let pg = match postgres {
         Some(server) => {
-            let name = format!("turnbase_bench_{}", uuid::Uuid::now_v7().simple());
-            let admin = sqlx::PgPool::connect(&server)
-                .await
-                .with_context(|| format!("cannot reach Postgres at {server}"))?;
-            crate::mail::sqlx_exec(&admin, &format!("CREATE DATABASE {name}")).await?;
-            let url = turnbase_testkit::with_database(&server, &name);
-            let result = measure(&args, Some(url)).await;
-            crate::mail::sqlx_exec(
-                &admin,
-                &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
-            )
-            .await?;
-            admin.close().await;
+            let scratch = crate::probe::ScratchDatabase::create(&server).await?;
+            let result = measure(&args, Some(scratch.url.clone())).await;
+            scratch.drop_now().await?;
             let result = result?;
             print("postgres", &result);
             Some(result)

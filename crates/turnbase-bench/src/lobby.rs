@@ -10,7 +10,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use anyhow::Context as _;
 use bytes::Bytes;
 use http_body_util::Full;
 use serde::Serialize;
@@ -85,19 +84,9 @@ pub async fn run(args: LobbyArgs) -> anyhow::Result<()> {
         .or_else(|| std::env::var(turnbase_testkit::POSTGRES_URL_VAR).ok());
     let pg = match postgres {
         Some(server) => {
-            let name = format!("turnbase_bench_{}", uuid::Uuid::now_v7().simple());
-            let admin = sqlx::PgPool::connect(&server)
-                .await
-                .with_context(|| format!("cannot reach Postgres at {server}"))?;
-            crate::mail::sqlx_exec(&admin, &format!("CREATE DATABASE {name}")).await?;
-            let url = turnbase_testkit::with_database(&server, &name);
-            let result = measure(&args, Some(url)).await;
-            crate::mail::sqlx_exec(
-                &admin,
-                &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
-            )
-            .await?;
-            admin.close().await;
+            let scratch = crate::probe::ScratchDatabase::create(&server).await?;
+            let result = measure(&args, Some(scratch.url.clone())).await;
+            scratch.drop_now().await?;
             let result = result?;
             print("postgres", &result);
             Some(result)

@@ -236,6 +236,36 @@ impl ChildProc {
     }
 }
 
+/// A database of its own on a Postgres server, for one measurement.
+pub struct ScratchDatabase {
+    admin: sqlx::PgPool,
+    name: String,
+    /// Where the measured backend connects.
+    pub url: String,
+}
+
+impl ScratchDatabase {
+    /// Creates it on `server` (a URL of a role that may create databases).
+    pub async fn create(server: &str) -> anyhow::Result<ScratchDatabase> {
+        use anyhow::Context as _;
+        let name = format!("turnbase_bench_{}", uuid::Uuid::now_v7().simple());
+        let admin = sqlx::PgPool::connect(server)
+            .await
+            .with_context(|| format!("cannot reach Postgres at {server}"))?;
+        crate::mail::sqlx_exec(&admin, &format!("CREATE DATABASE {name}")).await?;
+        let url = turnbase_testkit::with_database(server, &name);
+        Ok(ScratchDatabase { admin, name, url })
+    }
+
+    /// Drops it, whatever the measurement's outcome.
+    pub async fn drop_now(self) -> anyhow::Result<()> {
+        let sql = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name);
+        crate::mail::sqlx_exec(&self.admin, &sql).await?;
+        self.admin.close().await;
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -122,6 +122,19 @@ impl EngineRegistry {
         })
     }
 
+    /// A registry of engines described by `manifests`, each run as `run`
+    /// says (how the reference engines are registered).
+    pub fn from_manifests(
+        manifests: &[Manifest],
+        run: impl Fn(&Manifest) -> EngineRun,
+    ) -> Result<EngineRegistry, String> {
+        let kinds = manifests
+            .iter()
+            .map(|m| EngineKind::from_manifest(m, run(m)))
+            .collect::<Result<Vec<_>, _>>()?;
+        EngineRegistry::new(kinds)
+    }
+
     pub fn get(&self, name: &str) -> Option<&EngineKind> {
         self.kinds.get(name)
     }

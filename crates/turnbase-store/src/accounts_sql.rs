@@ -16,7 +16,7 @@ macro_rules! impl_account_store {
                 LoginCount, NewAccount, NewLoginCode, NewSession, Role, SessionRow,
                 SessionWithAccount, Upgrade,
             };
-            use crate::{StoreError, StoreResult, Tx};
+            use crate::{StoreError, StoreResult, Tx, like_pattern};
 
             const ACCOUNT: &str = "a.id, a.email, a.display_name, a.role, a.is_guest, \
                  a.created_at, a.updated_at, a.blocked_at, a.blocked_reason";
@@ -50,20 +50,6 @@ macro_rules! impl_account_store {
                     .map(f)
                     .collect::<Result<_, _>>()
                     .map_err(Into::into)
-            }
-
-            /// `%term%` for LIKE, with the wildcards in `term` escaped.
-            fn like_pattern(term: &str) -> String {
-                let mut out = String::with_capacity(term.len() + 2);
-                out.push('%');
-                for c in term.to_lowercase().chars() {
-                    if matches!(c, '%' | '_' | '\\') {
-                        out.push('\\');
-                    }
-                    out.push(c);
-                }
-                out.push('%');
-                out
             }
 
             async fn insert_session<'c, E>(

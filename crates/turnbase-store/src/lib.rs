@@ -119,6 +119,21 @@ impl StoreError {
 
 pub type StoreResult<T> = Result<T, StoreError>;
 
+/// `%term%` for a case-insensitive `LIKE … ESCAPE '\'` search: lower-cased,
+/// with the wildcards in `term` escaped so they match themselves.
+pub(crate) fn like_pattern(term: &str) -> String {
+    let mut out = String::with_capacity(term.len() + 2);
+    out.push('%');
+    for c in term.to_lowercase().chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out.push('%');
+    out
+}
+
 /// How to reach the database.
 #[derive(Debug, Clone)]
 pub enum DatabaseOptions {

@@ -25,7 +25,7 @@ macro_rules! impl_lobby_store {
                 RaceNameRow, SeatRefusal, SeatRow, StateChange, StateChangeRow, Transitioned,
                 Visibility,
             };
-            use crate::{StoreError, StoreResult};
+            use crate::{StoreError, StoreResult, like_pattern};
 
             /// [`GAME_COLUMNS`] unqualified, for `RETURNING` (SQLite takes no
             /// alias there).
@@ -56,20 +56,6 @@ macro_rules! impl_lobby_store {
                     .map(f)
                     .collect::<Result<_, _>>()
                     .map_err(Into::into)
-            }
-
-            /// `%term%` for LIKE, lower-cased, with the wildcards escaped.
-            fn like_pattern(term: &str) -> String {
-                let mut out = String::with_capacity(term.len() + 2);
-                out.push('%');
-                for c in term.to_lowercase().chars() {
-                    if matches!(c, '%' | '_' | '\\') {
-                        out.push('\\');
-                    }
-                    out.push(c);
-                }
-                out.push('%');
-                out
             }
 
             /// The game's row, locked for the rest of the transaction.

@@ -301,32 +301,32 @@ async fn start(run: Run, config: Config, file: Option<PathBuf>) -> i32 {
 /// very binary.
 fn reference_engines() -> Result<turnbase_lobby::EngineRegistry, String> {
     let program = std::env::current_exe().map_err(|e| format!("where is this program: {e}"))?;
-    let kinds = turnbase_engines::manifests()
-        .iter()
-        .map(|manifest| {
-            let run = turnbase_lobby::EngineRun::Binary {
-                program: program.clone(),
-                args: vec!["engine".into(), "serve".into(), manifest.kind.clone()],
-            };
-            turnbase_lobby::EngineKind::from_manifest(manifest, run)
+    turnbase_lobby::EngineRegistry::from_manifests(&turnbase_engines::manifests(), |m| {
+        turnbase_lobby::EngineRun::Binary {
+            program: program.clone(),
+            args: vec!["engine".into(), "serve".into(), m.kind.clone()],
+        }
+    })
+}
+
+/// A multi-threaded async runtime, or the exit code after saying why not.
+fn async_runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|err| {
+            eprintln!("turnbase: cannot start the async runtime: {err}");
+            ExitCode::FAILURE
         })
-        .collect::<Result<Vec<_>, _>>()?;
-    turnbase_lobby::EngineRegistry::new(kinds)
 }
 
 /// `turnbase engine serve`.
 fn engine_serve(game: ServeCommand) -> ExitCode {
     use turnbase_engine_kit::server::run;
     use turnbase_engines::{conquest::Conquest, reversi::Reversi};
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match async_runtime() {
         Ok(runtime) => runtime,
-        Err(err) => {
-            eprintln!("turnbase: cannot start the async runtime: {err}");
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
     let result = runtime.block_on(async move {
         match game {
@@ -346,15 +346,9 @@ fn engine_serve(game: ServeCommand) -> ExitCode {
 /// `turnbase engine check`.
 fn engine_check(url: Option<String>, spawn: Option<String>) -> ExitCode {
     use turnbase_engine_kit::check;
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match async_runtime() {
         Ok(runtime) => runtime,
-        Err(err) => {
-            eprintln!("turnbase: cannot start the async runtime: {err}");
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
     runtime.block_on(async move {
         let (report, spawned) = match (url, spawn) {

@@ -8,9 +8,9 @@ use std::time::Duration;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use tonic::Streaming;
+use turnbase_push::proto::PushMessage;
 use turnbase_push::proto::push_event::Kind as EventKind;
 use turnbase_push::proto::push_message::Kind as Msg;
-use turnbase_push::proto::{PushMessage, push_client::PushClient};
 use turnbase_testkit::DbKind;
 
 use crate::helpers::{ADMIN_EMAIL, INTERNAL_TOKEN, TestApp, spawn_app, spawn_app_with};
@@ -29,20 +29,7 @@ async fn me(t: &TestApp, token: &str) -> (StatusCode, Value) {
 }
 
 async fn subscribe(t: &TestApp) -> Streaming<PushMessage> {
-    let mut client = PushClient::connect(format!("http://{}", t.app.grpc_push_addr))
-        .await
-        .expect("connect");
-    let mut stream = client
-        .subscribe_push(crate::helpers::push_request("test-gateway", ""))
-        .await
-        .expect("subscribe")
-        .into_inner();
-    match stream.message().await {
-        Ok(Some(PushMessage {
-            kind: Some(Msg::Resumed(_)),
-        })) => stream,
-        other => panic!("expected Resumed, got {other:?}"),
-    }
+    crate::helpers::subscribe(t, "test-gateway").await
 }
 
 /// The next session invalidation: (user, device session, reason).

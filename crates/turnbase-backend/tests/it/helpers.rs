@@ -39,17 +39,13 @@ pub fn push_request(
 /// The reference engines' kinds, as `turnbase` registers them (the
 /// lobby never runs them: the runtime will).
 pub fn reference_engines() -> turnbase_lobby::EngineRegistry {
-    let kinds = turnbase_engines::manifests()
-        .iter()
-        .map(|m| {
-            let run = turnbase_lobby::EngineRun::Binary {
-                program: "turnbase-engines".into(),
-                args: vec![m.kind.clone()],
-            };
-            turnbase_lobby::EngineKind::from_manifest(m, run).expect("a valid manifest")
-        })
-        .collect();
-    turnbase_lobby::EngineRegistry::new(kinds).expect("distinct kinds")
+    turnbase_lobby::EngineRegistry::from_manifests(&turnbase_engines::manifests(), |m| {
+        turnbase_lobby::EngineRun::Binary {
+            program: "turnbase-engines".into(),
+            args: vec![m.kind.clone()],
+        }
+    })
+    .expect("the reference manifests are valid")
 }
 
 pub async fn spawn_app(backend: DbKind) -> TestApp {
@@ -289,5 +285,29 @@ impl TestApp {
             .await;
         assert_eq!(status, reqwest::StatusCode::CREATED, "{body}");
         (body["token"].as_str().expect("a token").to_string(), body)
+    }
+}
+
+/// A push subscription over gRPC as a gateway makes it, positioned at the
+/// head (its `Resumed` opening already read).
+pub async fn subscribe(
+    t: &TestApp,
+    client_id: &str,
+) -> tonic::Streaming<turnbase_push::proto::PushMessage> {
+    use turnbase_push::proto::push_client::PushClient;
+    use turnbase_push::proto::push_message::Kind as Msg;
+    let mut client = PushClient::connect(format!("http://{}", t.app.grpc_push_addr))
+        .await
+        .expect("connect");
+    let mut stream = client
+        .subscribe_push(push_request(client_id, ""))
+        .await
+        .expect("subscribe")
+        .into_inner();
+    match stream.message().await {
+        Ok(Some(turnbase_push::proto::PushMessage {
+            kind: Some(Msg::Resumed(_)),
+        })) => stream,
+        other => panic!("expected Resumed, got {other:?}"),
     }
 }

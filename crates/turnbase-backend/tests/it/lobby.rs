@@ -8,9 +8,9 @@ use std::time::Duration;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use tonic::Streaming;
+use turnbase_push::proto::PushMessage;
 use turnbase_push::proto::push_event::Kind as EventKind;
 use turnbase_push::proto::push_message::Kind as Msg;
-use turnbase_push::proto::{PushMessage, push_client::PushClient};
 use turnbase_testkit::DbKind;
 
 use crate::helpers::{TestApp, spawn_app};
@@ -60,20 +60,7 @@ fn code(body: &Value) -> &str {
 }
 
 async fn subscribe(t: &TestApp) -> Streaming<PushMessage> {
-    let mut client = PushClient::connect(format!("http://{}", t.app.grpc_push_addr))
-        .await
-        .expect("connect");
-    let mut stream = client
-        .subscribe_push(crate::helpers::push_request("lobby-test", ""))
-        .await
-        .expect("subscribe")
-        .into_inner();
-    match stream.message().await {
-        Ok(Some(PushMessage {
-            kind: Some(Msg::Resumed(_)),
-        })) => stream,
-        other => panic!("expected Resumed, got {other:?}"),
-    }
+    crate::helpers::subscribe(t, "lobby-test").await
 }
 
 /// Client events until one of `kind` arrives: (user, payload).

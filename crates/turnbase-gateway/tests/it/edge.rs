@@ -79,19 +79,15 @@ fn backend_config_with(db: &TestDb, http: &str, push: &str, extra: &[(&str, &str
     }
     let mut config = Config::load(BackendProfile::Backend, env, None).expect("backend config");
     // The reference engines' kinds, as `turnbase` registers them.
-    let kinds = turnbase_engines::manifests()
-        .iter()
-        .map(|m| {
-            let run = turnbase_lobby::EngineRun::Binary {
+    let engines =
+        turnbase_lobby::EngineRegistry::from_manifests(&turnbase_engines::manifests(), |m| {
+            turnbase_lobby::EngineRun::Binary {
                 program: "turnbase-engines".into(),
                 args: vec![m.kind.clone()],
-            };
-            turnbase_lobby::EngineKind::from_manifest(m, run).expect("a valid manifest")
+            }
         })
-        .collect();
-    config.lobby.engines = turnbase_backend::config::EngineSource::Builtin(
-        turnbase_lobby::EngineRegistry::new(kinds).expect("distinct kinds"),
-    );
+        .expect("the reference manifests are valid");
+    config.lobby.engines = turnbase_backend::config::EngineSource::Builtin(engines);
     config
 }
 
