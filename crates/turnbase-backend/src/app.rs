@@ -29,6 +29,7 @@ pub struct App {
     pub mail: turnbase_mail::MailService,
     pub accounts: turnbase_accounts::AccountService,
     pub lobby: turnbase_lobby::LobbyService,
+    pub runtime: turnbase_runtime::Runtime,
     /// Whether requests find the database away right now.
     pub outage: Arc<api::outage::Outage>,
     lifecycle: Lifecycle,
@@ -73,6 +74,7 @@ impl App {
                 mail: parts.mail,
                 accounts: parts.accounts,
                 lobby: parts.lobby,
+                runtime: parts.runtime,
                 metrics_addr: parts.metrics_addr,
                 instance: parts.instance,
                 readiness: parts.readiness,
@@ -116,6 +118,14 @@ impl App {
         )
         .await?;
         let lobby = Self::start_lobby(config, &database, &push, clock.clone(), &telemetry).await?;
+        let runtime = Self::start_runtime(
+            config,
+            &database,
+            &lobby,
+            clock.clone(),
+            &telemetry,
+            lifecycle,
+        );
         let readiness = Self::warm_caches(&accounts).await;
         let outage = api::outage::Outage::new(database.clone(), telemetry.meter());
         let state = AppState {
@@ -126,6 +136,7 @@ impl App {
             mail: mail.clone(),
             accounts: accounts.clone(),
             lobby: lobby.clone(),
+            runtime: runtime.clone(),
             internal_token: Arc::new(config.accounts.internal_token.clone()),
             trusted_proxies: Arc::new(config.accounts.trusted_proxies.clone()),
             outage: outage.clone(),
@@ -141,6 +152,7 @@ impl App {
         Self::start_mail_worker(config, &database, wake_mail, clock, &telemetry, lifecycle)?;
         Self::start_guest_reaper(config, &accounts, lifecycle);
         Self::start_lobby_sweeper(&lobby, lifecycle);
+        Self::start_runtime_workers(&runtime, lifecycle);
         let metrics_addr = Self::start_metrics(config, &telemetry, lifecycle).await?;
 
         Ok(Started {
@@ -150,6 +162,7 @@ impl App {
             mail,
             accounts,
             lobby,
+            runtime,
             metrics_addr,
             instance,
             readiness,
@@ -293,6 +306,37 @@ impl App {
         ))
     }
 
+    /// The game runtime, joined to the lobby both ways by the adapters in
+    /// `crate::runtime_wiring` (outcomes to the lobby, the start queue to
+    /// the runtime). Its engines are stopped after its workers.
+    fn start_runtime(
+        config: &Config,
+        database: &Database,
+        lobby: &turnbase_lobby::LobbyService,
+        clock: turnbase_core::worker::Clock,
+        telemetry: &Telemetry,
+        lifecycle: &mut Lifecycle,
+    ) -> turnbase_runtime::Runtime {
+        let commands = crate::runtime_wiring::commands(lobby.engines());
+        let runtime = turnbase_runtime::Runtime::new(
+            database.clone(),
+            config.runtime.clone(),
+            commands,
+            Arc::new(crate::runtime_wiring::LobbyOutcomes(lobby.clone())),
+            clock,
+            telemetry.meter(),
+        );
+        lobby.set_start_queue(Arc::new(crate::runtime_wiring::RuntimeQueue(
+            runtime.clone(),
+        )));
+        let engines = runtime.clone();
+        lifecycle.add("runtime-engines", None, move || async move {
+            engines.shutdown().await;
+            Ok(())
+        });
+        runtime
+    }
+
     /// The caches, each reporting to /readyz until warm.
     async fn warm_caches(accounts: &turnbase_accounts::AccountService) -> Readiness {
         let readiness = Readiness::default();
@@ -429,6 +473,18 @@ impl App {
         });
     }
 
+    /// The runtime's worker pool and its reconciler.
+    fn start_runtime_workers(runtime: &turnbase_runtime::Runtime, lifecycle: &mut Lifecycle) {
+        let workers = runtime.clone();
+        lifecycle.spawn("runtime-workers", None, move |stop| {
+            turnbase_runtime::worker::run_workers(workers, stop)
+        });
+        let reconciler = runtime.clone();
+        lifecycle.spawn("runtime-reconciler", None, move |stop| {
+            turnbase_runtime::reconciler::run_reconciler(reconciler, stop)
+        });
+    }
+
     /// The Prometheus listener, when configured.
     async fn start_metrics(
         config: &Config,
@@ -475,6 +531,7 @@ struct Started {
     mail: turnbase_mail::MailService,
     accounts: turnbase_accounts::AccountService,
     lobby: turnbase_lobby::LobbyService,
+    runtime: turnbase_runtime::Runtime,
     metrics_addr: Option<SocketAddr>,
     instance: InstanceInfo,
     readiness: Readiness,

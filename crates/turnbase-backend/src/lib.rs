@@ -4,6 +4,7 @@
 pub mod api;
 pub mod app;
 pub mod config;
+mod runtime_wiring;
 
 pub use app::{App, open_database};
 pub use config::Config;

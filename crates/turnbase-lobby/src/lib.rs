@@ -19,5 +19,5 @@ pub use schedule::{PreviewTime, Schedule, ScheduleError, ScheduleSpec};
 pub use service::{
     AdminActor, Availability, Caller, Clock, GameChanges, GameDetail, GameDraft, GameView,
     LobbyConfig, LobbyError, LobbyResult, LobbyService, MAX_ENROLMENT, MAX_TITLE_CHARS,
-    PREVIEW_COUNT, SweepReport, system_clock,
+    PREVIEW_COUNT, StartQueue, SweepReport, system_clock,
 };

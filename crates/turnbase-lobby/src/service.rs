@@ -60,6 +60,15 @@ pub struct AdminActor {
     pub email: Option<String>,
 }
 
+/// What the lobby needs of the game runtime, which the backend wires in:
+/// whether a start may be queued now, and a nudge when the lobby queued a
+/// runtime job (a game entering `starting` or ending).
+#[async_trait::async_trait]
+pub trait StartQueue: Send + Sync {
+    async fn has_room(&self) -> bool;
+    fn queued(&self);
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum LobbyError {
     #[error("{0}")]
@@ -78,6 +87,9 @@ pub enum LobbyError {
     Refused(SeatRefusal),
     #[error("{0}")]
     Conflict(String),
+    /// The runtime's queue is full; try again shortly.
+    #[error("the game runtime is busy; try again shortly")]
+    Busy,
     #[error(transparent)]
     Unexpected(#[from] anyhow::Error),
 }
@@ -208,6 +220,7 @@ struct Inner {
     metrics: Metrics,
     counts: GameCounts,
     listings: crate::listing::ListCache,
+    start_queue: std::sync::OnceLock<Arc<dyn StartQueue>>,
 }
 
 impl LobbyService {
@@ -259,12 +272,26 @@ impl LobbyService {
                 metrics,
                 counts,
                 listings: crate::listing::ListCache::default(),
+                start_queue: std::sync::OnceLock::new(),
             }),
         }
     }
 
     pub fn clock(&self) -> Clock {
         self.inner.clock.clone()
+    }
+
+    /// Wires in the runtime (once, at start).
+    pub fn set_start_queue(&self, queue: Arc<dyn StartQueue>) {
+        let _ = self.inner.start_queue.set(queue);
+    }
+
+    /// Refuses a start the runtime has no room for.
+    async fn room_to_start(&self) -> LobbyResult<()> {
+        match self.inner.start_queue.get() {
+            Some(queue) if !queue.has_room().await => Err(LobbyError::Busy),
+            _ => Ok(()),
+        }
     }
 
     pub fn config(&self) -> &LobbyConfig {
@@ -507,6 +534,7 @@ impl LobbyService {
                 game.seats_taken, game.min_players
             )));
         }
+        self.room_to_start().await?;
         let moved = self
             .transition(
                 &game,
@@ -519,8 +547,42 @@ impl LobbyService {
         self.view(moved.game, true)
     }
 
-    /// Cancels a game: the owner while it is enrolling, an admin (audited)
-    /// at any point before it ends.
+    /// Asks the runtime for another start of a game whose start failed
+    /// (the owner or an admin).
+    #[tracing::instrument(skip_all, fields(game = %id))]
+    pub async fn retry_start(&self, caller: Caller, id: Uuid) -> LobbyResult<GameView> {
+        let game = self.managed(caller, id).await?;
+        game.state.apply(Transition::RetryStart)?;
+        self.room_to_start().await?;
+        let moved = self
+            .transition(
+                &game,
+                Transition::RetryStart,
+                Some(caller.id),
+                "start retried",
+                None,
+            )
+            .await?;
+        self.view(moved.game, true)
+    }
+
+    /// Moves a game for the runtime (began, start failed): no caller to
+    /// check, the platform acts.
+    pub async fn runtime_moved(
+        &self,
+        id: Uuid,
+        transition: Transition,
+        reason: &str,
+    ) -> LobbyResult<GameRow> {
+        let game = self.inner.db.lobby().game(id).await?;
+        Ok(self
+            .transition(&game, transition, None, reason, None)
+            .await?
+            .game)
+    }
+
+    /// Cancels a game: the owner while it is enrolling or after a failed
+    /// start, an admin (audited) at any point before it ends.
     #[tracing::instrument(skip_all, fields(game = %id))]
     pub async fn cancel(
         &self,
@@ -537,9 +599,10 @@ impl LobbyService {
                 (reason, Some(audit))
             }
             None => {
-                if game.state != GameState::Enrolling {
+                if !matches!(game.state, GameState::Enrolling | GameState::StartFailed) {
                     return Err(LobbyError::Conflict(format!(
-                        "the game is {}; its owner can cancel it only while it is enrolling",
+                        "the game is {}; its owner can cancel it only while it is enrolling \
+                         or after a failed start",
                         game.state.as_str()
                     )));
                 }
@@ -742,7 +805,7 @@ impl LobbyService {
         let game = store.game(id).await?;
         if !matches!(
             game.state,
-            GameState::Starting | GameState::Running | GameState::Paused
+            GameState::Starting | GameState::StartFailed | GameState::Running | GameState::Paused
         ) {
             return Err(LobbyError::Conflict(format!(
                 "the game is {}; resigning is for games that have started (withdraw before)",
@@ -926,6 +989,11 @@ impl LobbyService {
             )));
         };
         tracing::info!(game = %game.id, from = game.state.as_str(), to = to.as_str(), reason, "game state changed");
+        let queued_job =
+            to == GameState::Starting || (to.is_over() && game.state != GameState::Enrolling);
+        if queued_job && let Some(queue) = self.inner.start_queue.get() {
+            queue.queued();
+        }
         self.count("closed", moved.closed.len() as u64);
         let mut told: Vec<Uuid> = moved.seats.iter().filter_map(|s| s.account_id).collect();
         told.push(moved.game.owner_id);
@@ -944,11 +1012,22 @@ impl LobbyService {
                 self.tell(&told, "lobby.game_starting", &payload);
             }
             GameState::Cancelled => {
-                if matches!(game.state, GameState::Enrolling | GameState::Starting) {
+                if matches!(
+                    game.state,
+                    GameState::Enrolling | GameState::Starting | GameState::StartFailed
+                ) {
                     self.inner.metrics.abandoned.add(1, &[]);
                 }
                 let payload = json!({ "game_id": game.id, "title": title, "reason": reason });
                 self.tell(&told, "lobby.game_cancelled", &payload);
+            }
+            GameState::Running if game.state == GameState::Starting => {
+                let payload = json!({ "game_id": game.id, "title": title });
+                self.tell(&told, "lobby.game_started", &payload);
+            }
+            GameState::StartFailed => {
+                let payload = json!({ "game_id": game.id, "title": title, "reason": reason });
+                self.tell(&told, "lobby.game_start_failed", &payload);
             }
             _ => {
                 let payload = json!({

@@ -21,6 +21,8 @@ mod migrate;
 pub mod pg_bounded;
 mod postgres;
 mod postgres_mail;
+pub mod runtime;
+mod runtime_sql;
 pub mod schema;
 mod sqlite;
 mod sqlite_mail;
@@ -36,6 +38,7 @@ pub use lobby::LobbyStore;
 pub use mail::MailStore;
 pub use migrate::{Migration, MigrationReport, POSTGRES_MIGRATIONS, SQLITE_MIGRATIONS};
 pub use postgres::PostgresStore;
+pub use runtime::RuntimeStore;
 pub use sqlite::{SqliteStore, SqliteTx, WriteTurn};
 
 /// Errors at the storage boundary.
@@ -314,6 +317,13 @@ impl Database {
     }
 
     pub fn lobby(&self) -> &dyn LobbyStore {
+        match self {
+            Database::Sqlite(s) => s,
+            Database::Postgres(p) => p,
+        }
+    }
+
+    pub fn runtime(&self) -> &dyn RuntimeStore {
         match self {
             Database::Sqlite(s) => s,
             Database::Postgres(p) => p,

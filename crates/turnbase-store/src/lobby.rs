@@ -18,6 +18,9 @@ pub enum GameState {
     Enrolling,
     /// Enrolment closed with enough players; the runtime gives it an engine.
     Starting,
+    /// The runtime could not start its engine; the owner retries or
+    /// cancels.
+    StartFailed,
     Running,
     Paused,
     Finished,
@@ -31,6 +34,10 @@ pub enum Transition {
     CloseEnrolment,
     /// The runtime has the engine running with the seats.
     Begin,
+    /// The runtime gave up starting the engine.
+    FailStart,
+    /// The owner (or an admin) asks for another start.
+    RetryStart,
     Pause,
     Resume,
     Finish,
@@ -49,9 +56,10 @@ pub struct IllegalTransition {
 }
 
 impl GameState {
-    pub const ALL: [GameState; 6] = [
+    pub const ALL: [GameState; 7] = [
         GameState::Enrolling,
         GameState::Starting,
+        GameState::StartFailed,
         GameState::Running,
         GameState::Paused,
         GameState::Finished,
@@ -62,6 +70,7 @@ impl GameState {
         match self {
             GameState::Enrolling => "enrolling",
             GameState::Starting => "starting",
+            GameState::StartFailed => "start_failed",
             GameState::Running => "running",
             GameState::Paused => "paused",
             GameState::Finished => "finished",
@@ -86,10 +95,14 @@ impl GameState {
         let next = match (self, transition) {
             (S::Enrolling, T::CloseEnrolment) => S::Starting,
             (S::Starting, T::Begin) => S::Running,
+            (S::Starting, T::FailStart) => S::StartFailed,
+            (S::StartFailed, T::RetryStart) => S::Starting,
             (S::Running, T::Pause) => S::Paused,
             (S::Paused, T::Resume) => S::Running,
             (S::Running | S::Paused, T::Finish) => S::Finished,
-            (S::Enrolling | S::Starting | S::Running | S::Paused, T::Cancel) => S::Cancelled,
+            (S::Enrolling | S::Starting | S::StartFailed | S::Running | S::Paused, T::Cancel) => {
+                S::Cancelled
+            }
             (from, transition) => return Err(IllegalTransition { from, transition }),
         };
         Ok(next)
@@ -97,9 +110,11 @@ impl GameState {
 }
 
 impl Transition {
-    pub const ALL: [Transition; 6] = [
+    pub const ALL: [Transition; 8] = [
         Transition::CloseEnrolment,
         Transition::Begin,
+        Transition::FailStart,
+        Transition::RetryStart,
         Transition::Pause,
         Transition::Resume,
         Transition::Finish,
@@ -110,6 +125,8 @@ impl Transition {
         match self {
             Transition::CloseEnrolment => "close enrolment",
             Transition::Begin => "begin",
+            Transition::FailStart => "fail to start",
+            Transition::RetryStart => "retry its start",
             Transition::Pause => "pause",
             Transition::Resume => "resume",
             Transition::Finish => "finish",
@@ -259,7 +276,8 @@ text_state!(
 /// The columns of a game, in [`GameRow`]'s order.
 pub(crate) const GAME_COLUMNS: &str = "g.id, g.owner_id, g.title, g.engine, g.engine_version, \
      g.settings, g.min_players, g.max_players, g.seats_taken, g.enrol_deadline, g.schedule, \
-     g.visibility, g.invite_code, g.state, g.created_at, g.updated_at, g.started_at, g.ended_at";
+     g.visibility, g.invite_code, g.state, g.created_at, g.updated_at, g.started_at, g.ended_at, \
+     g.start_error";
 
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct GameRow {
@@ -286,6 +304,8 @@ pub struct GameRow {
     pub updated_at: DateTime<Utc>,
     pub started_at: Option<DateTime<Utc>>,
     pub ended_at: Option<DateTime<Utc>>,
+    /// Why the last start failed (in `start_failed`).
+    pub start_error: Option<String>,
 }
 
 /// A game to create (in `enrolling`).
@@ -503,7 +523,10 @@ pub trait LobbyStore: Send + Sync {
     /// Moves the game if it is still in `change.from`; `None` when it was
     /// not (another change came first). Enrolment closing or a cancel also
     /// closes pending applications and releases their names; an ending
-    /// releases every name of the game. `audit` is written with it.
+    /// releases every name of the game. Entering `starting` queues the
+    /// runtime's start job and ending a game that had left enrolment its
+    /// stop job, in the same transaction. `audit` is written with it; a
+    /// failed start's reason is kept in `start_error`.
     async fn transition_game(
         &self,
         change: &StateChange,

@@ -9,7 +9,7 @@
 //! maximum.
 
 macro_rules! impl_lobby_store {
-    ($module:ident, $store:ty, $row:ty, $accounts:path) => {
+    ($module:ident, $store:ty, $row:ty, $accounts:path, $runtime:path) => {
         mod $module {
             use chrono::{DateTime, Utc};
             use sqlx::Row as _;
@@ -17,6 +17,7 @@ macro_rules! impl_lobby_store {
             use uuid::Uuid;
 
             use $accounts as accounts_sql;
+            use $runtime as runtime_sql;
             use crate::accounts::AuditEntry;
             use crate::backend::SqlBackend;
             use crate::lobby::{
@@ -31,7 +32,7 @@ macro_rules! impl_lobby_store {
             /// alias there).
             const GAME_RETURNED: &str = "id, owner_id, title, engine, engine_version, settings, \
                  min_players, max_players, seats_taken, enrol_deadline, schedule, visibility, \
-                 invite_code, state, created_at, updated_at, started_at, ended_at";
+                 invite_code, state, created_at, updated_at, started_at, ended_at, start_error";
             const APPLICATION: &str = "id, game_id, account_id, race_name, status, reason, \
                  created_at, decided_at, expires_at";
             const SEAT: &str =
@@ -416,10 +417,13 @@ macro_rules! impl_lobby_store {
                     let mut tx = SqlBackend::begin_write(self).await?;
                     let started = (c.to == GameState::Running).then_some(c.at);
                     let ended = c.to.is_over().then_some(c.at);
+                    let start_error =
+                        (c.to == GameState::StartFailed).then_some(c.reason.as_str());
                     let row = sqlx::query(sqlx::AssertSqlSafe(format!(
                         "UPDATE games SET state = $3, updated_at = $4,
                              started_at = COALESCE(started_at, $5),
-                             ended_at = COALESCE($6, ended_at)
+                             ended_at = COALESCE($6, ended_at),
+                             start_error = $7
                          WHERE id = $1 AND state = $2
                          RETURNING {GAME_RETURNED}"
                     )))
@@ -429,6 +433,7 @@ macro_rules! impl_lobby_store {
                     .bind(c.at)
                     .bind(started)
                     .bind(ended)
+                    .bind(start_error)
                     .fetch_optional(&mut *tx)
                     .await?;
                     let Some(row) = row else {
@@ -473,6 +478,17 @@ macro_rules! impl_lobby_store {
                             .bind(c.game_id)
                             .execute(&mut *tx)
                             .await?;
+                    }
+                    // The runtime's work, queued with the move (see
+                    // runtime_sql.rs for the queue).
+                    let job = match (c.from, c.to) {
+                        (_, GameState::Starting) => Some("start"),
+                        (GameState::Enrolling, _) => None,
+                        (_, to) if to.is_over() => Some("stop"),
+                        _ => None,
+                    };
+                    if let Some(kind) = job {
+                        runtime_sql::queue_job(&mut *tx, c.game_id, kind, c.at).await?;
                     }
                     let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
                         "SELECT {SEAT} FROM game_players WHERE game_id = $1 ORDER BY joined_at, id"
@@ -934,11 +950,13 @@ impl_lobby_store!(
     sqlite_lobby,
     crate::SqliteStore,
     sqlx::sqlite::SqliteRow,
-    crate::accounts_sql::sqlite_accounts
+    crate::accounts_sql::sqlite_accounts,
+    crate::runtime_sql::sqlite_runtime
 );
 impl_lobby_store!(
     postgres_lobby,
     crate::PostgresStore,
     sqlx::postgres::PgRow,
-    crate::accounts_sql::postgres_accounts
+    crate::accounts_sql::postgres_accounts,
+    crate::runtime_sql::postgres_runtime
 );

@@ -41,11 +41,13 @@ macro_rules! migrations {
 #[allow(clippy::zero_prefixed_literal)]
 pub const SQLITE_MIGRATIONS: &[Migration] = migrations!["sqlite": (0001, "instance"), (0002, "mail"), (0003, "accounts"),
         (0004, "mail_attempt_count"), (0005, "mail_secrets"),
-        (0006, "lobby")];
+        (0006, "lobby"),
+        (0007, "runtime")];
 #[allow(clippy::zero_prefixed_literal)]
 pub const POSTGRES_MIGRATIONS: &[Migration] = migrations!["postgres": (0001, "instance"), (0002, "mail"), (0003, "accounts"),
         (0004, "mail_attempt_count"), (0005, "mail_secrets"),
-        (0006, "lobby")];
+        (0006, "lobby"),
+        (0007, "runtime")];
 
 /// What a migration run did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -52,6 +52,7 @@ pub struct AppState {
     pub mail: turnbase_mail::MailService,
     pub accounts: turnbase_accounts::AccountService,
     pub lobby: turnbase_lobby::LobbyService,
+    pub runtime: turnbase_runtime::Runtime,
     /// The secret gateways present on `/api/v1/internal`.
     pub internal_token: Arc<turnbase_core::config::Secret<String>>,
     /// Proxies whose `X-Forwarded-For` is believed.
@@ -78,6 +79,9 @@ pub enum ApiError {
     /// A status with a code more specific than the status's own.
     #[error("{2}")]
     Coded(StatusCode, &'static str, String),
+    /// 503 with `Retry-After`: a queue is full for now.
+    #[error("{1}")]
+    Busy(&'static str, String),
     /// Input with several faults, each listed in the body's `details`.
     #[error("{2}")]
     Detailed(
@@ -108,6 +112,14 @@ impl IntoResponse for ApiError {
             ApiError::Unauthorized(message) => unauthorized_response(message),
             ApiError::RateLimited(wait) => rate_limited_response(wait),
             ApiError::Coded(status, code, message) => error_response(status, code, message),
+            ApiError::Busy(code, message) => {
+                let mut response = error_response(StatusCode::SERVICE_UNAVAILABLE, code, message);
+                response.headers_mut().insert(
+                    http::header::RETRY_AFTER,
+                    http::HeaderValue::from_static("5"),
+                );
+                response
+            }
             ApiError::Detailed(status, code, message, details) => {
                 turnbase_core::http::error_response_with_details(status, code, message, details)
             }
@@ -236,6 +248,7 @@ impl From<turnbase_lobby::LobbyError> for ApiError {
                 ApiError::Coded(status, code, message)
             }
             E::Conflict(message) => ApiError::Conflict(message),
+            E::Busy => ApiError::Busy("runtime_busy", message),
             E::Unexpected(err) => ApiError::Unexpected(err),
         }
     }

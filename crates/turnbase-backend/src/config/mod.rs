@@ -16,6 +16,7 @@ mod lobby;
 mod mail;
 mod process;
 mod push;
+mod runtime;
 mod storage;
 
 pub use accounts::{AccountsSettings, INTERNAL_TOKEN_FILE, write_internal_token_file};
@@ -40,6 +41,7 @@ pub static VARIABLES: LazyLock<Vec<VarSpec>> = LazyLock::new(|| {
         mail::VARIABLES,
         accounts::VARIABLES,
         lobby::VARIABLES,
+        runtime::VARIABLES,
     ]
     .concat()
 });
@@ -75,6 +77,7 @@ pub struct Config {
     pub mail: MailConfig,
     pub accounts: AccountsSettings,
     pub lobby: LobbySettings,
+    pub runtime: turnbase_runtime::RuntimeConfig,
 }
 
 impl Config {
@@ -87,7 +90,7 @@ impl Config {
         let mut source = Source::load(PREFIX, &VARIABLES, env, file);
         let mut internal_token_file = None;
         if profile == Profile::Up {
-            for (name, value) in UP_DEFAULTS {
+            for (name, value) in UP_DEFAULTS.iter().chain(runtime::UP_DEFAULTS) {
                 source.set_default(name, value);
             }
             if source.get("BACKEND_INTERNAL_TOKEN").is_none() {
@@ -140,6 +143,7 @@ impl Config {
         let mail = mail::read(&mut r, &data_dir);
         let accounts = accounts::read(&mut r);
         let lobby = lobby::read(&mut r);
+        let runtime = runtime::read(&mut r, &data_dir);
         r.finish()?;
         Ok(Config {
             data_dir,
@@ -153,6 +157,7 @@ impl Config {
             mail,
             accounts,
             lobby,
+            runtime,
         })
     }
 }

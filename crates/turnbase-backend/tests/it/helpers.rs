@@ -39,13 +39,25 @@ pub fn push_request(
 /// The reference engines' kinds, as `turnbase` registers them (the
 /// lobby never runs them: the runtime will).
 pub fn reference_engines() -> turnbase_lobby::EngineRegistry {
+    let program = engines_binary();
     turnbase_lobby::EngineRegistry::from_manifests(&turnbase_engines::manifests(), |m| {
         turnbase_lobby::EngineRun::Binary {
-            program: "turnbase-engines".into(),
+            program: program.clone(),
             args: vec![m.kind.clone()],
         }
     })
     .expect("the reference manifests are valid")
+}
+
+/// The `turnbase-engines` binary of this build (next to the test
+/// binary's `deps` folder; `cargo nextest run --workspace` builds it).
+pub fn engines_binary() -> std::path::PathBuf {
+    let exe = std::env::current_exe().expect("the test binary's path");
+    let dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("target/<profile>/deps");
+    dir.join("turnbase-engines")
 }
 
 pub async fn spawn_app(backend: DbKind) -> TestApp {

@@ -442,7 +442,8 @@ async fn the_whole_enrolment_flow_with_its_events(backend: DbKind) {
         .iter()
         .map(|h| h["to"].as_str().unwrap_or("").to_string())
         .collect();
-    assert_eq!(history, ["enrolling", "starting"]);
+    // The runtime may have started the engine meanwhile.
+    assert_eq!(history[..2], ["enrolling", "starting"], "{history:?}");
     // A player sees the seats and only their own application.
     let (_, seen) = get(&t, &bo, &format!("/api/v1/user/games/{game}")).await;
     assert_eq!(

@@ -541,7 +541,12 @@ async fn attempt_numbers_continue_across_the_count_migration(backend: DbKind) {
     let report = db.migrate().await.expect("migrate to the last");
     assert_eq!(
         report.applied,
-        ["0004_mail_attempt_count", "0005_mail_secrets", "0006_lobby"]
+        [
+            "0004_mail_attempt_count",
+            "0005_mail_secrets",
+            "0006_lobby",
+            "0007_runtime"
+        ]
     );
     let store = db.mail();
     assert_eq!(

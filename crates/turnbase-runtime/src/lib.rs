@@ -1,0 +1,196 @@
+//! Turnbase's game runtime: gives each game that closed its enrolment an
+//! engine, initialises it with the seats, and keeps it running while the
+//! game runs.
+//!
+//! Work arrives as rows of the durable job queue (the lobby's move to
+//! `starting` queues a start job in the same transaction; an ending queues
+//! a stop job). A pool of worker slots claims them under a lease
+//! ([`worker::JobWorker`]); the [`reconciler::Reconciler`] compares the
+//! engines with the records every interval and restarts engines of running
+//! games that stopped answering. Outcomes go back to the lobby through
+//! [`GameOutcomes`], which the backend's wiring implements.
+
+pub mod client;
+pub mod driver;
+pub mod reconciler;
+pub mod worker;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use opentelemetry::KeyValue;
+use opentelemetry::metrics::{Counter, Meter};
+use turnbase_store::Database;
+use turnbase_store::runtime::RuntimeRecord;
+use uuid::Uuid;
+
+pub use client::{CallError, EngineClient};
+pub use driver::{EngineCommand, Placement, ProcessDriver, Running};
+pub use turnbase_core::worker::Clock;
+
+/// How the runtime runs.
+#[derive(Debug, Clone)]
+pub struct RuntimeConfig {
+    pub placement: Placement,
+    /// Where engines keep their folders.
+    pub engines_dir: PathBuf,
+    /// Jobs run at once.
+    pub pool_size: usize,
+    /// Jobs queued or running beyond which starting is refused (503).
+    pub queue_size: i64,
+    /// How long an engine may take to answer after it was started.
+    pub start_timeout: Duration,
+    /// Attempts at a start before the game is given back as failed.
+    pub start_attempts: u32,
+    pub retry_base: Duration,
+    pub retry_max: Duration,
+    pub reconcile_interval: Duration,
+    /// How long a worker holds a job before another may take it over.
+    pub lease: Duration,
+}
+
+/// What the runtime tells the lobby. The backend implements it over the
+/// lobby service; the runtime never depends on the lobby crate.
+#[async_trait::async_trait]
+pub trait GameOutcomes: Send + Sync {
+    /// The game's engine runs, initialised with its seats.
+    async fn began(&self, game: Uuid) -> anyhow::Result<()>;
+    /// The runtime gave up starting the game's engine.
+    async fn start_failed(&self, game: Uuid, reason: &str) -> anyhow::Result<()>;
+}
+
+/// Engine kinds the runtime can run, by name.
+pub type Commands = HashMap<String, EngineCommand>;
+
+pub(crate) struct Metrics {
+    pub jobs: Counter<u64>,
+    pub restarts: Counter<u64>,
+}
+
+/// The runtime's parts, shared by the worker, the reconciler and the
+/// admin API.
+#[derive(Clone)]
+pub struct Runtime {
+    pub(crate) inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    pub db: Database,
+    pub config: RuntimeConfig,
+    pub commands: Commands,
+    pub driver: Arc<ProcessDriver>,
+    pub client: EngineClient,
+    pub outcomes: Arc<dyn GameOutcomes>,
+    pub clock: Clock,
+    pub metrics: Metrics,
+    pub wake: Arc<tokio::sync::Notify>,
+    /// Who holds leases: this process.
+    pub owner: String,
+}
+
+impl Runtime {
+    pub fn new(
+        db: Database,
+        config: RuntimeConfig,
+        commands: Commands,
+        outcomes: Arc<dyn GameOutcomes>,
+        clock: Clock,
+        meter: &Meter,
+    ) -> Runtime {
+        let client = EngineClient::new(meter);
+        let driver = ProcessDriver::new(
+            config.engines_dir.clone(),
+            client.clone(),
+            config.start_timeout,
+        );
+        let metrics = Metrics {
+            jobs: meter
+                .u64_counter("runtime_jobs")
+                .with_description("Runtime job attempts, by kind and outcome")
+                .build(),
+            restarts: meter
+                .u64_counter("runtime_engine_restarts")
+                .with_description("Engines of running games restarted by the reconciler")
+                .build(),
+        };
+        Runtime {
+            inner: Arc::new(Inner {
+                db,
+                config,
+                commands,
+                driver,
+                client,
+                outcomes,
+                clock,
+                metrics,
+                wake: Arc::new(tokio::sync::Notify::new()),
+                owner: format!("runtime-{}-{}", std::process::id(), Uuid::now_v7().simple()),
+            }),
+        }
+    }
+
+    /// Wakes the workers (a job was queued).
+    pub fn wake(&self) {
+        self.inner.wake.notify_waiters();
+        self.inner.wake.notify_one();
+    }
+
+    /// The signal the workers' runner waits on.
+    pub fn wake_signal(&self) -> Arc<tokio::sync::Notify> {
+        self.inner.wake.clone()
+    }
+
+    pub fn config(&self) -> &RuntimeConfig {
+        &self.inner.config
+    }
+
+    pub fn clock(&self) -> Clock {
+        self.inner.clock.clone()
+    }
+
+    /// Whether another start may be queued now.
+    pub async fn has_room(&self) -> anyhow::Result<bool> {
+        let depth = self.inner.db.runtime().runtime_queue_depth().await?;
+        Ok(depth < self.inner.config.queue_size)
+    }
+
+    /// The driver's key for a game's engine.
+    pub(crate) fn key(&self, engine: &str, game: Uuid) -> String {
+        match self.inner.config.placement {
+            Placement::Shared => engine.to_string(),
+            Placement::PerGame => game.to_string(),
+        }
+    }
+
+    /// Stops every engine this process started (the backend is stopping).
+    pub async fn shutdown(&self) {
+        self.inner.driver.shutdown().await;
+    }
+
+    /// Restarts a game's engine now (admins): the same as the
+    /// reconciler's repair, whether or not it answers.
+    pub async fn restart(&self, game: Uuid) -> anyhow::Result<RuntimeRecord> {
+        let record = self
+            .inner
+            .db
+            .runtime()
+            .runtime_record(game)
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("game {game} has no engine"))?;
+        let key = self.key(&record.engine, game);
+        self.inner.driver.stop(&key).await;
+        reconciler::repair(self, record).await
+    }
+
+    pub(crate) fn count_job(&self, kind: &'static str, outcome: &'static str) {
+        self.inner.metrics.jobs.add(
+            1,
+            &[
+                KeyValue::new("kind", kind),
+                KeyValue::new("outcome", outcome),
+            ],
+        );
+    }
+}

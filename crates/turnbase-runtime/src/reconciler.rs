@@ -1,0 +1,136 @@
+//! The reconciler: every `BACKEND_RUNTIME_RECONCILE_INTERVAL` it walks the
+//! `ready` records. An engine whose game ended gets a stop job; an engine
+//! of a running game that does not answer is started again (found through
+//! its pid file, or a new process on the same data folder, where the
+//! engine finds every game it hosted: no turn is lost or doubled, as each
+//! answered change was on disk first), its new address recorded and the
+//! restart counted.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use tokio_util::sync::CancellationToken;
+use turnbase_core::worker::{Job, Outcome, Runner};
+use turnbase_store::runtime::{JobKind, RecordState, RuntimeRecord};
+
+use crate::Runtime;
+
+/// Records looked at per pass.
+const BATCH: i64 = 10_000;
+
+pub struct Reconciler {
+    runtime: Runtime,
+}
+
+#[async_trait::async_trait]
+impl Job for Reconciler {
+    fn name(&self) -> &'static str {
+        "runtime-reconciler"
+    }
+
+    async fn try_execute(
+        &self,
+        now: DateTime<Utc>,
+        _stop: &CancellationToken,
+    ) -> anyhow::Result<Outcome> {
+        pass(&self.runtime).await?;
+        let every = chrono::Duration::from_std(self.runtime.inner.config.reconcile_interval)
+            .unwrap_or(chrono::Duration::MAX);
+        Ok(Outcome::Idle {
+            next_due: Some(now + every),
+        })
+    }
+}
+
+/// One pass over the ready records.
+pub async fn pass(runtime: &Runtime) -> anyhow::Result<()> {
+    let inner = &runtime.inner;
+    let records = inner
+        .db
+        .runtime()
+        .runtime_records(Some(RecordState::Ready), BATCH)
+        .await?;
+    for record in records {
+        let game = match inner.db.lobby().game(record.game_id).await {
+            Ok(game) => game,
+            Err(err) => {
+                tracing::warn!(game = %record.game_id, error = %err, "reconciler: the game cannot be read");
+                continue;
+            }
+        };
+        if game.state.is_over() {
+            let now = (inner.clock)();
+            if inner
+                .db
+                .runtime()
+                .queue_runtime_job(record.game_id, JobKind::Stop, now)
+                .await?
+            {
+                runtime.wake();
+            }
+            continue;
+        }
+        let answers = match &record.address {
+            Some(url) => inner.client.healthy(url).await,
+            None => false,
+        };
+        if answers {
+            continue;
+        }
+        match repair(runtime, record).await {
+            Ok(record) => {
+                tracing::warn!(game = %record.game_id, url = ?record.address, restarts = record.restarts, "engine restarted");
+            }
+            Err(err) => {
+                tracing::error!(error = %format!("{err:#}"), "reconciler: the engine could not be restarted")
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Starts a game's engine again (or finds it already restarted for
+/// another game of a shared engine) and records where it is now.
+pub(crate) async fn repair(
+    runtime: &Runtime,
+    mut record: RuntimeRecord,
+) -> anyhow::Result<RuntimeRecord> {
+    let inner = &runtime.inner;
+    let command = inner
+        .commands
+        .get(&record.engine)
+        .ok_or_else(|| anyhow::anyhow!("the {} engine kind is not registered", record.engine))?;
+    let key = runtime.key(&record.engine, record.game_id);
+    let running = inner.driver.ensure(&key, command).await?;
+    let deadline = tokio::time::Instant::now() + inner.config.start_timeout;
+    while !inner.client.healthy(&running.url).await {
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "the restarted engine did not answer within {:?}",
+            inner.config.start_timeout
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let now = (inner.clock)();
+    if record.address.as_deref() != Some(running.url.as_str())
+        || record.handle.as_deref() != Some(running.handle.as_str())
+    {
+        record.restarts += 1;
+        inner.metrics.restarts.add(1, &[]);
+    }
+    record.address = Some(running.url);
+    record.handle = Some(running.handle);
+    record.last_health_at = Some(now);
+    record.updated_at = now;
+    inner.db.runtime().put_runtime_record(&record).await?;
+    Ok(record)
+}
+
+/// Reconciles now and then every interval until stopped.
+pub async fn run_reconciler(runtime: Runtime, stop: CancellationToken) -> anyhow::Result<()> {
+    let interval = runtime.inner.config.reconcile_interval;
+    let clock = runtime.clock();
+    let job = Arc::new(Reconciler { runtime });
+    Runner::new(interval).with_clock(clock).run(job, stop).await
+}
