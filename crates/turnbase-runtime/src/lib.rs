@@ -169,8 +169,50 @@ impl Runtime {
         self.inner.driver.shutdown().await;
     }
 
-    /// Restarts a game's engine now (admins): the same as the
-    /// reconciler's repair, whether or not it answers.
+    /// Records, optionally of one state (admins).
+    pub async fn records(
+        &self,
+        state: Option<turnbase_store::runtime::RecordState>,
+        limit: i64,
+    ) -> anyhow::Result<Vec<RuntimeRecord>> {
+        Ok(self
+            .inner
+            .db
+            .runtime()
+            .runtime_records(state, limit)
+            .await?)
+    }
+
+    /// A game's record and its jobs, if it has one (admins).
+    pub async fn record(
+        &self,
+        game: Uuid,
+    ) -> anyhow::Result<Option<(RuntimeRecord, Vec<turnbase_store::runtime::JobRow>)>> {
+        let store = self.inner.db.runtime();
+        let Some(record) = store.runtime_record(game).await? else {
+            return Ok(None);
+        };
+        Ok(Some((record, store.runtime_jobs(game).await?)))
+    }
+
+    /// Restarts a game's engine now and writes `audit` (admins): the same
+    /// as the reconciler's repair, whether or not the engine answers.
+    pub async fn restart_audited(
+        &self,
+        game: Uuid,
+        audit: impl FnOnce(&RuntimeRecord) -> turnbase_store::accounts::AuditEntry,
+    ) -> anyhow::Result<RuntimeRecord> {
+        let record = self.restart(game).await?;
+        self.inner
+            .db
+            .accounts()
+            .record_audit(&audit(&record))
+            .await?;
+        Ok(record)
+    }
+
+    /// Restarts a game's engine now: the same as the reconciler's repair,
+    /// whether or not it answers.
     pub async fn restart(&self, game: Uuid) -> anyhow::Result<RuntimeRecord> {
         let record = self
             .inner

@@ -121,6 +121,10 @@ impl JobWorker {
             return;
         }
         let inner = &self.runtime.inner;
+        // Nothing is left running for a game that did not start.
+        if inner.config.placement == Placement::PerGame {
+            inner.driver.stop(&job.game_id.to_string()).await;
+        }
         if let Ok(Some(mut record)) = inner.db.runtime().runtime_record(job.game_id).await {
             record.state = RecordState::Failed;
             record.last_error = Some(reason.to_string());

@@ -39,6 +39,7 @@ pub fn user_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(show_game, edit_game))
         .routes(routes!(start_game))
         .routes(routes!(cancel_game))
+        .routes(routes!(retry_start))
         .routes(routes!(apply, list_applications))
         .routes(routes!(approve))
         .routes(routes!(reject))
@@ -138,6 +139,8 @@ pub(super) struct GameJson {
     visibility: String,
     /// Shown to the owner and admins only.
     invite_code: Option<String>,
+    /// Why the engine could not be started (in `start_failed`).
+    start_error: Option<String>,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
     started_at: Option<DateTime<Utc>>,
@@ -172,6 +175,7 @@ impl From<GameView> for GameJson {
             }),
             visibility: r.visibility.as_str().to_string(),
             invite_code: if v.manages { r.invite_code } else { None },
+            start_error: r.start_error,
             created_at: r.created_at,
             updated_at: r.updated_at,
             started_at: r.started_at,
@@ -606,7 +610,25 @@ async fn start_game(
     Ok(Json(state.lobby.start_early(caller(&s), id).await?.into()))
 }
 
-/// Cancel an enrolling game (the owner).
+/// Start again a game whose engine could not be started (the owner).
+#[utoipa::path(post, path = "/games/{id}/retry-start", tag = "user", security(("bearer" = [])),
+    params(("id" = Uuid, Path, description = "Game id")),
+    responses(
+        (status = 200, description = "The game, starting again", body = GameJson),
+        (status = 403, description = "Not your game", body = ErrorBody),
+        (status = 404, description = "No such game", body = ErrorBody),
+        (status = 409, description = "The game's start has not failed (illegal_transition)", body = ErrorBody),
+        (status = 503, description = "The runtime's queue is full (runtime_busy, with Retry-After)", body = ErrorBody),
+    ))]
+async fn retry_start(
+    State(state): State<AppState>,
+    Authenticated(s): Authenticated,
+    Path(id): Path<Uuid>,
+) -> Result<Json<GameJson>, ApiError> {
+    Ok(Json(state.lobby.retry_start(caller(&s), id).await?.into()))
+}
+
+/// Cancel an enrolling game, or one whose start failed (the owner).
 #[utoipa::path(post, path = "/games/{id}/cancel", tag = "user", security(("bearer" = [])),
     params(("id" = Uuid, Path, description = "Game id")),
     responses(

@@ -28,6 +28,7 @@ use crate::config::HttpConfig;
 mod admin_accounts;
 mod admin_games;
 mod admin_mail;
+mod admin_runtime;
 mod auth;
 mod games;
 mod internal;
@@ -291,6 +292,7 @@ fn admin_routes() -> OpenApiRouter<AppState> {
         .nest("/mail", admin_mail::routes())
         .merge(admin_accounts::routes())
         .merge(admin_games::routes())
+        .merge(admin_runtime::routes())
 }
 
 fn public_routes() -> OpenApiRouter<AppState> {

@@ -9,4 +9,5 @@ mod lobby;
 mod lobby_sweeper;
 mod outage;
 mod reaper;
+mod runtime;
 mod sweep;

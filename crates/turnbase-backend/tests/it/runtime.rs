@@ -1,0 +1,340 @@
+//! The game runtime with the process driver and the real reference
+//! engines: a started game gets its engine and runs; an engine killed with
+//! SIGKILL is restarted by the reconciler with its games intact; engines
+//! that never answer, or answer as another kind, give the game back as
+//! `start_failed`; a full queue refuses a start with 503; engines stop
+//! with the backend.
+
+use std::path::Path;
+use std::time::Duration;
+
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use turnbase_testkit::DbKind;
+
+use crate::helpers::{TestApp, engines_binary, spawn_app_with};
+
+const PATIENCE: Duration = Duration::from_secs(30);
+
+fn game_body(engine: &str) -> Value {
+    let deadline = (chrono::Utc::now() + chrono::Duration::days(1)).to_rfc3339();
+    match engine {
+        "conquest" => json!({
+            "title": "Runtime", "engine": "conquest", "max_players": 4,
+            "enrol_deadline": deadline, "schedule": { "kind": "interval", "every": "1h" },
+        }),
+        other => json!({
+            "title": "Runtime", "engine": other, "enrol_deadline": deadline,
+            "schedule": { "kind": "per_move", "limit": "1h" },
+        }),
+    }
+}
+
+/// A game of `engine` with the owner and a bot seated, started early.
+async fn started_game(t: &TestApp, owner: &str, engine: &str) -> (StatusCode, String, Value) {
+    let (status, game) = t
+        .send(
+            Method::POST,
+            "/api/v1/user/games",
+            Some(owner),
+            Some(game_body(engine)),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{game}");
+    let id = game["id"].as_str().expect("id").to_string();
+    let (status, a) = t
+        .send(
+            Method::POST,
+            &format!("/api/v1/user/games/{id}/applications"),
+            Some(owner),
+            Some(json!({ "race_name": format!("Owner {}", &id[id.len() - 8..]) })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{a}");
+    let approve = format!(
+        "/api/v1/user/games/{id}/applications/{}/approve",
+        a["id"].as_str().expect("id")
+    );
+    let (status, _) = t
+        .send(Method::POST, &approve, Some(owner), Some(json!({})))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, bot) = t
+        .send(
+            Method::POST,
+            &format!("/api/v1/user/games/{id}/bots"),
+            Some(owner),
+            Some(json!({ "name": format!("Bot {}", &id[id.len() - 8..]) })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{bot}");
+    let (status, started) = t
+        .send(
+            Method::POST,
+            &format!("/api/v1/user/games/{id}/start"),
+            Some(owner),
+            Some(json!({})),
+        )
+        .await;
+    (status, id, started)
+}
+
+/// Waits until the game is in `state`; returns the game.
+async fn until_state(t: &TestApp, owner: &str, id: &str, state: &str) -> Value {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let (_, detail) = t
+            .send(
+                Method::GET,
+                &format!("/api/v1/user/games/{id}"),
+                Some(owner),
+                None,
+            )
+            .await;
+        if detail["game"]["state"] == state {
+            return detail["game"].clone();
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the game never became {state}: {detail}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn record(t: &TestApp, admin: &str, id: &str) -> Value {
+    let (status, body) = t
+        .send(
+            Method::GET,
+            &format!("/api/v1/admin/runtime/{id}"),
+            Some(admin),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    body
+}
+
+fn alive(pid: &str) -> bool {
+    Path::new(&format!("/proc/{pid}/status")).exists()
+        && std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .is_ok_and(|s| !s.contains("State:\tZ"))
+}
+
+async fn a_started_game_runs_and_survives_a_killed_engine(backend: DbKind) {
+    let t = spawn_app_with(backend, &[("BACKEND_RUNTIME_RECONCILE_INTERVAL", "200ms")]).await;
+    let admin = t.become_admin().await;
+    let (owner, _) = t.guest("Owner").await;
+    let (status, id, started) = started_game(&t, &owner, "conquest").await;
+    assert_eq!(status, StatusCode::OK, "{started}");
+    until_state(&t, &owner, &id, "running").await;
+    let r = record(&t, &admin, &id).await;
+    assert_eq!(r["record"]["state"], "ready", "{r}");
+    assert_eq!(r["record"]["placement"], "per_game");
+    assert_eq!(r["jobs"][0]["kind"], "start");
+    assert_eq!(r["jobs"][0]["status"], "done");
+    let address = r["record"]["address"]
+        .as_str()
+        .expect("an address")
+        .to_string();
+    let pid = r["record"]["handle"].as_str().expect("a pid").to_string();
+    let state: Value = reqwest::get(format!("{address}/games/{id}/state"))
+        .await
+        .expect("the engine answers")
+        .json()
+        .await
+        .expect("JSON");
+    assert_eq!(state["kind"], "conquest");
+    assert_eq!(state["turn"], 1, "{state}");
+    assert_eq!(state["bots"].as_array().map(Vec::len), Some(1), "{state}");
+
+    // SIGKILL: the reconciler starts it again on the same folder.
+    std::process::Command::new("kill")
+        .args(["-KILL", &pid])
+        .status()
+        .expect("kill");
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    let restarted = loop {
+        let r = record(&t, &admin, &id).await;
+        if r["record"]["restarts"].as_i64() >= Some(1) {
+            break r;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never restarted: {r}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let address = restarted["record"]["address"].as_str().expect("an address");
+    let again: Value = reqwest::get(format!("{address}/games/{id}/state"))
+        .await
+        .expect("the restarted engine answers")
+        .json()
+        .await
+        .expect("JSON");
+    assert_eq!(again, state, "the game is intact");
+    let new_pid = restarted["record"]["handle"]
+        .as_str()
+        .expect("a pid")
+        .to_string();
+    assert_ne!(new_pid, pid);
+
+    // An admin restart is audited.
+    let (status, body) = t
+        .send(
+            Method::POST,
+            &format!("/api/v1/admin/runtime/{id}/restart"),
+            Some(&admin),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (_, audit) = t
+        .send(Method::GET, "/api/v1/admin/audit", Some(&admin), None)
+        .await;
+    assert_eq!(audit["items"][0]["action"], "runtime.restart", "{audit}");
+    let last_pid = body["handle"].as_str().expect("a pid").to_string();
+    let metrics = t.metrics_text().await;
+    assert!(
+        metrics.contains("runtime_engine_restarts_total"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("engine_request_duration_seconds"),
+        "{metrics}"
+    );
+
+    // Engines stop with the backend.
+    t.app.shutdown().await;
+    assert!(!alive(&last_pid), "the engine outlived the backend");
+}
+
+/// A backend whose engines file registers `kinds` (TOML).
+async fn app_with_engines(backend: DbKind, toml: &str, extra: &[(&str, &str)]) -> TestApp {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("engines.toml");
+    std::fs::write(&path, toml).expect("write");
+    let path_text = path.display().to_string();
+    let mut env: Vec<(&str, &str)> = vec![("BACKEND_ENGINES_FILE", path_text.as_str())];
+    env.extend_from_slice(extra);
+    let t = spawn_app_with(backend, &env).await;
+    // The file is read at start; the folder may go.
+    drop(dir);
+    t
+}
+
+const SILENT_MANIFEST: &str = r#"
+[engine.manifest]
+version = "1"
+mode = "sequential"
+min_players = 2
+max_players = 2
+bots = true
+settings_schema = { type = "object", additionalProperties = false, properties = {} }
+"#;
+
+async fn starts_that_cannot_succeed_give_the_game_back(backend: DbKind) {
+    let engines = engines_binary();
+    let toml = format!(
+        "[[engine]]\nkind = \"mute\"\nbinary = \"/bin/sh\"\nargs = [\"-c\", \"sleep 30\", \"mute\"]\n{SILENT_MANIFEST}\n\
+         [[engine]]\nkind = \"impostor\"\nbinary = {engines:?}\nargs = [\"reversi\"]\n{SILENT_MANIFEST}"
+    );
+    let t = app_with_engines(
+        backend,
+        &toml,
+        &[
+            ("BACKEND_RUNTIME_START_TIMEOUT", "1s"),
+            ("BACKEND_RUNTIME_START_ATTEMPTS", "1"),
+        ],
+    )
+    .await;
+    let (owner, _) = t.guest("Owner").await;
+    // An engine that never announces its address.
+    let (status, mute, _) = started_game(&t, &owner, "mute").await;
+    assert_eq!(status, StatusCode::OK);
+    let failed = until_state(&t, &owner, &mute, "start_failed").await;
+    let reason = failed["start_error"].as_str().unwrap_or("");
+    assert!(reason.contains("did not announce its address"), "{failed}");
+    // An engine that is another kind than registered.
+    let (status, impostor, _) = started_game(&t, &owner, "impostor").await;
+    assert_eq!(status, StatusCode::OK);
+    let failed = until_state(&t, &owner, &impostor, "start_failed").await;
+    let reason = failed["start_error"].as_str().unwrap_or("");
+    assert!(reason.contains("serves reversi"), "{failed}");
+
+    // The owner retries (and it fails again), then cancels.
+    let (status, again) = t
+        .send(
+            Method::POST,
+            &format!("/api/v1/user/games/{impostor}/retry-start"),
+            Some(&owner),
+            None,
+        )
+        .await;
+    assert_eq!(
+        (status, again["state"].as_str()),
+        (StatusCode::OK, Some("starting")),
+        "{again}"
+    );
+    until_state(&t, &owner, &impostor, "start_failed").await;
+    let (status, cancelled) = t
+        .send(
+            Method::POST,
+            &format!("/api/v1/user/games/{impostor}/cancel"),
+            Some(&owner),
+            None,
+        )
+        .await;
+    assert_eq!(
+        (status, cancelled["state"].as_str()),
+        (StatusCode::OK, Some("cancelled"))
+    );
+    let (status, err) = t
+        .send(
+            Method::POST,
+            &format!("/api/v1/user/games/{mute}/retry-start"),
+            Some(&owner),
+            Some(json!({})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{err}");
+    t.app.shutdown().await;
+}
+
+async fn a_full_queue_refuses_a_start(backend: DbKind) {
+    let toml = format!(
+        "[[engine]]\nkind = \"mute\"\nbinary = \"/bin/sh\"\nargs = [\"-c\", \"sleep 30\", \"mute\"]\n{SILENT_MANIFEST}"
+    );
+    let t = app_with_engines(
+        backend,
+        &toml,
+        &[
+            ("BACKEND_RUNTIME_JOB_QUEUE_SIZE", "1"),
+            ("BACKEND_RUNTIME_START_TIMEOUT", "10s"),
+        ],
+    )
+    .await;
+    let (owner, _) = t.guest("Owner").await;
+    let (status, _, _) = started_game(&t, &owner, "mute").await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, second, body) = started_game(&t, &owner, "mute").await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert_eq!(body["error"]["code"], "runtime_busy");
+    let (_, detail) = t
+        .send(
+            Method::GET,
+            &format!("/api/v1/user/games/{second}"),
+            Some(&owner),
+            None,
+        )
+        .await;
+    assert_eq!(detail["game"]["state"], "enrolling", "nothing changed");
+    t.app.shutdown().await;
+}
+
+turnbase_testkit::both_backends!(
+    flavor = "multi_thread";
+    a_started_game_runs_and_survives_a_killed_engine,
+    starts_that_cannot_succeed_give_the_game_back,
+    a_full_queue_refuses_a_start,
+);
