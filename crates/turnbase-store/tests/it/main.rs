@@ -4,4 +4,5 @@ mod accounts;
 mod lobby;
 mod mail;
 mod migrations;
+mod runtime;
 mod suite;
