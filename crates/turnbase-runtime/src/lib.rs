@@ -67,6 +67,15 @@ pub type Commands = HashMap<String, EngineCommand>;
 pub(crate) struct Metrics {
     pub jobs: Counter<u64>,
     pub restarts: Counter<u64>,
+    _depth: opentelemetry::metrics::ObservableGauge<i64>,
+    _engines: opentelemetry::metrics::ObservableGauge<i64>,
+}
+
+/// Figures the reconciler refreshes each pass for the gauges.
+#[derive(Default)]
+pub(crate) struct Gauges {
+    pub depth: std::sync::atomic::AtomicI64,
+    pub engines: std::sync::Mutex<Vec<(turnbase_store::runtime::RecordState, i64)>>,
 }
 
 /// The runtime's parts, shared by the worker, the reconciler and the
@@ -85,6 +94,7 @@ pub(crate) struct Inner {
     pub outcomes: Arc<dyn GameOutcomes>,
     pub clock: Clock,
     pub metrics: Metrics,
+    pub gauges: Arc<Gauges>,
     pub wake: Arc<tokio::sync::Notify>,
     /// Who holds leases: this process.
     pub owner: String,
@@ -105,6 +115,8 @@ impl Runtime {
             client.clone(),
             config.start_timeout,
         );
+        let gauges = Arc::new(Gauges::default());
+        let (depth_source, engines_source) = (gauges.clone(), gauges.clone());
         let metrics = Metrics {
             jobs: meter
                 .u64_counter("runtime_jobs")
@@ -113,6 +125,36 @@ impl Runtime {
             restarts: meter
                 .u64_counter("runtime_engine_restarts")
                 .with_description("Engines of running games restarted by the reconciler")
+                .build(),
+            _depth: meter
+                .i64_observable_gauge("runtime_queue_depth")
+                .with_description("Runtime jobs queued or running, as of the last reconcile")
+                .with_callback(move |o| {
+                    o.observe(
+                        depth_source
+                            .depth
+                            .load(std::sync::atomic::Ordering::Relaxed),
+                        &[],
+                    )
+                })
+                .build(),
+            _engines: meter
+                .i64_observable_gauge("runtime_engines")
+                .with_description("Game engine records by state, as of the last reconcile")
+                .with_callback(move |o| {
+                    let counts = engines_source
+                        .engines
+                        .lock()
+                        .map(|c| c.clone())
+                        .unwrap_or_default();
+                    for state in turnbase_store::runtime::RecordState::ALL {
+                        let n = counts
+                            .iter()
+                            .find(|(s, _)| s == state)
+                            .map_or(0, |(_, n)| *n);
+                        o.observe(n, &[KeyValue::new("state", state.as_str())]);
+                    }
+                })
                 .build(),
         };
         Runtime {
@@ -125,6 +167,7 @@ impl Runtime {
                 outcomes,
                 clock,
                 metrics,
+                gauges,
                 wake: Arc::new(tokio::sync::Notify::new()),
                 owner: format!("runtime-{}-{}", std::process::id(), Uuid::now_v7().simple()),
             }),

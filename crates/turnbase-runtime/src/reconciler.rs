@@ -43,9 +43,18 @@ impl Job for Reconciler {
     }
 }
 
-/// One pass over the ready records.
+/// One pass over the ready records (and the gauges' figures).
 pub async fn pass(runtime: &Runtime) -> anyhow::Result<()> {
     let inner = &runtime.inner;
+    let store = inner.db.runtime();
+    inner.gauges.depth.store(
+        store.runtime_queue_depth().await?,
+        std::sync::atomic::Ordering::Relaxed,
+    );
+    let counts = store.runtime_counts().await?;
+    if let Ok(mut engines) = inner.gauges.engines.lock() {
+        *engines = counts;
+    }
     let records = inner
         .db
         .runtime()

@@ -194,6 +194,9 @@ pub trait RuntimeStore: Send + Sync {
 
     async fn runtime_record(&self, game: Uuid) -> StoreResult<Option<RuntimeRecord>>;
 
+    /// How many records are in each state.
+    async fn runtime_counts(&self) -> StoreResult<Vec<(RecordState, i64)>>;
+
     /// Records, optionally of one state, by game id.
     async fn runtime_records(
         &self,

@@ -236,6 +236,21 @@ macro_rules! impl_runtime_store {
                         .map_err(Into::into)
                 }
 
+                async fn runtime_counts(&self) -> StoreResult<Vec<(RecordState, i64)>> {
+                    let rows: Vec<(String, i64)> = sqlx::query_as(
+                        "SELECT state, COUNT(*) FROM runtime_records GROUP BY state",
+                    )
+                    .fetch_all(SqlBackend::reader(self))
+                    .await?;
+                    rows.into_iter()
+                        .map(|(state, n)| {
+                            RecordState::try_from(state)
+                                .map(|s| (s, n))
+                                .map_err(|e| StoreError::Unexpected(anyhow::anyhow!(e)))
+                        })
+                        .collect()
+                }
+
                 async fn runtime_records(
                     &self,
                     state: Option<RecordState>,
