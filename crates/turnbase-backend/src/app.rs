@@ -121,11 +121,13 @@ impl App {
         let runtime = Self::start_runtime(
             config,
             &database,
+            &instance,
             &lobby,
             clock.clone(),
             &telemetry,
             lifecycle,
-        );
+        )
+        .await?;
         let readiness = Self::warm_caches(&accounts).await;
         let outage = api::outage::Outage::new(database.clone(), telemetry.meter());
         let state = AppState {
@@ -309,19 +311,39 @@ impl App {
     /// The game runtime, joined to the lobby both ways by the adapters in
     /// `crate::runtime_wiring` (outcomes to the lobby, the start queue to
     /// the runtime). Its engines are stopped after its workers.
-    fn start_runtime(
+    async fn start_runtime(
         config: &Config,
         database: &Database,
+        instance: &InstanceInfo,
         lobby: &turnbase_lobby::LobbyService,
         clock: turnbase_core::worker::Clock,
         telemetry: &Telemetry,
         lifecycle: &mut Lifecycle,
-    ) -> turnbase_runtime::Runtime {
-        let commands = crate::runtime_wiring::commands(lobby.engines());
+    ) -> anyhow::Result<turnbase_runtime::Runtime> {
+        let driver = match &config.runtime.docker {
+            None => turnbase_runtime::DriverChoice::Process,
+            Some(docker) => {
+                let driver = turnbase_runtime::docker::DockerDriver::connect(
+                    &docker.host,
+                    instance.id,
+                    &docker.network,
+                    docker.limits,
+                )
+                .await
+                .map_err(|e| {
+                    anyhow::anyhow!("BACKEND_RUNTIME_DRIVER=docker, BACKEND_DOCKER_HOST: {e}")
+                })?;
+                tracing::info!(host = %docker.host, network = %docker.network, "engines run as Docker containers");
+                turnbase_runtime::DriverChoice::Docker(Arc::new(driver))
+            }
+        };
+        let commands =
+            crate::runtime_wiring::commands(lobby.engines(), config.runtime.docker.is_some());
         let runtime = turnbase_runtime::Runtime::new(
             database.clone(),
-            config.runtime.clone(),
+            config.runtime.service.clone(),
             commands,
+            driver,
             Arc::new(crate::runtime_wiring::LobbyOutcomes(lobby.clone())),
             clock,
             telemetry.meter(),
@@ -334,7 +356,7 @@ impl App {
             engines.shutdown().await;
             Ok(())
         });
-        runtime
+        Ok(runtime)
     }
 
     /// The caches, each reporting to /readyz until warm.

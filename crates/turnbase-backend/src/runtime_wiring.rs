@@ -3,26 +3,28 @@
 //! construction, never by domain logic in the wiring).
 
 use turnbase_lobby::{EngineRegistry, EngineRun, LobbyService, StartQueue};
-use turnbase_runtime::{Commands, EngineCommand, GameOutcomes, Runtime};
+use turnbase_runtime::{Commands, EngineCommand, EngineSpec, GameOutcomes, Runtime};
 use turnbase_store::lobby::Transition;
 use uuid::Uuid;
 
-/// The registered kinds the process driver can run (binaries).
-pub fn commands(engines: &EngineRegistry) -> Commands {
+/// How the runtime runs each registered kind. With the Docker driver a
+/// binary kind runs from the image `turnbase engine image` builds for it
+/// (`turnbase-engine-<kind>:latest`).
+pub fn commands(engines: &EngineRegistry, docker: bool) -> Commands {
     engines
         .kinds()
-        .filter_map(|k| match &k.run {
-            EngineRun::Binary { program, args } => Some((
-                k.name.clone(),
-                EngineCommand {
+        .map(|k| {
+            let spec = match (&k.run, docker) {
+                (EngineRun::Docker { image }, _) => EngineSpec::Image(image.clone()),
+                (EngineRun::Binary { .. }, true) => {
+                    EngineSpec::Image(format!("turnbase-engine-{}:latest", k.name))
+                }
+                (EngineRun::Binary { program, args }, false) => EngineSpec::Binary(EngineCommand {
                     program: program.clone(),
                     args: args.clone(),
-                },
-            )),
-            EngineRun::Docker { image } => {
-                tracing::warn!(kind = %k.name, image, "the process driver cannot run a Docker image; games of this kind will fail to start");
-                None
-            }
+                }),
+            };
+            (k.name.clone(), spec)
         })
         .collect()
 }

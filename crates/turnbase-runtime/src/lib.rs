@@ -11,6 +11,7 @@
 //! [`GameOutcomes`], which the backend's wiring implements.
 
 pub mod client;
+pub mod docker;
 pub mod driver;
 pub mod reconciler;
 pub mod worker;
@@ -27,7 +28,16 @@ use turnbase_store::runtime::RuntimeRecord;
 use uuid::Uuid;
 
 pub use client::{CallError, EngineClient};
-pub use driver::{EngineCommand, Placement, ProcessDriver, Running};
+pub use driver::{DriverError, EngineCommand, Placement, ProcessDriver, Running};
+
+/// Why an engine could not be had.
+#[derive(Debug, thiserror::Error)]
+pub enum EnsureError {
+    #[error("the {0} engine kind is not registered, or not runnable by this driver")]
+    NotRunnable(String),
+    #[error(transparent)]
+    Driver(#[from] DriverError),
+}
 pub use turnbase_core::worker::Clock;
 
 /// How the runtime runs.
@@ -61,8 +71,30 @@ pub trait GameOutcomes: Send + Sync {
     async fn start_failed(&self, game: Uuid, reason: &str) -> anyhow::Result<()>;
 }
 
+/// How the runtime runs an engine kind.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EngineSpec {
+    /// A program (the `process` driver).
+    Binary(EngineCommand),
+    /// A local image (the `docker` driver).
+    Image(String),
+}
+
 /// Engine kinds the runtime can run, by name.
-pub type Commands = HashMap<String, EngineCommand>;
+pub type Commands = HashMap<String, EngineSpec>;
+
+/// Which driver runs the engines.
+#[derive(Clone)]
+pub enum DriverChoice {
+    Process,
+    Docker(Arc<docker::DockerDriver>),
+}
+
+/// The driver in use.
+pub(crate) enum Driver {
+    Process(Arc<ProcessDriver>),
+    Docker(Arc<docker::DockerDriver>),
+}
 
 pub(crate) struct Metrics {
     pub jobs: Counter<u64>,
@@ -89,7 +121,7 @@ pub(crate) struct Inner {
     pub db: Database,
     pub config: RuntimeConfig,
     pub commands: Commands,
-    pub driver: Arc<ProcessDriver>,
+    pub driver: Driver,
     pub client: EngineClient,
     pub outcomes: Arc<dyn GameOutcomes>,
     pub clock: Clock,
@@ -105,16 +137,20 @@ impl Runtime {
         db: Database,
         config: RuntimeConfig,
         commands: Commands,
+        driver: DriverChoice,
         outcomes: Arc<dyn GameOutcomes>,
         clock: Clock,
         meter: &Meter,
     ) -> Runtime {
         let client = EngineClient::new(meter);
-        let driver = ProcessDriver::new(
-            config.engines_dir.clone(),
-            client.clone(),
-            config.start_timeout,
-        );
+        let driver = match driver {
+            DriverChoice::Process => Driver::Process(ProcessDriver::new(
+                config.engines_dir.clone(),
+                client.clone(),
+                config.start_timeout,
+            )),
+            DriverChoice::Docker(docker) => Driver::Docker(docker),
+        };
         let gauges = Arc::new(Gauges::default());
         let (depth_source, engines_source) = (gauges.clone(), gauges.clone());
         let metrics = Metrics {
@@ -199,17 +235,92 @@ impl Runtime {
         Ok(depth < self.inner.config.queue_size)
     }
 
-    /// The driver's key for a game's engine.
-    pub(crate) fn key(&self, engine: &str, game: Uuid) -> String {
-        match self.inner.config.placement {
-            Placement::Shared => engine.to_string(),
-            Placement::PerGame => game.to_string(),
+    /// Where games run: the configured placement for processes; a
+    /// container per game with Docker.
+    pub fn placement(&self) -> Placement {
+        match self.inner.driver {
+            Driver::Process(_) => self.inner.config.placement,
+            Driver::Docker(_) => Placement::PerGame,
         }
     }
 
-    /// Stops every engine this process started (the backend is stopping).
+    pub(crate) fn driver_name(&self) -> &'static str {
+        match &self.inner.driver {
+            Driver::Process(p) => p.name(),
+            Driver::Docker(d) => d.name(),
+        }
+    }
+
+    /// The engine of `engine`'s kind for `game`, started or found.
+    pub(crate) async fn ensure_engine(
+        &self,
+        engine: &str,
+        game: Uuid,
+    ) -> Result<Running, EnsureError> {
+        let spec = self
+            .inner
+            .commands
+            .get(engine)
+            .ok_or_else(|| EnsureError::NotRunnable(engine.to_string()))?;
+        let running = match (&self.inner.driver, spec) {
+            (Driver::Process(p), EngineSpec::Binary(command)) => {
+                let key = match self.inner.config.placement {
+                    Placement::Shared => engine.to_string(),
+                    Placement::PerGame => game.to_string(),
+                };
+                p.ensure(&key, command).await?
+            }
+            (Driver::Docker(d), EngineSpec::Image(image)) => d.ensure(game, engine, image).await?,
+            _ => return Err(EnsureError::NotRunnable(engine.to_string())),
+        };
+        Ok(running)
+    }
+
+    /// Stops a game's engine where it is the game's own (a shared process
+    /// keeps serving its kind's other games).
+    pub(crate) async fn stop_engine(&self, game: Uuid) {
+        match &self.inner.driver {
+            Driver::Process(p) if self.inner.config.placement == Placement::PerGame => {
+                p.stop(&game.to_string()).await;
+            }
+            Driver::Process(_) => {}
+            Driver::Docker(d) => d.stop(game).await,
+        }
+    }
+
+    /// Removes a stopped game engine's data where it is the game's own.
+    pub(crate) async fn remove_engine(&self, game: Uuid) -> Result<(), DriverError> {
+        match &self.inner.driver {
+            Driver::Process(p) if self.inner.config.placement == Placement::PerGame => {
+                p.remove(&game.to_string()).await.map_err(DriverError::Io)
+            }
+            Driver::Process(_) => Ok(()),
+            Driver::Docker(d) => d.remove(game).await,
+        }
+    }
+
+    /// Forces the game's engine down so that the next ensure starts it
+    /// again (an admin restart).
+    async fn force_down(&self, engine: &str, game: Uuid) {
+        match &self.inner.driver {
+            Driver::Process(p) => {
+                let key = match self.inner.config.placement {
+                    Placement::Shared => engine.to_string(),
+                    Placement::PerGame => game.to_string(),
+                };
+                p.stop(&key).await;
+            }
+            Driver::Docker(d) => d.stop(game).await,
+        }
+    }
+
+    /// Stops every engine process this backend started (the backend is
+    /// stopping). Containers keep running: Docker restarts them, and the
+    /// next backend finds them by name.
     pub async fn shutdown(&self) {
-        self.inner.driver.shutdown().await;
+        if let Driver::Process(p) = &self.inner.driver {
+            p.shutdown().await;
+        }
     }
 
     /// Records, optionally of one state (admins).
@@ -264,8 +375,7 @@ impl Runtime {
             .runtime_record(game)
             .await?
             .ok_or_else(|| anyhow::anyhow!("game {game} has no engine"))?;
-        let key = self.key(&record.engine, game);
-        self.inner.driver.stop(&key).await;
+        self.force_down(&record.engine, game).await;
         reconciler::repair(self, record).await
     }
 

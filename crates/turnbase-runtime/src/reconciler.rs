@@ -106,12 +106,9 @@ pub(crate) async fn repair(
     mut record: RuntimeRecord,
 ) -> anyhow::Result<RuntimeRecord> {
     let inner = &runtime.inner;
-    let command = inner
-        .commands
-        .get(&record.engine)
-        .ok_or_else(|| anyhow::anyhow!("the {} engine kind is not registered", record.engine))?;
-    let key = runtime.key(&record.engine, record.game_id);
-    let running = inner.driver.ensure(&key, command).await?;
+    let running = runtime
+        .ensure_engine(&record.engine, record.game_id)
+        .await?;
     let deadline = tokio::time::Instant::now() + inner.config.start_timeout;
     while !inner.client.healthy(&running.url).await {
         anyhow::ensure!(
@@ -122,12 +119,10 @@ pub(crate) async fn repair(
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let now = (inner.clock)();
-    if record.address.as_deref() != Some(running.url.as_str())
-        || record.handle.as_deref() != Some(running.handle.as_str())
-    {
-        record.restarts += 1;
-        inner.metrics.restarts.add(1, &[]);
-    }
+    // Called only for an engine that did not answer (or an admin's
+    // restart): the game's engine was down, whatever it is now.
+    record.restarts += 1;
+    inner.metrics.restarts.add(1, &[]);
     record.address = Some(running.url);
     record.handle = Some(running.handle);
     record.last_health_at = Some(now);

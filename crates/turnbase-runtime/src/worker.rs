@@ -25,7 +25,7 @@ use turnbase_store::lobby::{GameState, SeatStatus};
 use turnbase_store::runtime::{ClaimedJob, JobEnd, JobKind, RecordState, RuntimeRecord};
 use uuid::Uuid;
 
-use crate::{Placement, Runtime};
+use crate::Runtime;
 
 /// Why an attempt failed, and whether trying again can help.
 #[derive(Debug)]
@@ -122,9 +122,7 @@ impl JobWorker {
         }
         let inner = &self.runtime.inner;
         // Nothing is left running for a game that did not start.
-        if inner.config.placement == Placement::PerGame {
-            inner.driver.stop(&job.game_id.to_string()).await;
-        }
+        self.runtime.stop_engine(job.game_id).await;
         if let Ok(Some(mut record)) = inner.db.runtime().runtime_record(job.game_id).await {
             record.state = RecordState::Failed;
             record.last_error = Some(reason.to_string());
@@ -146,12 +144,6 @@ impl JobWorker {
             // Cancelled (or started) meanwhile: nothing to do.
             return Ok(());
         }
-        let command = inner.commands.get(&game.engine).ok_or_else(|| {
-            Failure::Permanent(format!(
-                "the {} engine kind is not registered (or not runnable by this driver)",
-                game.engine
-            ))
-        })?;
         let now = (inner.clock)();
         let mut record = match inner
             .db
@@ -164,8 +156,8 @@ impl JobWorker {
             None => RuntimeRecord {
                 game_id,
                 engine: game.engine.clone(),
-                driver: inner.driver.name().to_string(),
-                placement: inner.config.placement.as_str().to_string(),
+                driver: self.runtime.driver_name().to_string(),
+                placement: self.runtime.placement().as_str().to_string(),
                 address: None,
                 handle: None,
                 state: RecordState::Starting,
@@ -186,12 +178,14 @@ impl JobWorker {
             .await
             .map_err(retry)?;
 
-        let key = self.runtime.key(&game.engine, game_id);
-        let running = inner
-            .driver
-            .ensure(&key, command)
+        let running = self
+            .runtime
+            .ensure_engine(&game.engine, game_id)
             .await
-            .map_err(|e| Failure::Retry(e.to_string()))?;
+            .map_err(|e| match e {
+                crate::EnsureError::NotRunnable(_) => Failure::Permanent(e.to_string()),
+                crate::EnsureError::Driver(d) => Failure::Retry(d.to_string()),
+            })?;
         let deadline = tokio::time::Instant::now() + inner.config.start_timeout;
         while !inner.client.healthy(&running.url).await {
             if tokio::time::Instant::now() >= deadline {
@@ -273,9 +267,7 @@ impl JobWorker {
         else {
             return Ok(());
         };
-        if inner.config.placement == Placement::PerGame {
-            inner.driver.stop(&game_id.to_string()).await;
-        }
+        self.runtime.stop_engine(game_id).await;
         record.state = RecordState::Stopped;
         record.updated_at = (inner.clock)();
         inner
@@ -298,13 +290,10 @@ impl JobWorker {
         else {
             return Ok(());
         };
-        if inner.config.placement == Placement::PerGame {
-            inner
-                .driver
-                .remove(&game_id.to_string())
-                .await
-                .map_err(|e| Failure::Retry(e.to_string()))?;
-        }
+        self.runtime
+            .remove_engine(game_id)
+            .await
+            .map_err(|e| Failure::Retry(e.to_string()))?;
         record.state = RecordState::Removed;
         record.updated_at = (inner.clock)();
         inner

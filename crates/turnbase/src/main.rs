@@ -72,6 +72,24 @@ enum EngineCommand {
     /// lobby registers them; the runtime starts them this way).
     #[command(subcommand)]
     Serve(ServeCommand),
+    /// Build a local Docker image of a reference engine from this binary
+    /// (for BACKEND_RUNTIME_DRIVER=docker): the binary and the libraries it
+    /// links, imported with the engine as the entry point.
+    Image {
+        /// conquest or reversi.
+        kind: String,
+        /// The image's name (default turnbase-engine-<kind>:latest, the
+        /// name the docker driver runs the reference kinds from).
+        #[arg(long)]
+        tag: Option<String>,
+        /// The Docker Engine API.
+        #[arg(
+            long,
+            env = "BACKEND_DOCKER_HOST",
+            default_value = "unix:///var/run/docker.sock"
+        )]
+        docker_host: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -114,6 +132,11 @@ fn main() -> ExitCode {
         }) => return tail(url, cursor, client_id, &data_dir),
         Command::Engine(EngineCommand::Check { url, spawn }) => return engine_check(url, spawn),
         Command::Engine(EngineCommand::Serve(game)) => return engine_serve(game),
+        Command::Engine(EngineCommand::Image {
+            kind,
+            tag,
+            docker_host,
+        }) => return engine_image(&kind, tag, &docker_host),
         Command::Gateway => return gateway(cli.config),
         Command::Up => Run::Up,
         Command::Backend => Run::Backend,
@@ -318,6 +341,37 @@ fn async_runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
             eprintln!("turnbase: cannot start the async runtime: {err}");
             ExitCode::FAILURE
         })
+}
+
+/// `turnbase engine image`.
+fn engine_image(kind: &str, tag: Option<String>, docker_host: &str) -> ExitCode {
+    if !turnbase_engines::manifests().iter().any(|m| m.kind == kind) {
+        eprintln!("turnbase: engine image: {kind:?} is not a reference engine (conquest, reversi)");
+        return ExitCode::from(2);
+    }
+    let runtime = match async_runtime() {
+        Ok(runtime) => runtime,
+        Err(code) => return code,
+    };
+    let tag = tag.unwrap_or_else(|| format!("turnbase-engine-{kind}:latest"));
+    let result = runtime.block_on(async {
+        let program = std::env::current_exe()?;
+        let entrypoint: Vec<String> = ["/turnbase", "engine", "serve", kind]
+            .iter()
+            .map(|w| w.to_string())
+            .collect();
+        turnbase_runtime::docker::build_image(docker_host, &program, &entrypoint, &tag).await
+    });
+    match result {
+        Ok(()) => {
+            println!("built {tag}");
+            ExitCode::SUCCESS
+        }
+        Err(err) => {
+            eprintln!("turnbase: engine image: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 /// `turnbase engine serve`.

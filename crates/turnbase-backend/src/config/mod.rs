@@ -24,6 +24,7 @@ pub use http::HttpConfig;
 pub use lobby::{EngineSource, LobbySettings};
 pub use mail::{MailConfig, MailDelivery};
 pub use push::GrpcPushConfig;
+pub use runtime::{DockerSettings, RuntimeSettings};
 pub use storage::{DatabaseConfig, DatabaseTarget};
 pub use turnbase_core::cors::CorsOrigins;
 
@@ -77,7 +78,7 @@ pub struct Config {
     pub mail: MailConfig,
     pub accounts: AccountsSettings,
     pub lobby: LobbySettings,
-    pub runtime: turnbase_runtime::RuntimeConfig,
+    pub runtime: runtime::RuntimeSettings,
 }
 
 impl Config {

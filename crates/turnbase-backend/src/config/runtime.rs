@@ -4,12 +4,38 @@
 use std::path::Path;
 
 use turnbase_core::config::{
-    Reader, VarSpec, parse_positive_duration, parse_u32_positive, parse_usize_positive,
+    Reader, VarSpec, parse_byte_size, parse_positive_duration, parse_u32_positive,
+    parse_usize_positive,
 };
 use turnbase_core::var;
 use turnbase_runtime::{Placement, RuntimeConfig};
 
 pub(super) const VARIABLES: &[VarSpec] = &[
+    var!(
+        "BACKEND_RUNTIME_DRIVER",
+        Some("process"),
+        "`process` (engines as child processes on this machine) or `docker` (a container per game through the Docker Engine API)."
+    ),
+    var!(
+        "BACKEND_DOCKER_HOST",
+        Some("unix:///var/run/docker.sock"),
+        "The Docker Engine API for the `docker` driver: `unix:///path` or `http://host:port`."
+    ),
+    var!(
+        "BACKEND_RUNTIME_DOCKER_NETWORK",
+        Some("turnbase-engines"),
+        "The Docker network engine containers join (created when missing); the backend reaches them there."
+    ),
+    var!(
+        "BACKEND_RUNTIME_CPUS",
+        Some("1"),
+        "CPUs each engine container may use (`docker` driver)."
+    ),
+    var!(
+        "BACKEND_RUNTIME_MEMORY",
+        Some("512MiB"),
+        "Memory each engine container may use (`docker` driver)."
+    ),
     var!(
         "BACKEND_RUNTIME_PLACEMENT",
         Some("per_game"),
@@ -47,12 +73,50 @@ pub(super) const VARIABLES: &[VarSpec] = &[
     ),
 ];
 
+/// The `docker` driver's settings.
+#[derive(Debug, Clone)]
+pub struct DockerSettings {
+    pub host: String,
+    pub network: String,
+    pub limits: turnbase_runtime::docker::Limits,
+}
+
+/// The runtime: its own settings and, for the `docker` driver, Docker's.
+#[derive(Debug, Clone)]
+pub struct RuntimeSettings {
+    pub service: RuntimeConfig,
+    /// `None` for the `process` driver.
+    pub docker: Option<DockerSettings>,
+}
+
 /// `up` keeps engines dense: one process per kind.
 pub(super) const UP_DEFAULTS: &[(&str, &str)] = &[("BACKEND_RUNTIME_PLACEMENT", "shared")];
 
-pub(super) fn read(r: &mut Reader<'_>, data_dir: &Path) -> RuntimeConfig {
+pub(super) fn read(r: &mut Reader<'_>, data_dir: &Path) -> RuntimeSettings {
+    let docker = r.get("BACKEND_RUNTIME_DRIVER", |t| match t {
+        "process" => Ok(false),
+        "docker" => Ok(true),
+        other => Err(format!("{other:?} is not one of process, docker")),
+    });
+    let host = r.get("BACKEND_DOCKER_HOST", parse_docker_host);
+    let network = r.get("BACKEND_RUNTIME_DOCKER_NETWORK", |t| {
+        if t.is_empty()
+            || !t
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        {
+            Err(format!("{t:?} is not a Docker network name"))
+        } else {
+            Ok(t.to_string())
+        }
+    });
+    let cpus = r.get("BACKEND_RUNTIME_CPUS", |t| match t.parse::<f64>() {
+        Ok(n) if n > 0.0 && n <= 256.0 => Ok(n),
+        _ => Err(format!("{t:?} is not a number of CPUs above 0")),
+    });
+    let memory = r.get("BACKEND_RUNTIME_MEMORY", parse_byte_size);
     let start_timeout = r.get("BACKEND_RUNTIME_START_TIMEOUT", parse_positive_duration);
-    RuntimeConfig {
+    let service = RuntimeConfig {
         placement: r.get("BACKEND_RUNTIME_PLACEMENT", |t| {
             Placement::parse(t).ok_or_else(|| format!("{t:?} is not one of per_game, shared"))
         }),
@@ -69,5 +133,26 @@ pub(super) fn read(r: &mut Reader<'_>, data_dir: &Path) -> RuntimeConfig {
             parse_positive_duration,
         ),
         lease: r.get("BACKEND_RUNTIME_JOB_LEASE", parse_positive_duration),
+    };
+    RuntimeSettings {
+        service,
+        docker: docker.then(|| DockerSettings {
+            host,
+            network,
+            limits: turnbase_runtime::docker::Limits {
+                cpus,
+                memory_bytes: i64::try_from(memory).unwrap_or(i64::MAX),
+            },
+        }),
+    }
+}
+
+fn parse_docker_host(text: &str) -> Result<String, String> {
+    if text.starts_with("unix:///") || text.starts_with("http://") {
+        Ok(text.to_string())
+    } else {
+        Err(format!(
+            "{text:?} is neither unix:///path nor http://host:port"
+        ))
     }
 }

@@ -332,8 +332,115 @@ async fn a_full_queue_refuses_a_start(backend: DbKind) {
     t.app.shutdown().await;
 }
 
+fn docker(args: &[&str]) -> String {
+    let out = std::process::Command::new("docker")
+        .args(args)
+        .output()
+        .expect("the docker CLI");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// The Docker driver against this machine's Docker engine, with an image
+/// built here from the engines binary.
+async fn the_docker_driver_runs_a_game_in_its_own_container(backend: DbKind) {
+    let host = "unix:///var/run/docker.sock";
+    if !Path::new("/var/run/docker.sock").exists() {
+        eprintln!("SKIPPED: no Docker engine on this machine (/var/run/docker.sock)");
+        return;
+    }
+    let entrypoint = vec!["/turnbase-engines".to_string(), "conquest".to_string()];
+    turnbase_runtime::docker::build_image(
+        host,
+        &engines_binary(),
+        &entrypoint,
+        "turnbase-engine-conquest:latest",
+    )
+    .await
+    .expect("the image builds");
+    let network = format!("turnbase-test-{}", uuid::Uuid::now_v7().simple());
+    let t = spawn_app_with(
+        backend,
+        &[
+            ("BACKEND_RUNTIME_DRIVER", "docker"),
+            ("BACKEND_RUNTIME_DOCKER_NETWORK", network.as_str()),
+            ("BACKEND_RUNTIME_RECONCILE_INTERVAL", "200ms"),
+            ("BACKEND_RUNTIME_MEMORY", "256MiB"),
+        ],
+    )
+    .await;
+    let installation = t.app.instance.id.to_string();
+    let admin = t.become_admin().await;
+    let (owner, _) = t.guest("Owner").await;
+    let (status, id, _) = started_game(&t, &owner, "conquest").await;
+    assert_eq!(status, StatusCode::OK);
+    until_state(&t, &owner, &id, "running").await;
+    let r = record(&t, &admin, &id).await;
+    assert_eq!(r["record"]["driver"], "docker", "{r}");
+    let name = format!("turnbase-game-{id}");
+    let labels = docker(&[
+        "inspect",
+        "--format",
+        "{{index .Config.Labels \"turnbase.backend\"}} {{index .Config.Labels \"turnbase.engine\"}} {{.HostConfig.RestartPolicy.Name}} {{.HostConfig.Memory}}",
+        &name,
+    ]);
+    assert_eq!(
+        labels,
+        format!(
+            "{installation} conquest unless-stopped {}",
+            256 * 1024 * 1024
+        )
+    );
+    let address = r["record"]["address"]
+        .as_str()
+        .expect("an address")
+        .to_string();
+    let state: Value = reqwest::get(format!("{address}/games/{id}/state"))
+        .await
+        .expect("the container answers")
+        .json()
+        .await
+        .expect("JSON");
+    assert_eq!(state["turn"], 1, "{state}");
+
+    // Killed by hand: the reconciler starts it again, its volume intact.
+    docker(&["kill", &name]);
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    let restarted = loop {
+        let r = record(&t, &admin, &id).await;
+        if r["record"]["restarts"].as_i64() >= Some(1) {
+            break r;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never restarted: {r}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let address = restarted["record"]["address"].as_str().expect("an address");
+    let again: Value = reqwest::get(format!("{address}/games/{id}/state"))
+        .await
+        .expect("the restarted container answers")
+        .json()
+        .await
+        .expect("JSON");
+    assert_eq!(again, state, "the game is intact");
+    t.app.shutdown().await;
+    let ours = docker(&[
+        "ps",
+        "-aq",
+        "--filter",
+        &format!("label=turnbase.backend={installation}"),
+    ]);
+    for container in ours.lines() {
+        docker(&["rm", "-f", container]);
+    }
+    docker(&["volume", "rm", "-f", &name]);
+    docker(&["network", "rm", &network]);
+}
+
 turnbase_testkit::both_backends!(
     flavor = "multi_thread";
+    the_docker_driver_runs_a_game_in_its_own_container,
     a_started_game_runs_and_survives_a_killed_engine,
     starts_that_cannot_succeed_give_the_game_back,
     a_full_queue_refuses_a_start,
