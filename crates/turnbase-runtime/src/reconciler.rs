@@ -43,9 +43,80 @@ impl Job for Reconciler {
     }
 }
 
+/// With the Docker driver, the containers labelled as ours against the
+/// records: a container of a known game without a record is adopted (its
+/// record written; stopped if the game has ended), and a `ready` record
+/// whose container is gone (removed by hand) is repaired when its game
+/// runs — a new container on the game's volume — or marked removed.
+async fn containers(runtime: &Runtime) -> anyhow::Result<()> {
+    let crate::Driver::Docker(docker) = &runtime.inner.driver else {
+        return Ok(());
+    };
+    let inner = &runtime.inner;
+    let listed = docker.list().await?;
+    let store = inner.db.runtime();
+    for container in &listed {
+        if store.runtime_record(container.game).await?.is_some() {
+            continue;
+        }
+        let Ok(game) = inner.db.lobby().game(container.game).await else {
+            tracing::warn!(game = %container.game, "reconciler: a container of ours for a game this database does not know; left alone");
+            continue;
+        };
+        let now = (inner.clock)();
+        let record = RuntimeRecord {
+            game_id: game.id,
+            engine: container.engine.clone(),
+            driver: "docker".into(),
+            placement: "per_game".into(),
+            address: None,
+            handle: None,
+            state: if game.state.is_over() {
+                RecordState::Stopped
+            } else {
+                RecordState::Ready
+            },
+            seed: 0,
+            restarts: 0,
+            last_health_at: None,
+            last_error: Some("adopted by the reconciler".into()),
+            created_at: now,
+            updated_at: now,
+        };
+        store.put_runtime_record(&record).await?;
+        if game.state.is_over() {
+            docker.stop(game.id).await;
+        }
+        tracing::warn!(game = %game.id, "reconciler: adopted an unrecorded container");
+    }
+    for record in store
+        .runtime_records(Some(RecordState::Ready), BATCH)
+        .await?
+    {
+        if record.driver != "docker" || listed.iter().any(|c| c.game == record.game_id) {
+            continue;
+        }
+        let game = inner.db.lobby().game(record.game_id).await?;
+        if game.state.is_over() {
+            let mut gone = record;
+            gone.state = RecordState::Removed;
+            gone.updated_at = (inner.clock)();
+            store.put_runtime_record(&gone).await?;
+            tracing::warn!(game = %game.id, "reconciler: the container of an ended game is gone; marked removed");
+        } else {
+            tracing::warn!(game = %game.id, "reconciler: the container of a running game is gone; making a new one");
+            repair(runtime, record).await?;
+        }
+    }
+    Ok(())
+}
+
 /// One pass over the ready records (and the gauges' figures).
 pub async fn pass(runtime: &Runtime) -> anyhow::Result<()> {
     let inner = &runtime.inner;
+    if let Err(err) = containers(runtime).await {
+        tracing::error!(error = %format!("{err:#}"), "reconciler: comparing containers with records failed");
+    }
     let store = inner.db.runtime();
     inner.gauges.depth.store(
         store.runtime_queue_depth().await?,

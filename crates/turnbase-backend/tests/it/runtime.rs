@@ -424,6 +424,63 @@ async fn the_docker_driver_runs_a_game_in_its_own_container(backend: DbKind) {
         .await
         .expect("JSON");
     assert_eq!(again, state, "the game is intact");
+
+    // Removed by hand: a new container on the game's volume.
+    let old_id = restarted["record"]["handle"]
+        .as_str()
+        .expect("a handle")
+        .to_string();
+    docker(&["rm", "-f", &name]);
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    let remade = loop {
+        let r = record(&t, &admin, &id).await;
+        if r["record"]["handle"].as_str().is_some_and(|h| h != old_id) {
+            break r;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "never remade: {r}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let address = remade["record"]["address"].as_str().expect("an address");
+    let again: Value = reqwest::get(format!("{address}/games/{id}/state"))
+        .await
+        .expect("the new container answers")
+        .json()
+        .await
+        .expect("JSON");
+    assert_eq!(again, state, "the volume kept the game");
+
+    // A container without a record (its record lost) is adopted.
+    let game_id: uuid::Uuid = id.parse().expect("uuid");
+    let sql = "DELETE FROM runtime_records WHERE game_id = $1";
+    turnbase_testkit::on_pool!(&t.app.database, |pool| sqlx::query(sql)
+        .bind(game_id)
+        .execute(pool)
+        .await
+        .map(drop))
+    .expect("delete the record");
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let (status, body) = t
+            .send(
+                Method::GET,
+                &format!("/api/v1/admin/runtime/{id}"),
+                Some(&admin),
+                None,
+            )
+            .await;
+        if status == StatusCode::OK {
+            assert_eq!(
+                body["record"]["last_error"], "adopted by the reconciler",
+                "{body}"
+            );
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never adopted: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     t.app.shutdown().await;
     let ours = docker(&[
         "ps",
