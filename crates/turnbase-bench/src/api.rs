@@ -38,12 +38,18 @@ pub struct BackendArgs {
     /// Postgres URL; SQLite in a temporary folder when absent.
     #[arg(long)]
     database_url: Option<String>,
+    /// Extra backend variables, `NAME=VALUE`.
+    #[arg(long = "env")]
+    env: Vec<String>,
 }
 
 #[derive(Serialize, Deserialize)]
 pub(crate) struct Started {
     pub(crate) addr: SocketAddr,
     pub(crate) pid: u32,
+    /// The backend's data folder (engines keep theirs under it).
+    #[serde(default)]
+    pub(crate) data_dir: std::path::PathBuf,
 }
 
 /// The child: a backend with sign-in limits lifted, until stdin closes.
@@ -60,15 +66,23 @@ pub async fn backend(args: BackendArgs) -> anyhow::Result<()> {
     if let Some(url) = args.database_url {
         env.push(("BACKEND_DATABASE_URL".into(), url));
     }
+    for pair in &args.env {
+        let (name, value) = pair
+            .split_once('=')
+            .ok_or_else(|| anyhow::anyhow!("--env {pair:?}: expected NAME=VALUE"))?;
+        env.push((name.to_string(), value.to_string()));
+    }
     let mut config =
         turnbase_backend::Config::load(turnbase_backend::config::Profile::Up, env, None)?;
     // The reference engines, as `turnbase` registers them (the lobby
     // benchmark creates games for them; nothing here starts an engine).
+    // The engines are this program's `engine-server` mode.
+    let program = std::env::current_exe()?;
     let engines =
         turnbase_lobby::EngineRegistry::from_manifests(&turnbase_engines::manifests(), |m| {
             turnbase_lobby::EngineRun::Binary {
-                program: "turnbase-engines".into(),
-                args: vec![m.kind.clone()],
+                program: program.clone(),
+                args: vec!["engine-server".into(), m.kind.clone()],
             }
         })
         .map_err(anyhow::Error::msg)?;
@@ -78,6 +92,7 @@ pub async fn backend(args: BackendArgs) -> anyhow::Result<()> {
     crate::probe::report(&Started {
         addr: app.http_addr,
         pid: std::process::id(),
+        data_dir: dir.path().to_path_buf(),
     })?;
     wait_for_parent().await;
     app.shutdown().await;

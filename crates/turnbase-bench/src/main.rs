@@ -2,6 +2,7 @@
 //!
 //! `turnbase-bench engine` measures an engine process hosting 1,000 games.
 //! `turnbase-bench lobby` measures lobby browsing while games fill.
+//! `turnbase-bench runtime` measures starting games' engines.
 //! `turnbase-bench fanout` measures live-event fan-out through the gateway
 //! against NATS. `turnbase-bench api` measures guest sign-ups and authenticated requests
 //! through the backend's HTTP API. `turnbase-bench mail` measures the mail outbox and worker against a
@@ -19,6 +20,7 @@ mod mail;
 mod nats;
 mod probe;
 mod push;
+mod runtime;
 
 use clap::{Parser, Subcommand};
 
@@ -43,6 +45,8 @@ enum Mode {
     Engine(engine::EngineArgsBench),
     /// 1,000 users browsing the lobby while 100 games fill by applications and approvals.
     Lobby(lobby::LobbyArgs),
+    /// Games started on shared engines, per-game processes and Docker containers.
+    Runtime(runtime::RuntimeArgs),
     /// Child: the engine under test.
     #[command(hide = true, subcommand)]
     EngineServer(engine::ServerGame),
@@ -89,6 +93,7 @@ fn main() -> std::process::ExitCode {
             Mode::Fanout(args) => fanout::run(args).await,
             Mode::Engine(args) => engine::run(args).await,
             Mode::Lobby(args) => lobby::run(args).await,
+            Mode::Runtime(args) => runtime::run(args).await,
             Mode::EngineServer(game) => engine::server(game).await,
             Mode::FanoutServer(args) => fanout::server(args).await,
             Mode::FanoutNatsPublisher(args) => fanout::nats_publisher(args).await,
