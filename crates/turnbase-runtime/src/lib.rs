@@ -59,6 +59,9 @@ pub struct RuntimeConfig {
     pub reconcile_interval: Duration,
     /// How long a worker holds a job before another may take it over.
     pub lease: Duration,
+    /// How long a stopped game's engine data is kept before it is removed
+    /// (the turn history stays in the backend).
+    pub keep_finished: Duration,
 }
 
 /// What the runtime tells the lobby. The backend implements it over the

@@ -144,7 +144,7 @@ pub async fn pass(runtime: &Runtime) -> anyhow::Result<()> {
             if inner
                 .db
                 .runtime()
-                .queue_runtime_job(record.game_id, JobKind::Stop, now)
+                .queue_runtime_job(record.game_id, JobKind::Stop, now, now)
                 .await?
             {
                 runtime.wake();

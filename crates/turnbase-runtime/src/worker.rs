@@ -268,12 +268,22 @@ impl JobWorker {
             return Ok(());
         };
         self.runtime.stop_engine(game_id).await;
+        let now = (inner.clock)();
         record.state = RecordState::Stopped;
-        record.updated_at = (inner.clock)();
+        record.updated_at = now;
         inner
             .db
             .runtime()
             .put_runtime_record(&record)
+            .await
+            .map_err(retry)?;
+        // The engine's data goes after the keep period.
+        let keep =
+            chrono::Duration::from_std(inner.config.keep_finished).unwrap_or(chrono::Duration::MAX);
+        inner
+            .db
+            .runtime()
+            .queue_runtime_job(game_id, JobKind::Remove, now + keep, now)
             .await
             .map_err(retry)?;
         Ok(())

@@ -488,7 +488,7 @@ macro_rules! impl_lobby_store {
                         _ => None,
                     };
                     if let Some(kind) = job {
-                        runtime_sql::queue_job(&mut *tx, c.game_id, kind, c.at).await?;
+                        runtime_sql::queue_job(&mut *tx, c.game_id, kind, c.at, c.at).await?;
                     }
                     let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
                         "SELECT {SEAT} FROM game_players WHERE game_id = $1 ORDER BY joined_at, id"

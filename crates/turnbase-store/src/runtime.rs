@@ -174,12 +174,13 @@ pub trait RuntimeStore: Send + Sync {
         now: DateTime<Utc>,
     ) -> StoreResult<()>;
 
-    /// Queues a job unless one of that kind is live for the game; whether
-    /// it queued one.
+    /// Queues a job at `now`, due at `due`, unless one of that kind is
+    /// live for the game; whether it queued one.
     async fn queue_runtime_job(
         &self,
         game: Uuid,
         kind: JobKind,
+        due: DateTime<Utc>,
         now: DateTime<Utc>,
     ) -> StoreResult<bool>;
 

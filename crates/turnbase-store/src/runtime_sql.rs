@@ -55,6 +55,7 @@ macro_rules! impl_runtime_store {
                 conn: E,
                 game: Uuid,
                 kind: &str,
+                due: DateTime<Utc>,
                 now: DateTime<Utc>,
             ) -> StoreResult<bool>
             where
@@ -63,7 +64,7 @@ macro_rules! impl_runtime_store {
                 let queued = sqlx::query(
                     "INSERT INTO runtime_jobs
                          (id, game_id, kind, status, attempts, next_attempt_at, created_at)
-                     VALUES ($1, $2, $3, 'queued', 0, $4, $4)
+                     VALUES ($1, $2, $3, 'queued', 0, $4, $5)
                      ON CONFLICT (game_id, kind) WHERE status IN ('queued', 'running')
                      DO NOTHING
                      RETURNING id",
@@ -71,6 +72,7 @@ macro_rules! impl_runtime_store {
                 .bind(Uuid::now_v7())
                 .bind(game)
                 .bind(kind)
+                .bind(due)
                 .bind(now)
                 .fetch_optional(conn)
                 .await?;
@@ -157,10 +159,11 @@ macro_rules! impl_runtime_store {
                     &self,
                     game: Uuid,
                     kind: JobKind,
+                    due: DateTime<Utc>,
                     now: DateTime<Utc>,
                 ) -> StoreResult<bool> {
                     let turn = SqlBackend::write_turn(self).await;
-                    queue_job(turn.pool(), game, kind.as_str(), now).await
+                    queue_job(turn.pool(), game, kind.as_str(), due, now).await
                 }
 
                 async fn runtime_queue_depth(&self) -> StoreResult<i64> {

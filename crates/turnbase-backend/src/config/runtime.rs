@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use turnbase_core::config::{
-    Reader, VarSpec, parse_byte_size, parse_positive_duration, parse_u32_positive,
+    Reader, VarSpec, parse_byte_size, parse_duration, parse_positive_duration, parse_u32_positive,
     parse_usize_positive,
 };
 use turnbase_core::var;
@@ -65,6 +65,11 @@ pub(super) const VARIABLES: &[VarSpec] = &[
         "BACKEND_RUNTIME_RECONCILE_INTERVAL",
         Some("30s"),
         "How often the reconciler checks that the engines of running games answer, and restarts those that do not."
+    ),
+    var!(
+        "BACKEND_RUNTIME_KEEP_FINISHED",
+        Some("168h"),
+        "How long a finished or cancelled game's engine data is kept before it is removed (the turn history stays in the backend)."
     ),
     var!(
         "BACKEND_RUNTIME_JOB_LEASE",
@@ -133,6 +138,7 @@ pub(super) fn read(r: &mut Reader<'_>, data_dir: &Path) -> RuntimeSettings {
             parse_positive_duration,
         ),
         lease: r.get("BACKEND_RUNTIME_JOB_LEASE", parse_positive_duration),
+        keep_finished: r.get("BACKEND_RUNTIME_KEEP_FINISHED", parse_duration),
     };
     RuntimeSettings {
         service,

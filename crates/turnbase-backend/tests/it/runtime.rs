@@ -122,7 +122,14 @@ fn alive(pid: &str) -> bool {
 }
 
 async fn a_started_game_runs_and_survives_a_killed_engine(backend: DbKind) {
-    let t = spawn_app_with(backend, &[("BACKEND_RUNTIME_RECONCILE_INTERVAL", "200ms")]).await;
+    let t = spawn_app_with(
+        backend,
+        &[
+            ("BACKEND_RUNTIME_RECONCILE_INTERVAL", "200ms"),
+            ("BACKEND_RUNTIME_KEEP_FINISHED", "0s"),
+        ],
+    )
+    .await;
     let admin = t.become_admin().await;
     let (owner, _) = t.guest("Owner").await;
     let (status, id, started) = started_game(&t, &owner, "conquest").await;
@@ -204,9 +211,37 @@ async fn a_started_game_runs_and_survives_a_killed_engine(backend: DbKind) {
         "{metrics}"
     );
 
-    // Engines stop with the backend.
+    // A game that ends: its engine is stopped, then (the keep period
+    // being zero here) its folder removed.
+    let (status, body) = t
+        .send(
+            Method::POST,
+            &format!("/api/v1/admin/games/{id}/cancel"),
+            Some(&admin),
+            Some(json!({ "reason": "test over" })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let r = record(&t, &admin, &id).await;
+        if r["record"]["state"] == "removed" {
+            let kinds: Vec<_> = r["jobs"]
+                .as_array()
+                .expect("jobs")
+                .iter()
+                .map(|j| j["kind"].as_str().unwrap_or("").to_string())
+                .collect();
+            assert_eq!(kinds, ["start", "stop", "remove"], "{r}");
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "never removed: {r}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let folder = Path::new(&t.app_data_dir()).join("engines").join(&id);
+    assert!(!folder.exists(), "{} is still there", folder.display());
+    assert!(!alive(&last_pid), "the ended game's engine still runs");
     t.app.shutdown().await;
-    assert!(!alive(&last_pid), "the engine outlived the backend");
 }
 
 /// A backend whose engines file registers `kinds` (TOML).

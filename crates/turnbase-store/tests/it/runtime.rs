@@ -59,7 +59,7 @@ async fn jobs_follow_the_lobby_and_leases_hand_over(backend: DbKind) {
     );
     assert!(
         !store
-            .queue_runtime_job(game, JobKind::Start, t(11))
+            .queue_runtime_job(game, JobKind::Start, t(11), t(11))
             .await
             .expect("queue"),
         "one live start per game"
