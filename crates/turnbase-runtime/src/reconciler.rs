@@ -111,9 +111,23 @@ async fn containers(runtime: &Runtime) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// One pass over the ready records (and the gauges' figures).
+/// One pass over the ready records (and the gauges' figures), by the one
+/// backend holding the reconciler's lease: two reconcilers on one
+/// database would both repair the same engine.
 pub async fn pass(runtime: &Runtime) -> anyhow::Result<()> {
     let inner = &runtime.inner;
+    let now = (inner.clock)();
+    let hold = chrono::Duration::from_std(inner.config.reconcile_interval * 3)
+        .unwrap_or(chrono::Duration::MAX);
+    if !inner
+        .db
+        .runtime()
+        .take_worker_lease("runtime-reconciler", &inner.owner, now, now + hold)
+        .await?
+    {
+        tracing::debug!("reconciler: another backend holds the lease");
+        return Ok(());
+    }
     if let Err(err) = containers(runtime).await {
         tracing::error!(error = %format!("{err:#}"), "reconciler: comparing containers with records failed");
     }

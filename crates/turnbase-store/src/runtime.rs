@@ -195,6 +195,16 @@ pub trait RuntimeStore: Send + Sync {
 
     async fn runtime_record(&self, game: Uuid) -> StoreResult<Option<RuntimeRecord>>;
 
+    /// Takes or renews the named lease for `owner` until `until`, if it is
+    /// free, run out at `now`, or already `owner`'s; whether it holds it.
+    async fn take_worker_lease(
+        &self,
+        name: &str,
+        owner: &str,
+        now: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> StoreResult<bool>;
+
     /// How many records are in each state.
     async fn runtime_counts(&self) -> StoreResult<Vec<(RecordState, i64)>>;
 

@@ -239,6 +239,31 @@ macro_rules! impl_runtime_store {
                         .map_err(Into::into)
                 }
 
+                async fn take_worker_lease(
+                    &self,
+                    name: &str,
+                    owner: &str,
+                    now: DateTime<Utc>,
+                    until: DateTime<Utc>,
+                ) -> StoreResult<bool> {
+                    let turn = SqlBackend::write_turn(self).await;
+                    let held = sqlx::query(
+                        "INSERT INTO worker_leases (name, owner, until_at) VALUES ($1, $2, $3)
+                         ON CONFLICT (name) DO UPDATE
+                         SET owner = excluded.owner, until_at = excluded.until_at
+                         WHERE worker_leases.until_at <= $4
+                            OR worker_leases.owner = excluded.owner
+                         RETURNING owner",
+                    )
+                    .bind(name)
+                    .bind(owner)
+                    .bind(until)
+                    .bind(now)
+                    .fetch_optional(turn.pool())
+                    .await?;
+                    Ok(held.is_some())
+                }
+
                 async fn runtime_counts(&self) -> StoreResult<Vec<(RecordState, i64)>> {
                     let rows: Vec<(String, i64)> = sqlx::query_as(
                         "SELECT state, COUNT(*) FROM runtime_records GROUP BY state",

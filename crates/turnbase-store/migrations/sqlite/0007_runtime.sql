@@ -48,3 +48,12 @@ CREATE UNIQUE INDEX runtime_jobs_live ON runtime_jobs (game_id, kind)
 
 -- Why the game's last start failed (a game in 'start_failed').
 ALTER TABLE games ADD COLUMN start_error TEXT;
+
+-- Loops that must run on one backend at a time (the runtime's reconciler)
+-- hold a named lease here, renewed each pass; another backend takes it
+-- over when it runs out.
+CREATE TABLE worker_leases (
+    name TEXT PRIMARY KEY NOT NULL,
+    owner TEXT NOT NULL,
+    until_at TIMESTAMPTZ NOT NULL
+);

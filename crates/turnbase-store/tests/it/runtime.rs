@@ -219,4 +219,34 @@ async fn jobs_follow_the_lobby_and_leases_hand_over(backend: DbKind) {
     assert_eq!(stops, [JobKind::Start, JobKind::Stop]);
 }
 
-turnbase_testkit::both_backends!(jobs_follow_the_lobby_and_leases_hand_over);
+async fn one_backend_at_a_time_holds_a_worker_lease(backend: DbKind) {
+    let (_g, db) = TestDb::open_migrated(backend).await;
+    let store = db.runtime();
+    let take = |owner: &'static str, now: i64| {
+        let db = db.clone();
+        async move {
+            db.runtime()
+                .take_worker_lease("reconciler", owner, t(now), t(now + 90))
+                .await
+                .expect("lease")
+        }
+    };
+    assert!(take("a", 0).await);
+    assert!(!take("b", 10).await, "a holds it");
+    assert!(take("a", 30).await, "a renews it");
+    assert!(!take("b", 119).await, "renewed until 120");
+    assert!(take("b", 120).await, "run out: b takes over");
+    assert!(!take("a", 121).await);
+    assert!(
+        store
+            .take_worker_lease("other", "a", t(121), t(200))
+            .await
+            .expect("lease"),
+        "leases are by name"
+    );
+}
+
+turnbase_testkit::both_backends!(
+    jobs_follow_the_lobby_and_leases_hand_over,
+    one_backend_at_a_time_holds_a_worker_lease,
+);
