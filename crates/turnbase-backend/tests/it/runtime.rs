@@ -270,9 +270,23 @@ settings_schema = { type = "object", additionalProperties = false, properties = 
 
 async fn starts_that_cannot_succeed_give_the_game_back(backend: DbKind) {
     let engines = engines_binary();
+    // An engine that announces itself but never answers /healthz.
+    let sick = r#"
+import http.server, socketserver
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(503)
+        self.end_headers()
+    def log_message(self, *a):
+        pass
+s = socketserver.TCPServer(('127.0.0.1', 0), H)
+print('listening on http://127.0.0.1:%d' % s.server_address[1], flush=True)
+s.serve_forever()
+"#;
     let toml = format!(
         "[[engine]]\nkind = \"mute\"\nbinary = \"/bin/sh\"\nargs = [\"-c\", \"sleep 30\", \"mute\"]\n{SILENT_MANIFEST}\n\
-         [[engine]]\nkind = \"impostor\"\nbinary = {engines:?}\nargs = [\"reversi\"]\n{SILENT_MANIFEST}"
+         [[engine]]\nkind = \"impostor\"\nbinary = {engines:?}\nargs = [\"reversi\"]\n{SILENT_MANIFEST}\n\
+         [[engine]]\nkind = \"sick\"\nbinary = \"python3\"\nargs = [\"-c\", {sick:?}]\n{SILENT_MANIFEST}"
     );
     let t = app_with_engines(
         backend,
@@ -290,6 +304,16 @@ async fn starts_that_cannot_succeed_give_the_game_back(backend: DbKind) {
     let failed = until_state(&t, &owner, &mute, "start_failed").await;
     let reason = failed["start_error"].as_str().unwrap_or("");
     assert!(reason.contains("did not announce its address"), "{failed}");
+    // An engine whose /healthz never says yes: the start waits for it,
+    // then gives up with the reason.
+    let (status, sick_game, _) = started_game(&t, &owner, "sick").await;
+    assert_eq!(status, StatusCode::OK);
+    let failed = until_state(&t, &owner, &sick_game, "start_failed").await;
+    let reason = failed["start_error"].as_str().unwrap_or("");
+    assert!(
+        reason.contains("did not answer /healthz within 1s"),
+        "{failed}"
+    );
     // An engine that is another kind than registered.
     let (status, impostor, _) = started_game(&t, &owner, "impostor").await;
     assert_eq!(status, StatusCode::OK);
