@@ -478,3 +478,157 @@ fn up_keeps_its_data_private_and_push_tail_finds_its_secret() {
     // After a stop (a checkpoint folds the WAL in), still private.
     assert_eq!(loose_modes(dir.path(), 0o700, 0o600), Vec::<String>::new());
 }
+
+/// A backend killed with SIGKILL while its start jobs are queued or under
+/// way: the next one (on the same data folder) takes them over when their
+/// leases run out, and each game is started exactly once (its history
+/// moves `starting → running` once), on the reference engine the killed
+/// backend left running and the new one adopts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backend_killed_mid_start_resumes_its_jobs() {
+    use serde_json::{Value, json};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut env = data_env(&dir);
+    env.extend([
+        ("BACKEND_RUNTIME_JOB_LEASE", "2s".to_string()),
+        ("BACKEND_RUNTIME_PLACEMENT", "shared".to_string()),
+    ]);
+    let client = reqwest::Client::new();
+    let call = |base: String, token: Option<String>, path: &str, body: Option<Value>| {
+        let client = client.clone();
+        let url = format!("{base}{path}");
+        async move {
+            let mut r = match &body {
+                Some(b) => client.post(&url).json(b),
+                None => client.get(&url),
+            };
+            if let Some(t) = token {
+                r = r.bearer_auth(t);
+            }
+            let response = r.send().await.expect("request");
+            let status = response.status().as_u16();
+            (
+                status,
+                response.json::<Value>().await.unwrap_or(Value::Null),
+            )
+        }
+    };
+
+    let mut first = Running::start(&["up"], &env);
+    let base = first.base_url();
+    let (_, guest) = call(
+        base.clone(),
+        None,
+        "/api/v1/public/auth/guest",
+        Some(json!({"display_name": "Ann"})),
+    )
+    .await;
+    let token = guest["token"].as_str().expect("a token").to_string();
+    let deadline = (chrono::Utc::now() + chrono::Duration::days(1)).to_rfc3339();
+    let mut games = Vec::new();
+    for i in 0..5 {
+        let body = json!({
+            "title": format!("G{i}"), "engine": "reversi", "enrol_deadline": deadline,
+            "schedule": { "kind": "per_move", "limit": "1h" },
+        });
+        let (status, game) = call(
+            base.clone(),
+            Some(token.clone()),
+            "/api/v1/user/games",
+            Some(body),
+        )
+        .await;
+        assert_eq!(status, 201, "{game}");
+        let id = game["id"].as_str().expect("id").to_string();
+        let (_, a) = call(
+            base.clone(),
+            Some(token.clone()),
+            &format!("/api/v1/user/games/{id}/applications"),
+            Some(json!({ "race_name": format!("Ann {i}") })),
+        )
+        .await;
+        let approve = format!(
+            "/api/v1/user/games/{id}/applications/{}/approve",
+            a["id"].as_str().expect("id")
+        );
+        assert_eq!(
+            call(base.clone(), Some(token.clone()), &approve, Some(json!({})))
+                .await
+                .0,
+            200
+        );
+        let bot = json!({ "name": format!("Bot {i}") });
+        assert_eq!(
+            call(
+                base.clone(),
+                Some(token.clone()),
+                &format!("/api/v1/user/games/{id}/bots"),
+                Some(bot)
+            )
+            .await
+            .0,
+            201
+        );
+        games.push(id);
+    }
+    for id in &games {
+        let (status, _) = call(
+            base.clone(),
+            Some(token.clone()),
+            &format!("/api/v1/user/games/{id}/start"),
+            Some(json!({})),
+        )
+        .await;
+        assert_eq!(status, 200);
+    }
+    first.signal("KILL");
+    first.wait();
+
+    let mut second = Running::start(&["up"], &env);
+    let base = second.base_url();
+    let give_up = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let (_, mine) = call(
+            base.clone(),
+            Some(token.clone()),
+            "/api/v1/user/me/games",
+            None,
+        )
+        .await;
+        let running = mine["items"]
+            .as_array()
+            .map(|items| {
+                items
+                    .iter()
+                    .filter(|g| g["game"]["state"] == "running")
+                    .count()
+            })
+            .unwrap_or(0);
+        if running == games.len() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < give_up,
+            "not all games started again: {mine}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    for id in &games {
+        let (_, detail) = call(
+            base.clone(),
+            Some(token.clone()),
+            &format!("/api/v1/user/games/{id}"),
+            None,
+        )
+        .await;
+        let steps: Vec<&str> = detail["history"]
+            .as_array()
+            .expect("history")
+            .iter()
+            .map(|h| h["to"].as_str().unwrap_or(""))
+            .collect();
+        assert_eq!(steps, ["enrolling", "starting", "running"], "{detail}");
+    }
+    second.signal("TERM");
+    assert_eq!(second.wait(), 0);
+}
