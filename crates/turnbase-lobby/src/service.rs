@@ -550,17 +550,23 @@ impl LobbyService {
     /// Asks the runtime for another start of a game whose start failed
     /// (the owner or an admin).
     #[tracing::instrument(skip_all, fields(game = %id))]
-    pub async fn retry_start(&self, caller: Caller, id: Uuid) -> LobbyResult<GameView> {
+    pub async fn retry_start(
+        &self,
+        caller: Caller,
+        id: Uuid,
+        admin: Option<&AdminActor>,
+    ) -> LobbyResult<GameView> {
         let game = self.managed(caller, id).await?;
         game.state.apply(Transition::RetryStart)?;
         self.room_to_start().await?;
+        let audit = admin.map(|actor| self.audit(actor, "game.retry_start", id, "start retried"));
         let moved = self
             .transition(
                 &game,
                 Transition::RetryStart,
                 Some(caller.id),
                 "start retried",
-                None,
+                audit.as_ref(),
             )
             .await?;
         self.view(moved.game, true)

@@ -1,6 +1,6 @@
 //! The engines' client: one pooled HTTP client, a deadline per kind of
 //! call, and each call's duration as `engine_request_duration_seconds`.
-//! Every call here is idempotent in the protocol (health, manifest, and
+//! Calls carry the current trace context. Every call here is idempotent in the protocol (health, manifest, and
 //! init, which answers the same body the same way), so a caller may retry
 //! any of them.
 
@@ -100,7 +100,11 @@ impl EngineClient {
         request: reqwest::RequestBuilder,
     ) -> Result<T, CallError> {
         let started = Instant::now();
-        let answer = request.send().await;
+        // The engine continues the caller's trace (W3C traceparent), as the
+        // gateway's forwarded requests do.
+        let mut headers = reqwest::header::HeaderMap::new();
+        turnbase_core::http::inject_trace_context(&mut headers);
+        let answer = request.headers(headers).send().await;
         let result = async {
             let response = answer.map_err(|e| CallError::Unreachable {
                 call,

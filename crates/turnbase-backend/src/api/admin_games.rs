@@ -22,6 +22,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(show_game))
         .routes(routes!(cancel_game))
         .routes(routes!(transfer_game))
+        .routes(routes!(retry_start))
 }
 
 fn actor(admin: &AdminSession) -> AdminActor {
@@ -153,6 +154,28 @@ async fn transfer_game(
     let view = state
         .lobby
         .transfer(&actor(&admin), id, body.owner_id)
+        .await?;
+    Ok(Json(view.into()))
+}
+
+/// Start again a game whose engine could not be started (audited).
+#[utoipa::path(post, path = "/games/{id}/retry-start", tag = "admin", security(("bearer" = [])),
+    params(("id" = Uuid, Path, description = "Game id")),
+    responses(
+        (status = 200, description = "The game, starting again", body = GameJson),
+        (status = 404, description = "No such game", body = ErrorBody),
+        (status = 409, description = "The game's start has not failed (illegal_transition)", body = ErrorBody),
+        (status = 503, description = "The runtime's queue is full (runtime_busy)", body = ErrorBody),
+    ))]
+async fn retry_start(
+    State(state): State<AppState>,
+    Extension(admin): Extension<AdminSession>,
+    Path(id): Path<Uuid>,
+) -> Result<Json<GameJson>, ApiError> {
+    let by = actor(&admin);
+    let view = state
+        .lobby
+        .retry_start(caller(&admin.0), id, Some(&by))
         .await?;
     Ok(Json(view.into()))
 }

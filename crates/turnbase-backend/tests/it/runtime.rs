@@ -314,6 +314,26 @@ s.serve_forever()
         reason.contains("did not answer /healthz within 1s"),
         "{failed}"
     );
+    // An admin may retry it too, audited.
+    let admin = t.become_admin().await;
+    let (status, again) = t
+        .send(
+            Method::POST,
+            &format!("/api/v1/admin/games/{sick_game}/retry-start"),
+            Some(&admin),
+            None,
+        )
+        .await;
+    assert_eq!(
+        (status, again["state"].as_str()),
+        (StatusCode::OK, Some("starting")),
+        "{again}"
+    );
+    let (_, audit) = t
+        .send(Method::GET, "/api/v1/admin/audit", Some(&admin), None)
+        .await;
+    assert_eq!(audit["items"][0]["action"], "game.retry_start", "{audit}");
+    until_state(&t, &owner, &sick_game, "start_failed").await;
     // An engine that is another kind than registered.
     let (status, impostor, _) = started_game(&t, &owner, "impostor").await;
     assert_eq!(status, StatusCode::OK);
