@@ -129,6 +129,9 @@ impl App {
         )
         .await?;
         let readiness = Self::warm_caches(&accounts).await;
+        if config.runtime.docker.is_some() {
+            runtime.watch_docker(readiness.register("docker"));
+        }
         let outage = api::outage::Outage::new(database.clone(), telemetry.meter());
         let state = AppState {
             db: database.clone(),

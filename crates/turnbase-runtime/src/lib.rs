@@ -131,6 +131,8 @@ pub(crate) struct Inner {
     pub metrics: Metrics,
     pub gauges: Arc<Gauges>,
     pub wake: Arc<tokio::sync::Notify>,
+    /// Set while the Docker engine answers (the `docker` driver only).
+    pub docker_ready: std::sync::OnceLock<turnbase_core::readiness::ReadyFlag>,
     /// Who holds leases: this process.
     pub owner: String,
 }
@@ -208,8 +210,18 @@ impl Runtime {
                 metrics,
                 gauges,
                 wake: Arc::new(tokio::sync::Notify::new()),
+                docker_ready: std::sync::OnceLock::new(),
                 owner: format!("runtime-{}-{}", std::process::id(), Uuid::now_v7().simple()),
             }),
+        }
+    }
+
+    /// With the Docker driver: a readiness flag the reconciler keeps set
+    /// while the Docker engine answers (`/readyz` reports `docker`).
+    pub fn watch_docker(&self, flag: turnbase_core::readiness::ReadyFlag) {
+        if matches!(self.inner.driver, Driver::Docker(_)) {
+            flag.set(true);
+            let _ = self.inner.docker_ready.set(flag);
         }
     }
 
@@ -226,6 +238,11 @@ impl Runtime {
 
     pub fn config(&self) -> &RuntimeConfig {
         &self.inner.config
+    }
+
+    /// How each engine kind is run.
+    pub fn commands(&self) -> &Commands {
+        &self.inner.commands
     }
 
     pub fn clock(&self) -> Clock {

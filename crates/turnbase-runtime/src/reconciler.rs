@@ -53,7 +53,11 @@ async fn containers(runtime: &Runtime) -> anyhow::Result<()> {
         return Ok(());
     };
     let inner = &runtime.inner;
-    let listed = docker.list().await?;
+    let listed = docker.list().await;
+    if let Some(flag) = inner.docker_ready.get() {
+        flag.set(listed.is_ok());
+    }
+    let listed = listed?;
     let store = inner.db.runtime();
     for container in &listed {
         if store.runtime_record(container.game).await?.is_some() {

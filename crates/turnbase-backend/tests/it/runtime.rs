@@ -574,8 +574,183 @@ async fn the_docker_driver_runs_a_game_in_its_own_container(backend: DbKind) {
     docker(&["network", "rm", &network]);
 }
 
+struct NoOutcomes;
+
+#[async_trait::async_trait]
+impl turnbase_runtime::GameOutcomes for NoOutcomes {
+    async fn began(&self, _game: uuid::Uuid) -> anyhow::Result<()> {
+        Ok(())
+    }
+
+    async fn start_failed(&self, _game: uuid::Uuid, _reason: &str) -> anyhow::Result<()> {
+        Ok(())
+    }
+}
+
+/// Two backends' reconcilers on one database, passing at the same moment
+/// over an engine that died: one repairs it, the other stands aside (the
+/// worker lease), so the engine is restarted once, not twice.
+async fn two_reconcilers_do_not_fight(backend: DbKind) {
+    let t = spawn_app_with(backend, &[("BACKEND_RUNTIME_RECONCILE_INTERVAL", "1h")]).await;
+    let admin = t.become_admin().await;
+    let (owner, _) = t.guest("Owner").await;
+    let (status, id, _) = started_game(&t, &owner, "conquest").await;
+    assert_eq!(status, StatusCode::OK);
+    until_state(&t, &owner, &id, "running").await;
+    let pid = record(&t, &admin, &id).await["record"]["handle"]
+        .as_str()
+        .expect("a pid")
+        .to_string();
+    std::process::Command::new("kill")
+        .args(["-KILL", &pid])
+        .status()
+        .expect("kill");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let other = turnbase_runtime::Runtime::new(
+        t.app.database.clone(),
+        turnbase_runtime::RuntimeConfig {
+            engines_dir: dir.path().join("engines"),
+            ..t.app.runtime.config().clone()
+        },
+        t.app.runtime.commands().clone(),
+        turnbase_runtime::DriverChoice::Process,
+        std::sync::Arc::new(NoOutcomes),
+        turnbase_core::worker::system_clock(),
+        &turnbase_core::telemetry::noop_meter(),
+    );
+    let (a, b) = tokio::join!(
+        turnbase_runtime::reconciler::pass(&t.app.runtime),
+        turnbase_runtime::reconciler::pass(&other),
+    );
+    a.expect("first pass");
+    b.expect("second pass");
+    let r = record(&t, &admin, &id).await;
+    assert_eq!(r["record"]["restarts"], 1, "{r}");
+    assert!(
+        !dir.path().join("engines").exists(),
+        "the second backend started no engine"
+    );
+    other.shutdown().await;
+    t.app.shutdown().await;
+}
+
+/// A TCP front to the Docker socket that the test can cut (Docker going
+/// away is a fault the real engine cannot be asked for).
+struct DockerRelay {
+    addr: std::net::SocketAddr,
+    tasks: tokio::task::JoinSet<()>,
+}
+
+impl DockerRelay {
+    async fn start() -> DockerRelay {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let mut tasks = tokio::task::JoinSet::new();
+        let conns = std::sync::Arc::new(tokio::sync::Mutex::new(tokio::task::JoinSet::new()));
+        let held = conns.clone();
+        tasks.spawn(async move {
+            while let Ok((mut tcp, _)) = listener.accept().await {
+                held.lock().await.spawn(async move {
+                    if let Ok(mut unix) =
+                        tokio::net::UnixStream::connect("/var/run/docker.sock").await
+                    {
+                        let _ = tokio::io::copy_bidirectional(&mut tcp, &mut unix).await;
+                    }
+                });
+            }
+        });
+        tasks.spawn(async move {
+            // Keeps the connections' set alive until cut.
+            std::future::pending::<()>().await;
+            drop(conns);
+        });
+        DockerRelay { addr, tasks }
+    }
+
+    fn cut(&mut self) {
+        self.tasks.abort_all();
+    }
+}
+
+/// No Docker engine where BACKEND_DOCKER_HOST points: the backend does not
+/// start, and says what it tried.
+#[tokio::test]
+async fn an_unreachable_docker_engine_stops_the_start_with_what_was_tried() {
+    let db = turnbase_testkit::TestDb::new(DbKind::Sqlite).await;
+    let env: Vec<(String, String)> = vec![
+        ("BACKEND_HTTP_ADDR".into(), "127.0.0.1:0".into()),
+        ("BACKEND_GRPC_PUSH_ADDR".into(), "127.0.0.1:0".into()),
+        ("BACKEND_FRESHNESS_WINDOW".into(), "1m".into()),
+        ("BACKEND_MAIL_DELIVERY".into(), "file".into()),
+        ("BACKEND_DATA_DIR".into(), db.dir().display().to_string()),
+        (
+            "BACKEND_INTERNAL_TOKEN".into(),
+            crate::helpers::INTERNAL_TOKEN.into(),
+        ),
+        ("BACKEND_RUNTIME_DRIVER".into(), "docker".into()),
+        ("BACKEND_DOCKER_HOST".into(), "http://127.0.0.1:9".into()),
+    ];
+    let config =
+        turnbase_backend::Config::load(turnbase_backend::config::Profile::Backend, env, None)
+            .expect("valid configuration");
+    let telemetry =
+        turnbase_core::telemetry::Telemetry::init(&config.telemetry).expect("telemetry");
+    let err = match turnbase_backend::App::start(config, telemetry, "test").await {
+        Ok(app) => {
+            app.shutdown().await;
+            panic!("started without Docker");
+        }
+        Err(err) => format!("{err:#}"),
+    };
+    assert!(err.contains("BACKEND_DOCKER_HOST"), "{err}");
+    assert!(err.contains("http://127.0.0.1:9"), "{err}");
+}
+
+/// A Docker engine that goes away after the start: `/readyz` says so.
+async fn readiness_reports_a_docker_engine_that_went_away(backend: DbKind) {
+    if !Path::new("/var/run/docker.sock").exists() {
+        eprintln!("SKIPPED: no Docker engine on this machine (/var/run/docker.sock)");
+        return;
+    }
+    let mut relay = DockerRelay::start().await;
+    let host = format!("http://{}", relay.addr);
+    let network = format!("turnbase-test-{}", uuid::Uuid::now_v7().simple());
+    let t = spawn_app_with(
+        backend,
+        &[
+            ("BACKEND_RUNTIME_DRIVER", "docker"),
+            ("BACKEND_DOCKER_HOST", host.as_str()),
+            ("BACKEND_RUNTIME_DOCKER_NETWORK", network.as_str()),
+            ("BACKEND_RUNTIME_RECONCILE_INTERVAL", "200ms"),
+        ],
+    )
+    .await;
+    let (status, _) = t.send(Method::GET, "/readyz", None, None).await;
+    assert_eq!(status, StatusCode::OK);
+    relay.cut();
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let (status, body) = t.send(Method::GET, "/readyz", None, None).await;
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            assert_eq!(body["not_ready"], json!(["docker"]), "{body}");
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "/readyz never noticed"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    t.app.shutdown().await;
+    docker(&["network", "rm", &network]);
+}
+
 turnbase_testkit::both_backends!(
     flavor = "multi_thread";
+    two_reconcilers_do_not_fight,
+    readiness_reports_a_docker_engine_that_went_away,
     the_docker_driver_runs_a_game_in_its_own_container,
     a_started_game_runs_and_survives_a_killed_engine,
     starts_that_cannot_succeed_give_the_game_back,
