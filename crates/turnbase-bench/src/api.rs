@@ -227,6 +227,28 @@ enum Request {
     Me(String),
 }
 
+/// A request with a bearer token and, when given, a JSON body.
+pub(crate) fn request(
+    method: http::Method,
+    addr: SocketAddr,
+    path: &str,
+    token: &str,
+    body: Option<&serde_json::Value>,
+) -> http::Request<Full<Bytes>> {
+    let builder = http::Request::builder()
+        .method(method)
+        .uri(path)
+        .header(http::header::HOST, addr.to_string())
+        .header(http::header::AUTHORIZATION, format!("Bearer {token}"));
+    match body {
+        Some(b) => builder
+            .header(http::header::CONTENT_TYPE, "application/json")
+            .body(Full::new(Bytes::from(b.to_string()))),
+        None => builder.body(Full::new(Bytes::new())),
+    }
+    .expect("a valid request")
+}
+
 pub(crate) fn signup_request(addr: SocketAddr) -> http::Request<Full<Bytes>> {
     http::Request::post("/api/v1/public/auth/guest")
         .header(http::header::HOST, addr.to_string())

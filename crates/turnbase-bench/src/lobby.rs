@@ -10,12 +10,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use http_body_util::Full;
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use crate::api::{Conn, Started, round, round2, signup_request};
+use crate::api::{Conn, Started, request, round, round2, signup_request};
 use crate::probe::{ChildProc, Latency, latency, usage};
 
 #[derive(clap::Args)]
@@ -127,27 +125,6 @@ fn print(name: &str, r: &Result) {
         "{name:>8} backend CPU {:.2} cores, load CPU {:.2} cores",
         r.backend_cpu, r.load_cpu
     );
-}
-
-fn request(
-    method: http::Method,
-    addr: SocketAddr,
-    path: &str,
-    token: &str,
-    body: Option<&Value>,
-) -> http::Request<Full<Bytes>> {
-    let builder = http::Request::builder()
-        .method(method)
-        .uri(path)
-        .header(http::header::HOST, addr.to_string())
-        .header(http::header::AUTHORIZATION, format!("Bearer {token}"));
-    match body {
-        Some(b) => builder
-            .header(http::header::CONTENT_TYPE, "application/json")
-            .body(Full::new(Bytes::from(b.to_string()))),
-        None => builder.body(Full::new(Bytes::new())),
-    }
-    .expect("a valid request")
 }
 
 fn game_body(title: &str, max_players: usize) -> Value {

@@ -7,14 +7,13 @@
 //! The backend is a child process (the `api-backend` mode) whose engines
 //! are this program's `engine-server` mode; SQLite in a temporary folder.
 
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::Full;
 use serde_json::{Value, json};
 
-use crate::api::{Conn, Started, round, round2, signup_request};
+use crate::api::{Conn, Started, request, round, round2, signup_request};
 use crate::probe::{ChildProc, latency};
 
 #[derive(clap::Args)]
@@ -157,27 +156,6 @@ fn clean_docker(network: &str) {
         docker(&["volume", "rm", "-f", v]);
     }
     docker(&["network", "rm", network]);
-}
-
-fn request(
-    method: http::Method,
-    addr: SocketAddr,
-    path: &str,
-    token: &str,
-    body: Option<&Value>,
-) -> http::Request<Full<Bytes>> {
-    let builder = http::Request::builder()
-        .method(method)
-        .uri(path)
-        .header(http::header::HOST, addr.to_string())
-        .header(http::header::AUTHORIZATION, format!("Bearer {token}"));
-    match body {
-        Some(b) => builder
-            .header(http::header::CONTENT_TYPE, "application/json")
-            .body(Full::new(Bytes::from(b.to_string()))),
-        None => builder.body(Full::new(Bytes::new())),
-    }
-    .expect("a valid request")
 }
 
 async fn call(
