@@ -283,10 +283,45 @@ s = socketserver.TCPServer(('127.0.0.1', 0), H)
 print('listening on http://127.0.0.1:%d' % s.server_address[1], flush=True)
 s.serve_forever()
 "#;
+    // An engine that serves its manifest, keeps the trace context the
+    // platform's calls carry, and refuses init.
+    let tracer = r#"
+import http.server, json, socketserver, sys
+data = sys.argv[sys.argv.index('--data-dir') + 1]
+manifest = {'protocol': 1, 'kind': 'tracer', 'version': '1', 'title': 'Tracer',
+            'mode': 'sequential', 'min_players': 2, 'max_players': 2, 'bots': True,
+            'settings_schema': {'type': 'object', 'additionalProperties': False, 'properties': {}},
+            'limits': {'max_body_bytes': 65536, 'max_orders_per_turn': 10}}
+class H(http.server.BaseHTTPRequestHandler):
+    def answer(self, status, body):
+        raw = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header('content-type', 'application/json')
+        self.send_header('content-length', str(len(raw)))
+        self.end_headers()
+        self.wfile.write(raw)
+    def do_GET(self):
+        if self.path == '/manifest':
+            import os
+            os.makedirs(data, exist_ok=True)
+            with open(os.path.join(data, 'traceparent'), 'w') as f:
+                f.write(self.headers.get('traceparent', ''))
+            self.answer(200, manifest)
+        else:
+            self.answer(200, {'status': 'ok'})
+    def do_POST(self):
+        self.answer(400, {'error': {'code': 'no', 'message': 'refused'}})
+    def log_message(self, *a):
+        pass
+s = socketserver.TCPServer(('127.0.0.1', 0), H)
+print('listening on http://127.0.0.1:%d' % s.server_address[1], flush=True)
+s.serve_forever()
+"#;
     let toml = format!(
         "[[engine]]\nkind = \"mute\"\nbinary = \"/bin/sh\"\nargs = [\"-c\", \"sleep 30\", \"mute\"]\n{SILENT_MANIFEST}\n\
          [[engine]]\nkind = \"impostor\"\nbinary = {engines:?}\nargs = [\"reversi\"]\n{SILENT_MANIFEST}\n\
-         [[engine]]\nkind = \"sick\"\nbinary = \"python3\"\nargs = [\"-c\", {sick:?}]\n{SILENT_MANIFEST}"
+         [[engine]]\nkind = \"sick\"\nbinary = \"python3\"\nargs = [\"-c\", {sick:?}]\n{SILENT_MANIFEST}\n\
+         [[engine]]\nkind = \"tracer\"\nbinary = \"python3\"\nargs = [\"-c\", {tracer:?}]\n{SILENT_MANIFEST}"
     );
     let t = app_with_engines(
         backend,
@@ -294,6 +329,9 @@ s.serve_forever()
         &[
             ("BACKEND_RUNTIME_START_TIMEOUT", "1s"),
             ("BACKEND_RUNTIME_START_ATTEMPTS", "1"),
+            // Spans (at info, which the tests' warn level would filter out)
+            // give the engine calls a trace context to carry.
+            ("BACKEND_LOG_LEVEL", "info"),
         ],
     )
     .await;
@@ -334,6 +372,27 @@ s.serve_forever()
         .await;
     assert_eq!(audit["items"][0]["action"], "game.retry_start", "{audit}");
     until_state(&t, &owner, &sick_game, "start_failed").await;
+    // Init refused (400): a permanent failure with the engine's answer;
+    // the calls before it carried a W3C traceparent.
+    let (status, traced, _) = started_game(&t, &owner, "tracer").await;
+    assert_eq!(status, StatusCode::OK);
+    let failed = until_state(&t, &owner, &traced, "start_failed").await;
+    let reason = failed["start_error"].as_str().unwrap_or("");
+    assert!(reason.contains("init: the engine answered 400"), "{failed}");
+    let header_file = Path::new(&t.app_data_dir())
+        .join("engines")
+        .join(&traced)
+        .join("data")
+        .join("traceparent");
+    let traceparent = std::fs::read_to_string(&header_file).expect("the engine kept the header");
+    let parts: Vec<&str> = traceparent.split('-').collect();
+    assert_eq!(parts.len(), 4, "{traceparent:?}");
+    assert_eq!(
+        (parts[0], parts[1].len(), parts[2].len()),
+        ("00", 32, 16),
+        "{traceparent:?}"
+    );
+    assert_ne!(parts[1], "0".repeat(32), "a real trace id");
     // An engine that is another kind than registered.
     let (status, impostor, _) = started_game(&t, &owner, "impostor").await;
     assert_eq!(status, StatusCode::OK);
