@@ -1,5 +1,6 @@
 //! One leased queue, for every table whose rows are work that workers
-//! claim: the mail outbox now, notification routes and runtime jobs next.
+//! claim: the mail outbox and the runtime's jobs now, notification routes
+//! next.
 //!
 //! Such a table has the lease columns: `status` (the queue's own state
 //! names), `next_attempt_at` (when a row is due), `lease_owner` and
