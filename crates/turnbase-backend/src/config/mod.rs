@@ -351,6 +351,46 @@ mod tests {
                 "not an IP address",
             ),
             ("BACKEND_GUEST_RETENTION", "0s", "greater than zero"),
+            ("BACKEND_LOBBY_SWEEP_INTERVAL", "0s", "greater than zero"),
+            (
+                "BACKEND_LOBBY_PENDING_REGISTRATION_TTL",
+                "soon",
+                "is not a duration",
+            ),
+            (
+                "BACKEND_ENGINES_FILE",
+                "/nonexistent/engines.toml",
+                "is not a readable file",
+            ),
+            (
+                "BACKEND_RUNTIME_PLACEMENT",
+                "everywhere",
+                "is not one of per_game, shared",
+            ),
+            (
+                "BACKEND_RUNTIME_DRIVER",
+                "k8s",
+                "is not one of process, docker",
+            ),
+            (
+                "BACKEND_DOCKER_HOST",
+                "tcp://docker:2375",
+                "neither unix:///path nor http://host:port",
+            ),
+            (
+                "BACKEND_RUNTIME_DOCKER_NETWORK",
+                "my network",
+                "is not a Docker network name",
+            ),
+            ("BACKEND_RUNTIME_CPUS", "0", "is not a number of CPUs"),
+            ("BACKEND_RUNTIME_MEMORY", "lots", "is not a size"),
+            ("BACKEND_RUNTIME_WORKER_POOL_SIZE", "0", "greater than zero"),
+            ("BACKEND_RUNTIME_START_ATTEMPTS", "0", "greater than zero"),
+            (
+                "BACKEND_RUNTIME_KEEP_FINISHED",
+                "forever",
+                "is not a duration",
+            ),
             (
                 "BACKEND_HTTP_ADR",
                 "127.0.0.1:1",
