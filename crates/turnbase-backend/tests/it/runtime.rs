@@ -115,6 +115,36 @@ async fn record(t: &TestApp, admin: &str, id: &str) -> Value {
     body
 }
 
+/// Waits until the game's runtime record satisfies `done`; returns it.
+async fn until_record(
+    t: &TestApp,
+    admin: &str,
+    id: &str,
+    what: &str,
+    done: impl Fn(&Value) -> bool,
+) -> Value {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let r = record(t, admin, id).await;
+        if done(&r) {
+            return r;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "never {what}: {r}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The engine's public state of the game, from the address in a record.
+async fn engine_state(r: &Value, id: &str) -> Value {
+    let address = r["record"]["address"].as_str().expect("an address");
+    reqwest::get(format!("{address}/games/{id}/state"))
+        .await
+        .expect("the engine answers")
+        .json()
+        .await
+        .expect("JSON")
+}
+
 fn alive(pid: &str) -> bool {
     Path::new(&format!("/proc/{pid}/status")).exists()
         && std::fs::read_to_string(format!("/proc/{pid}/status"))
@@ -140,17 +170,8 @@ async fn a_started_game_runs_and_survives_a_killed_engine(backend: DbKind) {
     assert_eq!(r["record"]["placement"], "per_game");
     assert_eq!(r["jobs"][0]["kind"], "start");
     assert_eq!(r["jobs"][0]["status"], "done");
-    let address = r["record"]["address"]
-        .as_str()
-        .expect("an address")
-        .to_string();
     let pid = r["record"]["handle"].as_str().expect("a pid").to_string();
-    let state: Value = reqwest::get(format!("{address}/games/{id}/state"))
-        .await
-        .expect("the engine answers")
-        .json()
-        .await
-        .expect("JSON");
+    let state = engine_state(&r, &id).await;
     assert_eq!(state["kind"], "conquest");
     assert_eq!(state["turn"], 1, "{state}");
     assert_eq!(state["bots"].as_array().map(Vec::len), Some(1), "{state}");
@@ -160,25 +181,11 @@ async fn a_started_game_runs_and_survives_a_killed_engine(backend: DbKind) {
         .args(["-KILL", &pid])
         .status()
         .expect("kill");
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    let restarted = loop {
-        let r = record(&t, &admin, &id).await;
-        if r["record"]["restarts"].as_i64() >= Some(1) {
-            break r;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "never restarted: {r}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
-    let address = restarted["record"]["address"].as_str().expect("an address");
-    let again: Value = reqwest::get(format!("{address}/games/{id}/state"))
-        .await
-        .expect("the restarted engine answers")
-        .json()
-        .await
-        .expect("JSON");
+    let restarted = until_record(&t, &admin, &id, "restarted", |r| {
+        r["record"]["restarts"].as_i64() >= Some(1)
+    })
+    .await;
+    let again = engine_state(&restarted, &id).await;
     assert_eq!(again, state, "the game is intact");
     let new_pid = restarted["record"]["handle"]
         .as_str()
@@ -222,22 +229,17 @@ async fn a_started_game_runs_and_survives_a_killed_engine(backend: DbKind) {
         )
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    loop {
-        let r = record(&t, &admin, &id).await;
-        if r["record"]["state"] == "removed" {
-            let kinds: Vec<_> = r["jobs"]
-                .as_array()
-                .expect("jobs")
-                .iter()
-                .map(|j| j["kind"].as_str().unwrap_or("").to_string())
-                .collect();
-            assert_eq!(kinds, ["start", "stop", "remove"], "{r}");
-            break;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "never removed: {r}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let r = until_record(&t, &admin, &id, "removed", |r| {
+        r["record"]["state"] == "removed"
+    })
+    .await;
+    let kinds: Vec<_> = r["jobs"]
+        .as_array()
+        .expect("jobs")
+        .iter()
+        .map(|j| j["kind"].as_str().unwrap_or("").to_string())
+        .collect();
+    assert_eq!(kinds, ["start", "stop", "remove"], "{r}");
     let folder = Path::new(&t.app_data_dir()).join("engines").join(&id);
     assert!(!folder.exists(), "{} is still there", folder.display());
     assert!(!alive(&last_pid), "the ended game's engine still runs");
@@ -528,39 +530,16 @@ async fn the_docker_driver_runs_a_game_in_its_own_container(backend: DbKind) {
             256 * 1024 * 1024
         )
     );
-    let address = r["record"]["address"]
-        .as_str()
-        .expect("an address")
-        .to_string();
-    let state: Value = reqwest::get(format!("{address}/games/{id}/state"))
-        .await
-        .expect("the container answers")
-        .json()
-        .await
-        .expect("JSON");
+    let state = engine_state(&r, &id).await;
     assert_eq!(state["turn"], 1, "{state}");
 
     // Killed by hand: the reconciler starts it again, its volume intact.
     docker(&["kill", &name]);
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    let restarted = loop {
-        let r = record(&t, &admin, &id).await;
-        if r["record"]["restarts"].as_i64() >= Some(1) {
-            break r;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "never restarted: {r}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
-    let address = restarted["record"]["address"].as_str().expect("an address");
-    let again: Value = reqwest::get(format!("{address}/games/{id}/state"))
-        .await
-        .expect("the restarted container answers")
-        .json()
-        .await
-        .expect("JSON");
+    let restarted = until_record(&t, &admin, &id, "restarted", |r| {
+        r["record"]["restarts"].as_i64() >= Some(1)
+    })
+    .await;
+    let again = engine_state(&restarted, &id).await;
     assert_eq!(again, state, "the game is intact");
 
     // Removed by hand: a new container on the game's volume.
@@ -569,22 +548,11 @@ async fn the_docker_driver_runs_a_game_in_its_own_container(backend: DbKind) {
         .expect("a handle")
         .to_string();
     docker(&["rm", "-f", &name]);
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    let remade = loop {
-        let r = record(&t, &admin, &id).await;
-        if r["record"]["handle"].as_str().is_some_and(|h| h != old_id) {
-            break r;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "never remade: {r}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
-    let address = remade["record"]["address"].as_str().expect("an address");
-    let again: Value = reqwest::get(format!("{address}/games/{id}/state"))
-        .await
-        .expect("the new container answers")
-        .json()
-        .await
-        .expect("JSON");
+    let remade = until_record(&t, &admin, &id, "remade", |r| {
+        r["record"]["handle"].as_str().is_some_and(|h| h != old_id)
+    })
+    .await;
+    let again = engine_state(&remade, &id).await;
     assert_eq!(again, state, "the volume kept the game");
 
     // A container without a record (its record lost) is adopted.
