@@ -30,6 +30,7 @@ pub struct App {
     pub accounts: turnbase_accounts::AccountService,
     pub lobby: turnbase_lobby::LobbyService,
     pub runtime: turnbase_runtime::Runtime,
+    pub turns: turnbase_turns::TurnService,
     /// Whether requests find the database away right now.
     pub outage: Arc<api::outage::Outage>,
     lifecycle: Lifecycle,
@@ -75,6 +76,7 @@ impl App {
                 accounts: parts.accounts,
                 lobby: parts.lobby,
                 runtime: parts.runtime,
+                turns: parts.turns,
                 metrics_addr: parts.metrics_addr,
                 instance: parts.instance,
                 readiness: parts.readiness,
@@ -128,6 +130,17 @@ impl App {
             lifecycle,
         )
         .await?;
+        let turns = turnbase_turns::TurnService::new(
+            database.clone(),
+            push.clone(),
+            lobby.engines().clone(),
+            config.turns.clone(),
+            clock.clone(),
+            telemetry.meter(),
+        );
+        turns.set_runtime(Arc::new(crate::runtime_wiring::RuntimeQueue(
+            runtime.clone(),
+        )));
         let readiness = Self::warm_caches(&accounts).await;
         if config.runtime.docker.is_some() {
             runtime.watch_docker(readiness.register("docker"));
@@ -142,6 +155,7 @@ impl App {
             accounts: accounts.clone(),
             lobby: lobby.clone(),
             runtime: runtime.clone(),
+            turns: turns.clone(),
             internal_token: Arc::new(config.accounts.internal_token.clone()),
             trusted_proxies: Arc::new(config.accounts.trusted_proxies.clone()),
             outage: outage.clone(),
@@ -157,7 +171,7 @@ impl App {
         Self::start_mail_worker(config, &database, wake_mail, clock, &telemetry, lifecycle)?;
         Self::start_guest_reaper(config, &accounts, lifecycle);
         Self::start_lobby_sweeper(&lobby, lifecycle);
-        Self::start_runtime_workers(&runtime, lifecycle);
+        Self::start_runtime_workers(&runtime, &turns, lifecycle);
         let metrics_addr = Self::start_metrics(config, &telemetry, lifecycle).await?;
 
         Ok(Started {
@@ -168,6 +182,7 @@ impl App {
             accounts,
             lobby,
             runtime,
+            turns,
             metrics_addr,
             instance,
             readiness,
@@ -498,11 +513,20 @@ impl App {
         });
     }
 
-    /// The runtime's worker pool and its reconciler.
-    fn start_runtime_workers(runtime: &turnbase_runtime::Runtime, lifecycle: &mut Lifecycle) {
+    /// The runtime's worker pool, the turn scheduler and the reconciler
+    /// (DESIGN's start order).
+    fn start_runtime_workers(
+        runtime: &turnbase_runtime::Runtime,
+        turns: &turnbase_turns::TurnService,
+        lifecycle: &mut Lifecycle,
+    ) {
         let workers = runtime.clone();
         lifecycle.spawn("runtime-workers", None, move |stop| {
             turnbase_runtime::worker::run_workers(workers, stop)
+        });
+        let scheduler = turns.clone();
+        lifecycle.spawn("turn-scheduler", None, move |stop| {
+            turnbase_turns::scheduler::run_scheduler(scheduler, stop)
         });
         let reconciler = runtime.clone();
         lifecycle.spawn("runtime-reconciler", None, move |stop| {
@@ -557,6 +581,7 @@ struct Started {
     accounts: turnbase_accounts::AccountService,
     lobby: turnbase_lobby::LobbyService,
     runtime: turnbase_runtime::Runtime,
+    turns: turnbase_turns::TurnService,
     metrics_addr: Option<SocketAddr>,
     instance: InstanceInfo,
     readiness: Readiness,

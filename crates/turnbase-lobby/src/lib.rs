@@ -8,6 +8,7 @@
 pub mod engines;
 pub mod listing;
 pub mod race_name;
+pub mod rules;
 pub mod schedule;
 mod service;
 pub mod sweeper;
@@ -15,6 +16,7 @@ pub mod sweeper;
 pub use engines::{EngineKind, EngineRegistry, EngineRun};
 pub use listing::ListedPage;
 pub use race_name::{RaceName, RaceNameError};
+pub use rules::{PlayRules, Rules};
 pub use schedule::{PreviewTime, Schedule, ScheduleError, ScheduleSpec};
 pub use service::{
     AdminActor, Availability, Caller, Clock, GameChanges, GameDetail, GameDraft, GameView,

@@ -15,8 +15,11 @@ use croner::parser::{CronParser, Seconds};
 use serde::{Deserialize, Serialize};
 use turnbase_engine_kit::protocol::Mode;
 
-/// Shortest interval or move limit, and the longest.
+/// Shortest interval or move limit by default (`BACKEND_LOBBY_MIN_TURN_STEP`
+/// lowers it, e.g. for benchmarks), the floor under any configuration, and
+/// the longest.
 pub const MIN_STEP: Duration = Duration::from_secs(10);
+pub const FLOOR_STEP: Duration = Duration::from_secs(1);
 pub const MAX_STEP: Duration = Duration::from_secs(90 * 24 * 3600);
 
 /// A schedule as stored (and as the API shows it).
@@ -65,8 +68,20 @@ pub struct PreviewTime {
 }
 
 impl Schedule {
-    /// Checks `spec` for an engine of `mode`.
+    /// Checks `spec` for an engine of `mode`, with the default shortest
+    /// step.
     pub fn parse(spec: &ScheduleSpec, mode: Mode) -> Result<Schedule, ScheduleError> {
+        Self::parse_bounded(spec, mode, MIN_STEP)
+    }
+
+    /// Checks `spec` for an engine of `mode`; intervals and move limits
+    /// are at least `min` (never below [`FLOOR_STEP`]).
+    pub fn parse_bounded(
+        spec: &ScheduleSpec,
+        mode: Mode,
+        min: Duration,
+    ) -> Result<Schedule, ScheduleError> {
+        let min = min.max(FLOOR_STEP);
         let schedule = match spec {
             ScheduleSpec::Cron { cron, time_zone } => {
                 let zone = chrono_tz::Tz::from_str(time_zone)
@@ -87,8 +102,8 @@ impl Schedule {
                     zone,
                 }
             }
-            ScheduleSpec::Interval { every } => Schedule::Interval(step("every", every)?),
-            ScheduleSpec::PerMove { limit } => Schedule::PerMove(step("limit", limit)?),
+            ScheduleSpec::Interval { every } => Schedule::Interval(step("every", every, min)?),
+            ScheduleSpec::PerMove { limit } => Schedule::PerMove(step("limit", limit, min)?),
         };
         match (mode, &schedule) {
             (Mode::Simultaneous, Schedule::PerMove(_)) => Err(ScheduleError::Mode(
@@ -124,6 +139,35 @@ impl Schedule {
         }
     }
 
+    /// The first slot strictly after `t`. Interval slots fall every
+    /// interval from `anchor` (the game's start), so a turn resolved early
+    /// or late leaves the grid where it was. `None` as for
+    /// [`Schedule::next_after`].
+    pub fn slot_after(&self, anchor: DateTime<Utc>, t: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        match self {
+            Schedule::Interval(every) => {
+                let every = i64::try_from(every.as_millis()).ok()?.max(1);
+                let elapsed = (t - anchor).num_milliseconds();
+                let k = elapsed.div_euclid(every) + 1;
+                Some(anchor + chrono::Duration::milliseconds(k.checked_mul(every)?))
+            }
+            _ => self.next_after(t),
+        }
+    }
+
+    /// How long one turn lasts from `t`: the interval, the move limit, or
+    /// the gap between the next two cron slots.
+    pub fn turn_length(&self, t: DateTime<Utc>) -> Duration {
+        match self {
+            Schedule::Interval(d) | Schedule::PerMove(d) => *d,
+            Schedule::Cron { .. } => self
+                .next_after(t)
+                .and_then(|a| Some((a, self.next_after(a)?)))
+                .and_then(|(a, b)| (b - a).to_std().ok())
+                .unwrap_or(Duration::from_secs(24 * 3600)),
+        }
+    }
+
     /// The next `count` turn times after `start`, in UTC and in the game's
     /// zone (UTC for intervals). Empty for per-move schedules.
     pub fn preview(&self, start: DateTime<Utc>, count: usize) -> Vec<PreviewTime> {
@@ -144,18 +188,18 @@ impl Schedule {
     }
 }
 
-fn step(field: &'static str, text: &str) -> Result<Duration, ScheduleError> {
+fn step(field: &'static str, text: &str, min: Duration) -> Result<Duration, ScheduleError> {
     let d =
         turnbase_core::config::parse_duration(text).map_err(|reason| ScheduleError::Duration {
             field,
             reason: format!("{reason} (e.g. 90s, 30m, 24h)"),
         })?;
-    if !(MIN_STEP..=MAX_STEP).contains(&d) {
+    if !(min..=MAX_STEP).contains(&d) {
         return Err(ScheduleError::Duration {
             field,
             reason: format!(
                 "must be between {} s and {} days",
-                MIN_STEP.as_secs(),
+                min.as_secs(),
                 MAX_STEP.as_secs() / 86_400
             ),
         });

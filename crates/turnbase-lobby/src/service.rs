@@ -27,7 +27,8 @@ use uuid::Uuid;
 
 use crate::engines::{EngineKind, EngineRegistry};
 use crate::race_name::RaceName;
-use crate::schedule::{PreviewTime, Schedule, ScheduleSpec};
+use crate::rules::PlayRules;
+use crate::schedule::{FLOOR_STEP, PreviewTime, Schedule, ScheduleSpec};
 
 pub use turnbase_core::worker::{Clock, system_clock};
 
@@ -44,6 +45,8 @@ pub struct LobbyConfig {
     pub pending_ttl: Duration,
     /// How often the sweeper runs.
     pub sweep_interval: Duration,
+    /// Shortest turn interval or move limit a game may have.
+    pub min_turn_step: Duration,
 }
 
 /// Who is asking.
@@ -129,6 +132,8 @@ pub struct GameDraft {
     pub enrol_deadline: DateTime<Utc>,
     pub schedule: ScheduleSpec,
     pub visibility: Visibility,
+    /// The platform's play rules (defaults for what is left out).
+    pub rules: PlayRules,
 }
 
 /// Changes to an enrolling game; `None` keeps a value.
@@ -141,6 +146,7 @@ pub struct GameChanges {
     pub max_players: Option<u32>,
     pub enrol_deadline: Option<DateTime<Utc>>,
     pub schedule: Option<ScheduleSpec>,
+    pub rules: Option<PlayRules>,
 }
 
 /// A game with what is derived from its stored text.
@@ -149,6 +155,7 @@ pub struct GameView {
     pub row: GameRow,
     pub settings: Value,
     pub schedule: ScheduleSpec,
+    pub rules: PlayRules,
     /// The next turn times if the game started at its enrolment deadline
     /// (empty for per-move schedules). Only for a single game's answer:
     /// lists leave it out, as finding cron slots is the costliest part of
@@ -306,6 +313,11 @@ impl LobbyService {
         (self.inner.clock)()
     }
 
+    fn schedule(&self, kind: &EngineKind, spec: &ScheduleSpec) -> LobbyResult<Schedule> {
+        Schedule::parse_bounded(spec, kind.mode, self.inner.config.min_turn_step)
+            .map_err(|e| LobbyError::Invalid(e.to_string()))
+    }
+
     fn kind(&self, name: &str) -> LobbyResult<&EngineKind> {
         self.inner
             .engines
@@ -327,7 +339,8 @@ impl LobbyService {
             draft.max_players.unwrap_or(kind.max_players),
         )?;
         deadline(draft.enrol_deadline, now)?;
-        schedule(kind, &draft.schedule)?;
+        self.schedule(kind, &draft.schedule)?;
+        let rules = rules_text(&draft.rules)?;
         let invite_code = (draft.visibility == Visibility::Unlisted).then(invite_code);
         let row = self
             .inner
@@ -348,6 +361,7 @@ impl LobbyService {
                     visibility: draft.visibility,
                     invite_code,
                     created_at: now,
+                    rules,
                 },
                 caller.id,
             )
@@ -506,8 +520,11 @@ impl LobbyService {
             edit.enrol_deadline = Some(d);
         }
         if let Some(spec) = &changes.schedule {
-            schedule(kind, spec)?;
+            self.schedule(kind, spec)?;
             edit.schedule = Some(schedule_text(spec)?);
+        }
+        if let Some(rules) = &changes.rules {
+            edit.rules = Some(rules_text(rules)?);
         }
         let row = store.edit_game(id, &edit, now).await?;
         self.inner.listings.changed();
@@ -623,6 +640,59 @@ impl LobbyService {
                 &reason,
                 audit.as_ref(),
             )
+            .await?;
+        self.view(moved.game, true)
+    }
+
+    /// Pauses a running game (its owner, or an admin with a reason,
+    /// audited): its clock stops until it is resumed.
+    #[tracing::instrument(skip_all, fields(game = %id))]
+    pub async fn pause(
+        &self,
+        caller: Caller,
+        id: Uuid,
+        admin: Option<(&AdminActor, &str)>,
+    ) -> LobbyResult<GameView> {
+        self.pause_or_resume(caller, id, Transition::Pause, admin)
+            .await
+    }
+
+    /// Resumes a paused game; the scheduler gives the open turn at least
+    /// a whole turn's time again.
+    #[tracing::instrument(skip_all, fields(game = %id))]
+    pub async fn resume(
+        &self,
+        caller: Caller,
+        id: Uuid,
+        admin: Option<(&AdminActor, &str)>,
+    ) -> LobbyResult<GameView> {
+        self.pause_or_resume(caller, id, Transition::Resume, admin)
+            .await
+    }
+
+    async fn pause_or_resume(
+        &self,
+        caller: Caller,
+        id: Uuid,
+        transition: Transition,
+        admin: Option<(&AdminActor, &str)>,
+    ) -> LobbyResult<GameView> {
+        let game = self.managed(caller, id).await?;
+        game.state.apply(transition)?;
+        let verb = if transition == Transition::Pause {
+            "paused"
+        } else {
+            "resumed"
+        };
+        let (reason, audit) = match admin {
+            Some((actor, why)) => (
+                format!("{verb} by an admin: {why}"),
+                Some(self.audit(actor, &format!("game.{}", &verb[..verb.len() - 1]), id, why)),
+            ),
+            None => (format!("{verb} by the owner"), None),
+        };
+        let moved = self
+            .transition(&game, transition, Some(caller.id), &reason, audit.as_ref())
             .await?;
         self.view(moved.game, true)
     }
@@ -1066,10 +1136,14 @@ impl LobbyService {
         let spec: ScheduleSpec = serde_json::from_str(&row.schedule).map_err(|e| {
             LobbyError::Unexpected(anyhow::anyhow!("stored schedule of {}: {e}", row.id))
         })?;
+        let rules: PlayRules = serde_json::from_str(&row.rules).map_err(|e| {
+            LobbyError::Unexpected(anyhow::anyhow!("stored rules of {}: {e}", row.id))
+        })?;
         Ok(GameView {
             row,
             settings,
             schedule: spec,
+            rules,
             preview: None,
             manages,
         })
@@ -1079,7 +1153,7 @@ impl LobbyService {
     fn view_with_preview(&self, row: GameRow, manages: bool) -> LobbyResult<GameView> {
         let mut view = self.view(row, manages)?;
         let preview = match self.inner.engines.get(&view.row.engine) {
-            Some(kind) => Schedule::parse(&view.schedule, kind.mode)
+            Some(kind) => Schedule::parse_bounded(&view.schedule, kind.mode, FLOOR_STEP)
                 .map(|s| s.preview(view.row.enrol_deadline, PREVIEW_COUNT))
                 .unwrap_or_default(),
             None => Vec::new(),
@@ -1181,8 +1255,9 @@ fn deadline(at: DateTime<Utc>, now: DateTime<Utc>) -> LobbyResult<()> {
     Ok(())
 }
 
-fn schedule(kind: &EngineKind, spec: &ScheduleSpec) -> LobbyResult<Schedule> {
-    Schedule::parse(spec, kind.mode).map_err(|e| LobbyError::Invalid(e.to_string()))
+fn rules_text(rules: &PlayRules) -> LobbyResult<String> {
+    rules.check().map_err(LobbyError::Invalid)?;
+    serde_json::to_string(rules).map_err(|e| LobbyError::Unexpected(e.into()))
 }
 
 fn schedule_text(spec: &ScheduleSpec) -> LobbyResult<String> {

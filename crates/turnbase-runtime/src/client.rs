@@ -9,18 +9,41 @@ use std::time::{Duration, Instant};
 use opentelemetry::KeyValue;
 use opentelemetry::metrics::{Histogram, Meter};
 use serde::de::DeserializeOwned;
-use turnbase_engine_kit::protocol::{GameState, InitRequest, Manifest};
+use turnbase_engine_kit::protocol::{
+    ControlRequest, GameState, InitRequest, Manifest, Options, OrdersRequest, Resolution,
+};
 use uuid::Uuid;
 
 /// Deadlines by kind of call.
 const HEALTH_TIMEOUT: Duration = Duration::from_secs(2);
 const MANIFEST_TIMEOUT: Duration = Duration::from_secs(5);
 const INIT_TIMEOUT: Duration = Duration::from_secs(30);
+const RESOLVE_TIMEOUT: Duration = Duration::from_secs(30);
+const PLAY_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Clone)]
 pub struct EngineClient {
     http: reqwest::Client,
     duration: Histogram<f64>,
+}
+
+/// An engine's answer as it came.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    pub status: u16,
+    pub body: bytes::Bytes,
+}
+
+impl Answer {
+    /// The protocol's error code of a refusal (`wrong_turn`, …).
+    pub fn error_code(&self) -> Option<String> {
+        error_code(&self.body)
+    }
+}
+
+fn error_code(body: &[u8]) -> Option<String> {
+    let parsed: turnbase_engine_kit::protocol::ErrorBody = serde_json::from_slice(body).ok()?;
+    Some(parsed.error.code)
 }
 
 /// Why a call failed, for the job's error and the admin API.
@@ -36,6 +59,16 @@ pub enum CallError {
     },
     #[error("{call}: the answer does not fit the protocol: {reason}")]
     Garbled { call: &'static str, reason: String },
+}
+
+impl CallError {
+    /// The protocol's error code when the engine refused.
+    pub fn code(&self) -> Option<String> {
+        match self {
+            CallError::Refused { body, .. } => error_code(body.as_bytes()),
+            _ => None,
+        }
+    }
 }
 
 impl EngineClient {
@@ -94,6 +127,109 @@ impl EngineClient {
         self.call("init", request).await
     }
 
+    /// Resolves turn `turn` of `game` (idempotent by turn number).
+    pub async fn resolve(&self, base: &str, game: Uuid, turn: u32) -> Result<Resolution, CallError> {
+        let request = self
+            .http
+            .post(format!("{base}/games/{game}/turns/{turn}/resolve"))
+            .timeout(RESOLVE_TIMEOUT);
+        self.call("resolve", request).await
+    }
+
+    /// Hands `player`'s seat to the engine's bot, or back.
+    pub async fn control(
+        &self,
+        base: &str,
+        game: Uuid,
+        player: Uuid,
+        bot: bool,
+    ) -> Result<GameState, CallError> {
+        let request = self
+            .http
+            .put(format!("{base}/games/{game}/players/{player}/control"))
+            .json(&ControlRequest { bot })
+            .timeout(PLAY_TIMEOUT);
+        self.call("control", request).await
+    }
+
+    pub async fn state(&self, base: &str, game: Uuid) -> Result<GameState, CallError> {
+        let request = self
+            .http
+            .get(format!("{base}/games/{game}/state"))
+            .timeout(PLAY_TIMEOUT);
+        self.call("state", request).await
+    }
+
+    pub async fn options(&self, base: &str, game: Uuid, player: Uuid) -> Result<Options, CallError> {
+        let request = self
+            .http
+            .get(format!("{base}/games/{game}/players/{player}/options"))
+            .timeout(PLAY_TIMEOUT);
+        self.call("options", request).await
+    }
+
+    /// Sends `player`'s orders; the engine's answer as it came (status and
+    /// body), for the backend to read or pass on.
+    pub async fn orders(
+        &self,
+        base: &str,
+        game: Uuid,
+        player: Uuid,
+        body: &OrdersRequest,
+    ) -> Result<Answer, CallError> {
+        let request = self
+            .http
+            .put(format!("{base}/games/{game}/players/{player}/orders"))
+            .json(body)
+            .timeout(PLAY_TIMEOUT);
+        self.raw("orders", request).await
+    }
+
+    /// `player`'s view now, or after turn `turn`; the answer as it came.
+    pub async fn view(
+        &self,
+        base: &str,
+        game: Uuid,
+        player: Uuid,
+        turn: Option<u32>,
+    ) -> Result<Answer, CallError> {
+        let query = turn.map(|t| format!("?turn={t}")).unwrap_or_default();
+        let request = self
+            .http
+            .get(format!("{base}/games/{game}/players/{player}/view{query}"))
+            .timeout(PLAY_TIMEOUT);
+        self.raw("view", request).await
+    }
+
+    async fn raw(
+        &self,
+        call: &'static str,
+        request: reqwest::RequestBuilder,
+    ) -> Result<Answer, CallError> {
+        let started = Instant::now();
+        let mut headers = reqwest::header::HeaderMap::new();
+        turnbase_core::http::inject_trace_context(&mut headers);
+        let result = async {
+            let response = request
+                .headers(headers)
+                .send()
+                .await
+                .map_err(|e| CallError::Unreachable {
+                    call,
+                    reason: e.to_string(),
+                })?;
+            let status = response.status().as_u16();
+            let body = response.bytes().await.map_err(|e| CallError::Unreachable {
+                call,
+                reason: e.to_string(),
+            })?;
+            Ok(Answer { status, body })
+        }
+        .await;
+        self.observe(call, started);
+        result
+    }
+
     async fn call<T: DeserializeOwned>(
         &self,
         call: &'static str,
@@ -119,7 +255,7 @@ impl EngineClient {
                 return Err(CallError::Refused {
                     call,
                     status: status.as_u16(),
-                    body: String::from_utf8_lossy(&bytes[..bytes.len().min(500)]).into_owned(),
+                    body: String::from_utf8_lossy(&bytes[..bytes.len().min(4096)]).into_owned(),
                 });
             }
             serde_json::from_slice(&bytes).map_err(|e| CallError::Garbled {

@@ -27,7 +27,7 @@ use turnbase_store::Database;
 use turnbase_store::runtime::RuntimeRecord;
 use uuid::Uuid;
 
-pub use client::{CallError, EngineClient};
+pub use client::{Answer, CallError, EngineClient};
 pub use driver::{DriverError, EngineCommand, Placement, ProcessDriver, Running};
 
 /// Why an engine could not be had.

@@ -23,6 +23,8 @@ mod postgres;
 mod postgres_mail;
 pub mod runtime;
 mod runtime_sql;
+pub mod turns;
+mod turns_sql;
 pub mod schema;
 mod sqlite;
 mod sqlite_mail;
@@ -39,6 +41,7 @@ pub use mail::MailStore;
 pub use migrate::{Migration, MigrationReport, POSTGRES_MIGRATIONS, SQLITE_MIGRATIONS};
 pub use postgres::PostgresStore;
 pub use runtime::RuntimeStore;
+pub use turns::TurnStore;
 pub use sqlite::{SqliteStore, SqliteTx, WriteTurn};
 
 /// Errors at the storage boundary.
@@ -324,6 +327,13 @@ impl Database {
     }
 
     pub fn runtime(&self) -> &dyn RuntimeStore {
+        match self {
+            Database::Sqlite(s) => s,
+            Database::Postgres(p) => p,
+        }
+    }
+
+    pub fn turns(&self) -> &dyn TurnStore {
         match self {
             Database::Sqlite(s) => s,
             Database::Postgres(p) => p,

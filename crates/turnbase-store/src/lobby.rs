@@ -277,7 +277,7 @@ text_state!(
 pub(crate) const GAME_COLUMNS: &str = "g.id, g.owner_id, g.title, g.engine, g.engine_version, \
      g.settings, g.min_players, g.max_players, g.seats_taken, g.enrol_deadline, g.schedule, \
      g.visibility, g.invite_code, g.state, g.created_at, g.updated_at, g.started_at, g.ended_at, \
-     g.start_error";
+     g.start_error, g.rules";
 
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct GameRow {
@@ -306,6 +306,9 @@ pub struct GameRow {
     pub ended_at: Option<DateTime<Utc>>,
     /// Why the last start failed (in `start_failed`).
     pub start_error: Option<String>,
+    /// A JSON object: the platform's play rules (early turns, bot delay,
+    /// excused misses, bot takeover).
+    pub rules: String,
 }
 
 /// A game to create (in `enrolling`).
@@ -324,6 +327,8 @@ pub struct NewGame {
     pub visibility: Visibility,
     pub invite_code: Option<String>,
     pub created_at: DateTime<Utc>,
+    /// A JSON object (see [`GameRow::rules`]).
+    pub rules: String,
 }
 
 /// What the owner may change while enrolling. `None` keeps a value.
@@ -335,6 +340,7 @@ pub struct GameEdit {
     pub max_players: Option<i64>,
     pub enrol_deadline: Option<DateTime<Utc>>,
     pub schedule: Option<String>,
+    pub rules: Option<String>,
 }
 
 /// A page of games, newest first.
@@ -431,6 +437,14 @@ pub struct SeatRow {
     pub status: SeatStatus,
     pub joined_at: DateTime<Utc>,
     pub resigned_at: Option<DateTime<Utc>>,
+    /// Consecutive turns let pass without orders.
+    pub misses: i64,
+    /// Excused misses spent.
+    pub excuses_used: i64,
+    /// The engine's bot plays the seat (after too many misses) until its
+    /// player or a substitute sends orders; the seat is open for a
+    /// substitute meanwhile.
+    pub bot_control: bool,
 }
 
 /// A bot seat to add.

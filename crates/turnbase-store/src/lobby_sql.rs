@@ -10,7 +10,7 @@
 
 macro_rules! impl_lobby_store {
     ($module:ident, $store:ty, $row:ty, $accounts:path, $runtime:path) => {
-        mod $module {
+        pub(crate) mod $module {
             use chrono::{DateTime, Utc};
             use sqlx::Row as _;
             use subtle::ConstantTimeEq as _;
@@ -32,11 +32,12 @@ macro_rules! impl_lobby_store {
             /// alias there).
             const GAME_RETURNED: &str = "id, owner_id, title, engine, engine_version, settings, \
                  min_players, max_players, seats_taken, enrol_deadline, schedule, visibility, \
-                 invite_code, state, created_at, updated_at, started_at, ended_at, start_error";
+                 invite_code, state, created_at, updated_at, started_at, ended_at, start_error, \
+                 rules";
             const APPLICATION: &str = "id, game_id, account_id, race_name, status, reason, \
                  created_at, decided_at, expires_at";
-            const SEAT: &str =
-                "id, game_id, account_id, is_bot, race_name, status, joined_at, resigned_at";
+            pub(crate) const SEAT: &str = "id, game_id, account_id, is_bot, race_name, status, \
+                 joined_at, resigned_at, misses, excuses_used, bot_control";
 
             type Tx = <$store as SqlBackend>::WriteTx;
 
@@ -217,6 +218,9 @@ macro_rules! impl_lobby_store {
                         .map_err(|e: String| sqlx::Error::Decode(e.into()))?,
                     joined_at: row.try_get("p_joined_at")?,
                     resigned_at: row.try_get("p_resigned_at")?,
+                    misses: row.try_get("p_misses")?,
+                    excuses_used: row.try_get("p_excuses_used")?,
+                    bot_control: row.try_get("p_bot_control")?,
                 }))
             }
 
@@ -241,6 +245,156 @@ macro_rules! impl_lobby_store {
                 }))
             }
 
+            /// [`LobbyStore::transition_game`] inside the caller's
+            /// transaction (the turns store ends a game with its last
+            /// turn's record).
+            pub(crate) async fn transition_in(
+                tx: &mut Tx,
+                c: &StateChange,
+                audit: Option<&AuditEntry>,
+            ) -> StoreResult<Option<Transitioned>> {
+                let started = (c.to == GameState::Running).then_some(c.at);
+                let ended = c.to.is_over().then_some(c.at);
+                let start_error =
+                    (c.to == GameState::StartFailed).then_some(c.reason.as_str());
+                let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "UPDATE games SET state = $3, updated_at = $4,
+                         started_at = COALESCE(started_at, $5),
+                         ended_at = COALESCE($6, ended_at),
+                         start_error = $7
+                     WHERE id = $1 AND state = $2
+                     RETURNING {GAME_RETURNED}"
+                )))
+                .bind(c.game_id)
+                .bind(c.from.as_str())
+                .bind(c.to.as_str())
+                .bind(c.at)
+                .bind(started)
+                .bind(ended)
+                .bind(start_error)
+                .fetch_optional(&mut **tx)
+                .await?;
+                let Some(row) = row else {
+                    return Ok(None);
+                };
+                let moved = game(&row)?;
+                sqlx::query(
+                    "INSERT INTO game_state_changes
+                         (id, game_id, from_state, to_state, actor_id, reason, at)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                )
+                .bind(c.id)
+                .bind(c.game_id)
+                .bind(c.from.as_str())
+                .bind(c.to.as_str())
+                .bind(c.actor_id)
+                .bind(&c.reason)
+                .bind(c.at)
+                .execute(&mut **tx)
+                .await?;
+                let mut closed = Vec::new();
+                if c.from == GameState::Enrolling || c.to.is_over() {
+                    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+                        "UPDATE game_applications SET status = 'closed', decided_at = $2
+                         WHERE game_id = $1 AND status = 'pending'
+                         RETURNING {APPLICATION}"
+                    )))
+                    .bind(c.game_id)
+                    .bind(c.at)
+                    .fetch_all(&mut **tx)
+                    .await?;
+                    closed = all(&rows, application)?;
+                    sqlx::query(
+                        "DELETE FROM race_names WHERE game_id = $1 AND status = 'pending'",
+                    )
+                    .bind(c.game_id)
+                    .execute(&mut **tx)
+                    .await?;
+                }
+                if c.to.is_over() {
+                    sqlx::query("DELETE FROM race_names WHERE game_id = $1")
+                        .bind(c.game_id)
+                        .execute(&mut **tx)
+                        .await?;
+                }
+                // The runtime's work, queued with the move (see
+                // runtime_sql.rs for the queue).
+                let job = match (c.from, c.to) {
+                    (_, GameState::Starting) => Some("start"),
+                    (GameState::Enrolling, _) => None,
+                    (_, to) if to.is_over() => Some("stop"),
+                    _ => None,
+                };
+                if let Some(kind) = job {
+                    runtime_sql::queue_job(&mut **tx, c.game_id, kind, c.at, c.at).await?;
+                }
+                // The turn scheduler's clock (see turns.rs): a game that
+                // begins gets one, due at once so that the scheduler opens
+                // its first turn; pausing stops it; resuming makes it due
+                // so that the scheduler gives the turn a new deadline; an
+                // ending removes it.
+                match (c.from, c.to) {
+                    (GameState::Starting, GameState::Running) => {
+                        sqlx::query(
+                            "INSERT INTO game_clocks (game_id, turn, opened_at, anchor_at,
+                                 slot_at, due_at, trigger, to_move, awaiting, extended, excused,
+                                 paused_at, attempts, version, updated_at)
+                             VALUES ($1, 1, $2, $2, NULL, $2, 'open', '[]', '[]', FALSE, FALSE,
+                                 NULL, 0, 0, $2)
+                             ON CONFLICT (game_id) DO NOTHING",
+                        )
+                        .bind(c.game_id)
+                        .bind(c.at)
+                        .execute(&mut **tx)
+                        .await?;
+                    }
+                    (_, GameState::Paused) => {
+                        sqlx::query(
+                            "UPDATE game_clocks SET paused_at = $2, due_at = NULL,
+                                 version = version + 1, updated_at = $2
+                             WHERE game_id = $1",
+                        )
+                        .bind(c.game_id)
+                        .bind(c.at)
+                        .execute(&mut **tx)
+                        .await?;
+                    }
+                    (GameState::Paused, GameState::Running) => {
+                        sqlx::query(
+                            "UPDATE game_clocks SET due_at = $2, trigger = 'resume',
+                                 paused_at = NULL, version = version + 1, updated_at = $2
+                             WHERE game_id = $1",
+                        )
+                        .bind(c.game_id)
+                        .bind(c.at)
+                        .execute(&mut **tx)
+                        .await?;
+                    }
+                    (_, to) if to.is_over() => {
+                        sqlx::query("DELETE FROM game_clocks WHERE game_id = $1")
+                            .bind(c.game_id)
+                            .execute(&mut **tx)
+                            .await?;
+                    }
+                    _ => {}
+                }
+                let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "SELECT {SEAT} FROM game_players WHERE game_id = $1 ORDER BY joined_at, id"
+                )))
+                .bind(c.game_id)
+                .fetch_all(&mut **tx)
+                .await?;
+                let seats = all(&rows, seat)?;
+                if let Some(entry) = audit {
+                    accounts_sql::insert_audit(&mut **tx, entry).await?;
+                }
+                Ok(Some(Transitioned {
+                    game: moved,
+                    closed,
+                    seats,
+                }))
+            }
+
             #[async_trait::async_trait]
             impl LobbyStore for $store {
                 async fn create_game(&self, g: &NewGame, actor: Uuid) -> StoreResult<GameRow> {
@@ -248,9 +402,9 @@ macro_rules! impl_lobby_store {
                     let row = sqlx::query(sqlx::AssertSqlSafe(format!(
                         "INSERT INTO games (id, owner_id, title, engine, engine_version, settings,
                              min_players, max_players, seats_taken, enrol_deadline, schedule,
-                             visibility, invite_code, state, created_at, updated_at)
+                             visibility, invite_code, state, created_at, updated_at, rules)
                          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 0, $9, $10, $11, $12,
-                             'enrolling', $13, $13)
+                             'enrolling', $13, $13, $14)
                          RETURNING {GAME_RETURNED}"
                     )))
                     .bind(g.id)
@@ -266,6 +420,7 @@ macro_rules! impl_lobby_store {
                     .bind(g.visibility.as_str())
                     .bind(&g.invite_code)
                     .bind(g.created_at)
+                    .bind(&g.rules)
                     .fetch_one(&mut *tx)
                     .await?;
                     let created = game(&row)?;
@@ -330,6 +485,8 @@ macro_rules! impl_lobby_store {
                              p.id AS p_id, p.account_id AS p_account_id, p.is_bot AS p_is_bot,
                              p.race_name AS p_race_name, p.status AS p_status,
                              p.joined_at AS p_joined_at, p.resigned_at AS p_resigned_at,
+                             p.misses AS p_misses, p.excuses_used AS p_excuses_used,
+                             p.bot_control AS p_bot_control,
                              a.id AS a_id, a.account_id AS a_account_id,
                              a.race_name AS a_race_name, a.status AS a_status,
                              a.reason AS a_reason, a.created_at AS a_created_at,
@@ -376,6 +533,7 @@ macro_rules! impl_lobby_store {
                              max_players = COALESCE($5, max_players),
                              enrol_deadline = COALESCE($6, enrol_deadline),
                              schedule = COALESCE($7, schedule),
+                             rules = COALESCE($9, rules),
                              updated_at = $8
                          WHERE id = $1 AND state = 'enrolling'
                            AND COALESCE($5, max_players) >= seats_taken
@@ -389,6 +547,7 @@ macro_rules! impl_lobby_store {
                     .bind(e.enrol_deadline)
                     .bind(&e.schedule)
                     .bind(now)
+                    .bind(&e.rules)
                     .fetch_optional(turn.pool())
                     .await?
                     };
@@ -415,97 +574,11 @@ macro_rules! impl_lobby_store {
                     audit: Option<&AuditEntry>,
                 ) -> StoreResult<Option<Transitioned>> {
                     let mut tx = SqlBackend::begin_write(self).await?;
-                    let started = (c.to == GameState::Running).then_some(c.at);
-                    let ended = c.to.is_over().then_some(c.at);
-                    let start_error =
-                        (c.to == GameState::StartFailed).then_some(c.reason.as_str());
-                    let row = sqlx::query(sqlx::AssertSqlSafe(format!(
-                        "UPDATE games SET state = $3, updated_at = $4,
-                             started_at = COALESCE(started_at, $5),
-                             ended_at = COALESCE($6, ended_at),
-                             start_error = $7
-                         WHERE id = $1 AND state = $2
-                         RETURNING {GAME_RETURNED}"
-                    )))
-                    .bind(c.game_id)
-                    .bind(c.from.as_str())
-                    .bind(c.to.as_str())
-                    .bind(c.at)
-                    .bind(started)
-                    .bind(ended)
-                    .bind(start_error)
-                    .fetch_optional(&mut *tx)
-                    .await?;
-                    let Some(row) = row else {
-                        return Ok(None);
-                    };
-                    let moved = game(&row)?;
-                    sqlx::query(
-                        "INSERT INTO game_state_changes
-                             (id, game_id, from_state, to_state, actor_id, reason, at)
-                         VALUES ($1, $2, $3, $4, $5, $6, $7)",
-                    )
-                    .bind(c.id)
-                    .bind(c.game_id)
-                    .bind(c.from.as_str())
-                    .bind(c.to.as_str())
-                    .bind(c.actor_id)
-                    .bind(&c.reason)
-                    .bind(c.at)
-                    .execute(&mut *tx)
-                    .await?;
-                    let mut closed = Vec::new();
-                    if c.from == GameState::Enrolling || c.to.is_over() {
-                        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-                            "UPDATE game_applications SET status = 'closed', decided_at = $2
-                             WHERE game_id = $1 AND status = 'pending'
-                             RETURNING {APPLICATION}"
-                        )))
-                        .bind(c.game_id)
-                        .bind(c.at)
-                        .fetch_all(&mut *tx)
-                        .await?;
-                        closed = all(&rows, application)?;
-                        sqlx::query(
-                            "DELETE FROM race_names WHERE game_id = $1 AND status = 'pending'",
-                        )
-                        .bind(c.game_id)
-                        .execute(&mut *tx)
-                        .await?;
+                    let moved = transition_in(&mut tx, c, audit).await?;
+                    if moved.is_some() {
+                        tx.commit().await?;
                     }
-                    if c.to.is_over() {
-                        sqlx::query("DELETE FROM race_names WHERE game_id = $1")
-                            .bind(c.game_id)
-                            .execute(&mut *tx)
-                            .await?;
-                    }
-                    // The runtime's work, queued with the move (see
-                    // runtime_sql.rs for the queue).
-                    let job = match (c.from, c.to) {
-                        (_, GameState::Starting) => Some("start"),
-                        (GameState::Enrolling, _) => None,
-                        (_, to) if to.is_over() => Some("stop"),
-                        _ => None,
-                    };
-                    if let Some(kind) = job {
-                        runtime_sql::queue_job(&mut *tx, c.game_id, kind, c.at, c.at).await?;
-                    }
-                    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-                        "SELECT {SEAT} FROM game_players WHERE game_id = $1 ORDER BY joined_at, id"
-                    )))
-                    .bind(c.game_id)
-                    .fetch_all(&mut *tx)
-                    .await?;
-                    let seats = all(&rows, seat)?;
-                    if let Some(entry) = audit {
-                        accounts_sql::insert_audit(&mut *tx, entry).await?;
-                    }
-                    tx.commit().await?;
-                    Ok(Some(Transitioned {
-                        game: moved,
-                        closed,
-                        seats,
-                    }))
+                    Ok(moved)
                 }
 
                 async fn state_history(&self, id: Uuid) -> StoreResult<Vec<StateChangeRow>> {

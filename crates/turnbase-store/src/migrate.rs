@@ -42,12 +42,14 @@ macro_rules! migrations {
 pub const SQLITE_MIGRATIONS: &[Migration] = migrations!["sqlite": (0001, "instance"), (0002, "mail"), (0003, "accounts"),
         (0004, "mail_attempt_count"), (0005, "mail_secrets"),
         (0006, "lobby"),
-        (0007, "runtime")];
+        (0007, "runtime"),
+        (0008, "turns")];
 #[allow(clippy::zero_prefixed_literal)]
 pub const POSTGRES_MIGRATIONS: &[Migration] = migrations!["postgres": (0001, "instance"), (0002, "mail"), (0003, "accounts"),
         (0004, "mail_attempt_count"), (0005, "mail_secrets"),
         (0006, "lobby"),
-        (0007, "runtime")];
+        (0007, "runtime"),
+        (0008, "turns")];
 
 /// What a migration run did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -73,6 +73,7 @@ macro_rules! texts {
         }
     };
 }
+pub(crate) use texts;
 texts!(JobKind { Start => "start", Stop => "stop", Remove => "remove" });
 texts!(JobStatus { Queued => "queued", Running => "running", Done => "done", Failed => "failed" });
 texts!(RecordState {

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use turnbase_core::http::ErrorBody;
 use turnbase_lobby::{
-    Availability, Caller, GameChanges, GameDetail, GameDraft, GameView, ScheduleSpec,
+    Availability, Caller, GameChanges, GameDetail, GameDraft, GameView, PlayRules, ScheduleSpec,
 };
 use turnbase_store::accounts::Role;
 use turnbase_store::lobby::{
@@ -130,6 +130,10 @@ pub(super) struct GameJson {
     enrol_deadline: DateTime<Utc>,
     #[schema(value_type = Object)]
     schedule: Value,
+    /// The platform's play rules: `early_turns`, `bot_delay`,
+    /// `excused_misses`, `bot_takeover_after`.
+    #[schema(value_type = Object)]
+    rules: Value,
     /// The next five turn times if the game starts at its enrolment
     /// deadline (empty for per-move schedules). In a single game's answer
     /// only; lists leave it out.
@@ -164,6 +168,7 @@ impl From<GameView> for GameJson {
             free_seats: (r.max_players - r.seats_taken).max(0),
             enrol_deadline: r.enrol_deadline,
             schedule: serde_json::to_value(&v.schedule).unwrap_or(Value::Null),
+            rules: serde_json::to_value(&v.rules).unwrap_or(Value::Null),
             next_turns: v.preview.map(|times| {
                 times
                     .into_iter()
@@ -195,6 +200,11 @@ pub(super) struct SeatJson {
     status: String,
     joined_at: DateTime<Utc>,
     resigned_at: Option<DateTime<Utc>>,
+    /// Consecutive turns its player let pass without orders.
+    misses: i64,
+    /// The engine's bot plays the seat after too many misses, until its
+    /// player sends orders again; meanwhile a substitute may apply for it.
+    open_for_substitute: bool,
 }
 
 impl From<SeatRow> for SeatJson {
@@ -207,6 +217,8 @@ impl From<SeatRow> for SeatJson {
             status: s.status.as_str().to_string(),
             joined_at: s.joined_at,
             resigned_at: s.resigned_at,
+            misses: s.misses,
+            open_for_substitute: s.bot_control && !s.is_bot,
         }
     }
 }
@@ -415,6 +427,12 @@ struct CreateGame {
     schedule: ScheduleSpec,
     /// `public` (default) or `unlisted` (an invite code is made).
     visibility: Option<String>,
+    /// Play rules; what is left out takes its default:
+    /// `{"early_turns": true, "bot_delay": "2s", "excused_misses": 1,
+    /// "bot_takeover_after": 3}`.
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    rules: PlayRules,
 }
 
 /// Create a game. The answer has the settings with their defaults and
@@ -447,6 +465,7 @@ async fn create_game(
                 enrol_deadline: body.enrol_deadline,
                 schedule: body.schedule,
                 visibility,
+                rules: body.rules,
             },
         )
         .await?;
@@ -556,6 +575,9 @@ struct EditGame {
     enrol_deadline: Option<DateTime<Utc>>,
     #[schema(value_type = Object)]
     schedule: Option<ScheduleSpec>,
+    /// Replaces the play rules; what is left out takes its default.
+    #[schema(value_type = Object)]
+    rules: Option<PlayRules>,
 }
 
 /// Change an enrolling game (the owner).
@@ -586,6 +608,7 @@ async fn edit_game(
                 max_players: body.max_players,
                 enrol_deadline: body.enrol_deadline,
                 schedule: body.schedule,
+                rules: body.rules,
             },
         )
         .await?;
@@ -826,7 +849,12 @@ async fn resign(
     Authenticated(s): Authenticated,
     Path(id): Path<Uuid>,
 ) -> Result<Json<SeatJson>, ApiError> {
-    Ok(Json(state.lobby.resign(caller(&s), id).await?.into()))
+    let seat = state.lobby.resign(caller(&s), id).await?;
+    // Not waited for any more; a sequential mover's clock runs out now.
+    if let Err(err) = state.turns.seat_left(id, seat.id).await {
+        tracing::warn!(game = %id, error = %err, "the turn clock did not take the resignation");
+    }
+    Ok(Json(seat.into()))
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]

@@ -34,6 +34,7 @@ mod games;
 mod internal;
 pub mod outage;
 mod public_auth;
+mod turns;
 mod user;
 
 use auth::SecuritySchemes;
@@ -54,6 +55,7 @@ pub struct AppState {
     pub accounts: turnbase_accounts::AccountService,
     pub lobby: turnbase_lobby::LobbyService,
     pub runtime: turnbase_runtime::Runtime,
+    pub turns: turnbase_turns::TurnService,
     /// The secret gateways present on `/api/v1/internal`.
     pub internal_token: Arc<turnbase_core::config::Secret<String>>,
     /// Proxies whose `X-Forwarded-For` is believed.
@@ -91,6 +93,10 @@ pub enum ApiError {
         String,
         Vec<turnbase_core::http::FieldProblem>,
     ),
+    /// A JSON error body made elsewhere (an engine's refusal, passed on
+    /// unchanged).
+    #[error("status {0}")]
+    Raw(StatusCode, bytes::Bytes),
     #[error(transparent)]
     Unexpected(#[from] anyhow::Error),
 }
@@ -124,6 +130,15 @@ impl IntoResponse for ApiError {
             ApiError::Detailed(status, code, message, details) => {
                 turnbase_core::http::error_response_with_details(status, code, message, details)
             }
+            ApiError::Raw(status, body) => (
+                status,
+                [(
+                    http::header::CONTENT_TYPE,
+                    http::HeaderValue::from_static("application/json"),
+                )],
+                body,
+            )
+                .into_response(),
             ApiError::Unexpected(err)
                 if turnbase_store::StoreError::in_chain_is_unavailable(err.as_ref()) =>
             {
@@ -255,6 +270,43 @@ impl From<turnbase_lobby::LobbyError> for ApiError {
     }
 }
 
+impl From<turnbase_turns::TurnError> for ApiError {
+    fn from(err: turnbase_turns::TurnError) -> Self {
+        use turnbase_turns::TurnError as E;
+        let message = err.to_string();
+        match err {
+            E::NotFound(message) => ApiError::NotFound(message),
+            E::Forbidden(message) => ApiError::Forbidden(message),
+            E::Invalid(message) => ApiError::BadRequest(message),
+            E::Conflict { code, message } => ApiError::Coded(StatusCode::CONFLICT, code, message),
+            E::TurnClosed { turn, .. } => {
+                let body = serde_json::json!({"error": {
+                    "code": "turn_closed",
+                    "message": message,
+                    "turn": turn,
+                }});
+                ApiError::Raw(StatusCode::CONFLICT, bytes::Bytes::from(body.to_string()))
+            }
+            E::Engine { status, body } => match StatusCode::from_u16(status) {
+                Ok(s) if s.is_client_error() && serde_json::from_slice::<serde_json::Value>(&body).is_ok() => {
+                    ApiError::Raw(s, body)
+                }
+                _ => ApiError::Coded(
+                    StatusCode::BAD_GATEWAY,
+                    "engine_error",
+                    format!("the game's engine answered {status}"),
+                ),
+            },
+            E::Unavailable(reason) => ApiError::Coded(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "engine_unavailable",
+                format!("the game's engine is not answering; try again shortly ({reason})"),
+            ),
+            E::Unexpected(err) => ApiError::Unexpected(err),
+        }
+    }
+}
+
 #[derive(OpenApi)]
 #[openapi(
     info(
@@ -281,7 +333,12 @@ fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(healthz))
         .routes(routes!(readyz))
         .nest("/api/v1/public", public_routes())
-        .nest("/api/v1/user", user::routes().merge(games::user_routes()))
+        .nest(
+            "/api/v1/user",
+            user::routes()
+                .merge(games::user_routes())
+                .merge(turns::user_routes()),
+        )
         .nest("/api/v1/internal", internal::routes())
         .nest("/api/v1/admin", admin_routes())
 }
@@ -293,6 +350,7 @@ fn admin_routes() -> OpenApiRouter<AppState> {
         .merge(admin_accounts::routes())
         .merge(admin_games::routes())
         .merge(admin_runtime::routes())
+        .merge(turns::admin_routes())
 }
 
 fn public_routes() -> OpenApiRouter<AppState> {

@@ -19,6 +19,11 @@ pub(super) const VARIABLES: &[VarSpec] = &[
         "How often the lobby sweeper releases expired reservations and closes games past their enrolment deadline."
     ),
     var!(
+        "BACKEND_LOBBY_MIN_TURN_STEP",
+        Some("10s"),
+        "Shortest turn interval or move limit a new game may have (at least 1s; benchmarks lower it)."
+    ),
+    var!(
         "BACKEND_ENGINES_FILE",
         None,
         "TOML file listing the engine kinds to offer (see README, Engine kinds); unset means the reference engines built into `turnbase`."
@@ -48,6 +53,7 @@ pub(super) fn read(r: &mut Reader<'_>) -> LobbySettings {
             parse_positive_duration,
         ),
         sweep_interval: r.get("BACKEND_LOBBY_SWEEP_INTERVAL", parse_positive_duration),
+        min_turn_step: r.get("BACKEND_LOBBY_MIN_TURN_STEP", parse_turn_step),
     };
     let engines = match r.optional("BACKEND_ENGINES_FILE", parse_engines_file) {
         Some(path) => EngineSource::File(path),
@@ -62,4 +68,12 @@ fn parse_engines_file(text: &str) -> Result<PathBuf, String> {
         return Err(format!("{text:?} is not a readable file"));
     }
     Ok(path)
+}
+
+fn parse_turn_step(text: &str) -> Result<std::time::Duration, String> {
+    let d = parse_positive_duration(text)?;
+    if d < turnbase_lobby::schedule::FLOOR_STEP {
+        return Err("must be at least 1s".into());
+    }
+    Ok(d)
 }

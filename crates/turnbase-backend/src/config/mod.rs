@@ -17,6 +17,7 @@ mod mail;
 mod process;
 mod push;
 mod runtime;
+mod turns;
 mod storage;
 
 pub use accounts::{AccountsSettings, INTERNAL_TOKEN_FILE, write_internal_token_file};
@@ -43,6 +44,7 @@ pub static VARIABLES: LazyLock<Vec<VarSpec>> = LazyLock::new(|| {
         accounts::VARIABLES,
         lobby::VARIABLES,
         runtime::VARIABLES,
+        turns::VARIABLES,
     ]
     .concat()
 });
@@ -79,6 +81,7 @@ pub struct Config {
     pub accounts: AccountsSettings,
     pub lobby: LobbySettings,
     pub runtime: runtime::RuntimeSettings,
+    pub turns: turnbase_turns::TurnsConfig,
 }
 
 impl Config {
@@ -145,6 +148,7 @@ impl Config {
         let accounts = accounts::read(&mut r);
         let lobby = lobby::read(&mut r);
         let runtime = runtime::read(&mut r, &data_dir);
+        let turns = turns::read(&mut r);
         r.finish()?;
         Ok(Config {
             data_dir,
@@ -159,6 +163,7 @@ impl Config {
             accounts,
             lobby,
             runtime,
+            turns,
         })
     }
 }

@@ -64,6 +64,7 @@ impl World {
             LobbyConfig {
                 pending_ttl: Duration::from_secs(72 * 3600),
                 sweep_interval: Duration::from_secs(60),
+                min_turn_step: Duration::from_secs(10),
             },
             Arc::new(move || *now.lock().expect("not poisoned")),
             &turnbase_core::telemetry::noop_meter(),
@@ -112,6 +113,7 @@ fn draft(title: &str, deadline: DateTime<Utc>) -> GameDraft {
         enrol_deadline: deadline,
         schedule: ScheduleSpec::Interval { every: "1h".into() },
         visibility: Visibility::Public,
+        rules: turnbase_lobby::PlayRules::default(),
     }
 }
 

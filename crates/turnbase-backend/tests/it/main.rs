@@ -11,3 +11,4 @@ mod outage;
 mod reaper;
 mod runtime;
 mod sweep;
+mod turns;

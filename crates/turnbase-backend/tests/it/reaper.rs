@@ -58,6 +58,7 @@ async fn seat(db: &Database, owner: Uuid, account: Uuid) {
                 visibility: Visibility::Public,
                 invite_code: None,
                 created_at: now,
+                rules: "{}".into(),
             },
             owner,
         )

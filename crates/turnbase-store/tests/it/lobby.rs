@@ -60,6 +60,7 @@ pub fn new_game(owner: Uuid, max: i64) -> NewGame {
         visibility: Visibility::Public,
         invite_code: None,
         created_at: t(0),
+        rules: "{}".into(),
     }
 }
 

@@ -1,0 +1,308 @@
+//! The turn scheduler: sleeps until the earliest due clock (an indexed
+//! query for the next time, never a scan of every game per tick), is woken
+//! when a clock changes here, and resolves each due turn on a task of its
+//! own, at most `concurrency` at once.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio_util::sync::CancellationToken;
+use turnbase_core::backoff::Backoff;
+use turnbase_store::lobby::GameState;
+use turnbase_store::turns::{ClockRow, Trigger, TurnClaim};
+
+use crate::plan::{self, played_by_person};
+use crate::{Game, TurnError, TurnService, ids_json, parse_ids, seat_ids};
+
+/// Clocks read per look.
+const BATCH: i64 = 512;
+
+/// Runs the scheduler until stopped; turns in hand are finished or left
+/// to their lease.
+pub async fn run_scheduler(service: TurnService, stop: CancellationToken) -> anyhow::Result<()> {
+    let permits = Arc::new(tokio::sync::Semaphore::new(
+        service.inner.config.concurrency.max(1),
+    ));
+    let mut tasks = tokio::task::JoinSet::new();
+    let mut last_count = Instant::now() - Duration::from_secs(10);
+    loop {
+        while tasks.try_join_next().is_some() {}
+        let now = service.now();
+        let store = service.inner.db.turns();
+        let due = match store.due_clocks(now, BATCH).await {
+            Ok(due) => due,
+            Err(err) => {
+                tracing::warn!(error = %err, "the scheduler cannot read the clocks; trying again");
+                tokio::select! {
+                    () = stop.cancelled() => break,
+                    () = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                }
+            }
+        };
+        if last_count.elapsed() >= Duration::from_secs(1) {
+            last_count = Instant::now();
+            if let Ok(n) = store.due_count(now).await {
+                service
+                    .inner
+                    .due_games
+                    .store(n, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
+        let full = due.len() as i64 == BATCH;
+        for clock in due {
+            {
+                let mut in_flight = service
+                    .inner
+                    .in_flight
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner());
+                if !in_flight.insert(clock.game_id) {
+                    continue;
+                }
+            }
+            let service = service.clone();
+            let permits = permits.clone();
+            tasks.spawn(async move {
+                let _permit = permits.acquire_owned().await;
+                let game = clock.game_id;
+                if let Err(err) = service.handle(clock).await {
+                    tracing::warn!(%game, error = %err, "turn not handled; the clock comes round again");
+                }
+                service
+                    .inner
+                    .in_flight
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(&game);
+                service.wake();
+            });
+        }
+        let wait = if full {
+            Duration::ZERO
+        } else {
+            let idle = service.inner.config.idle_recheck;
+            match store.next_due_after(now).await {
+                Ok(Some(at)) => (at - service.now()).to_std().unwrap_or_default().min(idle),
+                _ => idle,
+            }
+        };
+        tokio::select! {
+            () = stop.cancelled() => break,
+            () = service.inner.wake.notified() => {}
+            () = tokio::time::sleep(wait) => {}
+        }
+    }
+    // Turns in hand finish (their engine calls are short); a stop that
+    // comes first leaves them to their lease.
+    let drain = async { while tasks.join_next().await.is_some() {} };
+    let _ = tokio::time::timeout(Duration::from_secs(10), drain).await;
+    Ok(())
+}
+
+impl TurnService {
+    /// Acts on a due clock: plans it (a game that began or was resumed),
+    /// excuses a miss, or resolves the turn.
+    pub(crate) async fn handle(&self, clock: ClockRow) -> Result<(), TurnError> {
+        let Some(due) = clock.due_at else {
+            return Ok(());
+        };
+        let mut game = self.game(clock.game_id).await?;
+        if game.row.state != GameState::Running {
+            return Ok(());
+        }
+        if clock.trigger.plans() {
+            return self.plan_clock(&game, clock).await;
+        }
+        if matches!(clock.trigger, Trigger::Schedule | Trigger::Timeout)
+            && !clock.excused
+            && self.excuse(&game, &clock).await?
+        {
+            return Ok(());
+        }
+        let base = self.engine(game.row.id).await?;
+        // Due before this scheduler started: the backend was down.
+        let trigger = if due < self.inner.started_at
+            && matches!(clock.trigger, Trigger::Schedule | Trigger::Timeout)
+        {
+            Trigger::CatchUp
+        } else {
+            clock.trigger
+        };
+        let now = self.now();
+        let claim = TurnClaim {
+            game_id: clock.game_id,
+            turn: clock.turn,
+            trigger,
+            due_at: due,
+            owner: &self.inner.owner,
+            now,
+            lease: self.inner.config.lease,
+        };
+        let Some(claimed) = self.inner.db.turns().claim_turn(&claim).await? else {
+            return Ok(());
+        };
+        // A claim taken over keeps the first claimant's due time and
+        // trigger, so lateness counts from when the turn was first due.
+        let (due, trigger) = (claimed.due_at, claimed.trigger);
+        let turn = u32::try_from(clock.turn).unwrap_or(u32::MAX);
+        let sent_at = self.now();
+        let started = Instant::now();
+        match self.inner.client.resolve(&base, game.row.id, turn).await {
+            Ok(resolution) => {
+                let took = started.elapsed();
+                self.record(
+                    &base, &mut game, &clock, trigger, due, sent_at, took, &resolution,
+                )
+                .await?;
+                Ok(())
+            }
+            Err(err) => {
+                let failures = u32::try_from(clock.attempts + 1).unwrap_or(u32::MAX);
+                let delay = Backoff::new(self.inner.config.retry_base, self.inner.config.retry_max)
+                    .delay(failures, &mut rand::rng());
+                let now = self.now();
+                let retry_at = now + chrono::Duration::from_std(delay).unwrap_or_default();
+                tracing::warn!(game = %game.row.id, turn, error = %err, retry_in = ?delay, "the engine did not resolve the turn; retrying");
+                self.inner
+                    .db
+                    .turns()
+                    .release_turn(game.row.id, clock.turn, &self.inner.owner, retry_at, now)
+                    .await?;
+                Ok(())
+            }
+        }
+    }
+
+    /// Gives the open turn its deadline: the first turn of a game that
+    /// began, or the turn of a game that was resumed.
+    async fn plan_clock(&self, game: &Game, clock: ClockRow) -> Result<(), TurnError> {
+        let base = self.engine(game.row.id).await?;
+        let state = match self.inner.client.state(&base, game.row.id).await {
+            Ok(state) => state,
+            Err(err) => {
+                // The reconciler brings the engine back; look again soon.
+                let mut retry = clock.clone();
+                let now = self.now();
+                retry.due_at = Some(now + chrono::Duration::seconds(1));
+                retry.attempts += 1;
+                retry.updated_at = now;
+                self.inner.db.turns().update_clock(&retry).await?;
+                return Err(TurnError::Unavailable(err.to_string()));
+            }
+        };
+        let now = self.now();
+        let to_move = seat_ids(&state.to_move);
+        let mover = to_move
+            .first()
+            .and_then(|id| game.seats.iter().find(|s| s.id == *id));
+        let deadline = match clock.trigger {
+            Trigger::Resume => {
+                plan::resumed_deadline(&game.schedule, &game.rules, clock.anchor_at, mover, now)
+            }
+            _ => plan::next_deadline(&game.schedule, &game.rules, now, None, mover, now),
+        };
+        let Some(deadline) = deadline else {
+            return Err(TurnError::Unexpected(anyhow::anyhow!(
+                "game {}: no deadline can be given to turn {}",
+                game.row.id,
+                clock.turn
+            )));
+        };
+        let awaiting = self.awaited(&base, game, &to_move).await;
+        let opening = clock.trigger == Trigger::Open;
+        let planned = ClockRow {
+            turn: i64::from(state.turn),
+            anchor_at: if opening { now } else { clock.anchor_at },
+            opened_at: if opening { now } else { clock.opened_at },
+            slot_at: deadline.slot,
+            due_at: Some(deadline.due),
+            trigger: deadline.trigger,
+            to_move: ids_json(&to_move),
+            awaiting: ids_json(&awaiting),
+            paused_at: None,
+            updated_at: now,
+            ..clock
+        };
+        if !self.inner.db.turns().update_clock(&planned).await? {
+            return Ok(());
+        }
+        for seat in &game.seats {
+            let Some(user) = seat.account_id else {
+                continue;
+            };
+            let payload = serde_json::json!({
+                "game_id": game.row.id,
+                "title": game.row.title,
+                "turn": planned.turn,
+                "deadline": deadline.due,
+                "to_move": awaiting.contains(&seat.id),
+            });
+            let kind = if game.mode == turnbase_engine_kit::protocol::Mode::Sequential
+                && awaiting.contains(&seat.id)
+            {
+                "game.your_move"
+            } else {
+                "game.turn_opened"
+            };
+            self.tell(user, kind, &payload);
+        }
+        Ok(())
+    }
+
+    /// A deadline came with awaited people missing: those with an excused
+    /// miss left spend one and the turn is extended once (by a turn's
+    /// length, at most a day). Whether it was.
+    async fn excuse(&self, game: &Game, clock: &ClockRow) -> Result<bool, TurnError> {
+        let awaiting = parse_ids(&clock.awaiting);
+        if awaiting.is_empty() {
+            return Ok(false);
+        }
+        let acted = self
+            .inner
+            .db
+            .turns()
+            .submissions(game.row.id, clock.turn)
+            .await?;
+        let missing = plan::missing(&awaiting, &acted);
+        let excused = plan::excusable(&missing, &game.seats, &game.rules);
+        if excused.is_empty() {
+            return Ok(false);
+        }
+        let now = self.now();
+        let Some(due) = clock.due_at else {
+            return Ok(false);
+        };
+        let extended_to = due.max(now)
+            + chrono::Duration::from_std(plan::excuse_length(&game.schedule, now))
+                .unwrap_or_default();
+        let changed = ClockRow {
+            due_at: Some(extended_to),
+            excused: true,
+            updated_at: now,
+            ..clock.clone()
+        };
+        if !self.inner.db.turns().update_clock(&changed).await? {
+            return Ok(true);
+        }
+        self.inner.db.turns().spend_excuses(&excused).await?;
+        for id in &excused {
+            let Some(seat) = game.seats.iter().find(|s| s.id == *id) else {
+                continue;
+            };
+            if let Some(user) = seat.account_id.filter(|_| played_by_person(seat)) {
+                let payload = serde_json::json!({
+                    "game_id": game.row.id,
+                    "title": game.row.title,
+                    "turn": clock.turn,
+                    "deadline": extended_to,
+                    "reason": "excused_miss",
+                    "excuses_left": i64::from(game.rules.excused_misses) - seat.excuses_used - 1,
+                });
+                self.tell(user, "game.turn_extended", &payload);
+            }
+        }
+        tracing::info!(game = %game.row.id, turn = clock.turn, seats = excused.len(), "turn extended for an excused miss");
+        Ok(true)
+    }
+}
+
