@@ -21,6 +21,7 @@ mod nats;
 mod probe;
 mod push;
 mod runtime;
+mod turns;
 
 use clap::{Parser, Subcommand};
 
@@ -47,6 +48,8 @@ enum Mode {
     Lobby(lobby::LobbyArgs),
     /// Games started on shared engines, per-game processes and Docker containers.
     Runtime(runtime::RuntimeArgs),
+    /// 300 Conquest and 100 Reversi bot games resolving turns on time, on SQLite and Postgres.
+    Turns(turns::TurnsArgs),
     /// Child: the engine under test.
     #[command(hide = true, subcommand)]
     EngineServer(engine::ServerGame),
@@ -94,6 +97,7 @@ fn main() -> std::process::ExitCode {
             Mode::Engine(args) => engine::run(args).await,
             Mode::Lobby(args) => lobby::run(args).await,
             Mode::Runtime(args) => runtime::run(args).await,
+            Mode::Turns(args) => turns::run(args).await,
             Mode::EngineServer(game) => engine::server(game).await,
             Mode::FanoutServer(args) => fanout::server(args).await,
             Mode::FanoutNatsPublisher(args) => fanout::nats_publisher(args).await,

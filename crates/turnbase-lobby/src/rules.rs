@@ -113,12 +113,20 @@ mod tests {
             bot_delay: "soon".into(),
             ..PlayRules::default()
         };
-        assert!(bad.check().expect_err("invalid").starts_with("rules.bot_delay"));
+        assert!(
+            bad.check()
+                .expect_err("invalid")
+                .starts_with("rules.bot_delay")
+        );
         let bad = PlayRules {
             excused_misses: 11,
             ..PlayRules::default()
         };
-        assert!(bad.check().expect_err("invalid").starts_with("rules.excused_misses"));
+        assert!(
+            bad.check()
+                .expect_err("invalid")
+                .starts_with("rules.excused_misses")
+        );
         assert!(serde_json::from_str::<PlayRules>(r#"{"nope":1}"#).is_err());
         assert_eq!(PlayRules::stored("{}").excused_misses, 1);
     }

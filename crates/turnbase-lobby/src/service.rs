@@ -782,6 +782,51 @@ impl LobbyService {
         Ok(application)
     }
 
+    /// Applies to take over a seat the bot plays after its player went
+    /// missing (running or paused games); the owner approves as usual.
+    #[tracing::instrument(skip_all, fields(game = %id, seat = %seat, account = %caller.id))]
+    pub async fn apply_substitute(
+        &self,
+        caller: Caller,
+        id: Uuid,
+        seat: Uuid,
+    ) -> LobbyResult<ApplicationRow> {
+        let now = self.now();
+        let ttl = chrono::Duration::from_std(self.inner.config.pending_ttl)
+            .map_err(|e| LobbyError::Unexpected(e.into()))?;
+        let applied = self
+            .inner
+            .db
+            .lobby()
+            .apply_substitute(
+                &NewApplication {
+                    id: Uuid::now_v7(),
+                    game_id: id,
+                    account_id: caller.id,
+                    race_name: String::new(),
+                    name_key: String::new(),
+                    created_at: now,
+                    expires_at: now + ttl,
+                    invite_code: None,
+                },
+                seat,
+            )
+            .await??;
+        let application = applied.application;
+        let payload = json!({
+            "game_id": id,
+            "title": applied.title,
+            "application_id": application.id,
+            "account_id": caller.id,
+            "race_name": application.race_name,
+            "seat_id": seat,
+            "substitute": true,
+            "expires_at": application.expires_at,
+        });
+        self.tell(&[applied.owner_id], "lobby.application_received", &payload);
+        Ok(application)
+    }
+
     pub async fn applications(
         &self,
         caller: Caller,

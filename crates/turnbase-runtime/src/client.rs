@@ -128,7 +128,12 @@ impl EngineClient {
     }
 
     /// Resolves turn `turn` of `game` (idempotent by turn number).
-    pub async fn resolve(&self, base: &str, game: Uuid, turn: u32) -> Result<Resolution, CallError> {
+    pub async fn resolve(
+        &self,
+        base: &str,
+        game: Uuid,
+        turn: u32,
+    ) -> Result<Resolution, CallError> {
         let request = self
             .http
             .post(format!("{base}/games/{game}/turns/{turn}/resolve"))
@@ -160,7 +165,12 @@ impl EngineClient {
         self.call("state", request).await
     }
 
-    pub async fn options(&self, base: &str, game: Uuid, player: Uuid) -> Result<Options, CallError> {
+    pub async fn options(
+        &self,
+        base: &str,
+        game: Uuid,
+        player: Uuid,
+    ) -> Result<Options, CallError> {
         let request = self
             .http
             .get(format!("{base}/games/{game}/players/{player}/options"))
@@ -210,14 +220,15 @@ impl EngineClient {
         let mut headers = reqwest::header::HeaderMap::new();
         turnbase_core::http::inject_trace_context(&mut headers);
         let result = async {
-            let response = request
-                .headers(headers)
-                .send()
-                .await
-                .map_err(|e| CallError::Unreachable {
-                    call,
-                    reason: e.to_string(),
-                })?;
+            let response =
+                request
+                    .headers(headers)
+                    .send()
+                    .await
+                    .map_err(|e| CallError::Unreachable {
+                        call,
+                        reason: e.to_string(),
+                    })?;
             let status = response.status().as_u16();
             let body = response.bytes().await.map_err(|e| CallError::Unreachable {
                 call,

@@ -23,11 +23,11 @@ mod postgres;
 mod postgres_mail;
 pub mod runtime;
 mod runtime_sql;
-pub mod turns;
-mod turns_sql;
 pub mod schema;
 mod sqlite;
 mod sqlite_mail;
+pub mod turns;
+mod turns_sql;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -41,8 +41,8 @@ pub use mail::MailStore;
 pub use migrate::{Migration, MigrationReport, POSTGRES_MIGRATIONS, SQLITE_MIGRATIONS};
 pub use postgres::PostgresStore;
 pub use runtime::RuntimeStore;
-pub use turns::TurnStore;
 pub use sqlite::{SqliteStore, SqliteTx, WriteTurn};
+pub use turns::TurnStore;
 
 /// Errors at the storage boundary.
 #[derive(Debug, thiserror::Error)]

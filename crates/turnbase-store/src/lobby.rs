@@ -407,6 +407,9 @@ pub struct ApplicationRow {
     pub created_at: DateTime<Utc>,
     pub decided_at: Option<DateTime<Utc>>,
     pub expires_at: DateTime<Utc>,
+    /// A substitute's application: the seat (open after the bot took it
+    /// over) it would take over, race name and history included.
+    pub seat_id: Option<Uuid>,
 }
 
 /// An application to record with its race-name reservation.
@@ -505,6 +508,8 @@ pub enum SeatRefusal {
     NotPending(ApplicationStatus),
     #[error("no such application for this game")]
     NoApplication,
+    #[error("the seat is not open for a substitute")]
+    SeatNotOpen,
 }
 
 #[async_trait::async_trait]
@@ -565,7 +570,15 @@ pub trait LobbyStore: Send + Sync {
         application: &NewApplication,
     ) -> StoreResult<Result<Applied, SeatRefusal>>;
 
-    /// Seats a pending applicant: raises `seats_taken` only while below
+    /// Records a substitute's application for a seat the bot took over in
+    /// a running (or paused) game; the seat keeps its race name.
+    async fn apply_substitute(
+        &self,
+        application: &NewApplication,
+        seat: Uuid,
+    ) -> StoreResult<Result<Applied, SeatRefusal>>;
+
+    /// Seats a pending applicant (a substitute takes its seat over): raises `seats_taken` only while below
     /// the maximum, in the same statement, so racing approvals never
     /// over-fill a game.
     async fn approve(

@@ -35,7 +35,7 @@ macro_rules! impl_lobby_store {
                  invite_code, state, created_at, updated_at, started_at, ended_at, start_error, \
                  rules";
             const APPLICATION: &str = "id, game_id, account_id, race_name, status, reason, \
-                 created_at, decided_at, expires_at";
+                 created_at, decided_at, expires_at, seat_id";
             pub(crate) const SEAT: &str = "id, game_id, account_id, is_bot, race_name, status, \
                  joined_at, resigned_at, misses, excuses_used, bot_control";
 
@@ -242,6 +242,7 @@ macro_rules! impl_lobby_store {
                     created_at: row.try_get("a_created_at")?,
                     decided_at: row.try_get("a_decided_at")?,
                     expires_at: row.try_get("a_expires_at")?,
+                    seat_id: row.try_get("a_seat_id")?,
                 }))
             }
 
@@ -395,6 +396,68 @@ macro_rules! impl_lobby_store {
                 }))
             }
 
+            /// Approves a substitute: the seat passes to the applicant (its
+            /// race name and history stay), back from the bot, misses and
+            /// excuses cleared, if it is still open.
+            async fn substitute_in(
+                mut tx: Tx,
+                game_id: Uuid,
+                id: Uuid,
+                seat_id: Uuid,
+                now: DateTime<Utc>,
+            ) -> StoreResult<Result<(ApplicationRow, SeatRow), SeatRefusal>> {
+                let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "UPDATE game_applications SET status = 'approved', decided_at = $3
+                     WHERE id = $1 AND game_id = $2 AND status = 'pending'
+                     RETURNING {APPLICATION}"
+                )))
+                .bind(id)
+                .bind(game_id)
+                .bind(now)
+                .fetch_optional(&mut *tx)
+                .await?;
+                let Some(row) = row else {
+                    return Ok(Err(application_refusal(&mut tx, game_id, id).await?));
+                };
+                let approved = application(&row)?;
+                let before: Option<Option<Uuid>> = sqlx::query_scalar(
+                    "SELECT account_id FROM game_players
+                     WHERE id = $1 AND game_id = $2 AND bot_control AND NOT is_bot
+                       AND status = 'active'",
+                )
+                .bind(seat_id)
+                .bind(game_id)
+                .fetch_optional(&mut *tx)
+                .await?;
+                let Some(previous) = before else {
+                    return Ok(Err(SeatRefusal::SeatNotOpen));
+                };
+                let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "UPDATE game_players SET account_id = $2, bot_control = FALSE, misses = 0,
+                         excuses_used = 0
+                     WHERE id = $1
+                     RETURNING {SEAT}"
+                )))
+                .bind(seat_id)
+                .bind(approved.account_id)
+                .fetch_one(&mut *tx)
+                .await?;
+                let seated = seat(&row)?;
+                sqlx::query(
+                    "UPDATE race_names SET account_id = $3
+                     WHERE game_id = $1 AND account_id IS NOT DISTINCT FROM $2
+                       AND status = 'registered' AND name = $4",
+                )
+                .bind(game_id)
+                .bind(previous)
+                .bind(approved.account_id)
+                .bind(&seated.race_name)
+                .execute(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                Ok(Ok((approved, seated)))
+            }
+
             #[async_trait::async_trait]
             impl LobbyStore for $store {
                 async fn create_game(&self, g: &NewGame, actor: Uuid) -> StoreResult<GameRow> {
@@ -490,7 +553,8 @@ macro_rules! impl_lobby_store {
                              a.id AS a_id, a.account_id AS a_account_id,
                              a.race_name AS a_race_name, a.status AS a_status,
                              a.reason AS a_reason, a.created_at AS a_created_at,
-                             a.decided_at AS a_decided_at, a.expires_at AS a_expires_at
+                             a.decided_at AS a_decided_at, a.expires_at AS a_expires_at,
+                             a.seat_id AS a_seat_id
                          FROM games g
                          LEFT JOIN game_players p ON p.game_id = g.id AND p.account_id = $1
                          LEFT JOIN game_applications a
@@ -679,6 +743,63 @@ macro_rules! impl_lobby_store {
                     }))
                 }
 
+                async fn apply_substitute(
+                    &self,
+                    a: &NewApplication,
+                    seat_id: Uuid,
+                ) -> StoreResult<Result<Applied, SeatRefusal>> {
+                    let mut tx = SqlBackend::begin_write(self).await?;
+                    let Some(g) = lock_game(&mut tx, a.game_id).await? else {
+                        return Ok(Err(SeatRefusal::NoGame));
+                    };
+                    if !matches!(g.state, GameState::Running | GameState::Paused) {
+                        return Ok(Err(SeatRefusal::SeatNotOpen));
+                    }
+                    let name: Option<String> = sqlx::query_scalar(
+                        "SELECT race_name FROM game_players
+                         WHERE id = $1 AND game_id = $2 AND bot_control AND NOT is_bot
+                           AND status = 'active' AND account_id IS DISTINCT FROM $3",
+                    )
+                    .bind(seat_id)
+                    .bind(a.game_id)
+                    .bind(a.account_id)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                    let Some(name) = name else {
+                        return Ok(Err(SeatRefusal::SeatNotOpen));
+                    };
+                    let inserted = sqlx::query(sqlx::AssertSqlSafe(format!(
+                        "INSERT INTO game_applications
+                             (id, game_id, account_id, race_name, status, created_at, expires_at,
+                              seat_id)
+                         VALUES ($1, $2, $3, $4, 'pending', $5, $6, $7)
+                         RETURNING {APPLICATION}"
+                    )))
+                    .bind(a.id)
+                    .bind(a.game_id)
+                    .bind(a.account_id)
+                    .bind(&name)
+                    .bind(a.created_at)
+                    .bind(a.expires_at)
+                    .bind(seat_id)
+                    .fetch_one(&mut *tx)
+                    .await;
+                    let row = match inserted {
+                        Ok(row) => row,
+                        Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+                            return Ok(Err(SeatRefusal::AlreadyApplied));
+                        }
+                        Err(e) => return Err(e.into()),
+                    };
+                    let recorded = application(&row)?;
+                    tx.commit().await?;
+                    Ok(Ok(Applied {
+                        application: recorded,
+                        owner_id: g.owner_id,
+                        title: g.title,
+                    }))
+                }
+
                 async fn approve(
                     &self,
                     game_id: Uuid,
@@ -686,6 +807,16 @@ macro_rules! impl_lobby_store {
                     now: DateTime<Utc>,
                 ) -> StoreResult<Result<(ApplicationRow, SeatRow), SeatRefusal>> {
                     let mut tx = SqlBackend::begin_write(self).await?;
+                    let substitute: Option<Option<Uuid>> = sqlx::query_scalar(
+                        "SELECT seat_id FROM game_applications WHERE id = $1 AND game_id = $2",
+                    )
+                    .bind(id)
+                    .bind(game_id)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                    if let Some(Some(seat_id)) = substitute {
+                        return substitute_in(tx, game_id, id, seat_id, now).await;
+                    }
                     if let Err(refusal) = take_seat(&mut tx, game_id, now).await? {
                         return Ok(Err(refusal));
                     }

@@ -199,6 +199,13 @@ macro_rules! impl_turn_store {
 
                 async fn record_turn(&self, r: &TurnResult) -> StoreResult<Option<RecordedTurn>> {
                     let mut tx = SqlBackend::begin_write(self).await?;
+                    // The clock's row first, as a claim takes it, so that a
+                    // record and a claim of the same game never wait for
+                    // each other in opposite orders (a deadlock on Postgres).
+                    sqlx::query("UPDATE game_clocks SET version = version WHERE game_id = $1")
+                        .bind(r.game_id)
+                        .execute(&mut *tx)
+                        .await?;
                     // A claim becomes the result; a sequential move (no
                     // claim) is inserted as resolved. A row already
                     // resolved means the turn was recorded before.

@@ -440,7 +440,15 @@ impl TurnService {
                 .duration
                 .record(duration.as_secs_f64(), &[engine]);
         }
-        self.tell_resolved(&recorded, resolution, trigger, due, sent_at, next.as_ref(), &taken_over);
+        self.tell_resolved(
+            &recorded,
+            resolution,
+            trigger,
+            due,
+            sent_at,
+            next.as_ref(),
+            &taken_over,
+        );
         if recorded.finished.is_some()
             && let Some(runtime) = self.inner.runtime.get()
         {

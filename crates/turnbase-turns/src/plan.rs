@@ -246,8 +246,15 @@ mod tests {
         let start = at(2026, 1, 1, 0, 0);
         // Turn 1 was due at 01:00 and resolved early at 00:20: turn 2 is
         // due at 02:00, not 01:00.
-        let d = next_deadline(&s, &rules, start, Some(at(2026, 1, 1, 1, 0)), None, at(2026, 1, 1, 0, 20))
-            .expect("due");
+        let d = next_deadline(
+            &s,
+            &rules,
+            start,
+            Some(at(2026, 1, 1, 1, 0)),
+            None,
+            at(2026, 1, 1, 0, 20),
+        )
+        .expect("due");
         assert_eq!(d.due, at(2026, 1, 1, 2, 0));
         assert_eq!(d.trigger, Trigger::Schedule);
     }
@@ -260,13 +267,27 @@ mod tests {
         // Turn 3 was due at 03:00; the backend came back at 07:40 and
         // resolved it then: turn 4 is due at 08:00, not at 04:00 (which
         // would fire 04:00, 05:00, 06:00, 07:00 at once).
-        let d = next_deadline(&s, &rules, start, Some(at(2026, 1, 1, 3, 0)), None, at(2026, 1, 1, 7, 40))
-            .expect("due");
+        let d = next_deadline(
+            &s,
+            &rules,
+            start,
+            Some(at(2026, 1, 1, 3, 0)),
+            None,
+            at(2026, 1, 1, 7, 40),
+        )
+        .expect("due");
         assert_eq!(d.due, at(2026, 1, 1, 8, 0));
         // Daily cron: the same, a day's slots skipped at once.
         let s = cron("0 18 * * *", "UTC");
-        let d = next_deadline(&s, &rules, start, Some(at(2026, 1, 1, 18, 0)), None, at(2026, 1, 4, 9, 0))
-            .expect("due");
+        let d = next_deadline(
+            &s,
+            &rules,
+            start,
+            Some(at(2026, 1, 1, 18, 0)),
+            None,
+            at(2026, 1, 4, 9, 0),
+        )
+        .expect("due");
         assert_eq!(d.due, at(2026, 1, 4, 18, 0));
     }
 
@@ -287,9 +308,7 @@ mod tests {
     #[test]
     fn move_clocks_for_people_bots_and_seats_that_left() {
         let s = Schedule::parse(
-            &ScheduleSpec::PerMove {
-                limit: "1h".into(),
-            },
+            &ScheduleSpec::PerMove { limit: "1h".into() },
             Mode::Sequential,
         )
         .expect("valid");

@@ -196,16 +196,32 @@ impl TurnService {
             }
         }
         let body = OrdersRequest {
-            turn: u32::try_from(turn).map_err(|_| TurnError::Invalid("turn is out of range".into()))?,
+            turn: u32::try_from(turn)
+                .map_err(|_| TurnError::Invalid("turn is out of range".into()))?,
             orders,
         };
         let started = Instant::now();
-        let answer = self
+        let mut answer = self
             .inner
             .client
             .orders(&base, id, seat.id, &body)
             .await
             .map_err(|e| TurnError::Unavailable(e.to_string()))?;
+        if answer.status == 409 && answer.error_code().as_deref() == Some("seat_played_by_bot") {
+            // The seat changed hands (a substitute) while the engine's bot
+            // still had it: hand it back and send again.
+            self.inner
+                .client
+                .control(&base, id, seat.id, false)
+                .await
+                .map_err(|e| TurnError::Unavailable(e.to_string()))?;
+            answer = self
+                .inner
+                .client
+                .orders(&base, id, seat.id, &body)
+                .await
+                .map_err(|e| TurnError::Unavailable(e.to_string()))?;
+        }
         if answer.status == 409 && answer.error_code().as_deref() == Some("wrong_turn") {
             // The engine is past this turn although no result is recorded
             // (a backend stopped between the two): the scheduler fetches
@@ -357,12 +373,7 @@ impl TurnService {
     async fn clock_of(&self, game: &Game) -> TurnResultOf<ClockView> {
         let id = game.row.id;
         let clock = self.open_clock(game).await?;
-        let submitted = self
-            .inner
-            .db
-            .turns()
-            .submissions(id, clock.turn)
-            .await?;
+        let submitted = self.inner.db.turns().submissions(id, clock.turn).await?;
         let to_move = parse_ids(&clock.to_move)
             .into_iter()
             .filter_map(|id| game.seats.iter().find(|s| s.id == id))
@@ -416,7 +427,8 @@ impl TurnService {
             .ok_or_else(|| TurnError::NotFound(format!("turn {n} has not been resolved")))?;
         let mut view = TurnView::of(&row, Some(seat), false);
         let base = self.engine(id).await?;
-        let turn = u32::try_from(n).map_err(|_| TurnError::Invalid("turn is out of range".into()))?;
+        let turn =
+            u32::try_from(n).map_err(|_| TurnError::Invalid("turn is out of range".into()))?;
         let answer = self
             .inner
             .client
@@ -491,8 +503,13 @@ impl TurnService {
                 message: format!("turn {} moved on meanwhile", clock.turn),
             });
         }
-        self.audit(admin, "game.force_turn", id, &format!("turn {}", clock.turn))
-            .await?;
+        self.audit(
+            admin,
+            "game.force_turn",
+            id,
+            &format!("turn {}", clock.turn),
+        )
+        .await?;
         self.clock_as(&game, caller).await
     }
 
@@ -590,6 +607,17 @@ impl TurnService {
             at: self.now(),
         };
         self.inner.db.accounts().record_audit(&entry).await?;
+        Ok(())
+    }
+
+    /// A substitute took a seat over: the engine's bot gives it back.
+    pub async fn hand_back(&self, id: Uuid, seat: Uuid) -> TurnResultOf<()> {
+        let base = self.engine(id).await?;
+        self.inner
+            .client
+            .control(&base, id, seat, false)
+            .await
+            .map_err(|e| TurnError::Unavailable(e.to_string()))?;
         Ok(())
     }
 

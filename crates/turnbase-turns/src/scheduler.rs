@@ -147,30 +147,44 @@ impl TurnService {
         let turn = u32::try_from(clock.turn).unwrap_or(u32::MAX);
         let sent_at = self.now();
         let started = Instant::now();
-        match self.inner.client.resolve(&base, game.row.id, turn).await {
-            Ok(resolution) => {
-                let took = started.elapsed();
-                self.record(
-                    &base, &mut game, &clock, trigger, due, sent_at, took, &resolution,
-                )
-                .await?;
-                Ok(())
-            }
-            Err(err) => {
-                let failures = u32::try_from(clock.attempts + 1).unwrap_or(u32::MAX);
-                let delay = Backoff::new(self.inner.config.retry_base, self.inner.config.retry_max)
-                    .delay(failures, &mut rand::rng());
-                let now = self.now();
-                let retry_at = now + chrono::Duration::from_std(delay).unwrap_or_default();
-                tracing::warn!(game = %game.row.id, turn, error = %err, retry_in = ?delay, "the engine did not resolve the turn; retrying");
-                self.inner
-                    .db
-                    .turns()
-                    .release_turn(game.row.id, clock.turn, &self.inner.owner, retry_at, now)
-                    .await?;
-                Ok(())
-            }
+        let resolved = async {
+            let resolution = self
+                .inner
+                .client
+                .resolve(&base, game.row.id, turn)
+                .await
+                .map_err(|e| TurnError::Unavailable(e.to_string()))?;
+            let took = started.elapsed();
+            self.record(
+                &base,
+                &mut game,
+                &clock,
+                trigger,
+                due,
+                sent_at,
+                took,
+                &resolution,
+            )
+            .await
         }
+        .await;
+        if let Err(err) = resolved {
+            // Handed back with a backoff rather than left to its lease: the
+            // engine's resolve is idempotent, so the next attempt (here or
+            // on another backend) gets the same result.
+            let failures = u32::try_from(clock.attempts + 1).unwrap_or(u32::MAX);
+            let delay = Backoff::new(self.inner.config.retry_base, self.inner.config.retry_max)
+                .delay(failures, &mut rand::rng());
+            let now = self.now();
+            let retry_at = now + chrono::Duration::from_std(delay).unwrap_or_default();
+            tracing::warn!(game = %game.row.id, turn, error = %err, retry_in = ?delay, "the turn was not resolved; retrying");
+            self.inner
+                .db
+                .turns()
+                .release_turn(game.row.id, clock.turn, &self.inner.owner, retry_at, now)
+                .await?;
+        }
+        Ok(())
     }
 
     /// Gives the open turn its deadline: the first turn of a game that
@@ -305,4 +319,3 @@ impl TurnService {
         Ok(true)
     }
 }
-

@@ -45,6 +45,7 @@ pub fn user_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(reject))
         .routes(routes!(withdraw))
         .routes(routes!(resign))
+        .routes(routes!(substitute))
         .routes(routes!(add_bot))
         .routes(routes!(remove_bot))
         .routes(routes!(my_games))
@@ -236,6 +237,8 @@ pub(super) struct ApplicationJson {
     decided_at: Option<DateTime<Utc>>,
     /// When a pending application lapses (and its name is released).
     expires_at: DateTime<Utc>,
+    /// A substitute's application: the seat it would take over.
+    seat_id: Option<Uuid>,
 }
 
 impl From<ApplicationRow> for ApplicationJson {
@@ -250,6 +253,7 @@ impl From<ApplicationRow> for ApplicationJson {
             created_at: a.created_at,
             decided_at: a.decided_at,
             expires_at: a.expires_at,
+            seat_id: a.seat_id,
         }
     }
 }
@@ -775,7 +779,7 @@ struct Approved {
         (status = 200, description = "Approved and seated", body = Approved),
         (status = 403, description = "Not your game", body = ErrorBody),
         (status = 404, description = "No such game or application", body = ErrorBody),
-        (status = 409, description = "game_full, enrolment_closed or application_not_pending", body = ErrorBody),
+        (status = 409, description = "game_full, enrolment_closed, application_not_pending or (a substitute) seat_not_open", body = ErrorBody),
     ))]
 async fn approve(
     State(state): State<AppState>,
@@ -783,6 +787,12 @@ async fn approve(
     Path((id, application)): Path<(Uuid, Uuid)>,
 ) -> Result<Json<Approved>, ApiError> {
     let (application, seat) = state.lobby.approve(caller(&s), id, application).await?;
+    if application.seat_id.is_some() {
+        // A substitute took the seat over: the engine's bot gives it back.
+        if let Err(err) = state.turns.hand_back(id, seat.id).await {
+            tracing::warn!(game = %id, error = %err, "the engine keeps playing the seat until its new player sends orders");
+        }
+    }
     Ok(Json(Approved {
         application: application.into(),
         seat: seat.into(),
@@ -855,6 +865,30 @@ async fn resign(
         tracing::warn!(game = %id, error = %err, "the turn clock did not take the resignation");
     }
     Ok(Json(seat.into()))
+}
+
+/// Apply to take over a seat the bot plays after its player went missing
+/// (`open_for_substitute` in the game's seats); the owner approves it like
+/// any application, and the seat, its race name and its history become
+/// yours.
+#[utoipa::path(post, path = "/games/{id}/seats/{seat}/substitute", tag = "user", security(("bearer" = [])),
+    params(("id" = Uuid, Path, description = "Game id"), ("seat" = Uuid, Path, description = "Seat id")),
+    responses(
+        (status = 201, description = "Applied", body = ApplicationJson),
+        (status = 404, description = "No such game", body = ErrorBody),
+        (status = 409, description = "seat_not_open or already_applied", body = ErrorBody),
+    ))]
+async fn substitute(
+    State(state): State<AppState>,
+    Authenticated(s): Authenticated,
+    Path((id, seat)): Path<(Uuid, Uuid)>,
+) -> Result<Response, ApiError> {
+    let application = state.lobby.apply_substitute(caller(&s), id, seat).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(ApplicationJson::from(application)),
+    )
+        .into_response())
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]

@@ -259,6 +259,7 @@ impl From<turnbase_lobby::LobbyError> for ApiError {
                     R::AlreadyApplied => (StatusCode::CONFLICT, "already_applied"),
                     R::WrongInvite => (StatusCode::FORBIDDEN, "wrong_invite_code"),
                     R::NotPending(_) => (StatusCode::CONFLICT, "application_not_pending"),
+                    R::SeatNotOpen => (StatusCode::CONFLICT, "seat_not_open"),
                     R::NoGame | R::NoApplication => (StatusCode::NOT_FOUND, "not_found"),
                 };
                 ApiError::Coded(status, code, message)
@@ -288,7 +289,10 @@ impl From<turnbase_turns::TurnError> for ApiError {
                 ApiError::Raw(StatusCode::CONFLICT, bytes::Bytes::from(body.to_string()))
             }
             E::Engine { status, body } => match StatusCode::from_u16(status) {
-                Ok(s) if s.is_client_error() && serde_json::from_slice::<serde_json::Value>(&body).is_ok() => {
+                Ok(s)
+                    if s.is_client_error()
+                        && serde_json::from_slice::<serde_json::Value>(&body).is_ok() =>
+                {
                     ApiError::Raw(s, body)
                 }
                 _ => ApiError::Coded(

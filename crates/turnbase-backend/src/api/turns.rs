@@ -464,7 +464,9 @@ async fn extend(
     Json(body): Json<ExtendBody>,
 ) -> Result<Json<ClockJson>, ApiError> {
     let by = duration(&body.by)?;
-    Ok(Json(state.turns.extend(caller(&s), id, by, None).await?.into()))
+    Ok(Json(
+        state.turns.extend(caller(&s), id, by, None).await?.into(),
+    ))
 }
 
 // ---- admins ------------------------------------------------------------

@@ -17,8 +17,8 @@ mod mail;
 mod process;
 mod push;
 mod runtime;
-mod turns;
 mod storage;
+mod turns;
 
 pub use accounts::{AccountsSettings, INTERNAL_TOKEN_FILE, write_internal_token_file};
 pub use http::HttpConfig;

@@ -119,6 +119,7 @@ async fn shutdown_stops_components_in_reverse_order(backend: DbKind) {
         [
             "metrics",
             "runtime-reconciler",
+            "turn-scheduler",
             "runtime-workers",
             "lobby-sweeper",
             "guest-reaper",

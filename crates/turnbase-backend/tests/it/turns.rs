@@ -32,7 +32,12 @@ async fn app(backend: DbKind) -> TestApp {
 /// the owner, the first token) and `bots` bots, starts it, and waits
 /// until its first turn is open. Returns the game id and the seat id of
 /// each player, in order.
-async fn running_game(t: &TestApp, players: &[&str], bots: usize, body: Value) -> (String, Vec<String>) {
+async fn running_game(
+    t: &TestApp,
+    players: &[&str],
+    bots: usize,
+    body: Value,
+) -> (String, Vec<String>) {
     let owner = players[0];
     let (status, game) = t
         .send(Method::POST, "/api/v1/user/games", Some(owner), Some(body))
@@ -84,7 +89,12 @@ async fn running_game(t: &TestApp, players: &[&str], bots: usize, body: Value) -
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     let (_, detail) = t
-        .send(Method::GET, &format!("/api/v1/user/games/{id}"), Some(owner), None)
+        .send(
+            Method::GET,
+            &format!("/api/v1/user/games/{id}"),
+            Some(owner),
+            None,
+        )
         .await;
     let seats: Vec<String> = players
         .iter()
@@ -103,7 +113,12 @@ async fn running_game(t: &TestApp, players: &[&str], bots: usize, body: Value) -
         .collect();
     until(&format!("game {id}'s first turn opens"), || async {
         let (status, clock) = t
-            .send(Method::GET, &format!("/api/v1/user/games/{id}/clock"), Some(owner), None)
+            .send(
+                Method::GET,
+                &format!("/api/v1/user/games/{id}/clock"),
+                Some(owner),
+                None,
+            )
             .await;
         (status == StatusCode::OK && clock["trigger"] != "open").then_some(())
     })
@@ -138,7 +153,12 @@ fn conquest(every: &str, turn_limit: u32, rules: Value) -> Value {
 
 async fn clock(t: &TestApp, token: &str, id: &str) -> Value {
     let (status, clock) = t
-        .send(Method::GET, &format!("/api/v1/user/games/{id}/clock"), Some(token), None)
+        .send(
+            Method::GET,
+            &format!("/api/v1/user/games/{id}/clock"),
+            Some(token),
+            None,
+        )
         .await;
     assert_eq!(status, StatusCode::OK, "{clock}");
     clock
@@ -146,18 +166,34 @@ async fn clock(t: &TestApp, token: &str, id: &str) -> Value {
 
 async fn game_state(t: &TestApp, token: &str, id: &str) -> String {
     let (_, detail) = t
-        .send(Method::GET, &format!("/api/v1/user/games/{id}"), Some(token), None)
+        .send(
+            Method::GET,
+            &format!("/api/v1/user/games/{id}"),
+            Some(token),
+            None,
+        )
         .await;
-    detail["game"]["state"].as_str().unwrap_or_default().to_string()
+    detail["game"]["state"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
 }
 
 /// The engine's address for the game (admins' runtime record).
 async fn engine_address(t: &TestApp, admin: &str, id: &str) -> String {
     let (status, body) = t
-        .send(Method::GET, &format!("/api/v1/admin/runtime/{id}"), Some(admin), None)
+        .send(
+            Method::GET,
+            &format!("/api/v1/admin/runtime/{id}"),
+            Some(admin),
+            None,
+        )
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");
-    body["record"]["address"].as_str().expect("address").to_string()
+    body["record"]["address"]
+        .as_str()
+        .expect("address")
+        .to_string()
 }
 
 /// Every recorded turn (admin view), oldest first.
@@ -181,7 +217,10 @@ async fn recorded(t: &TestApp, admin: &str, id: &str) -> Vec<Value> {
 /// engine to resolve a resolved turn returns its stored result).
 async fn matches_engine_history(t: &TestApp, admin: &str, id: &str) -> usize {
     let turns = recorded(t, admin, id).await;
-    let numbers: Vec<i64> = turns.iter().map(|x| x["turn"].as_i64().expect("n")).collect();
+    let numbers: Vec<i64> = turns
+        .iter()
+        .map(|x| x["turn"].as_i64().expect("n"))
+        .collect();
     let expected: Vec<i64> = (1..=numbers.len() as i64).collect();
     assert_eq!(numbers, expected, "each turn once, none missing");
     let address = engine_address(t, admin, id).await;
@@ -207,16 +246,16 @@ async fn matches_engine_history(t: &TestApp, admin: &str, id: &str) -> usize {
         .json()
         .await
         .expect("JSON");
-    assert!(state["finished"].as_bool().unwrap_or(false) || state["turn"].as_i64() == Some(turns.len() as i64 + 1), "{state}");
+    assert!(
+        state["finished"].as_bool().unwrap_or(false)
+            || state["turn"].as_i64() == Some(turns.len() as i64 + 1),
+        "{state}"
+    );
     turns.len()
 }
 
 /// Client events of one user seen on a push subscription, by kind.
-fn events_of(
-    seen: &[(String, String, Value)],
-    user: &str,
-    kind: &str,
-) -> Vec<Value> {
+fn events_of(seen: &[(String, String, Value)], user: &str, kind: &str) -> Vec<Value> {
     seen.iter()
         .filter(|(u, k, _)| u == user && k == kind)
         .map(|(_, _, p)| p.clone())
@@ -257,13 +296,23 @@ async fn a_conquest_game_with_bots_plays_to_its_end(backend: DbKind) {
             return Some(());
         }
         let (status, c) = t
-            .send(Method::GET, &format!("/api/v1/user/games/{id}/clock"), Some(&owner), None)
+            .send(
+                Method::GET,
+                &format!("/api/v1/user/games/{id}/clock"),
+                Some(&owner),
+                None,
+            )
             .await;
         if status != StatusCode::OK || c["submitted"].as_array().is_some_and(|s| !s.is_empty()) {
             return None;
         }
         let (_, options) = t
-            .send(Method::GET, &format!("/api/v1/user/games/{id}/options"), Some(&owner), None)
+            .send(
+                Method::GET,
+                &format!("/api/v1/user/games/{id}/options"),
+                Some(&owner),
+                None,
+            )
             .await;
         if let Some(example) = options.get("example").filter(|e| !e.is_null()) {
             let (status, body) = t
@@ -292,35 +341,68 @@ async fn a_conquest_game_with_bots_plays_to_its_end(backend: DbKind) {
     let mut seen = Vec::new();
     drain_push(&mut push, &mut seen, Duration::from_millis(500)).await;
     let resolved = events_of(&seen, &user, "game.turn_resolved");
-    let numbers: Vec<i64> = resolved.iter().map(|p| p["turn"].as_i64().expect("n")).collect();
+    let numbers: Vec<i64> = resolved
+        .iter()
+        .map(|p| p["turn"].as_i64().expect("n"))
+        .collect();
     assert_eq!(numbers, vec![1, 2, 3, 4, 5], "{resolved:?}");
     assert!(resolved[0]["summary"].is_string(), "{}", resolved[0]);
     let finished = events_of(&seen, &user, "game.finished");
     assert_eq!(finished.len(), 1, "{seen:?}");
     // History as the player sees it, with a replay view.
     let (status, history) = t
-        .send(Method::GET, &format!("/api/v1/user/games/{id}/turns"), Some(&owner), None)
+        .send(
+            Method::GET,
+            &format!("/api/v1/user/games/{id}/turns"),
+            Some(&owner),
+            None,
+        )
         .await;
     assert_eq!(status, StatusCode::OK, "{history}");
     assert_eq!(history["turns"].as_array().map(Vec::len), Some(5));
-    assert!(history["turns"][0].get("lateness_ms").is_none(), "admins only");
+    assert!(
+        history["turns"][0].get("lateness_ms").is_none(),
+        "admins only"
+    );
     let (status, turn2) = t
-        .send(Method::GET, &format!("/api/v1/user/games/{id}/turns/2"), Some(&owner), None)
+        .send(
+            Method::GET,
+            &format!("/api/v1/user/games/{id}/turns/2"),
+            Some(&owner),
+            None,
+        )
         .await;
     assert_eq!(status, StatusCode::OK, "{turn2}");
-    assert_eq!(turn2["view"]["you"]["player_id"], seats[0].as_str(), "{turn2}");
+    assert_eq!(
+        turn2["view"]["you"]["player_id"],
+        seats[0].as_str(),
+        "{turn2}"
+    );
     // The finished game released its names and queued its engine's stop.
     let (_, detail) = t
-        .send(Method::GET, &format!("/api/v1/user/games/{id}"), Some(&owner), None)
+        .send(
+            Method::GET,
+            &format!("/api/v1/user/games/{id}"),
+            Some(&owner),
+            None,
+        )
         .await;
     assert_eq!(detail["game"]["state"], "finished");
     let (status, closed) = t
-        .send(Method::GET, &format!("/api/v1/user/games/{id}/clock"), Some(&owner), None)
+        .send(
+            Method::GET,
+            &format!("/api/v1/user/games/{id}/clock"),
+            Some(&owner),
+            None,
+        )
         .await;
     assert_eq!(status, StatusCode::CONFLICT, "{closed}");
     let metrics = t.metrics_text().await;
     assert!(metrics.contains("game_turns_total"), "{metrics}");
-    assert!(metrics.contains("game_turn_lateness_seconds_bucket"), "{metrics}");
+    assert!(
+        metrics.contains("game_turn_lateness_seconds_bucket"),
+        "{metrics}"
+    );
     t.app.shutdown().await;
 }
 
@@ -343,14 +425,17 @@ async fn a_reversi_game_against_the_bot_to_its_end(backend: DbKind) {
             return Some(());
         }
         let (_, options) = t
-            .send(Method::GET, &format!("/api/v1/user/games/{id}/options"), Some(&owner), None)
+            .send(
+                Method::GET,
+                &format!("/api/v1/user/games/{id}/options"),
+                Some(&owner),
+                None,
+            )
             .await;
         if options["to_move"] != true {
             return None;
         }
-        let Some(example) = options.get("example").filter(|e| !e.is_null()) else {
-            return None;
-        };
+        let example = options.get("example").filter(|e| !e.is_null())?;
         let (status, body) = t
             .send(
                 Method::PUT,
@@ -361,7 +446,14 @@ async fn a_reversi_game_against_the_bot_to_its_end(backend: DbKind) {
             .await;
         if status == StatusCode::OK {
             moved.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            assert_eq!(body["next_turn"].as_i64(), options["turn"].as_i64().map(|n| n + 1).filter(|_| body["finished"] == false), "{body}");
+            assert_eq!(
+                body["next_turn"].as_i64(),
+                options["turn"]
+                    .as_i64()
+                    .map(|n| n + 1)
+                    .filter(|_| body["finished"] == false),
+                "{body}"
+            );
         } else {
             assert_eq!(status, StatusCode::CONFLICT, "{body}");
         }
@@ -395,17 +487,32 @@ async fn orders_are_checked_and_refusals_are_precise(backend: DbKind) {
     let (id, _) = running_game(&t, &[&owner], 1, conquest("1h", 20, rules)).await;
     let orders = format!("/api/v1/user/games/{id}/orders");
     let (status, body) = t
-        .send(Method::PUT, &orders, Some(&stranger), Some(json!({"turn": 1, "orders": []})))
+        .send(
+            Method::PUT,
+            &orders,
+            Some(&stranger),
+            Some(json!({"turn": 1, "orders": []})),
+        )
         .await;
     assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
     for path in ["view", "options", "clock", "turns"] {
         let (status, body) = t
-            .send(Method::GET, &format!("/api/v1/user/games/{id}/{path}"), Some(&stranger), None)
+            .send(
+                Method::GET,
+                &format!("/api/v1/user/games/{id}/{path}"),
+                Some(&stranger),
+                None,
+            )
             .await;
         assert_eq!(status, StatusCode::FORBIDDEN, "{path}: {body}");
     }
     let (status, body) = t
-        .send(Method::PUT, &orders, Some(&owner), Some(json!({"turn": 7, "orders": []})))
+        .send(
+            Method::PUT,
+            &orders,
+            Some(&owner),
+            Some(json!({"turn": 7, "orders": []})),
+        )
         .await;
     assert_eq!(status, StatusCode::CONFLICT, "{body}");
     assert_eq!(body["error"]["code"], "turn_closed");
@@ -423,7 +530,12 @@ async fn orders_are_checked_and_refusals_are_precise(backend: DbKind) {
     assert_eq!(body["error"]["code"], "invalid_orders");
     assert_eq!(body["error"]["details"][0]["path"], "/orders/1", "{body}");
     let (status, body) = t
-        .send(Method::PUT, &orders, Some(&owner), Some(json!({"turn": 1, "orders": {"a": 1}})))
+        .send(
+            Method::PUT,
+            &orders,
+            Some(&owner),
+            Some(json!({"turn": 1, "orders": {"a": 1}})),
+        )
         .await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
     // Nothing was recorded by the refusals.
@@ -431,18 +543,33 @@ async fn orders_are_checked_and_refusals_are_precise(backend: DbKind) {
     assert_eq!(c["submitted"], json!([]), "{c}");
     // Valid orders, replaced by others before the turn resolves.
     let (_, options) = t
-        .send(Method::GET, &format!("/api/v1/user/games/{id}/options"), Some(&owner), None)
+        .send(
+            Method::GET,
+            &format!("/api/v1/user/games/{id}/options"),
+            Some(&owner),
+            None,
+        )
         .await;
     for _ in 0..2 {
         let (status, body) = t
-            .send(Method::PUT, &orders, Some(&owner), Some(json!({"turn": 1, "orders": options["example"]})))
+            .send(
+                Method::PUT,
+                &orders,
+                Some(&owner),
+                Some(json!({"turn": 1, "orders": options["example"]})),
+            )
             .await;
         assert_eq!(status, StatusCode::OK, "{body}");
     }
     let c = clock(&t, &owner, &id).await;
     assert_eq!(c["submitted"].as_array().map(Vec::len), Some(1), "{c}");
     let (status, view) = t
-        .send(Method::GET, &format!("/api/v1/user/games/{id}/view"), Some(&owner), None)
+        .send(
+            Method::GET,
+            &format!("/api/v1/user/games/{id}/view"),
+            Some(&owner),
+            None,
+        )
         .await;
     assert_eq!(status, StatusCode::OK, "{view}");
     assert_eq!(view["turn"], 1);
@@ -458,9 +585,13 @@ async fn owners_force_pause_resume_and_extend(backend: DbKind) {
     let (player, _) = t.guest("Pl").await;
     let (id, _) = running_game(&t, &[&owner, &player], 1, conquest("1h", 20, json!({}))).await;
     let user = |p: &str| format!("/api/v1/user/games/{id}/{p}");
-    let (status, body) = t.send(Method::POST, &user("force-turn"), Some(&player), None).await;
+    let (status, body) = t
+        .send(Method::POST, &user("force-turn"), Some(&player), None)
+        .await;
     assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
-    let (status, body) = t.send(Method::POST, &user("force-turn"), Some(&owner), None).await;
+    let (status, body) = t
+        .send(Method::POST, &user("force-turn"), Some(&owner), None)
+        .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     until("the forced turn resolves", || async {
         (clock(&t, &owner, &id).await["turn"] == 2).then_some(())
@@ -471,19 +602,36 @@ async fn owners_force_pause_resume_and_extend(backend: DbKind) {
     assert_eq!(turns[0]["trigger"], "forced");
     assert!(turns[0]["lateness_ms"].is_i64(), "{}", turns[0]);
     let before = clock(&t, &owner, &id).await;
-    let due = |c: &Value| chrono::DateTime::parse_from_rfc3339(c["deadline"].as_str().expect("due")).expect("time");
+    let due = |c: &Value| {
+        chrono::DateTime::parse_from_rfc3339(c["deadline"].as_str().expect("due")).expect("time")
+    };
     let (status, after) = t
-        .send(Method::POST, &user("extend"), Some(&owner), Some(json!({"by": "2h"})))
+        .send(
+            Method::POST,
+            &user("extend"),
+            Some(&owner),
+            Some(json!({"by": "2h"})),
+        )
         .await;
     assert_eq!(status, StatusCode::OK, "{after}");
     assert_eq!(due(&after) - due(&before), chrono::Duration::hours(2));
     let (status, body) = t
-        .send(Method::POST, &user("extend"), Some(&owner), Some(json!({"by": "1h"})))
+        .send(
+            Method::POST,
+            &user("extend"),
+            Some(&owner),
+            Some(json!({"by": "1h"})),
+        )
         .await;
     assert_eq!(status, StatusCode::CONFLICT, "{body}");
     assert_eq!(body["error"]["code"], "already_extended");
     let (status, body) = t
-        .send(Method::POST, &user("extend"), Some(&owner), Some(json!({"by": "soon"})))
+        .send(
+            Method::POST,
+            &user("extend"),
+            Some(&owner),
+            Some(json!({"by": "soon"})),
+        )
         .await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
     let (status, again) = t
@@ -497,22 +645,33 @@ async fn owners_force_pause_resume_and_extend(backend: DbKind) {
     assert_eq!(status, StatusCode::OK, "admins extend again: {again}");
     assert_eq!(due(&again) - due(&after), chrono::Duration::hours(1));
     // Pause: nothing is taken or fired.
-    let (status, body) = t.send(Method::POST, &user("pause"), Some(&owner), None).await;
+    let (status, body) = t
+        .send(Method::POST, &user("pause"), Some(&owner), None)
+        .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["state"], "paused");
     let c = clock(&t, &owner, &id).await;
     assert_eq!(c["paused"], true, "{c}");
     assert!(c["deadline"].is_null(), "{c}");
     let (status, body) = t
-        .send(Method::PUT, &user("orders"), Some(&player), Some(json!({"turn": 2, "orders": []})))
+        .send(
+            Method::PUT,
+            &user("orders"),
+            Some(&player),
+            Some(json!({"turn": 2, "orders": []})),
+        )
         .await;
     assert_eq!(status, StatusCode::CONFLICT, "{body}");
     assert_eq!(body["error"]["code"], "game_paused");
-    let (status, body) = t.send(Method::POST, &user("force-turn"), Some(&owner), None).await;
+    let (status, body) = t
+        .send(Method::POST, &user("force-turn"), Some(&owner), None)
+        .await;
     assert_eq!(status, StatusCode::CONFLICT, "{body}");
     // Resume: at least a whole interval from now.
     let resumed_at = chrono::Utc::now();
-    let (status, body) = t.send(Method::POST, &user("resume"), Some(&owner), None).await;
+    let (status, body) = t
+        .send(Method::POST, &user("resume"), Some(&owner), None)
+        .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     let c = until("the resumed turn has a deadline", || async {
         let c = clock(&t, &owner, &id).await;
@@ -532,12 +691,22 @@ async fn owners_force_pause_resume_and_extend(backend: DbKind) {
         )
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");
-    let (_, audit) = t.send(Method::GET, "/api/v1/admin/audit?limit=50", Some(&admin), None).await;
+    let (_, audit) = t
+        .send(
+            Method::GET,
+            "/api/v1/admin/audit?limit=50",
+            Some(&admin),
+            None,
+        )
+        .await;
     let actions: Vec<&str> = audit["items"]
         .as_array()
         .map(|a| a.iter().filter_map(|e| e["action"].as_str()).collect())
         .unwrap_or_default();
-    assert!(actions.contains(&"game.force_turn") && actions.contains(&"game.extend_turn"), "{audit}");
+    assert!(
+        actions.contains(&"game.force_turn") && actions.contains(&"game.extend_turn"),
+        "{audit}"
+    );
     t.app.shutdown().await;
 }
 
@@ -550,7 +719,12 @@ async fn a_turn_resolves_early_once_everyone_sent_orders(backend: DbKind) {
     let due_before = clock(&t, &a, &id).await["deadline"].clone();
     for token in [&a, &b] {
         let (_, options) = t
-            .send(Method::GET, &format!("/api/v1/user/games/{id}/options"), Some(token), None)
+            .send(
+                Method::GET,
+                &format!("/api/v1/user/games/{id}/options"),
+                Some(token),
+                None,
+            )
             .await;
         let (status, body) = t
             .send(
@@ -571,8 +745,12 @@ async fn a_turn_resolves_early_once_everyone_sent_orders(backend: DbKind) {
     assert_eq!(turns[0]["trigger"], "early");
     // The early turn used up its slot: turn 2 is due an interval later.
     let c = clock(&t, &a, &id).await;
-    let parse = |v: &Value| chrono::DateTime::parse_from_rfc3339(v.as_str().expect("t")).expect("time");
-    assert_eq!(parse(&c["deadline"]) - parse(&due_before), chrono::Duration::hours(1));
+    let parse =
+        |v: &Value| chrono::DateTime::parse_from_rfc3339(v.as_str().expect("t")).expect("time");
+    assert_eq!(
+        parse(&c["deadline"]) - parse(&due_before),
+        chrono::Duration::hours(1)
+    );
     t.app.shutdown().await;
 }
 
@@ -595,11 +773,20 @@ async fn absent_players_are_excused_then_replaced_by_the_bot(backend: DbKind) {
             .json()
             .await
             .ok()?;
-        state["bots"].as_array()?.iter().any(|b| b == seat.as_str()).then_some(())
+        state["bots"]
+            .as_array()?
+            .iter()
+            .any(|b| b == seat.as_str())
+            .then_some(())
     })
     .await;
     let (_, detail) = t
-        .send(Method::GET, &format!("/api/v1/user/games/{id}"), Some(&owner), None)
+        .send(
+            Method::GET,
+            &format!("/api/v1/user/games/{id}"),
+            Some(&owner),
+            None,
+        )
         .await;
     let mine = detail["seats"]
         .as_array()
@@ -635,9 +822,21 @@ async fn absent_players_are_excused_then_replaced_by_the_bot(backend: DbKind) {
         .json()
         .await
         .expect("JSON");
-    assert!(!state["bots"].as_array().expect("bots").iter().any(|b| b == seat.as_str()), "{state}");
+    assert!(
+        !state["bots"]
+            .as_array()
+            .expect("bots")
+            .iter()
+            .any(|b| b == seat.as_str()),
+        "{state}"
+    );
     let (_, detail) = t
-        .send(Method::GET, &format!("/api/v1/user/games/{id}"), Some(&owner), None)
+        .send(
+            Method::GET,
+            &format!("/api/v1/user/games/{id}"),
+            Some(&owner),
+            None,
+        )
         .await;
     let mine = detail["seats"]
         .as_array()
@@ -648,6 +847,98 @@ async fn absent_players_are_excused_then_replaced_by_the_bot(backend: DbKind) {
         .clone();
     assert_eq!(mine["open_for_substitute"], false, "{mine}");
     assert_eq!(mine["misses"], 0, "{mine}");
+    // Away again (the excuse is spent): two misses, and the bot again.
+    // A substitute applies for the open seat and the owner approves.
+    let open = until("the seat is open for a substitute again", || async {
+        let (_, detail) = t
+            .send(
+                Method::GET,
+                &format!("/api/v1/user/games/{id}"),
+                Some(&owner),
+                None,
+            )
+            .await;
+        let s = detail["seats"]
+            .as_array()?
+            .iter()
+            .find(|s| s["id"] == seat.as_str())?
+            .clone();
+        (s["open_for_substitute"] == true).then_some(s)
+    })
+    .await;
+    let race_name = open["race_name"].clone();
+    let (sub, sub_me) = t.guest("Sub").await;
+    let (status, body) = t
+        .send(
+            Method::POST,
+            &format!("/api/v1/user/games/{id}/seats/{}/substitute", seats[0]),
+            Some(&sub),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert_eq!(body["race_name"], race_name, "{body}");
+    let (status, twice) = t
+        .send(
+            Method::POST,
+            &format!("/api/v1/user/games/{id}/seats/{}/substitute", seats[0]),
+            Some(&sub),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{twice}");
+    let (status, approved) = t
+        .send(
+            Method::POST,
+            &format!(
+                "/api/v1/user/games/{id}/applications/{}/approve",
+                body["id"].as_str().expect("id")
+            ),
+            Some(&owner),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{approved}");
+    assert_eq!(approved["seat"]["id"], seat.as_str());
+    assert_eq!(approved["seat"]["account_id"], sub_me["account"]["id"]);
+    assert_eq!(approved["seat"]["race_name"], race_name);
+    // The seat is the substitute's now; its old player holds none.
+    until("the substitute's orders are taken", || async {
+        let c = clock(&t, &sub, &id).await;
+        let (status, _) = t
+            .send(
+                Method::PUT,
+                &format!("/api/v1/user/games/{id}/orders"),
+                Some(&sub),
+                Some(json!({"turn": c["turn"], "orders": []})),
+            )
+            .await;
+        (status == StatusCode::OK).then_some(())
+    })
+    .await;
+    let (status, body) = t
+        .send(
+            Method::GET,
+            &format!("/api/v1/user/games/{id}/view"),
+            Some(&owner),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    let state: Value = reqwest::get(format!("{address}/games/{id}/state"))
+        .await
+        .expect("engine")
+        .json()
+        .await
+        .expect("JSON");
+    assert!(
+        !state["bots"]
+            .as_array()
+            .expect("bots")
+            .iter()
+            .any(|b| b == seat.as_str()),
+        "{state}"
+    );
     t.app.shutdown().await;
 }
 
@@ -667,7 +958,10 @@ async fn two_schedulers_share_the_turns(backend: DbKind) {
         &turnbase_core::telemetry::noop_meter(),
     );
     let stop = tokio_util::sync::CancellationToken::new();
-    let running = tokio::spawn(turnbase_turns::scheduler::run_scheduler(other, stop.clone()));
+    let running = tokio::spawn(turnbase_turns::scheduler::run_scheduler(
+        other,
+        stop.clone(),
+    ));
     let mut games = Vec::new();
     for _ in 0..4 {
         let (id, _) = running_game(&t, &[&owner], 2, conquest("1s", 6, json!({}))).await;
@@ -689,12 +983,21 @@ async fn two_schedulers_share_the_turns(backend: DbKind) {
             .app
             .database
             .turns()
-            .turns(Uuid::parse_str(id).expect("uuid"), TurnPage { before: None, limit: 100 })
+            .turns(
+                Uuid::parse_str(id).expect("uuid"),
+                TurnPage {
+                    before: None,
+                    limit: 100,
+                },
+            )
             .await
             .expect("turns");
         owners.extend(rows.into_iter().filter_map(|r| r.claimed_by));
     }
-    assert!(owners.len() >= 2, "both schedulers claimed turns: {owners:?}");
+    assert!(
+        owners.len() >= 2,
+        "both schedulers claimed turns: {owners:?}"
+    );
     t.app.shutdown().await;
 }
 
@@ -732,8 +1035,12 @@ async fn after_downtime_one_catch_up_turn(backend: DbKind) {
     assert_eq!(turns.len(), 1, "one turn, not five: {turns:?}");
     assert_eq!(turns[0]["trigger"], "catch_up");
     let c = clock(&t, &owner, &id).await;
-    let due = chrono::DateTime::parse_from_rfc3339(c["deadline"].as_str().expect("due")).expect("t");
-    assert!(due > later, "the next turn is on the schedule after the late one: {c}");
+    let due =
+        chrono::DateTime::parse_from_rfc3339(c["deadline"].as_str().expect("due")).expect("t");
+    assert!(
+        due > later,
+        "the next turn is on the schedule after the late one: {c}"
+    );
     let mut seen = Vec::new();
     drain_push(&mut push, &mut seen, Duration::from_millis(300)).await;
     let told = events_of(&seen, &user, "game.turn_resolved");

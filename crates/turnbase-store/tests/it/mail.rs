@@ -545,7 +545,8 @@ async fn attempt_numbers_continue_across_the_count_migration(backend: DbKind) {
             "0004_mail_attempt_count",
             "0005_mail_secrets",
             "0006_lobby",
-            "0007_runtime"
+            "0007_runtime",
+            "0008_turns"
         ]
     );
     let store = db.mail();

@@ -144,6 +144,7 @@ fn serve_and_stop(mut env: Vec<(&'static str, String)>, signal: &str) {
             "gateway-push-client",
             "metrics",
             "runtime-reconciler",
+            "turn-scheduler",
             "runtime-workers",
             "lobby-sweeper",
             "guest-reaper",
