@@ -1049,6 +1049,95 @@ async fn after_downtime_one_catch_up_turn(backend: DbKind) {
     t.app.shutdown().await;
 }
 
+/// Orders racing the turn's claim: each answer is 200 (the orders count in
+/// that turn) or 409 `turn_closed`; never a silent loss. A 200 for turn 1
+/// means the fleet it launched is in the player's view after turn 1.
+async fn orders_racing_a_claim_are_counted_or_refused(backend: DbKind) {
+    let t = app(backend).await;
+    let (owner, _) = t.guest("Racer").await;
+    let rules = json!({ "early_turns": false });
+    let (id, _) = running_game(&t, &[&owner], 1, conquest("1h", 20, rules)).await;
+    let (_, options) = t
+        .send(
+            Method::GET,
+            &format!("/api/v1/user/games/{id}/options"),
+            Some(&owner),
+            None,
+        )
+        .await;
+    let example = options["example"].clone();
+    assert!(example.is_array(), "{options}");
+    let mut senders = Vec::new();
+    for i in 0..24u64 {
+        let (base, client, token, id, example) = (
+            t.base.clone(),
+            t.client.clone(),
+            owner.clone(),
+            id.clone(),
+            example.clone(),
+        );
+        senders.push(tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(i * 4)).await;
+            let response = client
+                .put(format!("{base}/api/v1/user/games/{id}/orders"))
+                .bearer_auth(token)
+                .json(&json!({"turn": 1, "orders": example}))
+                .send()
+                .await
+                .expect("request");
+            let status = response.status();
+            (status, response.json::<Value>().await.expect("JSON"))
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(40)).await;
+    let (status, body) = t
+        .send(
+            Method::POST,
+            &format!("/api/v1/user/games/{id}/force-turn"),
+            Some(&owner),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let mut taken = 0;
+    for sender in senders {
+        let (status, body) = sender.await.expect("joined");
+        match status {
+            StatusCode::OK => taken += 1,
+            StatusCode::CONFLICT => {
+                assert_eq!(body["error"]["code"], "turn_closed", "{body}");
+                assert_eq!(body["error"]["turn"], 2, "{body}");
+            }
+            other => panic!("{other}: {body}"),
+        }
+    }
+    until("turn 1 is recorded", || async {
+        (clock(&t, &owner, &id).await["turn"] == 2).then_some(())
+    })
+    .await;
+    let (status, turn1) = t
+        .send(
+            Method::GET,
+            &format!("/api/v1/user/games/{id}/turns/1"),
+            Some(&owner),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{turn1}");
+    let fleets = turn1["view"]["you"]["fleets"]
+        .as_array()
+        .map_or(0, Vec::len);
+    if taken > 0 {
+        assert!(
+            fleets > 0,
+            "{taken} orders taken but no fleet launched: {turn1}"
+        );
+    } else {
+        assert_eq!(fleets, 0, "{turn1}");
+    }
+    t.app.shutdown().await;
+}
+
 turnbase_testkit::both_backends!(
     flavor = "multi_thread";
     a_conquest_game_with_bots_plays_to_its_end,
@@ -1059,4 +1148,5 @@ turnbase_testkit::both_backends!(
     absent_players_are_excused_then_replaced_by_the_bot,
     two_schedulers_share_the_turns,
     after_downtime_one_catch_up_turn,
+    orders_racing_a_claim_are_counted_or_refused,
 );

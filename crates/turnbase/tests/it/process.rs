@@ -633,3 +633,207 @@ async fn a_backend_killed_mid_start_resumes_its_jobs() {
     second.signal("TERM");
     assert_eq!(second.wait(), 0);
 }
+
+/// A backend killed with SIGKILL between claiming a turn and recording its
+/// result (its engine is frozen with SIGSTOP while the resolve call is
+/// out, so the kill lands in that window): the next backend takes the
+/// claim over when its lease runs out and the turn is recorded once, with
+/// the resolution the engine stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backend_killed_mid_turn_resolves_it_once_after_restart() {
+    use serde_json::{Value, json};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut env = data_env(&dir);
+    env.extend([
+        ("BACKEND_TURNS_CLAIM_LEASE", "2s".to_string()),
+        ("BACKEND_RUNTIME_PLACEMENT", "shared".to_string()),
+    ]);
+    let client = reqwest::Client::new();
+    let call =
+        |base: String, token: String, method: reqwest::Method, path: &str, body: Option<Value>| {
+            let client = client.clone();
+            let url = format!("{base}{path}");
+            async move {
+                let mut r = client.request(method, &url).bearer_auth(token);
+                if let Some(b) = &body {
+                    r = r.json(b);
+                }
+                let response = r.send().await.expect("request");
+                let status = response.status().as_u16();
+                (
+                    status,
+                    response.json::<Value>().await.unwrap_or(Value::Null),
+                )
+            }
+        };
+    use reqwest::Method as M;
+
+    let mut first = Running::start(&["up"], &env);
+    let base = first.base_url();
+    let guest: Value = client
+        .post(format!("{base}/api/v1/public/auth/guest"))
+        .json(&json!({"display_name": "Kim"}))
+        .send()
+        .await
+        .expect("guest")
+        .json()
+        .await
+        .expect("JSON");
+    let token = guest["token"].as_str().expect("a token").to_string();
+    let body = json!({
+        "title": "Killed", "engine": "conquest", "max_players": 4,
+        "settings": { "planets": 12 },
+        "enrol_deadline": (chrono::Utc::now() + chrono::Duration::days(1)).to_rfc3339(),
+        "schedule": { "kind": "interval", "every": "1h" },
+    });
+    let (status, game) = call(
+        base.clone(),
+        token.clone(),
+        M::POST,
+        "/api/v1/user/games",
+        Some(body),
+    )
+    .await;
+    assert_eq!(status, 201, "{game}");
+    let id = game["id"].as_str().expect("id").to_string();
+    let g = |p: &str| format!("/api/v1/user/games/{id}{p}");
+    let (_, a) = call(
+        base.clone(),
+        token.clone(),
+        M::POST,
+        &g("/applications"),
+        Some(json!({"race_name": "Kim"})),
+    )
+    .await;
+    let approve = g(&format!(
+        "/applications/{}/approve",
+        a["id"].as_str().expect("id")
+    ));
+    assert_eq!(
+        call(base.clone(), token.clone(), M::POST, &approve, None)
+            .await
+            .0,
+        200
+    );
+    for b in ["Bot A", "Bot B"] {
+        assert_eq!(
+            call(
+                base.clone(),
+                token.clone(),
+                M::POST,
+                &g("/bots"),
+                Some(json!({"name": b}))
+            )
+            .await
+            .0,
+            201
+        );
+    }
+    assert_eq!(
+        call(base.clone(), token.clone(), M::POST, &g("/start"), None)
+            .await
+            .0,
+        200
+    );
+    let give_up = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let (status, clock) = call(base.clone(), token.clone(), M::GET, &g("/clock"), None).await;
+        if status == 200 && clock["trigger"] == "schedule" {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < give_up,
+            "the first turn never opened: {clock}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    // Freeze the engine, force the turn, and wait until it is claimed.
+    let engine = dir.path().join("engines").join("conquest");
+    let pid = std::fs::read_to_string(engine.join("engine.pid")).expect("engine.pid");
+    let address = std::fs::read_to_string(engine.join("engine.url")).expect("engine.url");
+    let pid = pid.trim().to_string();
+    let signal = |name: &str| {
+        let ok = std::process::Command::new("kill")
+            .args([&format!("-{name}"), &pid])
+            .status()
+            .expect("kill")
+            .success();
+        assert!(ok, "kill -{name} {pid}");
+    };
+    signal("STOP");
+    assert_eq!(
+        call(
+            base.clone(),
+            token.clone(),
+            M::POST,
+            &g("/force-turn"),
+            None
+        )
+        .await
+        .0,
+        200
+    );
+    loop {
+        let (status, body) = call(
+            base.clone(),
+            token.clone(),
+            M::POST,
+            &g("/force-turn"),
+            None,
+        )
+        .await;
+        if status == 409 && body["error"]["code"] == "turn_being_resolved" {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < give_up,
+            "the turn was never claimed: {body}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    first.signal("KILL");
+    first.wait();
+    signal("CONT");
+
+    let mut second = Running::start(&["up"], &env);
+    let base = second.base_url();
+    let turns = loop {
+        let (status, turns) = call(base.clone(), token.clone(), M::GET, &g("/turns"), None).await;
+        if status == 200 && turns["turns"].as_array().is_some_and(|t| !t.is_empty()) {
+            break turns;
+        }
+        assert!(
+            std::time::Instant::now() < give_up,
+            "the turn was never recorded: {turns}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    let recorded = turns["turns"].as_array().expect("turns");
+    assert_eq!(recorded.len(), 1, "turn 1 once: {turns}");
+    assert_eq!(recorded[0]["turn"], 1);
+    let (_, clock) = call(base.clone(), token.clone(), M::GET, &g("/clock"), None).await;
+    assert_eq!(clock["turn"], 2, "{clock}");
+    // The engine resolved turn 1 once: its state is at turn 2, and its
+    // stored resolution is the one recorded.
+    let address = address.trim();
+    let state: Value = client
+        .get(format!("{address}/games/{id}/state"))
+        .send()
+        .await
+        .expect("engine")
+        .json()
+        .await
+        .expect("JSON");
+    assert_eq!(state["turn"], 2, "{state}");
+    let stored: Value = client
+        .post(format!("{address}/games/{id}/turns/1/resolve"))
+        .send()
+        .await
+        .expect("engine")
+        .json()
+        .await
+        .expect("JSON");
+    assert_eq!(recorded[0]["standings"], stored["standings"]);
+    second.signal("TERM");
+    assert_eq!(second.wait(), 0);
+}
