@@ -1138,6 +1138,63 @@ async fn orders_racing_a_claim_are_counted_or_refused(backend: DbKind) {
     t.app.shutdown().await;
 }
 
+/// An engine that is down when its turn comes: the turn is retried with
+/// backoff while the reconciler restarts the engine, and resolves once,
+/// late, with its lateness recorded.
+async fn a_turn_survives_its_engine_dying(backend: DbKind) {
+    let t = spawn_app_with(
+        backend,
+        &[
+            ("BACKEND_LOBBY_MIN_TURN_STEP", "1s"),
+            ("BACKEND_RUNTIME_PLACEMENT", "shared"),
+            ("BACKEND_RUNTIME_RECONCILE_INTERVAL", "300ms"),
+            ("BACKEND_TURNS_RETRY_BASE", "200ms"),
+            ("BACKEND_TURNS_RETRY_MAX", "1s"),
+        ],
+    )
+    .await;
+    let admin = t.become_admin().await;
+    let (owner, _) = t.guest("Crash").await;
+    let (id, _) = running_game(&t, &[&owner], 1, conquest("1h", 20, json!({}))).await;
+    let folder = std::path::Path::new(&t.app_data_dir())
+        .join("engines")
+        .join("conquest");
+    let pid = std::fs::read_to_string(folder.join("engine.pid")).expect("engine.pid");
+    let killed = std::process::Command::new("kill")
+        .args(["-KILL", pid.trim()])
+        .status()
+        .expect("kill");
+    assert!(killed.success());
+    let (status, body) = t
+        .send(
+            Method::POST,
+            &format!("/api/v1/user/games/{id}/force-turn"),
+            Some(&owner),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    until("the turn resolves on the restarted engine", || async {
+        (clock(&t, &owner, &id).await["turn"] == 2).then_some(())
+    })
+    .await;
+    let turns = recorded(&t, &admin, &id).await;
+    assert_eq!(turns.len(), 1, "{turns:?}");
+    assert!(
+        turns[0]["lateness_ms"].as_i64().unwrap_or(0) > 0,
+        "{}",
+        turns[0]
+    );
+    assert_eq!(matches_engine_history(&t, &admin, &id).await, 1);
+    let new_pid = std::fs::read_to_string(folder.join("engine.pid")).expect("engine.pid");
+    assert_ne!(
+        new_pid.trim(),
+        pid.trim(),
+        "the reconciler started another engine"
+    );
+    t.app.shutdown().await;
+}
+
 turnbase_testkit::both_backends!(
     flavor = "multi_thread";
     a_conquest_game_with_bots_plays_to_its_end,
@@ -1149,4 +1206,5 @@ turnbase_testkit::both_backends!(
     two_schedulers_share_the_turns,
     after_downtime_one_catch_up_turn,
     orders_racing_a_claim_are_counted_or_refused,
+    a_turn_survives_its_engine_dying,
 );
