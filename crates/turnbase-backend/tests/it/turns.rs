@@ -1195,6 +1195,71 @@ async fn a_turn_survives_its_engine_dying(backend: DbKind) {
     t.app.shutdown().await;
 }
 
+/// Move clocks: a Reversi player who lets a one-second clock run out
+/// passes (`pass`: the bot moves, the clock comes back) or loses
+/// (`forfeit`: the game ends with the bot the winner).
+async fn move_clocks_apply_the_pass_and_forfeit_rules(backend: DbKind) {
+    let t = app(backend).await;
+    let admin = t.become_admin().await;
+    let (owner, _) = t.guest("Slow").await;
+    let reversi = |rule: &str| {
+        json!({
+            "title": "Clock", "engine": "reversi",
+            "settings": { "first": "first_seat", "timeout": rule },
+            "enrol_deadline": (chrono::Utc::now() + chrono::Duration::days(1)).to_rfc3339(),
+            "schedule": { "kind": "per_move", "limit": "1s" },
+            "rules": { "bot_delay": "0s", "excused_misses": 0, "bot_takeover_after": 0 },
+        })
+    };
+    let (passing, seats) = running_game(&t, &[&owner], 1, reversi("pass")).await;
+    until("two of the player's moves time out", || async {
+        let turns = recorded(&t, &admin, &passing).await;
+        (turns.iter().filter(|x| x["trigger"] == "timeout").count() >= 2).then_some(turns)
+    })
+    .await;
+    let turns = recorded(&t, &admin, &passing).await;
+    assert_eq!(turns[0]["trigger"], "timeout", "{turns:?}");
+    assert_eq!(turns[1]["trigger"], "bot", "{turns:?}");
+    assert!(
+        turns[0]["events"]
+            .as_array()
+            .is_some_and(|e| e.iter().any(|e| e["rule"] == "pass")),
+        "{}",
+        turns[0]
+    );
+    // (The bot, moving alone, may well win soon after: no assertion on
+    // the game's state here.)
+    let (_, detail) = t
+        .send(
+            Method::GET,
+            &format!("/api/v1/user/games/{passing}"),
+            Some(&owner),
+            None,
+        )
+        .await;
+    let misses = detail["seats"]
+        .as_array()
+        .and_then(|s| s.iter().find(|s| s["id"] == seats[0].as_str()))
+        .map(|s| s["misses"].as_i64().unwrap_or(0))
+        .unwrap_or(0);
+    assert!(misses >= 2, "{detail}");
+
+    let (forfeit, _) = running_game(&t, &[&owner], 1, reversi("forfeit")).await;
+    until("the forfeit ends the game", || async {
+        (game_state(&t, &owner, &forfeit).await == "finished").then_some(())
+    })
+    .await;
+    let turns = recorded(&t, &admin, &forfeit).await;
+    assert_eq!(turns.len(), 1, "{turns:?}");
+    assert_eq!(turns[0]["trigger"], "timeout");
+    assert!(
+        turns[0]["finished"].as_bool().unwrap_or(false),
+        "{}",
+        turns[0]
+    );
+    t.app.shutdown().await;
+}
+
 turnbase_testkit::both_backends!(
     flavor = "multi_thread";
     a_conquest_game_with_bots_plays_to_its_end,
@@ -1207,4 +1272,5 @@ turnbase_testkit::both_backends!(
     after_downtime_one_catch_up_turn,
     orders_racing_a_claim_are_counted_or_refused,
     a_turn_survives_its_engine_dying,
+    move_clocks_apply_the_pass_and_forfeit_rules,
 );
