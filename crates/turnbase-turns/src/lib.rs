@@ -127,6 +127,8 @@ pub(crate) struct Inner {
     pub wake: Arc<tokio::sync::Notify>,
     /// Games whose turn this process is resolving.
     pub in_flight: Mutex<HashSet<Uuid>>,
+    /// Engine addresses by game, as last read from the runtime records.
+    pub addresses: Mutex<std::collections::HashMap<Uuid, String>>,
     /// Who holds claims: this process.
     pub owner: String,
     /// Nudges the runtime when a finished game queued its stop job.
@@ -197,6 +199,7 @@ impl TurnService {
                 due_games,
                 wake: Arc::new(tokio::sync::Notify::new()),
                 in_flight: Mutex::new(HashSet::new()),
+                addresses: Mutex::new(std::collections::HashMap::new()),
                 owner: format!("turns-{}-{}", std::process::id(), Uuid::now_v7().simple()),
                 runtime: std::sync::OnceLock::new(),
                 started_at,
@@ -243,6 +246,40 @@ impl TurnService {
             row,
             seats,
         })
+    }
+
+    /// The address of the game's engine, remembered between turns (the
+    /// scheduler's path to the resolve call); forgotten when a call to it
+    /// fails, so that a restarted engine's new address is read again.
+    pub(crate) async fn engine_cached(&self, game: Uuid) -> TurnResultOf<String> {
+        if let Some(base) = self
+            .inner
+            .addresses
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&game)
+        {
+            return Ok(base.clone());
+        }
+        let base = self.engine(game).await?;
+        let mut addresses = self
+            .inner
+            .addresses
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if addresses.len() >= 100_000 {
+            addresses.clear();
+        }
+        addresses.insert(game, base.clone());
+        Ok(base)
+    }
+
+    pub(crate) fn forget_engine(&self, game: Uuid) {
+        self.inner
+            .addresses
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&game);
     }
 
     /// The address of the game's engine.

@@ -106,20 +106,27 @@ impl TurnService {
         let Some(due) = clock.due_at else {
             return Ok(());
         };
-        let mut game = self.game(clock.game_id).await?;
-        if game.row.state != GameState::Running {
-            return Ok(());
-        }
         if clock.trigger.plans() {
+            let game = self.game(clock.game_id).await?;
+            if game.row.state != GameState::Running {
+                return Ok(());
+            }
             return self.plan_clock(&game, clock).await;
         }
+        // Only a deadline with people missing needs the game before the
+        // claim; otherwise the resolve call goes out after the claim alone
+        // (the clock exists only for running and paused games, and a
+        // paused one is never due), and the game is read while the engine
+        // works: the time between due and sent is the lateness.
         if matches!(clock.trigger, Trigger::Schedule | Trigger::Timeout)
             && !clock.excused
-            && self.excuse(&game, &clock).await?
+            && clock.awaiting != "[]"
         {
-            return Ok(());
+            let game = self.game(clock.game_id).await?;
+            if self.excuse(&game, &clock).await? {
+                return Ok(());
+            }
         }
-        let base = self.engine(game.row.id).await?;
         // Due before this scheduler started: the backend was down.
         let trigger = if due < self.inner.started_at
             && matches!(clock.trigger, Trigger::Schedule | Trigger::Timeout)
@@ -145,25 +152,27 @@ impl TurnService {
         // trigger, so lateness counts from when the turn was first due.
         let (due, trigger) = (claimed.due_at, claimed.trigger);
         let turn = u32::try_from(clock.turn).unwrap_or(u32::MAX);
-        let sent_at = self.now();
-        let started = Instant::now();
+        let id = clock.game_id;
         let resolved = async {
-            let resolution = self
-                .inner
-                .client
-                .resolve(&base, game.row.id, turn)
-                .await
-                .map_err(|e| TurnError::Unavailable(e.to_string()))?;
-            let took = started.elapsed();
+            let base = self.engine_cached(id).await?;
+            let sent_at = self.now();
+            let started = Instant::now();
+            let (resolution, game) = tokio::join!(
+                async {
+                    let answer = self.inner.client.resolve(&base, id, turn).await;
+                    (answer, started.elapsed())
+                },
+                self.game(id)
+            );
+            let (resolution, took) = resolution;
+            let resolution = resolution.map_err(|e| {
+                // The engine may have moved (restarted elsewhere).
+                self.forget_engine(id);
+                TurnError::Unavailable(e.to_string())
+            })?;
+            let mut game = game?;
             self.record(
-                &base,
-                &mut game,
-                &clock,
-                trigger,
-                due,
-                sent_at,
-                took,
-                &resolution,
+                &base, &mut game, &clock, trigger, due, sent_at, took, &resolution,
             )
             .await
         }
@@ -177,11 +186,11 @@ impl TurnService {
                 .delay(failures, &mut rand::rng());
             let now = self.now();
             let retry_at = now + chrono::Duration::from_std(delay).unwrap_or_default();
-            tracing::warn!(game = %game.row.id, turn, error = %err, retry_in = ?delay, "the turn was not resolved; retrying");
+            tracing::warn!(game = %id, turn, error = %err, retry_in = ?delay, "the turn was not resolved; retrying");
             self.inner
                 .db
                 .turns()
-                .release_turn(game.row.id, clock.turn, &self.inner.owner, retry_at, now)
+                .release_turn(id, clock.turn, &self.inner.owner, retry_at, now)
                 .await?;
         }
         Ok(())
