@@ -35,6 +35,9 @@ pub struct TurnsArgs {
     /// `TURNBASE_TEST_POSTGRES_URL`. Without one only SQLite is measured.
     #[arg(long)]
     postgres_url: Option<String>,
+    /// Measure only SQLite.
+    #[arg(long)]
+    sqlite_only: bool,
 }
 
 #[derive(Debug, Default, Clone)]
@@ -47,6 +50,9 @@ struct Figures {
     resolve_p50_ms: f64,
     resolve_p99_ms: f64,
     backend_cpu: f64,
+    /// The engine processes' CPU (cores), and the whole machine's.
+    engines_cpu: f64,
+    machine_cpu: f64,
     missed: usize,
     doubled: usize,
 }
@@ -62,7 +68,8 @@ pub async fn run(args: TurnsArgs) -> anyhow::Result<()> {
     let server = args
         .postgres_url
         .clone()
-        .or_else(|| std::env::var(turnbase_testkit::POSTGRES_URL_VAR).ok());
+        .or_else(|| std::env::var(turnbase_testkit::POSTGRES_URL_VAR).ok())
+        .filter(|_| !args.sqlite_only);
     let postgres = match server {
         Some(server) => {
             let scratch = crate::probe::ScratchDatabase::create(&server).await?;
@@ -102,7 +109,8 @@ pub async fn run(args: TurnsArgs) -> anyhow::Result<()> {
 fn print(name: &str, f: &Figures) {
     println!(
         "{name:>9}: {} turns, {:.1} turns/s; lateness p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms; \
-         engine resolve p50 {:.2} ms, p99 {:.2} ms; backend CPU {:.2} cores; missed {}, doubled {}",
+         engine resolve p50 {:.2} ms, p99 {:.2} ms; CPU (cores): backend {:.2}, engines {:.2}, \
+         machine {:.2} of {}; missed {}, doubled {}",
         f.turns,
         f.turns_per_sec,
         f.lateness_p50_ms,
@@ -111,6 +119,9 @@ fn print(name: &str, f: &Figures) {
         f.resolve_p50_ms,
         f.resolve_p99_ms,
         f.backend_cpu,
+        f.engines_cpu,
+        f.machine_cpu,
+        std::thread::available_parallelism().map_or(1, |n| n.get()),
         f.missed,
         f.doubled
     );
@@ -254,10 +265,14 @@ async fn measure(args: &TurnsArgs, database_url: Option<String>) -> anyhow::Resu
     }
     let window_start = chrono::Utc::now();
     let cpu_before = usage(&pid).cpu_s;
+    let engines_before = engines_cpu(&started.data_dir);
+    let machine_before = machine_busy_s();
     let clock = Instant::now();
     tokio::time::sleep(Duration::from_secs(args.seconds)).await;
     let elapsed = clock.elapsed().as_secs_f64();
     let cpu = (usage(&pid).cpu_s - cpu_before) / elapsed;
+    let engines = (engines_cpu(&started.data_dir) - engines_before) / elapsed;
+    let machine = (machine_busy_s() - machine_before) / elapsed;
     let window_end = chrono::Utc::now();
 
     // The recorded turns, and each engine's own count.
@@ -277,6 +292,8 @@ async fn measure(args: &TurnsArgs, database_url: Option<String>) -> anyhow::Resu
     let db = turnbase_store::Database::connect(&options).await?;
     let http = reqwest::Client::new();
     let mut lateness = Vec::new();
+    let mut pickup = Vec::new();
+    let mut claiming = Vec::new();
     let mut durations = Vec::new();
     let mut in_window = 0usize;
     let (mut missed, mut doubled) = (0usize, 0usize);
@@ -309,6 +326,13 @@ async fn measure(args: &TurnsArgs, database_url: Option<String>) -> anyhow::Resu
                 in_window += 1;
                 if let Some(ms) = r.lateness_ms {
                     lateness.push(u64::try_from(ms).unwrap_or(0) * 1_000_000);
+                    // Lateness in two parts: due → the claim begins (the
+                    // scheduler's pick-up) and claim → resolve call sent.
+                    let ns = |d: chrono::TimeDelta| {
+                        u64::try_from(d.num_nanoseconds().unwrap_or(0).max(0)).unwrap_or(0)
+                    };
+                    pickup.push(ns(r.claimed_at - r.due_at));
+                    claiming.push(ns(sent - r.claimed_at));
                 }
                 if let Some(ms) = r.duration_ms {
                     durations.push(u64::try_from(ms).unwrap_or(0) * 1_000_000);
@@ -357,6 +381,11 @@ async fn measure(args: &TurnsArgs, database_url: Option<String>) -> anyhow::Resu
     child.finish();
     child.wait().await?;
     let late = latency(lateness.clone());
+    let (p, c) = (latency(pickup), latency(claiming));
+    println!(
+        "           lateness parts: due → claim p50 {:.2} ms, p99 {:.2} ms; claim → sent p50 {:.2} ms, p99 {:.2} ms",
+        p.p50_ms, p.p99_ms, c.p50_ms, c.p99_ms
+    );
     let engine = latency(durations);
     Ok(Figures {
         turns: in_window,
@@ -367,7 +396,41 @@ async fn measure(args: &TurnsArgs, database_url: Option<String>) -> anyhow::Resu
         resolve_p50_ms: engine.p50_ms,
         resolve_p99_ms: engine.p99_ms,
         backend_cpu: cpu,
+        engines_cpu: engines,
+        machine_cpu: machine,
         missed,
         doubled,
     })
+}
+
+/// CPU seconds used so far by the engine processes (by their pid files).
+fn engines_cpu(data_dir: &std::path::Path) -> f64 {
+    let mut total = 0.0;
+    if let Ok(entries) = std::fs::read_dir(data_dir.join("engines")) {
+        for entry in entries.flatten() {
+            if let Ok(pid) = std::fs::read_to_string(entry.path().join("engine.pid")) {
+                total += usage(pid.trim()).cpu_s;
+            }
+        }
+    }
+    total
+}
+
+/// CPU seconds the whole machine has been busy (not idle, not waiting on
+/// I/O), from `/proc/stat`.
+fn machine_busy_s() -> f64 {
+    let Ok(stat) = std::fs::read_to_string("/proc/stat") else {
+        return 0.0;
+    };
+    let Some(line) = stat.lines().next() else {
+        return 0.0;
+    };
+    let ticks: Vec<f64> = line
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|t| t.parse().ok())
+        .collect();
+    let total: f64 = ticks.iter().sum();
+    let idle = ticks.get(3).copied().unwrap_or(0.0) + ticks.get(4).copied().unwrap_or(0.0);
+    (total - idle) / 100.0
 }

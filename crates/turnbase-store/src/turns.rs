@@ -202,6 +202,10 @@ pub trait TurnStore: Send + Sync {
     /// turn moved on or another scheduler holds it.
     async fn claim_turn(&self, claim: &TurnClaim<'_>) -> StoreResult<Option<TurnRow>>;
 
+    /// [`TurnStore::claim_turn`] for many turns in one transaction (the
+    /// scheduler's batch of due turns); the claims it got.
+    async fn claim_turns(&self, claims: &[TurnClaim<'_>]) -> StoreResult<Vec<TurnRow>>;
+
     /// Hands a claim back after a failed engine call: the clock is due
     /// again at `retry_at` with one more failed attempt.
     async fn release_turn(

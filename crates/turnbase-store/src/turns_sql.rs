@@ -33,6 +33,64 @@ macro_rules! impl_turn_store {
                 row.map(|r| T::from_row(r)).transpose().map_err(Into::into)
             }
 
+            type Tx = <$store as SqlBackend>::WriteTx;
+
+            /// One claim inside the caller's transaction: the clock, if the
+            /// turn is still the open one, is due again when the lease ends
+            /// (so a scheduler that died is followed by another); the
+            /// turn's row is inserted, or a claim whose lease ran out taken
+            /// over.
+            async fn claim_in(tx: &mut Tx, c: &TurnClaim<'_>) -> StoreResult<Option<TurnRow>> {
+                let until = c.now
+                    + chrono::Duration::from_std(c.lease).unwrap_or(chrono::Duration::MAX);
+                // The clock's row first (as a record takes it), and only
+                // while the turn is still the open one.
+                let open = sqlx::query(
+                    "UPDATE game_clocks SET version = version
+                     WHERE game_id = $1 AND turn = $2 AND due_at IS NOT NULL
+                     RETURNING game_id",
+                )
+                .bind(c.game_id)
+                .bind(c.turn)
+                .fetch_optional(&mut **tx)
+                .await?;
+                if open.is_none() {
+                    return Ok(None);
+                }
+                let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "INSERT INTO game_turns (game_id, turn, status, trigger, due_at,
+                         claimed_at, claimed_by, lease_until)
+                     VALUES ($1, $2, 'claimed', $3, $4, $5, $6, $7)
+                     ON CONFLICT (game_id, turn) DO UPDATE
+                     SET claimed_by = excluded.claimed_by,
+                         lease_until = excluded.lease_until
+                     WHERE game_turns.status = 'claimed' AND game_turns.lease_until <= $5
+                     RETURNING {TURN_COLUMNS}"
+                )))
+                .bind(c.game_id)
+                .bind(c.turn)
+                .bind(c.trigger.as_str())
+                .bind(c.due_at)
+                .bind(c.now)
+                .bind(c.owner)
+                .bind(until)
+                .fetch_optional(&mut **tx)
+                .await?;
+                let Some(row) = row else {
+                    return Ok(None);
+                };
+                sqlx::query(
+                    "UPDATE game_clocks SET due_at = $2, version = version + 1, updated_at = $3
+                     WHERE game_id = $1",
+                )
+                .bind(c.game_id)
+                .bind(until)
+                .bind(c.now)
+                .execute(&mut **tx)
+                .await?;
+                one(Some(&row))
+            }
+
             #[async_trait::async_trait]
             impl TurnStore for $store {
                 async fn clock(&self, game: Uuid) -> StoreResult<Option<ClockRow>> {
@@ -114,48 +172,18 @@ macro_rules! impl_turn_store {
                 }
 
                 async fn claim_turn(&self, c: &TurnClaim<'_>) -> StoreResult<Option<TurnRow>> {
-                    let until = c.now
-                        + chrono::Duration::from_std(c.lease).unwrap_or(chrono::Duration::MAX);
+                    Ok(self.claim_turns(std::slice::from_ref(c)).await?.pop())
+                }
+
+                async fn claim_turns(&self, claims: &[TurnClaim<'_>]) -> StoreResult<Vec<TurnRow>> {
                     let mut tx = SqlBackend::begin_write(self).await?;
-                    // The clock, if the turn is still the open one, is due
-                    // again when the lease ends.
-                    let open = sqlx::query(
-                        "UPDATE game_clocks SET due_at = $3, version = version + 1, updated_at = $4
-                         WHERE game_id = $1 AND turn = $2 AND due_at IS NOT NULL
-                         RETURNING game_id",
-                    )
-                    .bind(c.game_id)
-                    .bind(c.turn)
-                    .bind(until)
-                    .bind(c.now)
-                    .fetch_optional(&mut *tx)
-                    .await?;
-                    if open.is_none() {
-                        return Ok(None);
+                    let mut claimed = Vec::with_capacity(claims.len());
+                    for c in claims {
+                        if let Some(row) = claim_in(&mut tx, c).await? {
+                            claimed.push(row);
+                        }
                     }
-                    let row = sqlx::query(sqlx::AssertSqlSafe(format!(
-                        "INSERT INTO game_turns (game_id, turn, status, trigger, due_at,
-                             claimed_at, claimed_by, lease_until)
-                         VALUES ($1, $2, 'claimed', $3, $4, $5, $6, $7)
-                         ON CONFLICT (game_id, turn) DO UPDATE
-                         SET claimed_by = excluded.claimed_by,
-                             lease_until = excluded.lease_until
-                         WHERE game_turns.status = 'claimed' AND game_turns.lease_until <= $5
-                         RETURNING {TURN_COLUMNS}"
-                    )))
-                    .bind(c.game_id)
-                    .bind(c.turn)
-                    .bind(c.trigger.as_str())
-                    .bind(c.due_at)
-                    .bind(c.now)
-                    .bind(c.owner)
-                    .bind(until)
-                    .fetch_optional(&mut *tx)
-                    .await?;
-                    let claimed = one(row.as_ref())?;
-                    if claimed.is_some() {
-                        tx.commit().await?;
-                    }
+                    tx.commit().await?;
                     Ok(claimed)
                 }
 

@@ -6,10 +6,11 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use chrono::{DateTime, Utc};
 use tokio_util::sync::CancellationToken;
 use turnbase_core::backoff::Backoff;
 use turnbase_store::lobby::GameState;
-use turnbase_store::turns::{ClockRow, Trigger, TurnClaim};
+use turnbase_store::turns::{ClockRow, Trigger, TurnClaim, TurnRow};
 
 use crate::plan::{self, played_by_person};
 use crate::{Game, TurnError, TurnService, ids_json, parse_ids, seat_ids};
@@ -49,6 +50,10 @@ pub async fn run_scheduler(service: TurnService, stop: CancellationToken) -> any
             }
         }
         let full = due.len() as i64 == BATCH;
+        // Turns that need nothing but their claim are claimed together in
+        // one transaction; the others (a game to plan, a deadline with
+        // people missing) go one by one.
+        let mut batch = Vec::new();
         for clock in due {
             {
                 let mut in_flight = service
@@ -60,22 +65,37 @@ pub async fn run_scheduler(service: TurnService, stop: CancellationToken) -> any
                     continue;
                 }
             }
-            let service = service.clone();
-            let permits = permits.clone();
+            if service.claims_alone(&clock) {
+                batch.push(clock);
+                continue;
+            }
+            let (service, permits) = (service.clone(), permits.clone());
             tasks.spawn(async move {
                 let _permit = permits.acquire_owned().await;
                 let game = clock.game_id;
                 if let Err(err) = service.handle(clock).await {
                     tracing::warn!(%game, error = %err, "turn not handled; the clock comes round again");
                 }
-                service
-                    .inner
-                    .in_flight
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .remove(&game);
-                service.wake();
+                service.done(game);
             });
+        }
+        if !batch.is_empty() {
+            let claimed = service.claim_batch(&batch).await;
+            for clock in batch {
+                let Some(row) = claimed.iter().find(|r| r.game_id == clock.game_id).cloned() else {
+                    service.done(clock.game_id);
+                    continue;
+                };
+                let (service, permits) = (service.clone(), permits.clone());
+                tasks.spawn(async move {
+                    let _permit = permits.acquire_owned().await;
+                    let game = clock.game_id;
+                    if let Err(err) = service.resolve_claimed(clock, row).await {
+                        tracing::warn!(%game, error = %err, "turn not handled; the clock comes round again");
+                    }
+                    service.done(game);
+                });
+            }
         }
         let wait = if full {
             Duration::ZERO
@@ -127,6 +147,29 @@ impl TurnService {
                 return Ok(());
             }
         }
+        let now = self.now();
+        let claim = self.claim_of(&clock, due, now);
+        let Some(claimed) = self.inner.db.turns().claim_turn(&claim).await? else {
+            return Ok(());
+        };
+        self.resolve_claimed(clock, claimed).await
+    }
+
+    /// Whether a due clock needs nothing before its claim.
+    fn claims_alone(&self, clock: &ClockRow) -> bool {
+        let may_excuse = matches!(clock.trigger, Trigger::Schedule | Trigger::Timeout)
+            && !clock.excused
+            && clock.awaiting != "[]";
+        !clock.trigger.plans() && !may_excuse
+    }
+
+    /// The claim of a due clock's turn.
+    fn claim_of<'a>(
+        &'a self,
+        clock: &ClockRow,
+        due: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> TurnClaim<'a> {
         // Due before this scheduler started: the backend was down.
         let trigger = if due < self.inner.started_at
             && matches!(clock.trigger, Trigger::Schedule | Trigger::Timeout)
@@ -135,8 +178,7 @@ impl TurnService {
         } else {
             clock.trigger
         };
-        let now = self.now();
-        let claim = TurnClaim {
+        TurnClaim {
             game_id: clock.game_id,
             turn: clock.turn,
             trigger,
@@ -144,10 +186,38 @@ impl TurnService {
             owner: &self.inner.owner,
             now,
             lease: self.inner.config.lease,
-        };
-        let Some(claimed) = self.inner.db.turns().claim_turn(&claim).await? else {
-            return Ok(());
-        };
+        }
+    }
+
+    /// Claims a batch of due turns in one transaction.
+    async fn claim_batch(&self, batch: &[ClockRow]) -> Vec<TurnRow> {
+        let now = self.now();
+        let claims: Vec<TurnClaim<'_>> = batch
+            .iter()
+            .filter_map(|c| Some(self.claim_of(c, c.due_at?, now)))
+            .collect();
+        match self.inner.db.turns().claim_turns(&claims).await {
+            Ok(claimed) => claimed,
+            Err(err) => {
+                tracing::warn!(error = %err, turns = claims.len(), "turns not claimed; the clocks come round again");
+                Vec::new()
+            }
+        }
+    }
+
+    /// The game is no longer in this scheduler's hands.
+    fn done(&self, game: uuid::Uuid) {
+        self.inner
+            .in_flight
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&game);
+        self.wake();
+    }
+
+    /// Resolves a claimed turn and records it; a failure hands the claim
+    /// back with backoff.
+    async fn resolve_claimed(&self, clock: ClockRow, claimed: TurnRow) -> Result<(), TurnError> {
         // A claim taken over keeps the first claimant's due time and
         // trigger, so lateness counts from when the turn was first due.
         let (due, trigger) = (claimed.due_at, claimed.trigger);
@@ -172,7 +242,14 @@ impl TurnService {
             })?;
             let mut game = game?;
             self.record(
-                &base, &mut game, &clock, trigger, due, sent_at, took, &resolution,
+                &base,
+                &mut game,
+                &clock,
+                trigger,
+                due,
+                sent_at,
+                took,
+                &resolution,
             )
             .await
         }
