@@ -38,6 +38,9 @@ pub struct TurnsArgs {
     /// Measure only SQLite.
     #[arg(long)]
     sqlite_only: bool,
+    /// Extra backend variables, `NAME=VALUE` (e.g. a larger pool).
+    #[arg(long = "env")]
+    env: Vec<String>,
 }
 
 #[derive(Debug, Default, Clone)]
@@ -188,13 +191,17 @@ async fn measure(args: &TurnsArgs, database_url: Option<String>) -> anyhow::Resu
         child_args.push("--database-url".into());
         child_args.push(url.clone());
     }
-    for pair in [
+    let fixed = [
         "BACKEND_RUNTIME_PLACEMENT=shared",
         "BACKEND_LOBBY_MIN_TURN_STEP=1s",
-        "BACKEND_TURNS_CONCURRENCY=128",
-    ] {
+    ];
+    for pair in fixed
+        .iter()
+        .map(|p| p.to_string())
+        .chain(args.env.iter().cloned())
+    {
         child_args.push("--env".into());
-        child_args.push(pair.into());
+        child_args.push(pair);
     }
     let mut child = ChildProc::spawn_self(&child_args)?;
     let started: Started = child.next().await?;

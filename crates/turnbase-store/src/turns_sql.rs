@@ -35,6 +35,45 @@ macro_rules! impl_turn_store {
 
             type Tx = <$store as SqlBackend>::WriteTx;
 
+            /// Writes every field of a clock (and raises its version) where
+            /// the row also meets `guard` on `$2` (its version, or the turn
+            /// it must still have open); the rows changed.
+            async fn write_clock<'c, E>(
+                conn: E,
+                c: &ClockRow,
+                guard: &'static str,
+                key: i64,
+            ) -> StoreResult<u64>
+            where
+                E: sqlx::Executor<'c, Database = <$row as sqlx::Row>::Database>,
+            {
+                let done = sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "UPDATE game_clocks SET turn = $3, opened_at = $4, anchor_at = $5,
+                         slot_at = $6, due_at = $7, trigger = $8, to_move = $9,
+                         awaiting = $10, extended = $11, excused = $12, paused_at = $13,
+                         attempts = $14, updated_at = $15, version = version + 1
+                     WHERE game_id = $1 AND {guard}"
+                )))
+                .bind(c.game_id)
+                .bind(key)
+                .bind(c.turn)
+                .bind(c.opened_at)
+                .bind(c.anchor_at)
+                .bind(c.slot_at)
+                .bind(c.due_at)
+                .bind(c.trigger.as_str())
+                .bind(&c.to_move)
+                .bind(&c.awaiting)
+                .bind(c.extended)
+                .bind(c.excused)
+                .bind(c.paused_at)
+                .bind(c.attempts)
+                .bind(c.updated_at)
+                .execute(conn)
+                .await?;
+                Ok(done.rows_affected())
+            }
+
             /// One claim inside the caller's transaction: the clock, if the
             /// turn is still the open one, is due again when the lease ends
             /// (so a scheduler that died is followed by another); the
@@ -144,31 +183,8 @@ macro_rules! impl_turn_store {
 
                 async fn update_clock(&self, c: &ClockRow) -> StoreResult<bool> {
                     let turn = SqlBackend::write_turn(self).await;
-                    let done = sqlx::query(
-                        "UPDATE game_clocks SET turn = $3, opened_at = $4, anchor_at = $5,
-                             slot_at = $6, due_at = $7, trigger = $8, to_move = $9,
-                             awaiting = $10, extended = $11, excused = $12, paused_at = $13,
-                             attempts = $14, updated_at = $15, version = version + 1
-                         WHERE game_id = $1 AND version = $2",
-                    )
-                    .bind(c.game_id)
-                    .bind(c.version)
-                    .bind(c.turn)
-                    .bind(c.opened_at)
-                    .bind(c.anchor_at)
-                    .bind(c.slot_at)
-                    .bind(c.due_at)
-                    .bind(c.trigger.as_str())
-                    .bind(&c.to_move)
-                    .bind(&c.awaiting)
-                    .bind(c.extended)
-                    .bind(c.excused)
-                    .bind(c.paused_at)
-                    .bind(c.attempts)
-                    .bind(c.updated_at)
-                    .execute(turn.pool())
-                    .await?;
-                    Ok(done.rows_affected() == 1)
+                    let done = write_clock(turn.pool(), c, "version = $2", c.version).await?;
+                    Ok(done == 1)
                 }
 
                 async fn claim_turn(&self, c: &TurnClaim<'_>) -> StoreResult<Option<TurnRow>> {
@@ -268,31 +284,7 @@ macro_rules! impl_turn_store {
                     }
                     match &r.next {
                         Some(c) => {
-                            sqlx::query(
-                                "UPDATE game_clocks SET turn = $3, opened_at = $4,
-                                     anchor_at = $5, slot_at = $6, due_at = $7, trigger = $8,
-                                     to_move = $9, awaiting = $10, extended = $11,
-                                     excused = $12, paused_at = $13, attempts = $14,
-                                     updated_at = $15, version = version + 1
-                                 WHERE game_id = $1 AND turn = $2",
-                            )
-                            .bind(r.game_id)
-                            .bind(r.turn)
-                            .bind(c.turn)
-                            .bind(c.opened_at)
-                            .bind(c.anchor_at)
-                            .bind(c.slot_at)
-                            .bind(c.due_at)
-                            .bind(c.trigger.as_str())
-                            .bind(&c.to_move)
-                            .bind(&c.awaiting)
-                            .bind(c.extended)
-                            .bind(c.excused)
-                            .bind(c.paused_at)
-                            .bind(c.attempts)
-                            .bind(c.updated_at)
-                            .execute(&mut *tx)
-                            .await?;
+                            write_clock(&mut *tx, c, "turn = $2", r.turn).await?;
                         }
                         None => {
                             sqlx::query("DELETE FROM game_clocks WHERE game_id = $1")

@@ -513,14 +513,7 @@ async fn admin_pause(
     Path(id): Path<Uuid>,
     Json(body): Json<AdminReason>,
 ) -> Result<Json<GameJson>, ApiError> {
-    let why = reason(&body.reason)?;
-    let by = actor(&admin);
-    let view = state
-        .lobby
-        .pause(caller(&admin.0), id, Some((&by, why)))
-        .await?;
-    state.turns.wake();
-    Ok(Json(view.into()))
+    pause_or_resume(&state, &admin, id, &body, true).await
 }
 
 /// Resume a paused game (audited).
@@ -538,12 +531,26 @@ async fn admin_resume(
     Path(id): Path<Uuid>,
     Json(body): Json<AdminReason>,
 ) -> Result<Json<GameJson>, ApiError> {
+    pause_or_resume(&state, &admin, id, &body, false).await
+}
+
+/// An admin's pause or resume, audited with its reason; the scheduler is
+/// woken to stop or re-plan the clock.
+async fn pause_or_resume(
+    state: &AppState,
+    admin: &AdminSession,
+    id: Uuid,
+    body: &AdminReason,
+    pause: bool,
+) -> Result<Json<GameJson>, ApiError> {
     let why = reason(&body.reason)?;
-    let by = actor(&admin);
-    let view = state
-        .lobby
-        .resume(caller(&admin.0), id, Some((&by, why)))
-        .await?;
+    let by = actor(admin);
+    let admin_of = Some((&by, why));
+    let view = if pause {
+        state.lobby.pause(caller(&admin.0), id, admin_of).await?
+    } else {
+        state.lobby.resume(caller(&admin.0), id, admin_of).await?
+    };
     state.turns.wake();
     Ok(Json(view.into()))
 }

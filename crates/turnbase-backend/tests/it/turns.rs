@@ -261,6 +261,39 @@ async fn matches_engine_history(t: &TestApp, admin: &str, id: &str) -> usize {
     turns.len()
 }
 
+/// One seat of a game, as its detail shows it.
+async fn seat_of(t: &TestApp, token: &str, id: &str, seat: &str) -> Value {
+    let (_, detail) = t
+        .send(
+            Method::GET,
+            &format!("/api/v1/user/games/{id}"),
+            Some(token),
+            None,
+        )
+        .await;
+    detail["seats"]
+        .as_array()
+        .and_then(|s| s.iter().find(|s| s["id"] == seat))
+        .cloned()
+        .unwrap_or(Value::Null)
+}
+
+/// The seats the engine's bot plays, from the engine's state.
+async fn engine_bots(address: &str, id: &str) -> Vec<String> {
+    let state: Value = reqwest::get(format!("{address}/games/{id}/state"))
+        .await
+        .expect("engine")
+        .json()
+        .await
+        .expect("JSON");
+    state["bots"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|b| b.as_str().map(String::from))
+        .collect()
+}
+
 /// Client events of one user seen on a push subscription, by kind.
 fn events_of(seen: &[(String, String, Value)], user: &str, kind: &str) -> Vec<Value> {
     seen.iter()
@@ -774,34 +807,13 @@ async fn absent_players_are_excused_then_replaced_by_the_bot(backend: DbKind) {
     // turns 1 and 2 are missed and the bot takes the seat.
     let address = engine_address(&t, &admin, &id).await;
     until("the bot plays the seat", || async {
-        let state: Value = reqwest::get(format!("{address}/games/{id}/state"))
+        engine_bots(&address, &id)
             .await
-            .ok()?
-            .json()
-            .await
-            .ok()?;
-        state["bots"]
-            .as_array()?
-            .iter()
-            .any(|b| b == seat.as_str())
+            .contains(&seat)
             .then_some(())
     })
     .await;
-    let (_, detail) = t
-        .send(
-            Method::GET,
-            &format!("/api/v1/user/games/{id}"),
-            Some(&owner),
-            None,
-        )
-        .await;
-    let mine = detail["seats"]
-        .as_array()
-        .expect("seats")
-        .iter()
-        .find(|s| s["id"] == seat.as_str())
-        .expect("seat")
-        .clone();
+    let mine = seat_of(&t, &owner, &id, &seat).await;
     assert_eq!(mine["open_for_substitute"], true, "{mine}");
     let mut seen = Vec::new();
     drain_push(&mut push, &mut seen, Duration::from_millis(300)).await;
@@ -823,53 +835,17 @@ async fn absent_players_are_excused_then_replaced_by_the_bot(backend: DbKind) {
         (status == StatusCode::OK).then_some(())
     })
     .await;
-    let state: Value = reqwest::get(format!("{address}/games/{id}/state"))
-        .await
-        .expect("engine")
-        .json()
-        .await
-        .expect("JSON");
     assert!(
-        !state["bots"]
-            .as_array()
-            .expect("bots")
-            .iter()
-            .any(|b| b == seat.as_str()),
-        "{state}"
+        !engine_bots(&address, &id).await.contains(&seat),
+        "the seat is the player's"
     );
-    let (_, detail) = t
-        .send(
-            Method::GET,
-            &format!("/api/v1/user/games/{id}"),
-            Some(&owner),
-            None,
-        )
-        .await;
-    let mine = detail["seats"]
-        .as_array()
-        .expect("seats")
-        .iter()
-        .find(|s| s["id"] == seat.as_str())
-        .expect("seat")
-        .clone();
+    let mine = seat_of(&t, &owner, &id, &seat).await;
     assert_eq!(mine["open_for_substitute"], false, "{mine}");
     assert_eq!(mine["misses"], 0, "{mine}");
     // Away again (the excuse is spent): two misses, and the bot again.
     // A substitute applies for the open seat and the owner approves.
     let open = until("the seat is open for a substitute again", || async {
-        let (_, detail) = t
-            .send(
-                Method::GET,
-                &format!("/api/v1/user/games/{id}"),
-                Some(&owner),
-                None,
-            )
-            .await;
-        let s = detail["seats"]
-            .as_array()?
-            .iter()
-            .find(|s| s["id"] == seat.as_str())?
-            .clone();
+        let s = seat_of(&t, &owner, &id, &seat).await;
         (s["open_for_substitute"] == true).then_some(s)
     })
     .await;
@@ -932,19 +908,9 @@ async fn absent_players_are_excused_then_replaced_by_the_bot(backend: DbKind) {
         )
         .await;
     assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
-    let state: Value = reqwest::get(format!("{address}/games/{id}/state"))
-        .await
-        .expect("engine")
-        .json()
-        .await
-        .expect("JSON");
     assert!(
-        !state["bots"]
-            .as_array()
-            .expect("bots")
-            .iter()
-            .any(|b| b == seat.as_str()),
-        "{state}"
+        !engine_bots(&address, &id).await.contains(&seat),
+        "the seat is the player's"
     );
     t.app.shutdown().await;
 }
