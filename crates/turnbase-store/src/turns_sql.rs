@@ -2,7 +2,7 @@
 //! rows mean and why a turn resolves once).
 
 macro_rules! impl_turn_store {
-    ($module:ident, $store:ty, $row:ty, $lobby:path) => {
+    ($module:ident, $store:ty, $row:ty, $lobby:path, $lock_rows:literal) => {
         mod $module {
             use chrono::{DateTime, Utc};
             use uuid::Uuid;
@@ -32,8 +32,6 @@ macro_rules! impl_turn_store {
             {
                 row.map(|r| T::from_row(r)).transpose().map_err(Into::into)
             }
-
-            type Tx = <$store as SqlBackend>::WriteTx;
 
             /// Writes every field of a clock (and raises its version) where
             /// the row also meets `guard` on `$2` (its version, or the turn
@@ -72,62 +70,6 @@ macro_rules! impl_turn_store {
                 .execute(conn)
                 .await?;
                 Ok(done.rows_affected())
-            }
-
-            /// One claim inside the caller's transaction: the clock, if the
-            /// turn is still the open one, is due again when the lease ends
-            /// (so a scheduler that died is followed by another); the
-            /// turn's row is inserted, or a claim whose lease ran out taken
-            /// over.
-            async fn claim_in(tx: &mut Tx, c: &TurnClaim<'_>) -> StoreResult<Option<TurnRow>> {
-                let until = c.now
-                    + chrono::Duration::from_std(c.lease).unwrap_or(chrono::Duration::MAX);
-                // The clock's row first (as a record takes it), and only
-                // while the turn is still the open one.
-                let open = sqlx::query(
-                    "UPDATE game_clocks SET version = version
-                     WHERE game_id = $1 AND turn = $2 AND due_at IS NOT NULL
-                     RETURNING game_id",
-                )
-                .bind(c.game_id)
-                .bind(c.turn)
-                .fetch_optional(&mut **tx)
-                .await?;
-                if open.is_none() {
-                    return Ok(None);
-                }
-                let row = sqlx::query(sqlx::AssertSqlSafe(format!(
-                    "INSERT INTO game_turns (game_id, turn, status, trigger, due_at,
-                         claimed_at, claimed_by, lease_until)
-                     VALUES ($1, $2, 'claimed', $3, $4, $5, $6, $7)
-                     ON CONFLICT (game_id, turn) DO UPDATE
-                     SET claimed_by = excluded.claimed_by,
-                         lease_until = excluded.lease_until
-                     WHERE game_turns.status = 'claimed' AND game_turns.lease_until <= $5
-                     RETURNING {TURN_COLUMNS}"
-                )))
-                .bind(c.game_id)
-                .bind(c.turn)
-                .bind(c.trigger.as_str())
-                .bind(c.due_at)
-                .bind(c.now)
-                .bind(c.owner)
-                .bind(until)
-                .fetch_optional(&mut **tx)
-                .await?;
-                let Some(row) = row else {
-                    return Ok(None);
-                };
-                sqlx::query(
-                    "UPDATE game_clocks SET due_at = $2, version = version + 1, updated_at = $3
-                     WHERE game_id = $1",
-                )
-                .bind(c.game_id)
-                .bind(until)
-                .bind(c.now)
-                .execute(&mut **tx)
-                .await?;
-                one(Some(&row))
             }
 
             #[async_trait::async_trait]
@@ -192,12 +134,86 @@ macro_rules! impl_turn_store {
                 }
 
                 async fn claim_turns(&self, claims: &[TurnClaim<'_>]) -> StoreResult<Vec<TurnRow>> {
+                    // Three statements for the whole batch, whatever its
+                    // size: lock the clocks that still have these turns
+                    // open, insert (or take over) the turns' rows, and move
+                    // the claimed clocks' due time to the lease's end.
+                    let Some(first) = claims.first() else {
+                        return Ok(Vec::new());
+                    };
                     let mut tx = SqlBackend::begin_write(self).await?;
-                    let mut claimed = Vec::with_capacity(claims.len());
+                    let pairs: Vec<String> = (0..claims.len())
+                        .map(|i| format!("(${}, ${})", 2 * i + 1, 2 * i + 2))
+                        .collect();
+                    let sql = format!(
+                        "SELECT game_id FROM game_clocks
+                         WHERE due_at IS NOT NULL AND (game_id, turn) IN (VALUES {})
+                         ORDER BY game_id{}",
+                        pairs.join(", "),
+                        $lock_rows
+                    );
+                    let mut query = sqlx::query_scalar::<_, Uuid>(sqlx::AssertSqlSafe(sql));
                     for c in claims {
-                        if let Some(row) = claim_in(&mut tx, c).await? {
-                            claimed.push(row);
+                        query = query.bind(c.game_id).bind(c.turn);
+                    }
+                    let open = query.fetch_all(&mut *tx).await?;
+                    let open: Vec<&TurnClaim<'_>> =
+                        claims.iter().filter(|c| open.contains(&c.game_id)).collect();
+                    if open.is_empty() {
+                        return Ok(Vec::new());
+                    }
+                    let rows: Vec<String> = (0..open.len())
+                        .map(|i| {
+                            let p = 7 * i;
+                            format!(
+                                "(${}, ${}, 'claimed', ${}, ${}, ${}, ${}, ${})",
+                                p + 1, p + 2, p + 3, p + 4, p + 5, p + 6, p + 7
+                            )
+                        })
+                        .collect();
+                    let sql = format!(
+                        "INSERT INTO game_turns (game_id, turn, status, trigger, due_at,
+                             claimed_at, claimed_by, lease_until)
+                         VALUES {}
+                         ON CONFLICT (game_id, turn) DO UPDATE
+                         SET claimed_by = excluded.claimed_by,
+                             lease_until = excluded.lease_until
+                         WHERE game_turns.status = 'claimed'
+                           AND game_turns.lease_until <= excluded.claimed_at
+                         RETURNING {TURN_COLUMNS}",
+                        rows.join(", ")
+                    );
+                    let until = |c: &TurnClaim<'_>| {
+                        c.now + chrono::Duration::from_std(c.lease).unwrap_or(chrono::Duration::MAX)
+                    };
+                    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+                    for c in &open {
+                        query = query
+                            .bind(c.game_id)
+                            .bind(c.turn)
+                            .bind(c.trigger.as_str())
+                            .bind(c.due_at)
+                            .bind(c.now)
+                            .bind(c.owner)
+                            .bind(until(c));
+                    }
+                    let claimed: Vec<TurnRow> = all(&query.fetch_all(&mut *tx).await?)?;
+                    if !claimed.is_empty() {
+                        let ids: Vec<String> =
+                            (0..claimed.len()).map(|i| format!("${}", i + 3)).collect();
+                        let sql = format!(
+                            "UPDATE game_clocks SET due_at = $1, version = version + 1,
+                                 updated_at = $2
+                             WHERE game_id IN ({})",
+                            ids.join(", ")
+                        );
+                        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql))
+                            .bind(until(first))
+                            .bind(first.now);
+                        for row in &claimed {
+                            query = query.bind(row.game_id);
                         }
+                        query.execute(&mut *tx).await?;
                     }
                     tx.commit().await?;
                     Ok(claimed)
@@ -314,11 +330,14 @@ macro_rules! impl_turn_store {
                         Some(change) => lobby_sql::transition_in(&mut tx, change, None).await?,
                         None => None,
                     };
+                    tx.commit().await?;
+                    // Read after the commit, off the writer (on SQLite the
+                    // one writer is what every turn waits for).
                     let game_row = sqlx::query(sqlx::AssertSqlSafe(format!(
                         "SELECT {GAME_COLUMNS} FROM games g WHERE g.id = $1"
                     )))
                     .bind(r.game_id)
-                    .fetch_one(&mut *tx)
+                    .fetch_one(SqlBackend::reader(self))
                     .await?;
                     let game: GameRow = sqlx::FromRow::from_row(&game_row)?;
                     let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
@@ -326,10 +345,9 @@ macro_rules! impl_turn_store {
                         lobby_sql::SEAT
                     )))
                     .bind(r.game_id)
-                    .fetch_all(&mut *tx)
+                    .fetch_all(SqlBackend::reader(self))
                     .await?;
                     let seats: Vec<SeatRow> = all(&rows)?;
-                    tx.commit().await?;
                     Ok(Some(RecordedTurn {
                         game,
                         seats,
@@ -452,15 +470,20 @@ macro_rules! impl_turn_store {
     };
 }
 
+// SQLite's write transaction holds the whole database; Postgres locks the
+// clocks' rows, in game order, so that two batches never wait for each
+// other crosswise.
 impl_turn_store!(
     sqlite_turns,
     crate::SqliteStore,
     sqlx::sqlite::SqliteRow,
-    crate::lobby_sql::sqlite_lobby
+    crate::lobby_sql::sqlite_lobby,
+    ""
 );
 impl_turn_store!(
     postgres_turns,
     crate::PostgresStore,
     sqlx::postgres::PgRow,
-    crate::lobby_sql::postgres_lobby
+    crate::lobby_sql::postgres_lobby,
+    " FOR UPDATE"
 );

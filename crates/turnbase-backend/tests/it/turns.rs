@@ -328,7 +328,9 @@ async fn a_conquest_game_with_bots_plays_to_its_end(backend: DbKind) {
     let user = me["account"]["id"].as_str().expect("id").to_string();
     let mut push = crate::helpers::subscribe(&t, "turns-test").await;
     let rules = json!({ "excused_misses": 0, "bot_takeover_after": 0 });
-    let (id, seats) = running_game(&t, &[&owner], 3, conquest("1s", 5, rules)).await;
+    let mut body = conquest("1s", 5, rules);
+    body["settings"]["range"] = json!(100);
+    let (id, seats) = running_game(&t, &[&owner], 3, body).await;
     // The player sends the engine's example orders each turn it has some.
     let sent = std::sync::atomic::AtomicUsize::new(0);
     let finished = until("the game finishes", || async {
@@ -376,7 +378,10 @@ async fn a_conquest_game_with_bots_plays_to_its_end(backend: DbKind) {
     finished.await;
     assert!(sent.into_inner() > 0, "the player's orders went through");
     let turns = matches_engine_history(&t, &admin, &id).await;
-    assert_eq!(turns, 5, "turn_limit 5");
+    assert!(
+        (1..=5).contains(&turns),
+        "turn_limit 5 (or a player left alone sooner): {turns}"
+    );
     // The player heard each turn and the end, once each.
     let mut seen = Vec::new();
     drain_push(&mut push, &mut seen, Duration::from_millis(500)).await;
@@ -399,24 +404,24 @@ async fn a_conquest_game_with_bots_plays_to_its_end(backend: DbKind) {
         )
         .await;
     assert_eq!(status, StatusCode::OK, "{history}");
-    assert_eq!(history["turns"].as_array().map(Vec::len), Some(5));
+    assert_eq!(history["turns"].as_array().map(Vec::len), Some(turns));
     assert!(
         history["turns"][0].get("lateness_ms").is_none(),
         "admins only"
     );
-    let (status, turn2) = t
+    let (status, turn1) = t
         .send(
             Method::GET,
-            &format!("/api/v1/user/games/{id}/turns/2"),
+            &format!("/api/v1/user/games/{id}/turns/1"),
             Some(&owner),
             None,
         )
         .await;
-    assert_eq!(status, StatusCode::OK, "{turn2}");
+    assert_eq!(status, StatusCode::OK, "{turn1}");
     assert_eq!(
-        turn2["view"]["you"]["player_id"],
+        turn1["view"]["you"]["player_id"],
         seats[0].as_str(),
-        "{turn2}"
+        "{turn1}"
     );
     // The finished game released its names and queued its engine's stop.
     let (_, detail) = t
@@ -524,7 +529,9 @@ async fn orders_are_checked_and_refusals_are_precise(backend: DbKind) {
     let (owner, _) = t.guest("Own").await;
     let (stranger, _) = t.guest("Str").await;
     let rules = json!({ "early_turns": false });
-    let (id, _) = running_game(&t, &[&owner], 1, conquest("1h", 20, rules)).await;
+    let mut body = conquest("1h", 20, rules);
+    body["settings"]["range"] = json!(100);
+    let (id, _) = running_game(&t, &[&owner], 1, body).await;
     let orders = format!("/api/v1/user/games/{id}/orders");
     let (status, body) = t
         .send(
@@ -755,7 +762,11 @@ async fn a_turn_resolves_early_once_everyone_sent_orders(backend: DbKind) {
     let admin = t.become_admin().await;
     let (a, _) = t.guest("A").await;
     let (b, _) = t.guest("B").await;
-    let (id, _) = running_game(&t, &[&a, &b], 1, conquest("1h", 20, json!({}))).await;
+    // Every planet in range: both players have orders to give (a seat with
+    // nothing to order is not waited for, which a random map can make so).
+    let mut body = conquest("1h", 20, json!({}));
+    body["settings"]["range"] = json!(100);
+    let (id, _) = running_game(&t, &[&a, &b], 1, body).await;
     let due_before = clock(&t, &a, &id).await["deadline"].clone();
     for token in [&a, &b] {
         let (_, options) = t
@@ -801,7 +812,9 @@ async fn absent_players_are_excused_then_replaced_by_the_bot(backend: DbKind) {
     let user = me["account"]["id"].as_str().expect("id").to_string();
     let mut push = crate::helpers::subscribe(&t, "absent-test").await;
     let rules = json!({ "excused_misses": 1, "bot_takeover_after": 2, "early_turns": true });
-    let (id, seats) = running_game(&t, &[&owner], 1, conquest("1s", 50, rules)).await;
+    let mut body = conquest("1s", 50, rules);
+    body["settings"]["range"] = json!(100);
+    let (id, seats) = running_game(&t, &[&owner], 1, body).await;
     let seat = seats[0].clone();
     // Nobody sends anything: turn 1 is extended once (excused), then
     // turns 1 and 2 are missed and the bot takes the seat.
@@ -1029,7 +1042,9 @@ async fn orders_racing_a_claim_are_counted_or_refused(backend: DbKind) {
     let t = app(backend).await;
     let (owner, _) = t.guest("Racer").await;
     let rules = json!({ "early_turns": false });
-    let (id, _) = running_game(&t, &[&owner], 1, conquest("1h", 20, rules)).await;
+    let mut body = conquest("1h", 20, rules);
+    body["settings"]["range"] = json!(100);
+    let (id, _) = running_game(&t, &[&owner], 1, body).await;
     let (_, options) = t
         .send(
             Method::GET,
