@@ -51,16 +51,20 @@ pub struct TurnsConfig {
     /// The longest the scheduler sleeps without looking (changes made by
     /// other backends wake only their own scheduler).
     pub idle_recheck: Duration,
+    /// How far ahead of its due time a turn is claimed (the call still
+    /// goes out at the due time).
+    pub lookahead: Duration,
 }
 
 impl Default for TurnsConfig {
     fn default() -> TurnsConfig {
         TurnsConfig {
             lease: Duration::from_secs(60),
-            concurrency: 64,
+            concurrency: 1024,
             retry_base: Duration::from_secs(1),
             retry_max: Duration::from_secs(60),
             idle_recheck: Duration::from_secs(5),
+            lookahead: Duration::from_millis(600),
         }
     }
 }

@@ -175,7 +175,11 @@ impl TurnService {
                 turn: clock.turn,
             });
         }
-        if store.turn(id, turn).await?.is_some() {
+        // A turn claimed ahead of its due time still takes orders until
+        // then: the engine decides which come before its resolve.
+        if let Some(row) = store.turn(id, turn).await?
+            && (row.status == TurnStatus::Resolved || row.due_at <= self.now())
+        {
             return Err(TurnError::TurnClosed {
                 closed: turn,
                 turn: turn + 1,

@@ -30,7 +30,12 @@ pub async fn run_scheduler(service: TurnService, stop: CancellationToken) -> any
         while tasks.try_join_next().is_some() {}
         let now = service.now();
         let store = service.inner.db.turns();
-        let due = match store.due_clocks(now, BATCH).await {
+        // Turns due within the lookahead are claimed now and sent on time,
+        // so the claim's transaction is not part of their lateness.
+        let lookahead =
+            chrono::Duration::from_std(service.inner.config.lookahead).unwrap_or_default();
+        let horizon = now + lookahead;
+        let due = match store.due_clocks(horizon, BATCH).await {
             Ok(due) => due,
             Err(err) => {
                 tracing::warn!(error = %err, "the scheduler cannot read the clocks; trying again");
@@ -54,7 +59,13 @@ pub async fn run_scheduler(service: TurnService, stop: CancellationToken) -> any
         // one transaction; the others (a game to plan, a deadline with
         // people missing) go one by one.
         let mut batch = Vec::new();
+        let mut held_back: Option<DateTime<Utc>> = None;
         for clock in due {
+            if !service.claims_alone(&clock) && clock.due_at.is_some_and(|d| d > now) {
+                // Planned or excused at their time, not ahead of it.
+                held_back = held_back.min(clock.due_at).or(clock.due_at);
+                continue;
+            }
             {
                 let mut in_flight = service
                     .inner
@@ -88,6 +99,10 @@ pub async fn run_scheduler(service: TurnService, stop: CancellationToken) -> any
                 };
                 let (service, permits) = (service.clone(), permits.clone());
                 tasks.spawn(async move {
+                    // Claimed ahead: wait for the due time, then act.
+                    if let Ok(early) = (row.due_at - service.now()).to_std() {
+                        tokio::time::sleep(early).await;
+                    }
                     let _permit = permits.acquire_owned().await;
                     let game = clock.game_id;
                     if let Err(err) = service.resolve_claimed(clock, row).await {
@@ -101,9 +116,13 @@ pub async fn run_scheduler(service: TurnService, stop: CancellationToken) -> any
             Duration::ZERO
         } else {
             let idle = service.inner.config.idle_recheck;
-            match store.next_due_after(now).await {
-                Ok(Some(at)) => (at - service.now()).to_std().unwrap_or_default().min(idle),
-                _ => idle,
+            let next = match store.next_due_after(horizon).await {
+                Ok(Some(at)) => Some(at - lookahead),
+                _ => None,
+            };
+            match next.into_iter().chain(held_back).min() {
+                Some(at) => (at - service.now()).to_std().unwrap_or_default().min(idle),
+                None => idle,
             }
         };
         tokio::select! {

@@ -1,7 +1,9 @@
 //! The turn scheduler: claim leases, how many turns resolve at once, and
 //! the backoff of turns whose engine did not answer.
 
-use turnbase_core::config::{Reader, VarSpec, parse_positive_duration, parse_usize_positive};
+use turnbase_core::config::{
+    Reader, VarSpec, parse_duration, parse_positive_duration, parse_usize_positive,
+};
 use turnbase_core::var;
 use turnbase_turns::TurnsConfig;
 
@@ -13,8 +15,8 @@ pub(super) const VARIABLES: &[VarSpec] = &[
     ),
     var!(
         "BACKEND_TURNS_CONCURRENCY",
-        Some("64"),
-        "Turns one backend resolves at once."
+        Some("1024"),
+        "Turns one backend resolves at once (each a light task; a turn waiting here for a slot is late)."
     ),
     var!(
         "BACKEND_TURNS_RETRY_BASE",
@@ -25,6 +27,11 @@ pub(super) const VARIABLES: &[VarSpec] = &[
         "BACKEND_TURNS_RETRY_MAX",
         Some("1m"),
         "Longest wait between attempts at resolving a turn whose engine does not answer."
+    ),
+    var!(
+        "BACKEND_TURNS_LOOKAHEAD",
+        Some("600ms"),
+        "How far ahead of its due time the scheduler claims a turn; the resolve call still goes out at the due time, and orders are taken until then."
     ),
     var!(
         "BACKEND_TURNS_IDLE_RECHECK",
@@ -40,6 +47,7 @@ pub(super) fn read(r: &mut Reader<'_>) -> TurnsConfig {
         retry_base: r.get("BACKEND_TURNS_RETRY_BASE", parse_positive_duration),
         retry_max: r.get("BACKEND_TURNS_RETRY_MAX", parse_positive_duration),
         idle_recheck: r.get("BACKEND_TURNS_IDLE_RECHECK", parse_positive_duration),
+        lookahead: r.get("BACKEND_TURNS_LOOKAHEAD", parse_duration),
     };
     if config.retry_max < config.retry_base {
         r.report(
