@@ -261,6 +261,20 @@ async fn matches_engine_history(t: &TestApp, admin: &str, id: &str) -> usize {
     turns.len()
 }
 
+/// Sends empty orders for the open turn; whether they were taken.
+async fn empty_orders_taken(t: &TestApp, token: &str, id: &str) -> bool {
+    let c = clock(t, token, id).await;
+    let (status, _) = t
+        .send(
+            Method::PUT,
+            &format!("/api/v1/user/games/{id}/orders"),
+            Some(token),
+            Some(json!({"turn": c["turn"], "orders": []})),
+        )
+        .await;
+    status == StatusCode::OK
+}
+
 /// One seat of a game, as its detail shows it.
 async fn seat_of(t: &TestApp, token: &str, id: &str, seat: &str) -> Value {
     let (_, detail) = t
@@ -836,16 +850,7 @@ async fn absent_players_are_excused_then_replaced_by_the_bot(backend: DbKind) {
     assert_eq!(events_of(&seen, &user, "game.seat_taken_over").len(), 1);
     // The player comes back: orders hand the seat back.
     until("the returning player's orders are taken", || async {
-        let c = clock(&t, &owner, &id).await;
-        let (status, _) = t
-            .send(
-                Method::PUT,
-                &format!("/api/v1/user/games/{id}/orders"),
-                Some(&owner),
-                Some(json!({"turn": c["turn"], "orders": []})),
-            )
-            .await;
-        (status == StatusCode::OK).then_some(())
+        empty_orders_taken(&t, &owner, &id).await.then_some(())
     })
     .await;
     assert!(
@@ -900,16 +905,7 @@ async fn absent_players_are_excused_then_replaced_by_the_bot(backend: DbKind) {
     assert_eq!(approved["seat"]["race_name"], race_name);
     // The seat is the substitute's now; its old player holds none.
     until("the substitute's orders are taken", || async {
-        let c = clock(&t, &sub, &id).await;
-        let (status, _) = t
-            .send(
-                Method::PUT,
-                &format!("/api/v1/user/games/{id}/orders"),
-                Some(&sub),
-                Some(json!({"turn": c["turn"], "orders": []})),
-            )
-            .await;
-        (status == StatusCode::OK).then_some(())
+        empty_orders_taken(&t, &sub, &id).await.then_some(())
     })
     .await;
     let (status, body) = t
