@@ -391,6 +391,8 @@ impl TurnService {
         let turn = clock.turn;
         let awaiting = parse_ids(&clock.awaiting);
         let acted: Vec<Uuid> = match game.mode {
+            // Nobody awaited (a game of bots): no read on the hot path.
+            Mode::Simultaneous if awaiting.is_empty() => Vec::new(),
             Mode::Simultaneous => self.inner.db.turns().submissions(game.row.id, turn).await?,
             Mode::Sequential if trigger == Trigger::Move => awaiting.clone(),
             Mode::Sequential => Vec::new(),

@@ -374,6 +374,8 @@ impl TurnService {
         self.clock_of(&game).await
     }
 
+    /// The clock without a seat check (owners and admins may hold no seat;
+    /// nothing secret is in a clock).
     async fn clock_of(&self, game: &Game) -> TurnResultOf<ClockView> {
         let id = game.row.id;
         let clock = self.open_clock(game).await?;
@@ -514,7 +516,7 @@ impl TurnService {
             &format!("turn {}", clock.turn),
         )
         .await?;
-        self.clock_as(&game, caller).await
+        self.clock_of(&game).await
     }
 
     /// Pushes the open turn's deadline back by `by` (the owner once per
@@ -582,13 +584,7 @@ impl TurnService {
                 self.tell(user, "game.turn_extended", &payload);
             }
         }
-        self.clock_as(&game, caller).await
-    }
-
-    /// The clock for an owner or admin (who may hold no seat; nothing
-    /// secret is in a clock).
-    async fn clock_as(&self, game: &Game, _caller: Caller) -> TurnResultOf<ClockView> {
-        self.clock_of(game).await
+        self.clock_of(&game).await
     }
 
     async fn audit(
