@@ -157,6 +157,8 @@ struct Inner {
     config: AccountsConfig,
     clock: Clock,
     metrics: Option<Metrics>,
+    /// Wakes the notification router after a sign-in wrote a notice.
+    notices: std::sync::OnceLock<Arc<tokio::sync::Notify>>,
 }
 
 impl AccountService {
@@ -198,8 +200,14 @@ impl AccountService {
                 config,
                 clock,
                 metrics,
+                notices: std::sync::OnceLock::new(),
             }),
         }
+    }
+
+    /// Wires in the notification router's wake (once, at start).
+    pub fn set_notifier(&self, wake: Arc<tokio::sync::Notify>) {
+        let _ = self.inner.notices.set(wake);
     }
 
     fn now(&self) -> DateTime<Utc> {
@@ -367,15 +375,31 @@ impl AccountService {
             role: Role::Player,
             created_at: now,
         };
+        // Written with the session when an existing account signs in on a
+        // device (by name) it never used: the person hears of it.
+        let new_device = turnbase_store::notify::NewNotice::new(
+            turnbase_store::notify::Kind::NewDevice,
+            None,
+            serde_json::json!({
+                "device_name": new_session.device_name,
+                "country": new_session.country,
+                "at": now,
+            })
+            .to_string(),
+            turnbase_store::notify::Audience::Users(Vec::new()),
+        );
         match self
             .inner
             .db
             .accounts()
-            .sign_in_by_email(&new_account, &new_session)
+            .sign_in_by_email_telling(&new_account, &new_session, Some(&new_device))
             .await?
         {
             EmailSignIn::Blocked => Err(AccountError::Blocked),
             EmailSignIn::SignedIn { account, created } => {
+                if !created && let Some(wake) = self.inner.notices.get() {
+                    wake.notify_one();
+                }
                 Ok(self.opened(token, new_session, account, created, "email"))
             }
         }

@@ -31,6 +31,7 @@ pub struct App {
     pub lobby: turnbase_lobby::LobbyService,
     pub runtime: turnbase_runtime::Runtime,
     pub turns: turnbase_turns::TurnService,
+    pub notify: turnbase_notify::NotifyService,
     /// Whether requests find the database away right now.
     pub outage: Arc<api::outage::Outage>,
     lifecycle: Lifecycle,
@@ -77,6 +78,7 @@ impl App {
                 lobby: parts.lobby,
                 runtime: parts.runtime,
                 turns: parts.turns,
+                notify: parts.notify,
                 metrics_addr: parts.metrics_addr,
                 instance: parts.instance,
                 readiness: parts.readiness,
@@ -119,7 +121,7 @@ impl App {
             lifecycle,
         )
         .await?;
-        let lobby = Self::start_lobby(config, &database, &push, clock.clone(), &telemetry).await?;
+        let lobby = Self::start_lobby(config, &database, clock.clone(), &telemetry).await?;
         let runtime = Self::start_runtime(
             config,
             &database,
@@ -132,7 +134,6 @@ impl App {
         .await?;
         let turns = turnbase_turns::TurnService::new(
             database.clone(),
-            push.clone(),
             lobby.engines().clone(),
             config.turns.clone(),
             clock.clone(),
@@ -141,6 +142,20 @@ impl App {
         turns.set_runtime(Arc::new(crate::runtime_wiring::RuntimeQueue(
             runtime.clone(),
         )));
+        // Notifications last: the domains write notices through the store
+        // and only nudge its router.
+        let notify = turnbase_notify::NotifyService::new(
+            database.clone(),
+            push.clone(),
+            wake_mail.clone(),
+            config.notify.service.clone(),
+            turnbase_notify::Keys::derive(config.accounts.internal_token.expose()),
+            telemetry.meter(),
+        )
+        .with_clock(clock.clone());
+        accounts.set_notifier(notify.wake_handle());
+        lobby.set_notifier(notify.wake_handle());
+        turns.set_notifier(notify.wake_handle());
         let readiness = Self::warm_caches(&accounts).await;
         if config.runtime.docker.is_some() {
             runtime.watch_docker(readiness.register("docker"));
@@ -156,6 +171,7 @@ impl App {
             lobby: lobby.clone(),
             runtime: runtime.clone(),
             turns: turns.clone(),
+            notify: notify.clone(),
             internal_token: Arc::new(config.accounts.internal_token.clone()),
             trusted_proxies: Arc::new(config.accounts.trusted_proxies.clone()),
             outage: outage.clone(),
@@ -169,9 +185,11 @@ impl App {
         let http_addr = Self::start_http(config, router, lifecycle).await?;
         // Workers, after the listeners: at shutdown they stop first.
         Self::start_mail_worker(config, &database, wake_mail, clock, &telemetry, lifecycle)?;
+        let worker = notify.clone();
+        lifecycle.spawn("notification-worker", None, move |stop| worker.run(stop));
         Self::start_guest_reaper(config, &accounts, lifecycle);
         Self::start_lobby_sweeper(&lobby, lifecycle);
-        Self::start_runtime_workers(&runtime, &turns, lifecycle);
+        Self::start_runtime_workers(&runtime, &turns, config, lifecycle);
         let metrics_addr = Self::start_metrics(config, &telemetry, lifecycle).await?;
 
         Ok(Started {
@@ -183,6 +201,7 @@ impl App {
             lobby,
             runtime,
             turns,
+            notify,
             metrics_addr,
             instance,
             readiness,
@@ -300,7 +319,6 @@ impl App {
     async fn start_lobby(
         config: &Config,
         database: &Database,
-        push: &PushService,
         clock: turnbase_core::worker::Clock,
         telemetry: &Telemetry,
     ) -> anyhow::Result<turnbase_lobby::LobbyService> {
@@ -318,7 +336,6 @@ impl App {
         }
         Ok(turnbase_lobby::LobbyService::new(
             database.clone(),
-            push.clone(),
             engines,
             config.lobby.service.clone(),
             clock,
@@ -518,6 +535,7 @@ impl App {
     fn start_runtime_workers(
         runtime: &turnbase_runtime::Runtime,
         turns: &turnbase_turns::TurnService,
+        config: &Config,
         lifecycle: &mut Lifecycle,
     ) {
         let workers = runtime.clone();
@@ -527,6 +545,11 @@ impl App {
         let scheduler = turns.clone();
         lifecycle.spawn("turn-scheduler", None, move |stop| {
             turnbase_turns::scheduler::run_scheduler(scheduler, stop)
+        });
+        let reminders = turns.clone();
+        let every = config.notify.reminder_interval;
+        lifecycle.spawn("turn-reminders", None, move |stop| {
+            reminders.run_reminders(every, stop)
         });
         let reconciler = runtime.clone();
         lifecycle.spawn("runtime-reconciler", None, move |stop| {
@@ -582,6 +605,7 @@ struct Started {
     lobby: turnbase_lobby::LobbyService,
     runtime: turnbase_runtime::Runtime,
     turns: turnbase_turns::TurnService,
+    notify: turnbase_notify::NotifyService,
     metrics_addr: Option<SocketAddr>,
     instance: InstanceInfo,
     readiness: Readiness,

@@ -27,6 +27,38 @@ pub struct PlayRules {
     /// Consecutive misses after which the engine's bot plays the seat
     /// (0: never).
     pub bot_takeover_after: u32,
+    /// How long before a deadline the seats still to act are reminded
+    /// ("orders due"): a duration, `0s` for never, or left out for half
+    /// the turn, at most 12 hours.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub remind_before: Option<String>,
+}
+
+/// Longest reminder lead a game may set.
+pub const MAX_REMIND_BEFORE: Duration = Duration::from_secs(48 * 3600);
+/// The automatic lead: half the turn, at most this.
+pub const AUTO_REMIND_CAP: Duration = Duration::from_secs(12 * 3600);
+
+/// When a game's seats are reminded of their orders.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Reminder {
+    /// Half the turn, at most [`AUTO_REMIND_CAP`].
+    #[default]
+    Auto,
+    Never,
+    Before(Duration),
+}
+
+impl Reminder {
+    /// How long before the deadline of a turn of `turn_length` the
+    /// reminder goes; `None` for never.
+    pub fn lead(self, turn_length: Duration) -> Option<Duration> {
+        match self {
+            Reminder::Auto => Some((turn_length / 2).min(AUTO_REMIND_CAP)),
+            Reminder::Never => None,
+            Reminder::Before(d) => Some(d),
+        }
+    }
 }
 
 impl Default for PlayRules {
@@ -36,6 +68,7 @@ impl Default for PlayRules {
             bot_delay: "2s".into(),
             excused_misses: 1,
             bot_takeover_after: 3,
+            remind_before: None,
         }
     }
 }
@@ -47,6 +80,7 @@ pub struct Rules {
     pub bot_delay: Duration,
     pub excused_misses: u32,
     pub bot_takeover_after: u32,
+    pub reminder: Reminder,
 }
 
 impl Default for Rules {
@@ -56,6 +90,7 @@ impl Default for Rules {
             bot_delay: Duration::from_secs(2),
             excused_misses: 1,
             bot_takeover_after: 3,
+            reminder: Reminder::Auto,
         }
     }
 }
@@ -79,11 +114,30 @@ impl PlayRules {
                 "rules.bot_takeover_after: at most {MAX_TAKEOVER_AFTER} (0: never)"
             ));
         }
+        let reminder = match &self.remind_before {
+            None => Reminder::Auto,
+            Some(text) => {
+                let d = turnbase_core::config::parse_duration(text).map_err(|e| {
+                    format!("rules.remind_before: {e} (e.g. 12h, 30m; 0s for never)")
+                })?;
+                if d.is_zero() {
+                    Reminder::Never
+                } else if d > MAX_REMIND_BEFORE {
+                    return Err(format!(
+                        "rules.remind_before: at most {} h",
+                        MAX_REMIND_BEFORE.as_secs() / 3600
+                    ));
+                } else {
+                    Reminder::Before(d)
+                }
+            }
+        };
         Ok(Rules {
             early_turns: self.early_turns,
             bot_delay,
             excused_misses: self.excused_misses,
             bot_takeover_after: self.bot_takeover_after,
+            reminder,
         })
     }
 
@@ -129,5 +183,30 @@ mod tests {
         );
         assert!(serde_json::from_str::<PlayRules>(r#"{"nope":1}"#).is_err());
         assert_eq!(PlayRules::stored("{}").excused_misses, 1);
+        let hour = std::time::Duration::from_secs(3600);
+        let auto = PlayRules::stored("{}").reminder;
+        assert_eq!(auto.lead(24 * hour), Some(12 * hour));
+        assert_eq!(auto.lead(2 * hour), Some(hour));
+        assert_eq!(
+            PlayRules::stored(r#"{"remind_before":"0s"}"#)
+                .reminder
+                .lead(hour),
+            None
+        );
+        assert_eq!(
+            PlayRules::stored(r#"{"remind_before":"3h"}"#)
+                .reminder
+                .lead(hour),
+            Some(3 * hour)
+        );
+        let bad = PlayRules {
+            remind_before: Some("3d".into()),
+            ..PlayRules::default()
+        };
+        assert!(
+            bad.check()
+                .expect_err("too long")
+                .starts_with("rules.remind_before")
+        );
     }
 }

@@ -15,13 +15,13 @@ use opentelemetry::metrics::{Counter, Meter, ObservableGauge};
 use rand::Rng as _;
 use serde_json::{Value, json};
 use turnbase_engine_kit::protocol::Problem;
-use turnbase_push::{ClientEventInput, PushService};
 use turnbase_store::accounts::AuditEntry;
 use turnbase_store::lobby::{
     ApplicationRow, ApplicationStatus, GameEdit, GameFilter, GameRow, GameState, IllegalTransition,
     MyGame, NameHold, NewApplication, NewBot, NewGame, SeatRefusal, SeatRow, StateChange,
     StateChangeRow, Transition, Transitioned, Visibility,
 };
+use turnbase_store::notify::{Audience, Kind, NewNotice};
 use turnbase_store::{Database, StoreError};
 use uuid::Uuid;
 
@@ -220,7 +220,6 @@ pub struct LobbyService {
 
 struct Inner {
     db: Database,
-    push: PushService,
     engines: EngineRegistry,
     config: LobbyConfig,
     clock: Clock,
@@ -228,12 +227,13 @@ struct Inner {
     counts: GameCounts,
     listings: crate::listing::ListCache,
     start_queue: std::sync::OnceLock<Arc<dyn StartQueue>>,
+    /// Wakes the notification router after notices were written.
+    notices: std::sync::OnceLock<Arc<tokio::sync::Notify>>,
 }
 
 impl LobbyService {
     pub fn new(
         db: Database,
-        push: PushService,
         engines: EngineRegistry,
         config: LobbyConfig,
         clock: Clock,
@@ -272,7 +272,6 @@ impl LobbyService {
         LobbyService {
             inner: Arc::new(Inner {
                 db,
-                push,
                 engines,
                 config,
                 clock,
@@ -280,12 +279,25 @@ impl LobbyService {
                 counts,
                 listings: crate::listing::ListCache::default(),
                 start_queue: std::sync::OnceLock::new(),
+                notices: std::sync::OnceLock::new(),
             }),
         }
     }
 
     pub fn clock(&self) -> Clock {
         self.inner.clock.clone()
+    }
+
+    /// Wires in the notification router's wake (once, at start).
+    pub fn set_notifier(&self, wake: Arc<tokio::sync::Notify>) {
+        let _ = self.inner.notices.set(wake);
+    }
+
+    /// Nudges the router: notices were committed.
+    fn notices_written(&self) {
+        if let Some(wake) = self.inner.notices.get() {
+            wake.notify_one();
+        }
     }
 
     /// Wires in the runtime (once, at start).
@@ -536,7 +548,8 @@ impl LobbyService {
         let mut told: Vec<Uuid> = seats.iter().filter_map(|s| s.account_id).collect();
         told.extend(pending.iter().map(|a| a.account_id));
         told.retain(|u| *u != row.owner_id);
-        self.tell(&told, "lobby.game_updated", &payload);
+        self.tell(&told, Kind::GameUpdated, Some(id), &payload)
+            .await;
         self.view_with_preview(row, true)
     }
 
@@ -733,9 +746,11 @@ impl LobbyService {
         let payload = json!({ "game_id": id, "title": row.title, "owner_id": owner });
         self.tell(
             &[game.owner_id, owner],
-            "lobby.game_owner_changed",
+            Kind::GameOwnerChanged,
+            Some(id),
             &payload,
-        );
+        )
+        .await;
         self.view(row, true)
     }
 
@@ -754,32 +769,32 @@ impl LobbyService {
         let now = self.now();
         let ttl = chrono::Duration::from_std(self.inner.config.pending_ttl)
             .map_err(|e| LobbyError::Unexpected(e.into()))?;
-        let applied = self
-            .inner
-            .db
-            .lobby()
-            .apply(&NewApplication {
-                id: Uuid::now_v7(),
-                game_id: id,
-                account_id: caller.id,
-                race_name: name.as_str().to_string(),
-                name_key: name.key().to_string(),
-                created_at: now,
-                expires_at: now + ttl,
-                invite_code: invite.map(str::to_string),
-            })
-            .await??;
-        let application = applied.application;
+        let new = NewApplication {
+            id: Uuid::now_v7(),
+            game_id: id,
+            account_id: caller.id,
+            race_name: name.as_str().to_string(),
+            name_key: name.key().to_string(),
+            created_at: now,
+            expires_at: now + ttl,
+            invite_code: invite.map(str::to_string),
+        };
         let payload = json!({
             "game_id": id,
-            "title": applied.title,
-            "application_id": application.id,
+            "application_id": new.id,
             "account_id": caller.id,
-            "race_name": application.race_name,
-            "expires_at": application.expires_at,
+            "race_name": new.race_name,
+            "expires_at": new.expires_at,
         });
-        self.tell(&[applied.owner_id], "lobby.application_received", &payload);
-        Ok(application)
+        let notice = NewNotice::new(
+            Kind::ApplicationReceived,
+            Some(id),
+            payload.to_string(),
+            Audience::Owner(id),
+        );
+        let applied = self.inner.db.lobby().apply(&new, &[notice]).await??;
+        self.notices_written();
+        Ok(applied.application)
     }
 
     /// Applies to take over a seat the bot plays after its player went
@@ -794,37 +809,49 @@ impl LobbyService {
         let now = self.now();
         let ttl = chrono::Duration::from_std(self.inner.config.pending_ttl)
             .map_err(|e| LobbyError::Unexpected(e.into()))?;
+        let new = NewApplication {
+            id: Uuid::now_v7(),
+            game_id: id,
+            account_id: caller.id,
+            race_name: String::new(),
+            name_key: String::new(),
+            created_at: now,
+            expires_at: now + ttl,
+            invite_code: None,
+        };
+        let race_name = self
+            .inner
+            .db
+            .lobby()
+            .seats(id)
+            .await?
+            .into_iter()
+            .find(|s| s.id == seat)
+            .map(|s| s.race_name)
+            .unwrap_or_default();
+        let payload = json!({
+            "game_id": id,
+            "application_id": new.id,
+            "account_id": caller.id,
+            "race_name": race_name,
+            "seat_id": seat,
+            "substitute": true,
+            "expires_at": new.expires_at,
+        });
+        let notice = NewNotice::new(
+            Kind::ApplicationReceived,
+            Some(id),
+            payload.to_string(),
+            Audience::Owner(id),
+        );
         let applied = self
             .inner
             .db
             .lobby()
-            .apply_substitute(
-                &NewApplication {
-                    id: Uuid::now_v7(),
-                    game_id: id,
-                    account_id: caller.id,
-                    race_name: String::new(),
-                    name_key: String::new(),
-                    created_at: now,
-                    expires_at: now + ttl,
-                    invite_code: None,
-                },
-                seat,
-            )
+            .apply_substitute(&new, seat, &[notice])
             .await??;
-        let application = applied.application;
-        let payload = json!({
-            "game_id": id,
-            "title": applied.title,
-            "application_id": application.id,
-            "account_id": caller.id,
-            "race_name": application.race_name,
-            "seat_id": seat,
-            "substitute": true,
-            "expires_at": application.expires_at,
-        });
-        self.tell(&[applied.owner_id], "lobby.application_received", &payload);
-        Ok(application)
+        self.notices_written();
+        Ok(applied.application)
     }
 
     pub async fn applications(
@@ -844,26 +871,16 @@ impl LobbyService {
         id: Uuid,
         application: Uuid,
     ) -> LobbyResult<(ApplicationRow, SeatRow)> {
-        let game = self.managed(caller, id).await?;
-        let (approved, seat) = self
-            .inner
-            .db
-            .lobby()
-            .approve(id, application, self.now())
+        self.managed(caller, id).await?;
+        let store = self.inner.db.lobby();
+        let notice = self
+            .decision_notice(id, application, Kind::ApplicationApproved, None)
+            .await?;
+        let (approved, seat) = store
+            .approve(id, application, self.now(), &notice)
             .await??;
+        self.notices_written();
         self.count("approved", 1);
-        let payload = json!({
-            "game_id": id,
-            "title": game.title,
-            "application_id": approved.id,
-            "race_name": approved.race_name,
-            "seat_id": seat.id,
-        });
-        self.tell(
-            &[approved.account_id],
-            "lobby.application_approved",
-            &payload,
-        );
         Ok((approved, seat))
     }
 
@@ -875,30 +892,22 @@ impl LobbyService {
         application: Uuid,
         reason: Option<&str>,
     ) -> LobbyResult<ApplicationRow> {
-        let game = self.managed(caller, id).await?;
+        self.managed(caller, id).await?;
         let reason = reason.map(str::trim).filter(|r| !r.is_empty());
         if reason.is_some_and(|r| r.chars().count() > 500) {
             return Err(LobbyError::Invalid("reason: at most 500 characters".into()));
         }
+        let notice = self
+            .decision_notice(id, application, Kind::ApplicationRejected, reason)
+            .await?;
         let rejected = self
             .inner
             .db
             .lobby()
-            .reject(id, application, reason, self.now())
+            .reject(id, application, reason, self.now(), &notice)
             .await??;
+        self.notices_written();
         self.count("rejected", 1);
-        let payload = json!({
-            "game_id": id,
-            "title": game.title,
-            "application_id": rejected.id,
-            "race_name": rejected.race_name,
-            "reason": rejected.reason,
-        });
-        self.tell(
-            &[rejected.account_id],
-            "lobby.application_rejected",
-            &payload,
-        );
         Ok(rejected)
     }
 
@@ -915,7 +924,13 @@ impl LobbyService {
             "application_id": withdrawn.id,
             "race_name": withdrawn.race_name,
         });
-        self.tell(&[game.owner_id], "lobby.application_withdrawn", &payload);
+        self.tell(
+            &[game.owner_id],
+            Kind::ApplicationWithdrawn,
+            Some(id),
+            &payload,
+        )
+        .await;
         Ok(withdrawn)
     }
 
@@ -947,7 +962,8 @@ impl LobbyService {
         told.push(game.owner_id);
         told.dedup();
         let payload = json!({ "game_id": id, "title": game.title, "race_name": seat.race_name });
-        self.tell(&told, "lobby.player_resigned", &payload);
+        self.tell(&told, Kind::PlayerResigned, Some(id), &payload)
+            .await;
         Ok(seat)
     }
 
@@ -1028,7 +1044,13 @@ impl LobbyService {
                 "application_id": a.id,
                 "race_name": a.race_name,
             });
-            self.tell(&[a.account_id], "lobby.application_expired", &payload);
+            self.tell(
+                &[a.account_id],
+                Kind::ApplicationExpired,
+                Some(a.game_id),
+                &payload,
+            )
+            .await;
         }
         loop {
             let due = store.games_past_deadline(now, 100).await?;
@@ -1089,6 +1111,39 @@ impl LobbyService {
         audit: Option<&AuditEntry>,
     ) -> LobbyResult<Transitioned> {
         let to = game.state.apply(transition)?;
+        let title = &game.title;
+        let (kind, payload) = match to {
+            GameState::Starting => (
+                Kind::GameStarting,
+                json!({
+                    "game_id": game.id,
+                    "title": title,
+                    "players": game.seats_taken,
+                    "reason": reason,
+                }),
+            ),
+            GameState::Cancelled => (
+                Kind::GameCancelled,
+                json!({ "game_id": game.id, "title": title, "reason": reason }),
+            ),
+            GameState::Running if game.state == GameState::Starting => (
+                Kind::GameStarted,
+                json!({ "game_id": game.id, "title": title }),
+            ),
+            GameState::StartFailed => (
+                Kind::GameStartFailed,
+                json!({ "game_id": game.id, "title": title, "reason": reason }),
+            ),
+            _ => (
+                Kind::GameStateChanged,
+                json!({
+                    "game_id": game.id,
+                    "title": title,
+                    "state": to.as_str(),
+                    "reason": reason,
+                }),
+            ),
+        };
         let change = StateChange {
             id: Uuid::now_v7(),
             game_id: game.id,
@@ -1097,6 +1152,12 @@ impl LobbyService {
             actor_id: actor,
             reason: reason.to_string(),
             at: self.now(),
+            notices: vec![NewNotice::new(
+                kind,
+                Some(game.id),
+                payload.to_string(),
+                Audience::Members(game.id),
+            )],
         };
         let store = self.inner.db.lobby();
         let moved = store.transition_game(&change, audit).await?;
@@ -1109,6 +1170,7 @@ impl LobbyService {
                 transition.as_str()
             )));
         };
+        self.notices_written();
         tracing::info!(game = %game.id, from = game.state.as_str(), to = to.as_str(), reason, "game state changed");
         let queued_job =
             to == GameState::Starting || (to.is_over() && game.state != GameState::Enrolling);
@@ -1116,49 +1178,17 @@ impl LobbyService {
             queue.queued();
         }
         self.count("closed", moved.closed.len() as u64);
-        let mut told: Vec<Uuid> = moved.seats.iter().filter_map(|s| s.account_id).collect();
-        told.push(moved.game.owner_id);
-        told.sort();
-        told.dedup();
-        let title = &moved.game.title;
         match to {
-            GameState::Starting => {
-                self.inner.metrics.started.add(1, &[]);
-                let payload = json!({
-                    "game_id": game.id,
-                    "title": title,
-                    "players": moved.seats.len(),
-                    "reason": reason,
-                });
-                self.tell(&told, "lobby.game_starting", &payload);
-            }
-            GameState::Cancelled => {
+            GameState::Starting => self.inner.metrics.started.add(1, &[]),
+            GameState::Cancelled
                 if matches!(
                     game.state,
                     GameState::Enrolling | GameState::Starting | GameState::StartFailed
-                ) {
-                    self.inner.metrics.abandoned.add(1, &[]);
-                }
-                let payload = json!({ "game_id": game.id, "title": title, "reason": reason });
-                self.tell(&told, "lobby.game_cancelled", &payload);
+                ) =>
+            {
+                self.inner.metrics.abandoned.add(1, &[]);
             }
-            GameState::Running if game.state == GameState::Starting => {
-                let payload = json!({ "game_id": game.id, "title": title });
-                self.tell(&told, "lobby.game_started", &payload);
-            }
-            GameState::StartFailed => {
-                let payload = json!({ "game_id": game.id, "title": title, "reason": reason });
-                self.tell(&told, "lobby.game_start_failed", &payload);
-            }
-            _ => {
-                let payload = json!({
-                    "game_id": game.id,
-                    "title": title,
-                    "state": to.as_str(),
-                    "reason": reason,
-                });
-                self.tell(&told, "lobby.game_state_changed", &payload);
-            }
+            _ => {}
         }
         for a in &moved.closed {
             let payload = json!({
@@ -1168,7 +1198,13 @@ impl LobbyService {
                 "race_name": a.race_name,
                 "reason": reason,
             });
-            self.tell(&[a.account_id], "lobby.application_closed", &payload);
+            self.tell(
+                &[a.account_id],
+                Kind::ApplicationClosed,
+                Some(game.id),
+                &payload,
+            )
+            .await;
         }
         Ok(moved)
     }
@@ -1228,24 +1264,60 @@ impl LobbyService {
         }
     }
 
-    /// Publishes a client event to each user. Events are best effort: a
-    /// change is committed whether or not the push service takes them.
-    fn tell(&self, users: &[Uuid], kind: &str, payload: &Value) {
-        let bytes = bytes::Bytes::from(payload.to_string());
-        for user in users {
-            let input = ClientEventInput {
-                user_id: *user,
-                device_session_id: None,
-                kind: kind.to_string(),
-                payload: bytes.clone(),
-                event_id: Uuid::now_v7().to_string(),
-                request_id: String::new(),
-                trace_id: String::new(),
-            };
-            if let Err(err) = self.inner.push.publish_client_event(input) {
-                tracing::warn!(%user, kind, error = %err, "lobby event not published");
+    /// Tells users of a change after its commit (the kinds that need not
+    /// commit with their change); a failed write is logged, the change
+    /// stands.
+    async fn tell(&self, users: &[Uuid], kind: Kind, game: Option<Uuid>, payload: &Value) {
+        if users.is_empty() {
+            return;
+        }
+        let notice = NewNotice::new(
+            kind,
+            game,
+            payload.to_string(),
+            Audience::Users(users.to_vec()),
+        );
+        match self
+            .inner
+            .db
+            .notify()
+            .write_notices(&[notice], self.now())
+            .await
+        {
+            Ok(_) => self.notices_written(),
+            Err(err) => {
+                tracing::warn!(kind = kind.as_str(), error = %err, "lobby notice not written")
             }
         }
+    }
+
+    /// The notice of an owner's decision on an application, to its
+    /// applicant (read first, so the notice commits with the decision).
+    async fn decision_notice(
+        &self,
+        game: Uuid,
+        application: Uuid,
+        kind: Kind,
+        reason: Option<&str>,
+    ) -> LobbyResult<Vec<NewNotice>> {
+        let a = match self.inner.db.lobby().application(application).await {
+            Ok(a) if a.game_id == game => a,
+            // The store refuses it with the precise reason.
+            Ok(_) | Err(StoreError::NotFound) => return Ok(Vec::new()),
+            Err(e) => return Err(e.into()),
+        };
+        let payload = json!({
+            "game_id": game,
+            "application_id": a.id,
+            "race_name": a.race_name,
+            "reason": reason,
+        });
+        Ok(vec![NewNotice::new(
+            kind,
+            Some(game),
+            payload.to_string(),
+            Audience::Users(vec![a.account_id]),
+        )])
     }
 }
 

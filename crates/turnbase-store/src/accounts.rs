@@ -196,6 +196,18 @@ pub trait AccountStore: Send + Sync {
         &self,
         account: &NewAccount,
         session: &NewSession,
+    ) -> StoreResult<EmailSignIn> {
+        self.sign_in_by_email_telling(account, session, None).await
+    }
+
+    /// [`AccountStore::sign_in_by_email`] that also writes `new_device`
+    /// (to the account signing in) with the session when the account has
+    /// other sessions, none of them on a device of this name.
+    async fn sign_in_by_email_telling(
+        &self,
+        account: &NewAccount,
+        session: &NewSession,
+        new_device: Option<&crate::notify::NewNotice>,
     ) -> StoreResult<EmailSignIn>;
 
     /// Creates guest accounts, each with its first session, in one

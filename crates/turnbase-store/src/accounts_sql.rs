@@ -4,7 +4,7 @@
 //! the row type and how a write transaction begins differ.
 
 macro_rules! impl_account_store {
-    ($module:ident, $store:ty, $row:ty, $tx_variant:path, $backend:literal) => {
+    ($module:ident, $store:ty, $row:ty, $tx_variant:path, $backend:literal, $notify:path) => {
         pub(crate) mod $module {
             use chrono::{DateTime, Utc};
             use sqlx::Row as _;
@@ -17,6 +17,7 @@ macro_rules! impl_account_store {
                 SessionWithAccount, Upgrade,
             };
             use crate::{StoreError, StoreResult, Tx, like_pattern};
+            use $notify as notify_sql;
 
             const ACCOUNT: &str = "a.id, a.email, a.display_name, a.role, a.is_guest, \
                  a.created_at, a.updated_at, a.blocked_at, a.blocked_reason";
@@ -169,10 +170,11 @@ macro_rules! impl_account_store {
                     Ok(check)
                 }
 
-                async fn sign_in_by_email(
+                async fn sign_in_by_email_telling(
                     &self,
                     new: &NewAccount,
                     s: &NewSession,
+                    new_device: Option<&crate::notify::NewNotice>,
                 ) -> StoreResult<EmailSignIn> {
                     let mut tx = $crate::backend::SqlBackend::begin_write(self).await?;
                     let created = sqlx::query(
@@ -200,6 +202,25 @@ macro_rules! impl_account_store {
                     if found.blocked_at.is_some() {
                         tx.rollback().await?;
                         return Ok(EmailSignIn::Blocked);
+                    }
+                    if let Some(notice) = new_device.filter(|_| !created) {
+                        // New: the account has sessions, none on a device
+                        // of this name (a first sign-in tells nobody).
+                        let (others, same): (i64, i64) = sqlx::query_as(
+                            "SELECT COUNT(*),
+                                 COALESCE(SUM(CASE WHEN device_name = $2 THEN 1 ELSE 0 END), 0)
+                             FROM sessions WHERE account_id = $1",
+                        )
+                        .bind(found.id)
+                        .bind(&s.device_name)
+                        .fetch_one(&mut *tx)
+                        .await?;
+                        if others > 0 && same == 0 {
+                            let mut notice = notice.clone();
+                            notice.to = crate::notify::Audience::Users(vec![found.id]);
+                            notify_sql::write_in(&mut tx, std::slice::from_ref(&notice), s.created_at)
+                                .await?;
+                        }
                     }
                     insert_session(&mut *tx, found.id, s).await?;
                     tx.commit().await?;
@@ -626,12 +647,14 @@ impl_account_store!(
     crate::SqliteStore,
     sqlx::sqlite::SqliteRow,
     crate::TxInner::Sqlite,
-    "SQLite"
+    "SQLite",
+    crate::notify_sql::sqlite_notify
 );
 impl_account_store!(
     postgres_accounts,
     crate::PostgresStore,
     sqlx::postgres::PgRow,
     crate::TxInner::Postgres,
-    "Postgres"
+    "Postgres",
+    crate::notify_sql::postgres_notify
 );

@@ -1,6 +1,5 @@
 //! One leased queue, for every table whose rows are work that workers
-//! claim: the mail outbox and the runtime's jobs now, notification routes
-//! next.
+//! claim: the mail outbox, the runtime's jobs and notification routes.
 //!
 //! Such a table has the lease columns: `status` (the queue's own state
 //! names), `next_attempt_at` (when a row is due), `lease_owner` and
@@ -118,6 +117,24 @@ pub(crate) mod mail {
     pub static CLAIM_POSTGRES: LazyLock<String> = LazyLock::new(|| super::MAIL.claim_postgres());
     pub static CLAIM_SQLITE: LazyLock<String> = LazyLock::new(|| super::MAIL.claim_sqlite());
     pub static RELEASE: LazyLock<String> = LazyLock::new(|| super::MAIL.release());
+}
+
+/// Notification routes as a leased queue.
+pub(crate) const NOTIFY: LeasedQueue = LeasedQueue {
+    table: "notification_routes",
+    pending: crate::notify::PENDING,
+    leased: crate::notify::DISPATCHING,
+    claimed_columns: "id, notification_id, account_id, kind, channel, target, digest_key, \
+         attempts, created_at",
+};
+
+/// The notification queue's statements, written once per process.
+pub(crate) mod notify {
+    use std::sync::LazyLock;
+
+    pub static CLAIM_POSTGRES: LazyLock<String> = LazyLock::new(|| super::NOTIFY.claim_postgres());
+    pub static CLAIM_SQLITE: LazyLock<String> = LazyLock::new(|| super::NOTIFY.claim_sqlite());
+    pub static RELEASE: LazyLock<String> = LazyLock::new(|| super::NOTIFY.release());
 }
 
 #[cfg(test)]

@@ -18,6 +18,8 @@ mod lobby_sql;
 pub mod mail;
 mod mail_sql;
 mod migrate;
+pub mod notify;
+mod notify_sql;
 pub mod pg_bounded;
 mod postgres;
 mod postgres_mail;
@@ -39,6 +41,7 @@ pub use accounts::AccountStore;
 pub use lobby::LobbyStore;
 pub use mail::MailStore;
 pub use migrate::{Migration, MigrationReport, POSTGRES_MIGRATIONS, SQLITE_MIGRATIONS};
+pub use notify::NotifyStore;
 pub use postgres::PostgresStore;
 pub use runtime::RuntimeStore;
 pub use sqlite::{SqliteStore, SqliteTx, WriteTurn};
@@ -334,6 +337,13 @@ impl Database {
     }
 
     pub fn turns(&self) -> &dyn TurnStore {
+        match self {
+            Database::Sqlite(s) => s,
+            Database::Postgres(p) => p,
+        }
+    }
+
+    pub fn notify(&self) -> &dyn NotifyStore {
         match self {
             Database::Sqlite(s) => s,
             Database::Postgres(p) => p,

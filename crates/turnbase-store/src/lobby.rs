@@ -10,6 +10,7 @@ use uuid::Uuid;
 
 use crate::StoreResult;
 use crate::accounts::AuditEntry;
+use crate::notify::NewNotice;
 
 /// Where a game is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -371,6 +372,8 @@ pub struct StateChange {
     pub actor_id: Option<Uuid>,
     pub reason: String,
     pub at: DateTime<Utc>,
+    /// What the move tells people, written with it.
+    pub notices: Vec<crate::notify::NewNotice>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
@@ -568,6 +571,7 @@ pub trait LobbyStore: Send + Sync {
     async fn apply(
         &self,
         application: &NewApplication,
+        notices: &[NewNotice],
     ) -> StoreResult<Result<Applied, SeatRefusal>>;
 
     /// Records a substitute's application for a seat the bot took over in
@@ -576,6 +580,7 @@ pub trait LobbyStore: Send + Sync {
         &self,
         application: &NewApplication,
         seat: Uuid,
+        notices: &[NewNotice],
     ) -> StoreResult<Result<Applied, SeatRefusal>>;
 
     /// Seats a pending applicant (a substitute takes its seat over): raises `seats_taken` only while below
@@ -586,6 +591,7 @@ pub trait LobbyStore: Send + Sync {
         game: Uuid,
         application: Uuid,
         now: DateTime<Utc>,
+        notices: &[NewNotice],
     ) -> StoreResult<Result<(ApplicationRow, SeatRow), SeatRefusal>>;
 
     /// Rejects a pending application and releases its name.
@@ -595,6 +601,7 @@ pub trait LobbyStore: Send + Sync {
         application: Uuid,
         reason: Option<&str>,
         now: DateTime<Utc>,
+        notices: &[NewNotice],
     ) -> StoreResult<Result<ApplicationRow, SeatRefusal>>;
 
     /// Takes back `account`'s live application before the start: a

@@ -9,7 +9,7 @@
 //! maximum.
 
 macro_rules! impl_lobby_store {
-    ($module:ident, $store:ty, $row:ty, $accounts:path, $runtime:path) => {
+    ($module:ident, $store:ty, $row:ty, $accounts:path, $runtime:path, $notify:path) => {
         pub(crate) mod $module {
             use chrono::{DateTime, Utc};
             use sqlx::Row as _;
@@ -18,6 +18,8 @@ macro_rules! impl_lobby_store {
 
             use $accounts as accounts_sql;
             use $runtime as runtime_sql;
+            use $notify as notify_sql;
+            use crate::notify::NewNotice;
             use crate::accounts::AuditEntry;
             use crate::backend::SqlBackend;
             use crate::lobby::{
@@ -318,6 +320,7 @@ macro_rules! impl_lobby_store {
                         .execute(&mut **tx)
                         .await?;
                 }
+                notify_sql::write_in(tx, &c.notices, c.at).await?;
                 // The runtime's work, queued with the move (see
                 // runtime_sql.rs for the queue).
                 let job = match (c.from, c.to) {
@@ -681,6 +684,7 @@ macro_rules! impl_lobby_store {
                 async fn apply(
                     &self,
                     a: &NewApplication,
+                    notices: &[NewNotice],
                 ) -> StoreResult<Result<Applied, SeatRefusal>> {
                     let mut tx = SqlBackend::begin_write(self).await?;
                     let Some(g) = lock_game(&mut tx, a.game_id).await? else {
@@ -735,6 +739,7 @@ macro_rules! impl_lobby_store {
                     if let Err(refusal) = hold_name(&mut tx, hold).await? {
                         return Ok(Err(refusal));
                     }
+                    notify_sql::write_in(&mut tx, notices, a.created_at).await?;
                     tx.commit().await?;
                     Ok(Ok(Applied {
                         application: recorded,
@@ -747,6 +752,7 @@ macro_rules! impl_lobby_store {
                     &self,
                     a: &NewApplication,
                     seat_id: Uuid,
+                    notices: &[NewNotice],
                 ) -> StoreResult<Result<Applied, SeatRefusal>> {
                     let mut tx = SqlBackend::begin_write(self).await?;
                     let Some(g) = lock_game(&mut tx, a.game_id).await? else {
@@ -792,6 +798,7 @@ macro_rules! impl_lobby_store {
                         Err(e) => return Err(e.into()),
                     };
                     let recorded = application(&row)?;
+                    notify_sql::write_in(&mut tx, notices, a.created_at).await?;
                     tx.commit().await?;
                     Ok(Ok(Applied {
                         application: recorded,
@@ -805,6 +812,7 @@ macro_rules! impl_lobby_store {
                     game_id: Uuid,
                     id: Uuid,
                     now: DateTime<Utc>,
+                    notices: &[NewNotice],
                 ) -> StoreResult<Result<(ApplicationRow, SeatRow), SeatRefusal>> {
                     let mut tx = SqlBackend::begin_write(self).await?;
                     let substitute: Option<Option<Uuid>> = sqlx::query_scalar(
@@ -855,6 +863,7 @@ macro_rules! impl_lobby_store {
                     .fetch_one(&mut *tx)
                     .await?;
                     let seated = seat(&row)?;
+                    notify_sql::write_in(&mut tx, notices, now).await?;
                     tx.commit().await?;
                     Ok(Ok((approved, seated)))
                 }
@@ -865,6 +874,7 @@ macro_rules! impl_lobby_store {
                     id: Uuid,
                     reason: Option<&str>,
                     now: DateTime<Utc>,
+                    notices: &[NewNotice],
                 ) -> StoreResult<Result<ApplicationRow, SeatRefusal>> {
                     let mut tx = SqlBackend::begin_write(self).await?;
                     let row = sqlx::query(sqlx::AssertSqlSafe(format!(
@@ -887,6 +897,7 @@ macro_rules! impl_lobby_store {
                         .bind(id)
                         .execute(&mut *tx)
                         .await?;
+                    notify_sql::write_in(&mut tx, notices, now).await?;
                     tx.commit().await?;
                     Ok(Ok(rejected))
                 }
@@ -1155,12 +1166,14 @@ impl_lobby_store!(
     crate::SqliteStore,
     sqlx::sqlite::SqliteRow,
     crate::accounts_sql::sqlite_accounts,
-    crate::runtime_sql::sqlite_runtime
+    crate::runtime_sql::sqlite_runtime,
+    crate::notify_sql::sqlite_notify
 );
 impl_lobby_store!(
     postgres_lobby,
     crate::PostgresStore,
     sqlx::postgres::PgRow,
     crate::accounts_sql::postgres_accounts,
-    crate::runtime_sql::postgres_runtime
+    crate::runtime_sql::postgres_runtime,
+    crate::notify_sql::postgres_notify
 );

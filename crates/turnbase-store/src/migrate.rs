@@ -43,13 +43,15 @@ pub const SQLITE_MIGRATIONS: &[Migration] = migrations!["sqlite": (0001, "instan
         (0004, "mail_attempt_count"), (0005, "mail_secrets"),
         (0006, "lobby"),
         (0007, "runtime"),
-        (0008, "turns")];
+        (0008, "turns"),
+        (0009, "notifications")];
 #[allow(clippy::zero_prefixed_literal)]
 pub const POSTGRES_MIGRATIONS: &[Migration] = migrations!["postgres": (0001, "instance"), (0002, "mail"), (0003, "accounts"),
         (0004, "mail_attempt_count"), (0005, "mail_secrets"),
         (0006, "lobby"),
         (0007, "runtime"),
-        (0008, "turns")];
+        (0008, "turns"),
+        (0009, "notifications")];
 
 /// What a migration run did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -158,6 +158,8 @@ pub struct TurnResult {
     /// that sent orders (theirs starts again).
     pub missed: Vec<Uuid>,
     pub acted: Vec<Uuid>,
+    /// What the turn tells people, written with its record.
+    pub notices: Vec<crate::notify::NewNotice>,
 }
 
 /// What recording a turn did.

@@ -2,12 +2,13 @@
 //! rows mean and why a turn resolves once).
 
 macro_rules! impl_turn_store {
-    ($module:ident, $store:ty, $row:ty, $lobby:path, $lock_rows:literal) => {
+    ($module:ident, $store:ty, $row:ty, $lobby:path, $notify:path, $lock_rows:literal) => {
         mod $module {
             use chrono::{DateTime, Utc};
             use uuid::Uuid;
 
             use $lobby as lobby_sql;
+            use $notify as notify_sql;
             use crate::backend::SqlBackend;
             use crate::lobby::{GAME_COLUMNS, GameRow, SeatRow};
             use crate::turns::{
@@ -326,6 +327,7 @@ macro_rules! impl_turn_store {
                             .execute(&mut *tx)
                             .await?;
                     }
+                    notify_sql::write_in(&mut tx, &r.notices, r.resolved_at).await?;
                     let finished = match &r.finish {
                         Some(change) => lobby_sql::transition_in(&mut tx, change, None).await?,
                         None => None,
@@ -478,6 +480,7 @@ impl_turn_store!(
     crate::SqliteStore,
     sqlx::sqlite::SqliteRow,
     crate::lobby_sql::sqlite_lobby,
+    crate::notify_sql::sqlite_notify,
     ""
 );
 impl_turn_store!(
@@ -485,5 +488,6 @@ impl_turn_store!(
     crate::PostgresStore,
     sqlx::postgres::PgRow,
     crate::lobby_sql::postgres_lobby,
+    crate::notify_sql::postgres_notify,
     " FOR UPDATE"
 );

@@ -14,6 +14,7 @@
 
 pub mod plan;
 pub mod play;
+pub mod reminders;
 pub mod scheduler;
 
 use std::collections::HashSet;
@@ -26,9 +27,9 @@ use opentelemetry::metrics::{Counter, Histogram, Meter, ObservableGauge};
 use serde_json::{Value, json};
 use turnbase_engine_kit::protocol::{Mode, Resolution};
 use turnbase_lobby::{EngineRegistry, PlayRules, Rules, Schedule, ScheduleSpec, StartQueue};
-use turnbase_push::{ClientEventInput, PushService};
 use turnbase_runtime::EngineClient;
 use turnbase_store::lobby::{GameRow, GameState, SeatRow, StateChange};
+use turnbase_store::notify::{Audience, Kind, NewNotice};
 use turnbase_store::turns::{ClockRow, RecordedTurn, Trigger, TurnResult};
 use turnbase_store::{Database, StoreError};
 use uuid::Uuid;
@@ -120,7 +121,6 @@ pub struct TurnService {
 
 pub(crate) struct Inner {
     pub db: Database,
-    pub push: PushService,
     pub engines: EngineRegistry,
     pub client: EngineClient,
     pub config: TurnsConfig,
@@ -139,6 +139,10 @@ pub(crate) struct Inner {
     pub runtime: std::sync::OnceLock<Arc<dyn StartQueue>>,
     /// When this scheduler started: turns due before are catch-up turns.
     pub started_at: DateTime<Utc>,
+    /// Wakes the notification router after notices were written.
+    pub notices: std::sync::OnceLock<Arc<tokio::sync::Notify>>,
+    /// Wakes the reminders (a clock changed here).
+    pub reminders_wake: Arc<tokio::sync::Notify>,
 }
 
 /// A game with what resolving or playing it needs.
@@ -153,7 +157,6 @@ pub(crate) struct Game {
 impl TurnService {
     pub fn new(
         db: Database,
-        push: PushService,
         engines: EngineRegistry,
         config: TurnsConfig,
         clock: Clock,
@@ -195,7 +198,6 @@ impl TurnService {
             inner: Arc::new(Inner {
                 client: EngineClient::new(meter),
                 db,
-                push,
                 engines,
                 config,
                 clock,
@@ -207,6 +209,8 @@ impl TurnService {
                 owner: format!("turns-{}-{}", std::process::id(), Uuid::now_v7().simple()),
                 runtime: std::sync::OnceLock::new(),
                 started_at,
+                notices: std::sync::OnceLock::new(),
+                reminders_wake: Arc::new(tokio::sync::Notify::new()),
             }),
         }
     }
@@ -223,6 +227,7 @@ impl TurnService {
     /// Wakes the scheduler: a clock changed.
     pub fn wake(&self) {
         self.inner.wake.notify_one();
+        self.inner.reminders_wake.notify_one();
     }
 
     pub(crate) fn now(&self) -> DateTime<Utc> {
@@ -445,6 +450,8 @@ impl TurnService {
             actor_id: None,
             reason: format!("the game ended with turn {turn}"),
             at: now,
+            // The turn's own notices say that it ended, with standings.
+            notices: Vec::new(),
         });
         let lateness = match trigger {
             Trigger::Move => None,
@@ -465,7 +472,18 @@ impl TurnService {
             finish,
             missed: missed.clone(),
             acted: acted.clone(),
+            notices: Vec::new(),
         };
+        let notices = self.resolved_notices(
+            game,
+            resolution,
+            trigger,
+            due,
+            sent_at,
+            next.as_ref(),
+            &taken_over,
+        );
+        let result = TurnResult { notices, ..result };
         let Some(recorded) = self.inner.db.turns().record_turn(&result).await? else {
             return Ok(None);
         };
@@ -483,15 +501,7 @@ impl TurnService {
                 .duration
                 .record(duration.as_secs_f64(), &[engine]);
         }
-        self.tell_resolved(
-            &recorded,
-            resolution,
-            trigger,
-            due,
-            sent_at,
-            next.as_ref(),
-            &taken_over,
-        );
+        self.notices_written();
         if recorded.finished.is_some()
             && let Some(runtime) = self.inner.runtime.get()
         {
@@ -502,98 +512,175 @@ impl TurnService {
         Ok(Some(recorded))
     }
 
+    /// What a resolved turn tells people, written with its record: each
+    /// seat's result (with its own summary), the next mover's "your move",
+    /// seats taken over by the bot, eliminations (the engine's
+    /// `eliminated` events) and the end with its standings.
     #[allow(clippy::too_many_arguments)]
-    fn tell_resolved(
+    fn resolved_notices(
         &self,
-        recorded: &RecordedTurn,
+        game: &Game,
         resolution: &Resolution,
         trigger: Trigger,
         due: DateTime<Utc>,
         sent_at: DateTime<Utc>,
         next: Option<&ClockRow>,
         taken_over: &[SeatRow],
-    ) {
-        let game = &recorded.game;
+    ) -> Vec<NewNotice> {
+        let id = game.row.id;
         let late_by = (sent_at - due).num_seconds();
         let late = trigger == Trigger::CatchUp;
-        for seat in &recorded.seats {
+        let mut notices = Vec::with_capacity(game.seats.len() + 2);
+        let mut notice = |kind: Kind, users: Vec<Uuid>, payload: Value| {
+            if !users.is_empty() {
+                notices.push(NewNotice::new(
+                    kind,
+                    Some(id),
+                    payload.to_string(),
+                    Audience::Users(users),
+                ));
+            }
+        };
+        let eliminated: Vec<&str> = resolution
+            .events
+            .iter()
+            .filter(|e| e.get("type").and_then(Value::as_str) == Some("eliminated"))
+            .filter_map(|e| e.get("player").and_then(Value::as_str))
+            .collect();
+        for seat in &game.seats {
             let Some(user) = seat.account_id else {
                 continue;
             };
             let player = seat.id.to_string();
-            let payload = json!({
-                "game_id": game.id,
-                "title": game.title,
-                "turn": resolution.turn,
-                "next_turn": resolution.next_turn,
-                "deadline": next.and_then(|c| c.due_at),
-                "trigger": trigger.as_str(),
-                "late": late,
-                "late_by_seconds": if late { Some(late_by) } else { None },
-                "summary": resolution.summaries.get(&player),
-                "standings": resolution.standings,
-                "events": resolution.events,
-            });
-            self.tell(user, "game.turn_resolved", &payload);
+            notice(
+                Kind::TurnResolved,
+                vec![user],
+                json!({
+                    "game_id": id,
+                    "title": game.row.title,
+                    "turn": resolution.turn,
+                    "next_turn": resolution.next_turn,
+                    "deadline": next.and_then(|c| c.due_at),
+                    "trigger": trigger.as_str(),
+                    "late": late,
+                    "late_by_seconds": if late { Some(late_by) } else { None },
+                    "summary": resolution.summaries.get(&player),
+                    "standings": resolution.standings,
+                    "events": resolution.events,
+                }),
+            );
             if let Some(next) = next
                 && seat.status == turnbase_store::lobby::SeatStatus::Active
                 && resolution.to_move.len() == 1
                 && resolution.to_move[0] == player
                 && played_by_person(seat)
             {
-                let payload = json!({
-                    "game_id": game.id,
-                    "title": game.title,
-                    "turn": next.turn,
-                    "deadline": next.due_at,
-                });
-                self.tell(user, "game.your_move", &payload);
+                notice(
+                    Kind::YourMove,
+                    vec![user],
+                    json!({
+                        "game_id": id,
+                        "title": game.row.title,
+                        "turn": next.turn,
+                        "deadline": next.due_at,
+                    }),
+                );
+            }
+            if eliminated.contains(&player.as_str()) {
+                notice(
+                    Kind::Eliminated,
+                    vec![user],
+                    json!({
+                        "game_id": id,
+                        "title": game.row.title,
+                        "turn": resolution.turn,
+                        "race_name": seat.race_name,
+                    }),
+                );
             }
         }
         for seat in taken_over {
             if let Some(user) = seat.account_id {
-                let payload = json!({
-                    "game_id": game.id,
-                    "title": game.title,
-                    "seat_id": seat.id,
-                    "misses": seat.misses + 1,
-                    "message": "the engine's bot plays your seat until you send orders again",
-                });
-                self.tell(user, "game.seat_taken_over", &payload);
+                notice(
+                    Kind::SeatTakenOver,
+                    vec![user],
+                    json!({
+                        "game_id": id,
+                        "title": game.row.title,
+                        "seat_id": seat.id,
+                        "misses": seat.misses + 1,
+                        "message": "the engine's bot plays your seat until you send orders again",
+                    }),
+                );
             }
         }
         if resolution.finished {
-            let mut told: Vec<Uuid> = recorded.seats.iter().filter_map(|s| s.account_id).collect();
-            told.push(game.owner_id);
+            let names: std::collections::HashMap<String, &str> = game
+                .seats
+                .iter()
+                .map(|s| (s.id.to_string(), s.race_name.as_str()))
+                .collect();
+            let standings: Vec<Value> = resolution
+                .standings
+                .iter()
+                .map(|s| {
+                    json!({
+                        "player_id": s.player_id,
+                        "name": names.get(&s.player_id).copied().unwrap_or(s.player_id.as_str()),
+                        "rank": s.rank,
+                        "score": s.score,
+                        "status": s.status,
+                    })
+                })
+                .collect();
+            let mut told: Vec<Uuid> = game.seats.iter().filter_map(|s| s.account_id).collect();
+            told.push(game.row.owner_id);
             told.sort();
             told.dedup();
-            let payload = json!({
-                "game_id": game.id,
-                "title": game.title,
-                "turn": resolution.turn,
-                "winners": resolution.winners,
-                "standings": resolution.standings,
-            });
-            for user in told {
-                self.tell(user, "game.finished", &payload);
-            }
+            notice(
+                Kind::GameFinished,
+                told,
+                json!({
+                    "game_id": id,
+                    "title": game.row.title,
+                    "turn": resolution.turn,
+                    "winners": resolution.winners,
+                    "standings": standings,
+                }),
+            );
+        }
+        notices
+    }
+
+    /// Tells people after a change that committed on its own (turn
+    /// openings and extensions): a failed write is logged, the change
+    /// stands.
+    pub(crate) async fn tell(&self, notices: Vec<NewNotice>) {
+        if notices.is_empty() {
+            return;
+        }
+        match self
+            .inner
+            .db
+            .notify()
+            .write_notices(&notices, self.now())
+            .await
+        {
+            Ok(_) => self.notices_written(),
+            Err(err) => tracing::warn!(error = %err, "turn notices not written"),
         }
     }
 
-    /// Publishes a client event (best effort, as the lobby's).
-    pub(crate) fn tell(&self, user: Uuid, kind: &str, payload: &Value) {
-        let input = ClientEventInput {
-            user_id: user,
-            device_session_id: None,
-            kind: kind.to_string(),
-            payload: bytes::Bytes::from(payload.to_string()),
-            event_id: Uuid::now_v7().to_string(),
-            request_id: String::new(),
-            trace_id: String::new(),
-        };
-        if let Err(err) = self.inner.push.publish_client_event(input) {
-            tracing::warn!(%user, kind, error = %err, "turn event not published");
+    /// Nudges the notification router: notices were committed.
+    pub(crate) fn notices_written(&self) {
+        if let Some(wake) = self.inner.notices.get() {
+            wake.notify_one();
         }
+    }
+
+    /// Wires in the notification router's wake (once, at start).
+    pub fn set_notifier(&self, wake: Arc<tokio::sync::Notify>) {
+        let _ = self.inner.notices.set(wake);
     }
 }
 

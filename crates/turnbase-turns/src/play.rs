@@ -11,6 +11,7 @@ use turnbase_engine_kit::protocol::{Mode, OrdersAnswer, OrdersRequest, Resolutio
 use turnbase_lobby::{AdminActor, Caller};
 use turnbase_store::accounts::AuditEntry;
 use turnbase_store::lobby::{GameState, SeatRow, SeatStatus};
+use turnbase_store::notify::{Audience, Kind, NewNotice};
 use turnbase_store::turns::{ClockRow, Trigger, TurnPage, TurnRow, TurnStatus};
 use uuid::Uuid;
 
@@ -572,18 +573,21 @@ impl TurnService {
             &format!("turn {} by {}s", clock.turn, by.as_secs()),
         )
         .await?;
-        for seat in &game.seats {
-            if let Some(user) = seat.account_id {
-                let payload = json!({
-                    "game_id": id,
-                    "title": game.row.title,
-                    "turn": clock.turn,
-                    "deadline": new_due,
-                    "reason": "extended",
-                });
-                self.tell(user, "game.turn_extended", &payload);
-            }
-        }
+        let users: Vec<Uuid> = game.seats.iter().filter_map(|s| s.account_id).collect();
+        let payload = json!({
+            "game_id": id,
+            "title": game.row.title,
+            "turn": clock.turn,
+            "deadline": new_due,
+            "reason": "extended",
+        });
+        self.tell(vec![NewNotice::new(
+            Kind::TurnExtended,
+            Some(id),
+            payload.to_string(),
+            Audience::Users(users),
+        )])
+        .await;
         self.clock_of(&game).await
     }
 

@@ -10,6 +10,7 @@ use chrono::{DateTime, Utc};
 use tokio_util::sync::CancellationToken;
 use turnbase_core::backoff::Backoff;
 use turnbase_store::lobby::GameState;
+use turnbase_store::notify::{Audience, Kind, NewNotice};
 use turnbase_store::turns::{ClockRow, Trigger, TurnClaim, TurnRow};
 
 use crate::plan::{self, played_by_person};
@@ -345,6 +346,7 @@ impl TurnService {
         if !self.inner.db.turns().update_clock(&planned).await? {
             return Ok(());
         }
+        let mut notices = Vec::new();
         for seat in &game.seats {
             let Some(user) = seat.account_id else {
                 continue;
@@ -359,12 +361,18 @@ impl TurnService {
             let kind = if game.mode == turnbase_engine_kit::protocol::Mode::Sequential
                 && awaiting.contains(&seat.id)
             {
-                "game.your_move"
+                Kind::YourMove
             } else {
-                "game.turn_opened"
+                Kind::TurnOpened
             };
-            self.tell(user, kind, &payload);
+            notices.push(NewNotice::new(
+                kind,
+                Some(game.row.id),
+                payload.to_string(),
+                Audience::Users(vec![user]),
+            ));
         }
+        self.tell(notices).await;
         Ok(())
     }
 
@@ -404,6 +412,7 @@ impl TurnService {
             return Ok(true);
         }
         self.inner.db.turns().spend_excuses(&excused).await?;
+        let mut notices = Vec::new();
         for id in &excused {
             let Some(seat) = game.seats.iter().find(|s| s.id == *id) else {
                 continue;
@@ -417,9 +426,15 @@ impl TurnService {
                     "reason": "excused_miss",
                     "excuses_left": i64::from(game.rules.excused_misses) - seat.excuses_used - 1,
                 });
-                self.tell(user, "game.turn_extended", &payload);
+                notices.push(NewNotice::new(
+                    Kind::TurnExtended,
+                    Some(game.row.id),
+                    payload.to_string(),
+                    Audience::Users(vec![user]),
+                ));
             }
         }
+        self.tell(notices).await;
         tracing::info!(game = %game.row.id, turn = clock.turn, seats = excused.len(), "turn extended for an excused miss");
         Ok(true)
     }

@@ -32,6 +32,7 @@ mod admin_runtime;
 mod auth;
 mod games;
 mod internal;
+mod notifications;
 pub mod outage;
 mod public_auth;
 mod turns;
@@ -56,6 +57,7 @@ pub struct AppState {
     pub lobby: turnbase_lobby::LobbyService,
     pub runtime: turnbase_runtime::Runtime,
     pub turns: turnbase_turns::TurnService,
+    pub notify: turnbase_notify::NotifyService,
     /// The secret gateways present on `/api/v1/internal`.
     pub internal_token: Arc<turnbase_core::config::Secret<String>>,
     /// Proxies whose `X-Forwarded-For` is believed.
@@ -341,7 +343,8 @@ fn routes() -> OpenApiRouter<AppState> {
             "/api/v1/user",
             user::routes()
                 .merge(games::user_routes())
-                .merge(turns::user_routes()),
+                .merge(turns::user_routes())
+                .merge(notifications::user_routes()),
         )
         .nest("/api/v1/internal", internal::routes())
         .nest("/api/v1/admin", admin_routes())
@@ -355,6 +358,7 @@ fn admin_routes() -> OpenApiRouter<AppState> {
         .merge(admin_games::routes())
         .merge(admin_runtime::routes())
         .merge(turns::admin_routes())
+        .merge(notifications::admin_routes())
 }
 
 fn public_routes() -> OpenApiRouter<AppState> {
@@ -362,6 +366,7 @@ fn public_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(server_info))
         .merge(public_auth::routes())
         .merge(games::public_routes())
+        .merge(notifications::public_routes())
 }
 
 /// The OpenAPI document, as served at `/api/v1/openapi.json`.

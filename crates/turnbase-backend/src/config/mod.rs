@@ -14,11 +14,13 @@ mod accounts;
 mod http;
 mod lobby;
 mod mail;
+mod notify;
 mod process;
 mod push;
 mod runtime;
 mod storage;
 mod turns;
+pub use notify::NotifySettings;
 
 pub use accounts::{AccountsSettings, INTERNAL_TOKEN_FILE, write_internal_token_file};
 pub use http::HttpConfig;
@@ -45,6 +47,7 @@ pub static VARIABLES: LazyLock<Vec<VarSpec>> = LazyLock::new(|| {
         lobby::VARIABLES,
         runtime::VARIABLES,
         turns::VARIABLES,
+        notify::VARIABLES,
     ]
     .concat()
 });
@@ -82,6 +85,7 @@ pub struct Config {
     pub lobby: LobbySettings,
     pub runtime: runtime::RuntimeSettings,
     pub turns: turnbase_turns::TurnsConfig,
+    pub notify: NotifySettings,
 }
 
 impl Config {
@@ -149,6 +153,7 @@ impl Config {
         let lobby = lobby::read(&mut r);
         let runtime = runtime::read(&mut r, &data_dir);
         let turns = turns::read(&mut r);
+        let notify = notify::read(&mut r);
         r.finish()?;
         Ok(Config {
             data_dir,
@@ -164,6 +169,7 @@ impl Config {
             lobby,
             runtime,
             turns,
+            notify,
         })
     }
 }

@@ -119,10 +119,12 @@ async fn shutdown_stops_components_in_reverse_order(backend: DbKind) {
         [
             "metrics",
             "runtime-reconciler",
+            "turn-reminders",
             "turn-scheduler",
             "runtime-workers",
             "lobby-sweeper",
             "guest-reaper",
+            "notification-worker",
             "mail-worker",
             "http",
             "grpc-push",

@@ -1,18 +1,14 @@
 //! The lobby sweeper with an injected clock, on both backends: games past
 //! their enrolment deadline start or are cancelled, expired reservations
 //! are released, each exactly once even with two sweepers on one
-//! database, and the people concerned hear of it.
+//! database, and the people concerned hear of it (their notifications).
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, TimeZone as _, Utc};
-use prost::Message as _;
 use serde_json::json;
 use turnbase_lobby::{Caller, GameDraft, LobbyConfig, LobbyService, ScheduleSpec, SweepReport};
-use turnbase_push::proto::PushEvent;
-use turnbase_push::proto::push_event::Kind;
-use turnbase_push::{PushConfig, PushService};
 use turnbase_store::Database;
 use turnbase_store::accounts::{EmailSignIn, NewAccount, NewSession, Role};
 use turnbase_store::lobby::{ApplicationStatus, GameState, Visibility};
@@ -32,7 +28,6 @@ fn hours(n: i64) -> chrono::Duration {
 struct World {
     _db_files: TestDb,
     db: Database,
-    push: PushService,
     now: Arc<Mutex<DateTime<Utc>>>,
 }
 
@@ -41,14 +36,9 @@ impl World {
         let files = TestDb::new(backend).await;
         let db = Database::connect(&files.options).await.expect("connect");
         db.migrate().await.expect("migrate");
-        let push = PushService::new(
-            PushConfig::with_window(Duration::from_secs(600)),
-            &turnbase_core::telemetry::noop_meter(),
-        );
         World {
             _db_files: files,
             db,
-            push,
             now: Arc::new(Mutex::new(start())),
         }
     }
@@ -59,7 +49,6 @@ impl World {
         let now = self.now.clone();
         LobbyService::new(
             self.db.clone(),
-            self.push.clone(),
             crate::helpers::reference_engines(),
             LobbyConfig {
                 pending_ttl: Duration::from_secs(72 * 3600),
@@ -117,28 +106,40 @@ fn draft(title: &str, deadline: DateTime<Utc>) -> GameDraft {
     }
 }
 
-/// The client events published so far: (user, kind, payload).
-fn drain(sub: &mut turnbase_push::Subscription) -> Vec<(String, String, serde_json::Value)> {
-    let mut out = Vec::new();
-    while let Some(Ok(frame)) = sub.ready() {
-        let turnbase_push::wire::Frame::Events(events) = frame else {
-            continue;
-        };
-        for bytes in events {
-            let event = PushEvent::decode(bytes.as_ref()).expect("an event");
-            if let Some(Kind::ClientEvent(c)) = event.kind {
-                let payload = serde_json::from_slice(&c.payload).expect("JSON");
-                out.push((c.user_id, c.kind, payload));
-            }
-        }
+/// The notifications written since the last call, as the live events
+/// they become: (user, event kind, payload).
+async fn drain(db: &Database, after: &mut Uuid) -> Vec<(String, String, serde_json::Value)> {
+    let rows: Vec<(Uuid, Uuid, String, String)> = turnbase_testkit::on_pool!(db, |pool| {
+        sqlx::query_as(
+            "SELECT id, account_id, kind, payload FROM notifications WHERE id > $1 ORDER BY id",
+        )
+        .bind(*after)
+        .fetch_all(pool)
+        .await
+    })
+    .expect("notifications");
+    if let Some((last, ..)) = rows.last() {
+        *after = *last;
     }
-    out
+    rows.into_iter()
+        .map(|(_, user, kind, payload)| {
+            let event = turnbase_store::notify::Kind::parse(&kind)
+                .expect("a known kind")
+                .event()
+                .to_string();
+            (
+                user.to_string(),
+                event,
+                serde_json::from_str(&payload).expect("JSON"),
+            )
+        })
+        .collect()
 }
 
 async fn the_sweeper_starts_cancels_and_expires_on_time(backend: DbKind) {
     let w = World::new(backend).await;
     let lobby = w.lobby();
-    let mut sub = w.push.subscribe("sweeper-test", "").expect("subscribe");
+    let mut seen = Uuid::nil();
     let owner = w.member().await;
     let (ann, bo, cy) = (w.member().await, w.member().await, w.member().await);
 
@@ -172,7 +173,7 @@ async fn the_sweeper_starts_cancels_and_expires_on_time(backend: DbKind) {
         .apply(cy, later.row.id, "Cygnus", None)
         .await
         .expect("apply");
-    drain(&mut sub);
+    drain(&w.db, &mut seen).await;
 
     assert_eq!(
         lobby.sweep().await.expect("sweep"),
@@ -196,7 +197,7 @@ async fn the_sweeper_starts_cancels_and_expires_on_time(backend: DbKind) {
     assert_eq!(state(full.row.id).await, GameState::Starting);
     assert_eq!(state(thin.row.id).await, GameState::Cancelled);
     assert_eq!(state(later.row.id).await, GameState::Enrolling);
-    let events = drain(&mut sub);
+    let events = drain(&w.db, &mut seen).await;
     let of = |kind: &str| -> Vec<String> {
         let mut users: Vec<String> = events
             .iter()
@@ -258,7 +259,7 @@ async fn the_sweeper_starts_cancels_and_expires_on_time(backend: DbKind) {
         available("Cygnus").await,
         turnbase_lobby::Availability::Available { .. }
     ));
-    let events = drain(&mut sub);
+    let events = drain(&w.db, &mut seen).await;
     assert!(
         events
             .iter()

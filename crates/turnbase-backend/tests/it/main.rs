@@ -7,6 +7,7 @@ mod api;
 mod helpers;
 mod lobby;
 mod lobby_sweeper;
+mod notifications;
 mod outage;
 mod reaper;
 mod runtime;

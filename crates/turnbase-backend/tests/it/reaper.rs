@@ -66,22 +66,25 @@ async fn seat(db: &Database, owner: Uuid, account: Uuid) {
         .expect("a game");
     let application = db
         .lobby()
-        .apply(&NewApplication {
-            id: Uuid::now_v7(),
-            game_id: game.id,
-            account_id: account,
-            race_name: "Seated".into(),
-            name_key: "seated".into(),
-            created_at: now,
-            expires_at: now + chrono::Duration::days(3),
-            invite_code: None,
-        })
+        .apply(
+            &NewApplication {
+                id: Uuid::now_v7(),
+                game_id: game.id,
+                account_id: account,
+                race_name: "Seated".into(),
+                name_key: "seated".into(),
+                created_at: now,
+                expires_at: now + chrono::Duration::days(3),
+                invite_code: None,
+            },
+            &[],
+        )
         .await
         .expect("store")
         .expect("applied")
         .application;
     db.lobby()
-        .approve(game.id, application.id, now)
+        .approve(game.id, application.id, now, &[])
         .await
         .expect("store")
         .expect("approved");
@@ -95,6 +98,7 @@ async fn seat(db: &Database, owner: Uuid, account: Uuid) {
                 actor_id: Some(owner),
                 reason: "test".into(),
                 at: now,
+                notices: Vec::new(),
             },
             None,
         )

@@ -933,12 +933,12 @@ async fn two_schedulers_share_the_turns(backend: DbKind) {
     let (owner, _) = t.guest("Own").await;
     let other = turnbase_turns::TurnService::new(
         t.app.database.clone(),
-        t.app.push.clone(),
         crate::helpers::reference_engines(),
         turnbase_turns::TurnsConfig::default(),
         turnbase_core::worker::system_clock(),
         &turnbase_core::telemetry::noop_meter(),
     );
+    other.set_notifier(t.app.notify.wake_handle());
     let stop = tokio_util::sync::CancellationToken::new();
     let running = tokio::spawn(turnbase_turns::scheduler::run_scheduler(
         other,
@@ -998,12 +998,12 @@ async fn after_downtime_one_catch_up_turn(backend: DbKind) {
     let clock_fn: turnbase_core::worker::Clock = Arc::new(move || later);
     let late = turnbase_turns::TurnService::new(
         t.app.database.clone(),
-        t.app.push.clone(),
         crate::helpers::reference_engines(),
         turnbase_turns::TurnsConfig::default(),
         clock_fn,
         &turnbase_core::telemetry::noop_meter(),
     );
+    late.set_notifier(t.app.notify.wake_handle());
     let stop = tokio_util::sync::CancellationToken::new();
     let running = tokio::spawn(turnbase_turns::scheduler::run_scheduler(late, stop.clone()));
     until("the late turn resolves", || async {

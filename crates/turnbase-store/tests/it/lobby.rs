@@ -89,13 +89,13 @@ pub async fn seat_in_new_game(db: &Database, account: Uuid) -> Uuid {
     let name = format!("Seat {}", &account.simple().to_string()[..8]);
     let a = db
         .lobby()
-        .apply(&application(game.id, account, &name))
+        .apply(&application(game.id, account, &name), &[])
         .await
         .expect("store")
         .expect("applied")
         .application;
     db.lobby()
-        .approve(game.id, a.id, t(20))
+        .approve(game.id, a.id, t(20), &[])
         .await
         .expect("store")
         .expect("approved");
@@ -185,6 +185,7 @@ async fn games_are_created_listed_edited_and_moved_once(backend: DbKind) {
         actor_id: Some(owner),
         reason: "test".into(),
         at: t(50),
+        notices: Vec::new(),
     };
     let moved = store
         .transition_game(&change(GameState::Enrolling, GameState::Starting), None)
@@ -256,7 +257,7 @@ async fn enrolment_keeps_names_unique_and_seats_counted(backend: DbKind) {
         .expect("create");
     let (ann, bo, cy) = (member(&db).await, member(&db).await, member(&db).await);
     let a = store
-        .apply(&application(game.id, ann, "Vega"))
+        .apply(&application(game.id, ann, "Vega"), &[])
         .await
         .expect("store")
         .expect("applied")
@@ -264,14 +265,14 @@ async fn enrolment_keeps_names_unique_and_seats_counted(backend: DbKind) {
     assert_eq!(a.status, ApplicationStatus::Pending);
     assert_eq!(
         store
-            .apply(&application(game.id, ann, "Other"))
+            .apply(&application(game.id, ann, "Other"), &[])
             .await
             .expect("store"),
         Err(SeatRefusal::AlreadyApplied)
     );
     assert_eq!(
         store
-            .apply(&application(game.id, bo, "Vega"))
+            .apply(&application(game.id, bo, "Vega"), &[])
             .await
             .expect("store"),
         Err(SeatRefusal::NameHeld(NameHold::Pending))
@@ -282,13 +283,13 @@ async fn enrolment_keeps_names_unique_and_seats_counted(backend: DbKind) {
         (NameHold::Pending, Some(ann))
     );
     let b = store
-        .apply(&application(game.id, bo, "Lyra"))
+        .apply(&application(game.id, bo, "Lyra"), &[])
         .await
         .expect("store")
         .expect("applied")
         .application;
     let (approved, seat) = store
-        .approve(game.id, a.id, t(20))
+        .approve(game.id, a.id, t(20), &[])
         .await
         .expect("store")
         .expect("approved");
@@ -306,11 +307,14 @@ async fn enrolment_keeps_names_unique_and_seats_counted(backend: DbKind) {
         Some(NameHold::Registered)
     );
     assert_eq!(
-        store.approve(game.id, a.id, t(21)).await.expect("store"),
+        store
+            .approve(game.id, a.id, t(21), &[])
+            .await
+            .expect("store"),
         Err(SeatRefusal::NotPending(ApplicationStatus::Approved))
     );
     let rejected = store
-        .reject(game.id, b.id, Some("full of Lyras"), t(22))
+        .reject(game.id, b.id, Some("full of Lyras"), t(22), &[])
         .await
         .expect("store")
         .expect("rejected");
@@ -333,7 +337,7 @@ async fn enrolment_keeps_names_unique_and_seats_counted(backend: DbKind) {
     assert!(bot.is_bot);
     assert_eq!(
         store
-            .apply(&application(game.id, cy, "Cygnus"))
+            .apply(&application(game.id, cy, "Cygnus"), &[])
             .await
             .expect("store"),
         Err(SeatRefusal::Full)
@@ -360,7 +364,7 @@ async fn enrolment_keeps_names_unique_and_seats_counted(backend: DbKind) {
         Err(SeatRefusal::NoApplication)
     );
     let c = store
-        .apply(&application(game.id, cy, "Cygnus"))
+        .apply(&application(game.id, cy, "Cygnus"), &[])
         .await
         .expect("store")
         .expect("applied")
@@ -396,18 +400,18 @@ async fn closing_enrolment_closes_applications_and_ending_frees_names(backend: D
         .expect("create");
     let (ann, bo) = (member(&db).await, member(&db).await);
     let a = store
-        .apply(&application(game.id, ann, "Vega"))
+        .apply(&application(game.id, ann, "Vega"), &[])
         .await
         .expect("store")
         .expect("applied")
         .application;
     store
-        .approve(game.id, a.id, t(20))
+        .approve(game.id, a.id, t(20), &[])
         .await
         .expect("store")
         .expect("approved");
     store
-        .apply(&application(game.id, bo, "Lyra"))
+        .apply(&application(game.id, bo, "Lyra"), &[])
         .await
         .expect("store")
         .expect("applied");
@@ -422,6 +426,7 @@ async fn closing_enrolment_closes_applications_and_ending_frees_names(backend: D
         actor_id: None,
         reason: "deadline".into(),
         at: t(100),
+        notices: Vec::new(),
     };
     let started = store
         .transition_game(&change(GameState::Enrolling, GameState::Starting), None)
@@ -486,7 +491,7 @@ async fn racing_approvals_never_overfill_and_a_name_is_held_once(backend: DbKind
         let who = member(&db).await;
         let a = db
             .lobby()
-            .apply(&application(game.id, who, &format!("Racer {i}")))
+            .apply(&application(game.id, who, &format!("Racer {i}")), &[])
             .await
             .expect("store");
         match a {
@@ -498,7 +503,7 @@ async fn racing_approvals_never_overfill_and_a_name_is_held_once(backend: DbKind
     let approvals = ids.iter().map(|id| {
         let db = db.clone();
         let (game, id) = (game.id, *id);
-        tokio::spawn(async move { db.lobby().approve(game, id, t(30)).await })
+        tokio::spawn(async move { db.lobby().approve(game, id, t(30), &[]).await })
     });
     let outcomes = futures::future::join_all(approvals).await;
     let (mut seated, mut full) = (0, 0);
@@ -528,7 +533,11 @@ async fn racing_approvals_never_overfill_and_a_name_is_held_once(backend: DbKind
     }
     let applies = games.into_iter().map(|(game, who)| {
         let db = db.clone();
-        tokio::spawn(async move { db.lobby().apply(&application(game, who, "Unique")).await })
+        tokio::spawn(async move {
+            db.lobby()
+                .apply(&application(game, who, "Unique"), &[])
+                .await
+        })
     });
     let outcomes = futures::future::join_all(applies).await;
     let mut won = 0;

@@ -546,7 +546,8 @@ async fn attempt_numbers_continue_across_the_count_migration(backend: DbKind) {
             "0005_mail_secrets",
             "0006_lobby",
             "0007_runtime",
-            "0008_turns"
+            "0008_turns",
+            "0009_notifications"
         ]
     );
     let store = db.mail();

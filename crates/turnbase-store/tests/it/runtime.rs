@@ -32,6 +32,7 @@ async fn move_game(db: &Database, game: Uuid, from: GameState, to: GameState, at
                 actor_id: None,
                 reason: "test".into(),
                 at: t(at),
+                notices: Vec::new(),
             },
             None,
         )
