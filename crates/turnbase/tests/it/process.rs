@@ -839,3 +839,152 @@ async fn a_backend_killed_mid_turn_resolves_it_once_after_restart() {
     second.signal("TERM");
     assert_eq!(second.wait(), 0);
 }
+
+/// A backend killed with SIGKILL while a webhook is in flight loses no
+/// notification: after a restart the route's lease runs out, it is sent
+/// again with the same delivery id, and it is delivered once recorded.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_backend_killed_mid_dispatch_sends_the_notification_again() {
+    use serde_json::{Value, json};
+    use std::sync::{Arc, Mutex};
+    let dir = tempfile::tempdir().expect("tempdir");
+    // The receiver holds the first request without answering, records
+    // every request's delivery id and answers the others at once.
+    let seen: Arc<Mutex<Vec<String>>> = Arc::default();
+    let recorder = seen.clone();
+    let hook = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |headers: axum::http::HeaderMap| {
+            let recorder = recorder.clone();
+            async move {
+                let id = headers
+                    .get("turnbase-delivery")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or_default()
+                    .to_string();
+                let first = {
+                    let mut seen = recorder.lock().expect("not poisoned");
+                    seen.push(id);
+                    seen.len() == 1
+                };
+                if first {
+                    tokio::time::sleep(std::time::Duration::from_secs(3600)).await;
+                }
+                "ok"
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let hook_url = format!("http://{}/hook", listener.local_addr().expect("addr"));
+    tokio::spawn(async move { axum::serve(listener, hook).await });
+
+    let mut env = data_env(&dir);
+    env.extend([
+        ("BACKEND_NOTIFICATION_LEASE", "2s".to_string()),
+        ("BACKEND_NOTIFICATION_WEBHOOK_TIMEOUT", "10m".to_string()),
+        ("BACKEND_WEBHOOK_ALLOW_PRIVATE", "true".to_string()),
+    ]);
+    let client = reqwest::Client::new();
+    let mut first = Running::start(&["up"], &env);
+    let base = first.base_url();
+    let guest = |name: &'static str| {
+        let (client, base) = (client.clone(), base.clone());
+        async move {
+            let body: Value = client
+                .post(format!("{base}/api/v1/public/auth/guest"))
+                .json(&json!({ "display_name": name }))
+                .send()
+                .await
+                .expect("guest")
+                .json()
+                .await
+                .expect("JSON");
+            body["token"].as_str().expect("token").to_string()
+        }
+    };
+    let (owner, player) = (guest("Owner").await, guest("Player").await);
+    let status = client
+        .put(format!("{base}/api/v1/user/notification-preferences"))
+        .bearer_auth(&owner)
+        .json(&json!({
+            "channels": { "application_received": ["push", "webhook"] },
+            "webhook_url": hook_url,
+        }))
+        .send()
+        .await
+        .expect("preferences")
+        .status();
+    assert_eq!(status, 200);
+    let game: Value = client
+        .post(format!("{base}/api/v1/user/games"))
+        .bearer_auth(&owner)
+        .json(&json!({
+            "title": "Hooked", "engine": "conquest", "max_players": 4,
+            "settings": { "planets": 12 },
+            "enrol_deadline": (chrono::Utc::now() + chrono::Duration::days(1)).to_rfc3339(),
+            "schedule": { "kind": "interval", "every": "1h" },
+        }))
+        .send()
+        .await
+        .expect("game")
+        .json()
+        .await
+        .expect("JSON");
+    let id = game["id"].as_str().expect("id");
+    let status = client
+        .post(format!("{base}/api/v1/user/games/{id}/applications"))
+        .bearer_auth(&player)
+        .json(&json!({ "race_name": "Hookers" }))
+        .send()
+        .await
+        .expect("apply")
+        .status();
+    assert_eq!(status, 201);
+    let give_up = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while seen.lock().expect("not poisoned").is_empty() {
+        assert!(
+            std::time::Instant::now() < give_up,
+            "the webhook was never called"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    // Mid-dispatch: the route is leased and its request unanswered.
+    first.signal("KILL");
+    first.wait();
+
+    let mut second = Running::start(&["up"], &env);
+    let base = second.base_url();
+    while seen.lock().expect("not poisoned").len() < 2 {
+        assert!(
+            std::time::Instant::now() < give_up,
+            "the route was never sent again"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    // Delivered now: sent twice in all, with one delivery id.
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    let ids = seen.lock().expect("not poisoned").clone();
+    assert_eq!(ids.len(), 2, "{ids:?}");
+    assert_eq!(ids[0], ids[1]);
+    assert!(!ids[0].is_empty());
+    let inbox: Value = client
+        .get(format!("{base}/api/v1/user/notifications"))
+        .bearer_auth(&owner)
+        .send()
+        .await
+        .expect("inbox")
+        .json()
+        .await
+        .expect("JSON");
+    let received: Vec<&Value> = inbox["notifications"]
+        .as_array()
+        .expect("list")
+        .iter()
+        .filter(|n| n["kind"] == "application_received")
+        .collect();
+    assert_eq!(received.len(), 1, "{inbox}");
+    second.signal("TERM");
+    assert_eq!(second.wait(), 0);
+}
