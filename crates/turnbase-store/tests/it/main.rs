@@ -4,5 +4,6 @@ mod accounts;
 mod lobby;
 mod mail;
 mod migrations;
+mod notify;
 mod runtime;
 mod suite;
