@@ -8,7 +8,6 @@
 use std::time::Duration;
 
 use chrono::{TimeZone as _, Utc};
-use turnbase_store::Database;
 use turnbase_store::lobby::{GameState, StateChange};
 use turnbase_store::notify::{
     Audience, Channel, Kind, NewNotice, NewRoute, RouteAttempt, RouteFilter, RouteOutcome,
