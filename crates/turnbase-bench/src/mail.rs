@@ -52,14 +52,14 @@ const NOTE: Template = Template {
 
 /// A minimal, fast SMTP server on loopback that accepts everything and
 /// notes when each Message-ID arrived.
-struct Sink {
-    port: u16,
+pub(crate) struct Sink {
+    pub(crate) port: u16,
     arrivals: Arc<Mutex<HashMap<String, Instant>>>,
     changed: Arc<Notify>,
 }
 
 impl Sink {
-    async fn start() -> anyhow::Result<Sink> {
+    pub(crate) async fn start() -> anyhow::Result<Sink> {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let port = listener.local_addr()?.port();
         let arrivals: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
@@ -81,7 +81,7 @@ impl Sink {
         })
     }
 
-    fn count(&self) -> usize {
+    pub(crate) fn count(&self) -> usize {
         self.arrivals.lock().map_or(0, |a| a.len())
     }
 
@@ -101,7 +101,7 @@ impl Sink {
         Ok(())
     }
 
-    fn take(&self) -> HashMap<String, Instant> {
+    pub(crate) fn take(&self) -> HashMap<String, Instant> {
         self.arrivals
             .lock()
             .map(|mut a| std::mem::take(&mut *a))

@@ -18,6 +18,7 @@ mod fanout;
 mod lobby;
 mod mail;
 mod nats;
+mod notify;
 mod probe;
 mod push;
 mod runtime;
@@ -50,6 +51,8 @@ enum Mode {
     Runtime(runtime::RuntimeArgs),
     /// 300 Conquest and 100 Reversi bot games resolving turns on time, on SQLite and Postgres.
     Turns(turns::TurnsArgs),
+    /// A turn resolving in 1,000 games of 10: notifications by push, email and webhook.
+    Notify(notify::NotifyArgs),
     /// Child: the engine under test.
     #[command(hide = true, subcommand)]
     EngineServer(engine::ServerGame),
@@ -98,6 +101,7 @@ fn main() -> std::process::ExitCode {
             Mode::Lobby(args) => lobby::run(args).await,
             Mode::Runtime(args) => runtime::run(args).await,
             Mode::Turns(args) => turns::run(args).await,
+            Mode::Notify(args) => notify::run(args).await,
             Mode::EngineServer(game) => engine::server(game).await,
             Mode::FanoutServer(args) => fanout::server(args).await,
             Mode::FanoutNatsPublisher(args) => fanout::nats_publisher(args).await,
