@@ -38,6 +38,9 @@ pub struct NotifyArgs {
     /// Route worker slots (BACKEND_NOTIFICATION_WORKERS).
     #[arg(long, default_value_t = 4)]
     workers: usize,
+    /// Notifications routed per transaction (BACKEND_NOTIFICATION_BATCH).
+    #[arg(long, default_value_t = 500)]
+    batch: i64,
     /// A Postgres server where the benchmark may create a database; falls
     /// back to TURNBASE_TEST_POSTGRES_URL. Without one, Postgres is skipped.
     #[arg(long)]
@@ -54,6 +57,9 @@ struct Figures {
     push_max_ms: f64,
     email_per_sec: f64,
     webhook_per_sec: f64,
+    /// Over each channel's own window, first delivery to last.
+    email_window_per_sec: f64,
+    webhook_window_per_sec: f64,
     cpu_s: f64,
 }
 
@@ -95,6 +101,14 @@ pub async fn run(args: NotifyArgs) -> anyhow::Result<()> {
         "webhook_per_sec".into(),
         json!(last.webhook_per_sec.round()),
     );
+    line.insert(
+        "email_window_per_sec".into(),
+        json!(last.email_window_per_sec.round()),
+    );
+    line.insert(
+        "webhook_window_per_sec".into(),
+        json!(last.webhook_window_per_sec.round()),
+    );
     for (name, f) in &all {
         line.insert(
             format!("{name}_push_per_sec"),
@@ -113,10 +127,14 @@ pub async fn run(args: NotifyArgs) -> anyhow::Result<()> {
     crate::probe::report(&serde_json::Value::Object(line))
 }
 
-/// A webhook receiver: counts requests and notes the last arrival.
-async fn receiver() -> anyhow::Result<(String, Arc<AtomicU64>, Arc<Mutex<Option<Instant>>>)> {
+/// When a channel's first and last deliveries arrived.
+type Window = Arc<Mutex<(Option<Instant>, Option<Instant>)>>;
+
+/// A webhook receiver: counts requests and notes the first and last
+/// arrivals.
+async fn receiver() -> anyhow::Result<(String, Arc<AtomicU64>, Window)> {
     let count = Arc::new(AtomicU64::new(0));
-    let last: Arc<Mutex<Option<Instant>>> = Arc::default();
+    let last: Window = Arc::default();
     let (c, l) = (count.clone(), last.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let url = format!("http://{}/hook", listener.local_addr()?);
@@ -133,7 +151,9 @@ async fn receiver() -> anyhow::Result<(String, Arc<AtomicU64>, Arc<Mutex<Option<
                             let _ = request.into_body().collect().await;
                             c.fetch_add(1, Ordering::Relaxed);
                             if let Ok(mut l) = l.lock() {
-                                *l = Some(Instant::now());
+                                let now = Instant::now();
+                                l.0.get_or_insert(now);
+                                l.1 = Some(now);
                             }
                             Ok::<_, std::convert::Infallible>(http::Response::new(
                                 http_body_util::Full::new(bytes::Bytes::from_static(b"ok")),
@@ -201,6 +221,7 @@ async fn measure(args: &NotifyArgs, options: DatabaseOptions) -> anyhow::Result<
         mail_wake.clone(),
         NotifyConfig {
             workers: args.workers,
+            batch: args.batch,
             allow_private: true,
             poll_interval: Duration::from_millis(100),
             ..NotifyConfig::default()
@@ -354,12 +375,19 @@ async fn measure(args: &NotifyArgs, options: DatabaseOptions) -> anyhow::Result<
     let cpu = usage(&pid).cpu_s - cpu_before;
     let since = |at: Option<Instant>| at.map_or(f64::NAN, |t| (t - started).as_secs_f64());
     let push_s = since(*pushed_last.lock().expect("not poisoned"));
-    let hook_s = since(*hook_last.lock().expect("not poisoned"));
-    let mail_s = sink
-        .take()
-        .values()
-        .max()
-        .map_or(f64::NAN, |t| (*t - started).as_secs_f64());
+    let (hook_first, hook_end) = *hook_last.lock().expect("not poisoned");
+    let hook_s = since(hook_end);
+    let mail_times = sink.take();
+    let mail_s = since(mail_times.values().max().copied());
+    let window = |first: Option<Instant>, last: Option<Instant>| match (first, last) {
+        (Some(a), Some(b)) if b > a => mailed.saturating_sub(1) as f64 / (b - a).as_secs_f64(),
+        _ => f64::NAN,
+    };
+    let email_window = window(
+        mail_times.values().min().copied(),
+        mail_times.values().max().copied(),
+    );
+    let hook_window = window(hook_first, hook_end);
     stop.cancel();
     let _ = workers.await;
     let _ = mails.await;
@@ -374,12 +402,15 @@ async fn measure(args: &NotifyArgs, options: DatabaseOptions) -> anyhow::Result<
         push_max_ms: max_ms,
         email_per_sec: mailed as f64 / mail_s,
         webhook_per_sec: mailed as f64 / hook_s,
+        email_window_per_sec: email_window,
+        webhook_window_per_sec: hook_window,
         cpu_s: cpu,
     };
     println!(
         "{backend}: {people} notifications in {} transactions written in {:.2} s; \
          push: all {people} in {push_s:.2} s ({:.0}/s), write → delivery p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms; \
-         email: {mailed} at the SMTP sink in {mail_s:.2} s ({:.0}/s); webhook: {mailed} in {hook_s:.2} s ({:.0}/s); \
+         email: {mailed} at the SMTP sink in {mail_s:.2} s ({:.0}/s; {:.0}/s from its first to its last); \
+         webhook: {mailed} in {hook_s:.2} s ({:.0}/s; {:.0}/s from first to last); \
          CPU {cpu:.2} s ({:.0} µs per notification)",
         args.games,
         written.as_secs_f64(),
@@ -388,7 +419,9 @@ async fn measure(args: &NotifyArgs, options: DatabaseOptions) -> anyhow::Result<
         figures.push_p99_ms,
         figures.push_max_ms,
         figures.email_per_sec,
+        figures.email_window_per_sec,
         figures.webhook_per_sec,
+        figures.webhook_window_per_sec,
         cpu * 1e6 / people as f64,
     );
     db.close().await;

@@ -111,6 +111,11 @@ impl Keys {
         })
     }
 
+    /// The operator's webhook secret (admin notices).
+    pub fn operator_secret(&self) -> String {
+        self.webhook_secret(Uuid::nil(), "operator")
+    }
+
     /// A webhook's signing secret, from the registration's salt.
     pub fn webhook_secret(&self, account: Uuid, salt: &str) -> String {
         let mut mac = HmacSha256::new_from_slice(&self.webhook).expect("HMAC takes any key length");

@@ -5,7 +5,7 @@
 //! over. The router ([`worker`]) reads each new notification with its
 //! recipient's preferences and writes one route per channel (push at
 //! once; email and webhook held by quiet hours or gathered into a daily
-//! digest), publishing the push routes itself. The route worker claims
+//! digest), publishing the push routes itself just before that commit. The route worker claims
 //! due routes through the store's leased queue, dispatches (email through
 //! the mail outbox, webhooks signed over HTTP), records every attempt and
 //! leaves a route `failed` — a dead letter — after its attempt budget.
@@ -61,6 +61,9 @@ pub struct NotifyConfig {
     pub public_url: String,
     /// Accounts one transaction of an admin notice to everyone writes.
     pub notice_batch: i64,
+    /// The operator's webhook: every admin notice is also posted there
+    /// once (signed with [`Keys::operator_secret`]).
+    pub operator_webhook: Option<String>,
 }
 
 impl Default for NotifyConfig {
@@ -78,6 +81,7 @@ impl Default for NotifyConfig {
             allow_private: false,
             public_url: "http://127.0.0.1:8080".into(),
             notice_batch: 1_000,
+            operator_webhook: None,
         }
     }
 }
@@ -262,6 +266,18 @@ impl NotifyService {
 
     pub fn keys(&self) -> &Keys {
         &self.inner.keys
+    }
+
+    /// The operator's webhook and its signing secret, when configured.
+    pub fn operator_webhook(&self) -> Option<WebhookView> {
+        self.inner
+            .config
+            .operator_webhook
+            .as_ref()
+            .map(|url| WebhookView {
+                url: url.clone(),
+                secret: self.inner.keys.operator_secret(),
+            })
     }
 
     /// Tells the router that notifications were written.
@@ -572,6 +588,24 @@ impl NotifyService {
                 total
             }
         };
+        if self.inner.config.operator_webhook.is_some() {
+            // One copy for the operator's webhook, recorded in the sending
+            // admin's inbox (the notice's own record there).
+            let payload = json!({
+                "subject": subject.trim(),
+                "message": message.trim(),
+                "operator": true,
+                "recipients": written,
+                "everyone": target == NoticeTarget::Everyone,
+            });
+            let copy = NewNotice::new(
+                Kind::AdminNotice,
+                None,
+                payload.to_string(),
+                Audience::Users(vec![audit.actor_id]),
+            );
+            store.write_notices(&[copy], now).await?;
+        }
         let mut audit = audit;
         audit.detail = with_count(&audit.detail, "recipients", written);
         self.inner.db.accounts().record_audit(&audit).await?;

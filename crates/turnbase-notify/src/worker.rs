@@ -3,10 +3,11 @@
 //! - The **router** reads new notifications with their recipients'
 //!   preferences and writes their routes (one transaction per batch,
 //!   which also marks them routed, so two routers never route one twice).
-//!   Push routes are written already held by the router, which publishes
-//!   them right after the commit and records them delivered; a router
-//!   that dies in between leaves them to the route worker when the lease
-//!   ends. Email and webhook routes wait for the route worker, due at
+//!   The router publishes the push routes itself just before that
+//!   commit and writes them delivered; a router that dies in between
+//!   leaves the notifications unrouted, and the next publishes them again
+//!   under the same event id (the notification's), so push is
+//!   at-least-once like every channel. Email and webhook routes wait for the route worker, due at
 //!   once, when quiet hours end, or (turn results by digest) when the
 //!   person's day ends.
 //! - The **route worker** claims due routes through the leased queue and
@@ -58,7 +59,6 @@ impl NotifyService {
         let mut tasks = tokio::task::JoinSet::new();
         let router = Arc::new(Router {
             service: self.clone(),
-            owner: format!("router-{instance}"),
         });
         let runner = Runner::new(config.poll_interval)
             .with_clock(self.inner.clock.clone())
@@ -121,6 +121,14 @@ impl NotifyService {
     }
 }
 
+/// Whether an admin notice is the operator's copy.
+fn is_operator_copy(payload: &str) -> bool {
+    serde_json::from_str::<Value>(payload)
+        .ok()
+        .and_then(|p| p.get("operator").and_then(Value::as_bool))
+        .unwrap_or(false)
+}
+
 /// The live event of a notification: its payload, with its id, kind,
 /// game title and the recipient's unread count.
 fn live_payload(n: &NotificationRow, unread: Option<i64>) -> Value {
@@ -143,7 +151,6 @@ fn live_payload(n: &NotificationRow, unread: Option<i64>) -> Value {
 
 struct Router {
     service: NotifyService,
-    owner: String,
 }
 
 impl Router {
@@ -155,6 +162,27 @@ impl Router {
         if u.blocked {
             return Vec::new();
         }
+        if kind == Kind::AdminNotice && is_operator_copy(&n.payload) {
+            // The operator's copy goes to the operator's webhook only.
+            return self
+                .service
+                .inner
+                .config
+                .operator_webhook
+                .iter()
+                .map(|url| NewRoute {
+                    id: Uuid::now_v7(),
+                    notification_id: n.id,
+                    account_id: n.account_id,
+                    kind,
+                    channel: Channel::Webhook,
+                    target: Some(url.clone()),
+                    digest_key: None,
+                    due_at: now,
+                    delivered_at: None,
+                })
+                .collect();
+        }
         let route = |channel, target: Option<String>, digest_key, due_at| NewRoute {
             id: Uuid::now_v7(),
             notification_id: n.id,
@@ -164,6 +192,7 @@ impl Router {
             target,
             digest_key,
             due_at,
+            delivered_at: None,
         };
         let mut routes = Vec::with_capacity(2);
         if prefs.wants(kind, Channel::Push) {
@@ -217,42 +246,27 @@ impl Job for Router {
                 .or_insert_with(|| Preferences::from_stored(u.settings.as_deref()));
             routes.extend(self.routes_of(u, p, now));
         }
-        let ids: Vec<Uuid> = batch.iter().map(|u| u.notification.id).collect();
-        let lease_until = now + chrono::Duration::from_std(inner.config.lease)?;
-        let written = store
-            .save_routes(
-                &ids,
-                &routes,
-                &self.owner,
-                &[Channel::Push],
-                lease_until,
-                now,
-            )
-            .await?;
+        // Push first, then record: the live events go out before the
+        // routing commit (a router that dies in between leaves the
+        // notifications unrouted, and the next one publishes them again
+        // under the same event id, the notification's).
         let by_id: HashMap<Uuid, &NotificationRow> = batch
             .iter()
             .map(|u| (u.notification.id, &u.notification))
             .collect();
-        let pushed: Vec<&NewRoute> = written
+        let mut accounts: Vec<Uuid> = routes
             .iter()
             .filter(|r| r.channel == Channel::Push)
+            .map(|r| r.account_id)
             .collect();
-        if written
-            .iter()
-            .any(|r| r.channel != Channel::Push && r.due_at <= now)
-        {
-            inner.routes_wake.notify_one();
-        }
-        if pushed.is_empty() {
-            return Ok(Outcome::Done);
-        }
-        let mut accounts: Vec<Uuid> = pushed.iter().map(|r| r.account_id).collect();
         accounts.sort();
         accounts.dedup();
-        let unread: HashMap<Uuid, i64> =
-            store.unread_counts(&accounts).await?.into_iter().collect();
-        let mut attempts = Vec::with_capacity(pushed.len());
-        for r in pushed {
+        let unread: HashMap<Uuid, i64> = if accounts.is_empty() {
+            HashMap::new()
+        } else {
+            store.unread_counts(&accounts).await?.into_iter().collect()
+        };
+        for r in routes.iter_mut().filter(|r| r.channel == Channel::Push) {
             let started = Instant::now();
             let Some(n) = by_id.get(&r.notification_id) else {
                 continue;
@@ -262,26 +276,27 @@ impl Job for Router {
                 r.account_id,
                 r.kind.event(),
                 &live_payload(n, unread.get(&r.account_id).copied()),
-                r.id,
+                n.id,
             );
-            let finished_at = self.service.now();
-            let outcome = if ok {
-                RouteOutcome::Delivered
+            if ok {
+                r.delivered_at = Some(self.service.now());
+                self.service.count("push", RouteOutcome::Delivered, started);
             } else {
-                self.service.after_failure(1, finished_at)
-            };
-            self.service.count("push", outcome, started);
-            attempts.push(RouteAttempt {
-                route_id: r.id,
-                outcome,
-                started_at: now,
-                finished_at,
-                status_code: None,
-                error: (!ok).then(|| "the push service did not take the event".to_string()),
-                mail: None,
-            });
+                // The route worker tries again (this failure is not
+                // counted against its budget).
+                r.due_at = now + chrono::Duration::from_std(inner.config.retry_base)?;
+                self.service
+                    .count("push", RouteOutcome::Retry(r.due_at), started);
+            }
         }
-        store.finish_routes(&self.owner, &attempts).await?;
+        let ids: Vec<Uuid> = batch.iter().map(|u| u.notification.id).collect();
+        let written = store.save_routes(&ids, &routes, now).await?;
+        if written
+            .iter()
+            .any(|r| r.channel != Channel::Push && r.due_at <= now)
+        {
+            inner.routes_wake.notify_one();
+        }
         Ok(Outcome::Done)
     }
 }
@@ -347,7 +362,7 @@ impl Dispatcher {
                     r.account_id,
                     kind.event(),
                     &live_payload(&n, unread),
-                    r.id,
+                    n.id,
                 ) {
                     Ok(None)
                 } else {
@@ -387,14 +402,18 @@ impl Dispatcher {
             }
             "webhook" => {
                 let url = r.target.clone().ok_or((None, "no URL".to_string()))?;
-                let prefs = store
-                    .preferences(r.account_id)
-                    .await
-                    .map_err(|e| (None, format!("reading preferences: {e}")))?;
-                let salt = prefs
-                    .and_then(|p| p.webhook_salt)
-                    .ok_or((None, "the webhook was removed".to_string()))?;
-                let secret = inner.keys.webhook_secret(r.account_id, &salt);
+                let secret = if kind == Kind::AdminNotice && is_operator_copy(&n.payload) {
+                    inner.keys.operator_secret()
+                } else {
+                    let prefs = store
+                        .preferences(r.account_id)
+                        .await
+                        .map_err(|e| (None, format!("reading preferences: {e}")))?;
+                    let salt = prefs
+                        .and_then(|p| p.webhook_salt)
+                        .ok_or((None, "the webhook was removed".to_string()))?;
+                    inner.keys.webhook_secret(r.account_id, &salt)
+                };
                 let body = json!({
                     "id": r.id,
                     "notification_id": n.id,
@@ -446,6 +465,10 @@ impl Job for Dispatcher {
             .await?;
         if claimed.is_empty() {
             return Ok(Outcome::Idle { next_due: None });
+        }
+        if claimed.len() as i64 == CLAIM_BATCH {
+            // More is due: another slot takes the next batch meanwhile.
+            inner.routes_wake.notify_one();
         }
         let work = futures::future::join_all(claimed.iter().map(|r| self.dispatch(r, now)));
         let attempts = tokio::select! {

@@ -210,6 +210,9 @@ pub struct NewRoute {
     /// When it may be dispatched (later when held by quiet hours or a
     /// digest).
     pub due_at: DateTime<Utc>,
+    /// Already delivered by the router (push, published before the
+    /// routes' commit): written as delivered, its one attempt counted.
+    pub delivered_at: Option<DateTime<Utc>>,
 }
 
 /// A route as the worker claims it, with its notification.
@@ -342,16 +345,11 @@ pub trait NotifyStore: Send + Sync {
     async fn unrouted(&self, limit: i64) -> StoreResult<Vec<Unrouted>>;
 
     /// Marks these notifications routed and writes their routes, unless
-    /// another router did first; routes of `leased` channels are written
-    /// already held by `owner` until `lease_until` (the router dispatches
-    /// them itself). Returns the routes written.
+    /// another router did first. Returns the routes written.
     async fn save_routes(
         &self,
         notifications: &[Uuid],
         routes: &[NewRoute],
-        owner: &str,
-        leased: &[Channel],
-        lease_until: DateTime<Utc>,
         now: DateTime<Utc>,
     ) -> StoreResult<Vec<NewRoute>>;
 

@@ -20,7 +20,7 @@ macro_rules! impl_notify_store {
             use super::{NOTIFICATION, ROUTE};
             use crate::backend::SqlBackend;
             use crate::notify::{
-                Audience, Channel, ClaimedRoute, Kind, NewNotice, NewRoute, NotificationRow,
+                Audience, ClaimedRoute, Kind, NewNotice, NewRoute, NotificationRow,
                 NotifyStore, PreferencesRow, ReminderCandidate, RouteAttempt, RouteAttemptRecord,
                 RouteFilter, RouteOutcome, RouteRecord, Unrouted, DISPATCHING, PENDING,
             };
@@ -193,9 +193,6 @@ macro_rules! impl_notify_store {
                     &self,
                     notifications: &[Uuid],
                     routes: &[NewRoute],
-                    owner: &str,
-                    leased: &[Channel],
-                    lease_until: DateTime<Utc>,
                     now: DateTime<Utc>,
                 ) -> StoreResult<Vec<NewRoute>> {
                     if notifications.is_empty() {
@@ -231,10 +228,10 @@ macro_rules! impl_notify_store {
                         let mut q = sqlx::QueryBuilder::<Db>::new(
                             "INSERT INTO notification_routes (id, notification_id, account_id, kind,
                                  channel, target, digest_key, status, attempts, attempts_total,
-                                 next_attempt_at, lease_owner, lease_until, created_at) ",
+                                 next_attempt_at, created_at, delivered_at) ",
                         );
                         q.push_values(chunk, |mut row, r| {
-                            let held = leased.contains(&r.channel);
+                            let done = r.delivered_at.is_some();
                             row.push_bind(r.id)
                                 .push_bind(r.notification_id)
                                 .push_bind(r.account_id)
@@ -242,13 +239,12 @@ macro_rules! impl_notify_store {
                                 .push_bind(r.channel.as_str())
                                 .push_bind(r.target.clone())
                                 .push_bind(r.digest_key.clone())
-                                .push_bind(if held { DISPATCHING } else { PENDING })
-                                .push("0")
-                                .push("0")
-                                .push_bind(if held { lease_until } else { r.due_at })
-                                .push_bind(held.then(|| owner.to_string()))
-                                .push_bind(held.then_some(lease_until))
-                                .push_bind(now);
+                                .push_bind(if done { "delivered" } else { PENDING })
+                                .push(if done { "1" } else { "0" })
+                                .push(if done { "1" } else { "0" })
+                                .push_bind(r.due_at)
+                                .push_bind(now)
+                                .push_bind(r.delivered_at);
                         });
                         q.push(" ON CONFLICT DO NOTHING RETURNING id");
                         for row in q.build().fetch_all(&mut *tx).await? {
@@ -297,7 +293,46 @@ macro_rules! impl_notify_store {
                     }
                     let mut tx = SqlBackend::begin_write(self).await?;
                     let mut records: Vec<(&RouteAttempt, i64)> = Vec::with_capacity(attempts.len());
+                    // Plain deliveries (push, webhooks) are the bulk: one
+                    // statement per chunk marks them; the rest one by one.
+                    let plain: Vec<&RouteAttempt> = attempts
+                        .iter()
+                        .filter(|a| a.outcome == RouteOutcome::Delivered && a.mail.is_none())
+                        .collect();
+                    let mut delivered: std::collections::HashMap<Uuid, i64> =
+                        std::collections::HashMap::with_capacity(plain.len());
+                    for chunk in plain.chunks(CHUNK) {
+                        let at = chunk.iter().map(|a| a.finished_at).max();
+                        let mut q = sqlx::QueryBuilder::<Db>::new(
+                            "UPDATE notification_routes
+                             SET status = 'delivered', attempts = attempts + 1,
+                                 attempts_total = attempts_total + 1, delivered_at = ",
+                        );
+                        q.push_bind(at);
+                        q.push(
+                            ", last_error = NULL, lease_owner = NULL, lease_until = NULL
+                             WHERE status = 'dispatching' AND lease_owner = ",
+                        );
+                        q.push_bind(owner.to_string());
+                        q.push(" AND id IN (");
+                        let mut ids = q.separated(", ");
+                        for a in chunk {
+                            ids.push_bind(a.route_id);
+                        }
+                        q.push(") RETURNING id, attempts_total");
+                        for row in q.build().fetch_all(&mut *tx).await? {
+                            delivered.insert(row.try_get("id")?, row.try_get("attempts_total")?);
+                        }
+                    }
                     for a in attempts {
+                        if a.outcome == RouteOutcome::Delivered && a.mail.is_none() {
+                            let total = delivered.get(&a.route_id).copied();
+                            held.push(total.is_some());
+                            if let Some(total) = total {
+                                records.push((a, total));
+                            }
+                            continue;
+                        }
                         let (status, next, delivered) = match a.outcome {
                             RouteOutcome::Delivered => ("delivered", None, Some(a.finished_at)),
                             RouteOutcome::Retry(at) => (PENDING, Some(at), None),

@@ -45,6 +45,7 @@ pub fn admin_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(requeue_one))
         .routes(routes!(requeue_matching))
         .routes(routes!(send_notice))
+        .routes(routes!(operator_webhook))
 }
 
 impl From<NotifyError> for ApiError {
@@ -713,4 +714,24 @@ async fn send_notice(
         )
         .await?;
     Ok(Json(NoticeSentJson { recipients }))
+}
+
+/// The operators' webhook (`BACKEND_NOTIFICATION_OPERATOR_WEBHOOK`), where
+/// every admin notice is also posted, and the secret its signature header
+/// is made with.
+#[utoipa::path(get, path = "/notifications/operator-webhook", tag = "admin", security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The URL and secret", body = WebhookJson),
+        (status = 404, description = "No operator webhook is configured", body = ErrorBody),
+    ))]
+async fn operator_webhook(State(state): State<AppState>) -> Result<Json<WebhookJson>, ApiError> {
+    let hook = state.notify.operator_webhook().ok_or_else(|| {
+        ApiError::NotFound(
+            "no operator webhook (BACKEND_NOTIFICATION_OPERATOR_WEBHOOK) is configured".into(),
+        )
+    })?;
+    Ok(Json(WebhookJson {
+        url: hook.url,
+        secret: hook.secret,
+    }))
 }

@@ -66,6 +66,11 @@ pub(super) const VARIABLES: &[VarSpec] = &[
         "Where people reach the API (the gateway); links in mail, such as unsubscribe links, start with it."
     ),
     var!(
+        "BACKEND_NOTIFICATION_OPERATOR_WEBHOOK",
+        None,
+        "The operators' webhook (http or https): every admin notice is also posted there once, signed like people's webhooks with the secret shown at `GET /api/v1/admin/notifications/operator-webhook`."
+    ),
+    var!(
         "BACKEND_NOTIFICATION_REMINDER_INTERVAL",
         Some("30s"),
         "Longest the orders-due reminder job waits between looks at the running games' deadlines (clock changes wake it at once)."
@@ -101,6 +106,10 @@ pub(super) fn read(r: &mut Reader<'_>) -> NotifySettings {
         allow_private: r.get("BACKEND_WEBHOOK_ALLOW_PRIVATE", parse_bool),
         public_url: r.get("BACKEND_PUBLIC_URL", super::parse_http_url),
         notice_batch: 1_000,
+        operator_webhook: r.optional(
+            "BACKEND_NOTIFICATION_OPERATOR_WEBHOOK",
+            super::parse_http_url,
+        ),
     };
     if service.retry_max < service.retry_base {
         r.report(

@@ -510,10 +510,15 @@ async fn events_reach_their_people_by_preference(backend: DbKind) {
 /// routes keep flowing; admins list it with its attempts and requeue it.
 async fn failing_webhooks_end_in_dead_letters_and_requeue(backend: DbKind) {
     let sink = SmtpSink::start();
+    let operator = Receiver::start().await;
     let t = app(
         backend,
         &sink,
         &[
+            (
+                "BACKEND_NOTIFICATION_OPERATOR_WEBHOOK",
+                operator.url.as_str(),
+            ),
             ("BACKEND_NOTIFICATION_MAX_ATTEMPTS", "3"),
             ("BACKEND_NOTIFICATION_RETRY_BASE", "50ms"),
             ("BACKEND_NOTIFICATION_RETRY_MAX", "100ms"),
@@ -545,6 +550,31 @@ async fn failing_webhooks_end_in_dead_letters_and_requeue(backend: DbKind) {
         .await;
     assert_eq!(status, StatusCode::OK, "{sent}");
     assert_eq!(sent["recipients"], 1);
+    // The operators' webhook gets the notice once, signed with its secret.
+    let (status, hook_of_ops) = t
+        .send(
+            Method::GET,
+            "/api/v1/admin/notifications/operator-webhook",
+            Some(&admin),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{hook_of_ops}");
+    let copy = until("the operators' copy", || async {
+        operator.seen().into_iter().next()
+    })
+    .await;
+    let ops_secret = hook_of_ops["secret"].as_str().expect("secret");
+    turnbase_notify::keys::verify(
+        ops_secret,
+        &copy.signature,
+        &copy.body,
+        Utc::now().timestamp(),
+    )
+    .expect("the operators' copy is signed");
+    let copy: Value = serde_json::from_slice(&copy.body).expect("JSON");
+    assert_eq!(copy["payload"]["subject"], "Maintenance");
+    assert_eq!(copy["payload"]["recipients"], 1);
     // The third attempt times out in the receiver's tarpit.
     until("two refused attempts", || async {
         (hook.seen().len() >= 2).then_some(())

@@ -38,6 +38,7 @@ fn route(n: Uuid, account: Uuid, channel: Channel, due: i64) -> NewRoute {
         target: Some("somewhere".into()),
         digest_key: None,
         due_at: t(due),
+        delivered_at: None,
     }
 }
 
@@ -93,69 +94,65 @@ async fn members_are_read_with_the_change_and_routing_happens_once(backend: DbKi
     assert!(!unrouted[0].blocked);
 
     // Two routers race for the same notification: one writes its routes.
-    let a = [
-        route(n.id, owner, Channel::Push, 5),
-        route(n.id, owner, Channel::Email, 5),
-    ];
+    // The first published its push route before routing (delivered).
+    let mut pushed = route(n.id, owner, Channel::Push, 5);
+    pushed.delivered_at = Some(t(5));
+    let a = [pushed, route(n.id, owner, Channel::Email, 5)];
     let b = [route(n.id, owner, Channel::Push, 5)];
-    let first = store
-        .save_routes(&[n.id], &a, "r1", &[Channel::Push], t(65), t(5))
-        .await
-        .expect("save");
-    let second = store
-        .save_routes(&[n.id], &b, "r2", &[Channel::Push], t(65), t(5))
-        .await
-        .expect("save");
+    let first = store.save_routes(&[n.id], &a, t(5)).await.expect("save");
+    let second = store.save_routes(&[n.id], &b, t(5)).await.expect("save");
     assert_eq!(first.len(), 2);
     assert!(second.is_empty(), "already routed");
     assert!(store.unrouted(10).await.expect("unrouted").is_empty());
-    // The push route is held by the router; the email route is due.
+    // The push route was delivered by the router; the email route is due.
+    let (pushed, _) = store.route(a[0].id).await.expect("route");
+    assert_eq!((pushed.status.as_str(), pushed.attempts), ("delivered", 1));
     let claimed = store
         .claim_routes(t(6), LEASE, "w1", 10)
         .await
         .expect("claim");
     assert_eq!(claimed.len(), 1);
     assert_eq!(claimed[0].channel, "email");
-    // The router died: its push route is claimed when its lease ends
-    // (t(65); the email route's lease runs to t(66)).
+    // Its worker died: the route is claimed again when the lease ends.
     assert!(
         store
-            .claim_routes(t(64), LEASE, "w2", 10)
+            .claim_routes(t(65), LEASE, "w2", 10)
             .await
             .expect("claim")
             .is_empty()
     );
     let retaken = store
-        .claim_routes(t(65), LEASE, "w2", 10)
+        .claim_routes(t(66), LEASE, "w2", 10)
         .await
         .expect("claim");
     assert_eq!(retaken.len(), 1);
-    assert_eq!(retaken[0].channel, "push");
-    // Only the holder records: the router's late finish changes nothing.
+    assert_eq!(retaken[0].id, a[1].id);
+    // Only the holder records: the first worker's late finish changes
+    // nothing.
     let held = store
-        .finish_routes("r1", &[attempt(a[0].id, RouteOutcome::Delivered)])
+        .finish_routes("w1", &[attempt(a[1].id, RouteOutcome::Delivered)])
         .await
         .expect("finish");
     assert_eq!(held, [false]);
-    let held = store
-        .finish_routes("w2", &[attempt(a[0].id, RouteOutcome::Delivered)])
-        .await
-        .expect("finish");
-    assert_eq!(held, [true]);
-    let (record, attempts) = store.route(a[0].id).await.expect("route");
-    assert_eq!(record.status, "delivered");
-    assert_eq!(attempts.len(), 1);
-    // Shutdown hands the email route back without spending an attempt.
+    // Shutdown hands the route back without spending an attempt.
     store
-        .release_route(a[1].id, "w1", t(7))
+        .release_route(a[1].id, "w2", t(67))
         .await
         .expect("release");
     let again = store
-        .claim_routes(t(7), LEASE, "w3", 10)
+        .claim_routes(t(67), LEASE, "w3", 10)
         .await
         .expect("claim");
     assert_eq!(again.len(), 1);
     assert_eq!(again[0].attempts, 0);
+    let held = store
+        .finish_routes("w3", &[attempt(a[1].id, RouteOutcome::Delivered)])
+        .await
+        .expect("finish");
+    assert_eq!(held, [true]);
+    let (record, attempts) = store.route(a[1].id).await.expect("route");
+    assert_eq!(record.status, "delivered");
+    assert_eq!(attempts.len(), 1);
 }
 
 async fn dead_letters_requeue_by_filter_and_old_notifications_go(backend: DbKind) {
@@ -185,10 +182,7 @@ async fn dead_letters_requeue_by_filter_and_old_notifications_go(backend: DbKind
             )
         })
         .collect();
-    store
-        .save_routes(&ids, &routes, "r", &[], t(60), t(0))
-        .await
-        .expect("save");
+    store.save_routes(&ids, &routes, t(0)).await.expect("save");
     let claimed = store
         .claim_routes(t(1), LEASE, "w", 10)
         .await
