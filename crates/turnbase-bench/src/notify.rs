@@ -39,7 +39,7 @@ pub struct NotifyArgs {
     #[arg(long, default_value_t = 4)]
     workers: usize,
     /// Notifications routed per transaction (BACKEND_NOTIFICATION_BATCH).
-    #[arg(long, default_value_t = 500)]
+    #[arg(long, default_value_t = 2_000)]
     batch: i64,
     /// A Postgres server where the benchmark may create a database; falls
     /// back to TURNBASE_TEST_POSTGRES_URL. Without one, Postgres is skipped.

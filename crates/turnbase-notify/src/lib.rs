@@ -74,7 +74,7 @@ impl Default for NotifyConfig {
             retry_max: Duration::from_secs(3600),
             lease: Duration::from_secs(60),
             workers: 4,
-            batch: 500,
+            batch: 2_000,
             poll_interval: Duration::from_secs(2),
             retention: Duration::from_secs(90 * 86_400),
             webhook_timeout: Duration::from_secs(10),

@@ -129,9 +129,10 @@ fn is_operator_copy(payload: &str) -> bool {
         .unwrap_or(false)
 }
 
-/// The live event of a notification: its payload, with its id, kind,
-/// game title and the recipient's unread count.
-fn live_payload(n: &NotificationRow, unread: Option<i64>) -> Value {
+/// The live event of a notification: its payload, with its id, kind and
+/// game title. (Each such event adds one to the recipient's unread count;
+/// reading pushes `notifications.unread` with the count.)
+fn live_payload(n: &NotificationRow) -> Value {
     let mut payload: Value = serde_json::from_str(&n.payload).unwrap_or_else(|_| json!({}));
     if let Some(obj) = payload.as_object_mut() {
         obj.insert("notification_id".into(), json!(n.id));
@@ -141,9 +142,6 @@ fn live_payload(n: &NotificationRow, unread: Option<i64>) -> Value {
         }
         if let Some(title) = &n.game_title {
             obj.entry("title").or_insert(json!(title));
-        }
-        if let Some(unread) = unread {
-            obj.insert("unread".into(), json!(unread));
         }
     }
     payload
@@ -254,18 +252,6 @@ impl Job for Router {
             .iter()
             .map(|u| (u.notification.id, &u.notification))
             .collect();
-        let mut accounts: Vec<Uuid> = routes
-            .iter()
-            .filter(|r| r.channel == Channel::Push)
-            .map(|r| r.account_id)
-            .collect();
-        accounts.sort();
-        accounts.dedup();
-        let unread: HashMap<Uuid, i64> = if accounts.is_empty() {
-            HashMap::new()
-        } else {
-            store.unread_counts(&accounts).await?.into_iter().collect()
-        };
         for r in routes.iter_mut().filter(|r| r.channel == Channel::Push) {
             let started = Instant::now();
             let Some(n) = by_id.get(&r.notification_id) else {
@@ -275,7 +261,7 @@ impl Job for Router {
                 &inner.push,
                 r.account_id,
                 r.kind.event(),
-                &live_payload(n, unread.get(&r.account_id).copied()),
+                &live_payload(n),
                 n.id,
             );
             if ok {
@@ -356,12 +342,11 @@ impl Dispatcher {
         let kind = Kind::parse(&r.kind).ok_or((None, format!("unknown kind {}", r.kind)))?;
         match r.channel.as_str() {
             "push" => {
-                let unread = store.unread_count(r.account_id).await.ok();
                 if publish(
                     &inner.push,
                     r.account_id,
                     kind.event(),
-                    &live_payload(&n, unread),
+                    &live_payload(&n),
                     n.id,
                 ) {
                     Ok(None)

@@ -38,9 +38,11 @@ macro_rules! impl_notify_store {
                     .map_err(Into::into)
             }
 
-            /// Rows one multi-row insert carries (well under both
-            /// backends' parameter limits).
-            const CHUNK: usize = 400;
+            /// Rows one multi-row statement carries: at most 13 parameters
+            /// a row, 26,000 in all, under SQLite's limit (32,766) and
+            /// Postgres's (65,535); a turn of a large game or a router's
+            /// batch is then one statement.
+            const CHUNK: usize = 2_000;
 
             /// Writes `notices` in the caller's transaction: each audience
             /// read there, one notification per recipient.

@@ -37,7 +37,7 @@ pub(super) const VARIABLES: &[VarSpec] = &[
     ),
     var!(
         "BACKEND_NOTIFICATION_BATCH",
-        Some("500"),
+        Some("2000"),
         "Notifications the router turns into routes per transaction."
     ),
     var!(
