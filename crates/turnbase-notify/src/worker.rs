@@ -59,6 +59,7 @@ impl NotifyService {
         let mut tasks = tokio::task::JoinSet::new();
         let router = Arc::new(Router {
             service: self.clone(),
+            saving: tokio::sync::Mutex::new(None),
         });
         let runner = Runner::new(config.poll_interval)
             .with_clock(self.inner.clock.clone())
@@ -147,8 +148,15 @@ fn live_payload(n: &NotificationRow) -> Value {
     payload
 }
 
+/// The router. Its steps overlap: while one batch's routes are being
+/// saved, the next batch is read (after it, so not read twice); a batch
+/// is published only once the save before it has committed, so at most
+/// one batch is published and unsaved at a time.
 struct Router {
     service: NotifyService,
+    /// The batch being saved: the last notification id in it, and the
+    /// save's task.
+    saving: tokio::sync::Mutex<Option<(Uuid, tokio::task::JoinHandle<anyhow::Result<()>>)>>,
 }
 
 impl Router {
@@ -232,9 +240,20 @@ impl Job for Router {
     ) -> anyhow::Result<Outcome> {
         let inner = &self.service.inner;
         let store = inner.db.notify();
-        let batch = store.unrouted(inner.config.batch).await?;
+        let mut saving = self.saving.lock().await;
+        let after = saving.as_ref().map(|(last, _)| *last);
+        let batch = store.unrouted(after, inner.config.batch).await?;
         if batch.is_empty() {
-            return Ok(Outcome::Idle { next_due: None });
+            return match saving.take() {
+                // Nothing after the batch being saved: finish it, and
+                // look again from the start (a notification committed
+                // late with an older id is routed then).
+                Some((_, save)) => {
+                    save.await??;
+                    Ok(Outcome::Done)
+                }
+                None => Ok(Outcome::Idle { next_due: None }),
+            };
         }
         let mut prefs: HashMap<Uuid, Preferences> = HashMap::new();
         let mut routes = Vec::with_capacity(batch.len() * 2);
@@ -243,6 +262,11 @@ impl Job for Router {
                 .entry(u.notification.account_id)
                 .or_insert_with(|| Preferences::from_stored(u.settings.as_deref()));
             routes.extend(self.routes_of(u, p, now));
+        }
+        // The previous batch's routes are committed before this one is
+        // published.
+        if let Some((_, save)) = saving.take() {
+            save.await??;
         }
         // Push first, then record: the live events go out before the
         // routing commit (a router that dies in between leaves the
@@ -276,14 +300,29 @@ impl Job for Router {
             }
         }
         let ids: Vec<Uuid> = batch.iter().map(|u| u.notification.id).collect();
-        let written = store.save_routes(&ids, &routes, now).await?;
-        if written
-            .iter()
-            .any(|r| r.channel != Channel::Push && r.due_at <= now)
-        {
-            inner.routes_wake.notify_one();
-        }
+        let last = *ids.last().expect("the batch is not empty");
+        let service = self.service.clone();
+        let save = tokio::spawn(async move {
+            let inner = &service.inner;
+            let written = inner.db.notify().save_routes(&ids, &routes, now).await?;
+            if written
+                .iter()
+                .any(|r| r.channel != Channel::Push && r.due_at <= now)
+            {
+                inner.routes_wake.notify_one();
+            }
+            Ok(())
+        });
+        *saving = Some((last, save));
         Ok(Outcome::Done)
+    }
+
+    async fn stopped(&self, _now: DateTime<Utc>) -> anyhow::Result<()> {
+        // The batch published last is saved before the worker ends.
+        if let Some((_, save)) = self.saving.lock().await.take() {
+            save.await??;
+        }
+        Ok(())
     }
 }
 

@@ -341,8 +341,9 @@ pub trait NotifyStore: Send + Sync {
         now: DateTime<Utc>,
     ) -> StoreResult<(u64, Option<Uuid>)>;
 
-    /// Notifications without routes yet, oldest first.
-    async fn unrouted(&self, limit: i64) -> StoreResult<Vec<Unrouted>>;
+    /// Notifications without routes yet, oldest first (after `after`,
+    /// when given).
+    async fn unrouted(&self, after: Option<Uuid>, limit: i64) -> StoreResult<Vec<Unrouted>>;
 
     /// Marks these notifications routed and writes their routes, unless
     /// another router did first. Returns the routes written.

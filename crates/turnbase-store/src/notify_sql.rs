@@ -173,7 +173,11 @@ macro_rules! impl_notify_store {
                     Ok((n, Some(last)))
                 }
 
-                async fn unrouted(&self, limit: i64) -> StoreResult<Vec<Unrouted>> {
+                async fn unrouted(
+                    &self,
+                    after: Option<Uuid>,
+                    limit: i64,
+                ) -> StoreResult<Vec<Unrouted>> {
                     let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
                         "SELECT {NOTIFICATION}, a.email,
                              CASE WHEN a.blocked_at IS NULL THEN FALSE ELSE TRUE END AS blocked,
@@ -182,10 +186,11 @@ macro_rules! impl_notify_store {
                          JOIN accounts a ON a.id = n.account_id
                          LEFT JOIN games g ON g.id = n.game_id
                          LEFT JOIN notification_preferences p ON p.account_id = n.account_id
-                         WHERE n.routed_at IS NULL
+                         WHERE n.routed_at IS NULL AND (CAST($2 AS UUID) IS NULL OR n.id > $2)
                          ORDER BY n.id LIMIT $1"
                     )))
                     .bind(limit)
+                    .bind(after)
                     .fetch_all(SqlBackend::reader(self))
                     .await?;
                     all(&rows)
@@ -295,11 +300,12 @@ macro_rules! impl_notify_store {
                     }
                     let mut tx = SqlBackend::begin_write(self).await?;
                     let mut records: Vec<(&RouteAttempt, i64)> = Vec::with_capacity(attempts.len());
-                    // Plain deliveries (push, webhooks) are the bulk: one
-                    // statement per chunk marks them; the rest one by one.
+                    // Deliveries are the bulk: one statement per chunk marks
+                    // them (and one hands their mail to the outbox); the
+                    // failures go one by one.
                     let plain: Vec<&RouteAttempt> = attempts
                         .iter()
-                        .filter(|a| a.outcome == RouteOutcome::Delivered && a.mail.is_none())
+                        .filter(|a| a.outcome == RouteOutcome::Delivered)
                         .collect();
                     let mut delivered: std::collections::HashMap<Uuid, i64> =
                         std::collections::HashMap::with_capacity(plain.len());
@@ -326,8 +332,36 @@ macro_rules! impl_notify_store {
                             delivered.insert(row.try_get("id")?, row.try_get("attempts_total")?);
                         }
                     }
+                    // The outbox's own rows, keyed by their routes so that a
+                    // retried route never mails twice.
+                    let mails: Vec<&crate::mail::NewMail> = plain
+                        .iter()
+                        .filter(|a| delivered.contains_key(&a.route_id))
+                        .filter_map(|a| a.mail.as_ref())
+                        .collect();
+                    for chunk in mails.chunks(CHUNK) {
+                        let mut q = sqlx::QueryBuilder::<Db>::new(
+                            "INSERT INTO mail_outbox (id, idempotency_key, to_address, subject,
+                                 text_body, html_body, status, attempts, next_attempt_at,
+                                 created_at) ",
+                        );
+                        q.push_values(chunk, |mut row, m| {
+                            row.push_bind(m.id)
+                                .push_bind(m.idempotency_key.clone())
+                                .push_bind(m.to.clone())
+                                .push_bind(m.subject.clone())
+                                .push_bind(m.text_body.clone())
+                                .push_bind(m.html_body.clone())
+                                .push("'pending'")
+                                .push("0")
+                                .push_bind(m.created_at)
+                                .push_bind(m.created_at);
+                        });
+                        q.push(" ON CONFLICT DO NOTHING");
+                        q.build().execute(&mut *tx).await?;
+                    }
                     for a in attempts {
-                        if a.outcome == RouteOutcome::Delivered && a.mail.is_none() {
+                        if a.outcome == RouteOutcome::Delivered {
                             let total = delivered.get(&a.route_id).copied();
                             held.push(total.is_some());
                             if let Some(total) = total {
@@ -361,26 +395,6 @@ macro_rules! impl_notify_store {
                         held.push(total.is_some());
                         let Some(total) = total else { continue };
                         records.push((a, total));
-                        if let Some(m) = &a.mail {
-                            // The outbox's own row, keyed by the route so
-                            // that a retried route never mails twice.
-                            sqlx::query(
-                                "INSERT INTO mail_outbox (id, idempotency_key, to_address, subject,
-                                     text_body, html_body, status, attempts, next_attempt_at,
-                                     created_at, masked_subject)
-                                 VALUES ($1, $2, $3, $4, $5, $6, 'pending', 0, $7, $7, NULL)
-                                 ON CONFLICT DO NOTHING",
-                            )
-                            .bind(m.id)
-                            .bind(&m.idempotency_key)
-                            .bind(&m.to)
-                            .bind(&m.subject)
-                            .bind(&m.text_body)
-                            .bind(&m.html_body)
-                            .bind(m.created_at)
-                            .execute(&mut *tx)
-                            .await?;
-                        }
                     }
                     for chunk in records.chunks(CHUNK) {
                         let mut q = sqlx::QueryBuilder::<Db>::new(

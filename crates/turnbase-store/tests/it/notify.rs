@@ -86,7 +86,7 @@ async fn members_are_read_with_the_change_and_routing_happens_once(backend: DbKi
         .expect("store");
     assert!(moved.is_some());
     let store = db.notify();
-    let unrouted = store.unrouted(10).await.expect("unrouted");
+    let unrouted = store.unrouted(None, 10).await.expect("unrouted");
     assert_eq!(unrouted.len(), 1, "the owner, once");
     let n = &unrouted[0].notification;
     assert_eq!(n.account_id, owner);
@@ -103,7 +103,7 @@ async fn members_are_read_with_the_change_and_routing_happens_once(backend: DbKi
     let second = store.save_routes(&[n.id], &b, t(5)).await.expect("save");
     assert_eq!(first.len(), 2);
     assert!(second.is_empty(), "already routed");
-    assert!(store.unrouted(10).await.expect("unrouted").is_empty());
+    assert!(store.unrouted(None, 10).await.expect("unrouted").is_empty());
     // The push route was delivered by the router; the email route is due.
     let (pushed, _) = store.route(a[0].id).await.expect("route");
     assert_eq!((pushed.status.as_str(), pushed.attempts), ("delivered", 1));
@@ -169,7 +169,7 @@ async fn dead_letters_requeue_by_filter_and_old_notifications_go(backend: DbKind
         )
         .await
         .expect("write");
-    let unrouted = store.unrouted(10).await.expect("unrouted");
+    let unrouted = store.unrouted(None, 10).await.expect("unrouted");
     let ids: Vec<Uuid> = unrouted.iter().map(|u| u.notification.id).collect();
     let routes: Vec<NewRoute> = unrouted
         .iter()
