@@ -316,6 +316,8 @@ async fn measure(args: &NotifyArgs, options: DatabaseOptions) -> anyhow::Result<
 
     let pid = std::process::id().to_string();
     let cpu_before = usage(&pid).cpu_s;
+    let postgres_before = crate::probe::cpu_of_named("postgres").unwrap_or(0.0);
+    let machine_before = crate::turns::machine_busy_s();
     let started = Instant::now();
     // The turn resolves in every game at once: one transaction per game,
     // each with a notice per seat, as a turn's record writes them.
@@ -373,6 +375,9 @@ async fn measure(args: &NotifyArgs, options: DatabaseOptions) -> anyhow::Result<
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let cpu = usage(&pid).cpu_s - cpu_before;
+    let postgres_cpu = crate::probe::cpu_of_named("postgres").unwrap_or(0.0) - postgres_before;
+    let machine = crate::turns::machine_busy_s() - machine_before;
+    let span = started.elapsed().as_secs_f64();
     let since = |at: Option<Instant>| at.map_or(f64::NAN, |t| (t - started).as_secs_f64());
     let push_s = since(*pushed_last.lock().expect("not poisoned"));
     let (hook_first, hook_end) = *hook_last.lock().expect("not poisoned");
@@ -411,7 +416,8 @@ async fn measure(args: &NotifyArgs, options: DatabaseOptions) -> anyhow::Result<
          push: all {people} in {push_s:.2} s ({:.0}/s), write → delivery p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms; \
          email: {mailed} at the SMTP sink in {mail_s:.2} s ({:.0}/s; {:.0}/s from its first to its last); \
          webhook: {mailed} in {hook_s:.2} s ({:.0}/s; {:.0}/s from first to last); \
-         CPU {cpu:.2} s ({:.0} µs per notification)",
+         CPU {cpu:.2} s ({:.0} µs per notification), the database server's {postgres_cpu:.2} s; \
+         the machine busy {:.2} of its cores over the {span:.2} s",
         args.games,
         written.as_secs_f64(),
         figures.push_per_sec,
@@ -423,6 +429,7 @@ async fn measure(args: &NotifyArgs, options: DatabaseOptions) -> anyhow::Result<
         figures.webhook_per_sec,
         figures.webhook_window_per_sec,
         cpu * 1e6 / people as f64,
+        machine / span,
     );
     db.close().await;
     Ok(figures)

@@ -425,7 +425,7 @@ fn engines_cpu(data_dir: &std::path::Path) -> f64 {
 
 /// CPU seconds the whole machine has been busy (not idle, not waiting on
 /// I/O), from `/proc/stat`.
-fn machine_busy_s() -> f64 {
+pub(crate) fn machine_busy_s() -> f64 {
     let Ok(stat) = std::fs::read_to_string("/proc/stat") else {
         return 0.0;
     };
