@@ -197,6 +197,14 @@ pub trait TurnStore: Send + Sync {
     /// raises the version); whether it was.
     async fn update_clock(&self, clock: &ClockRow) -> StoreResult<bool>;
 
+    /// [`TurnStore::update_clock`] that writes `notices` with the clock,
+    /// in one transaction (nothing when the clock moved on).
+    async fn update_clock_telling(
+        &self,
+        clock: &ClockRow,
+        notices: &[crate::notify::NewNotice],
+    ) -> StoreResult<bool>;
+
     /// Claims the turn for `claim.owner` until `now + lease`: inserts its
     /// row, or takes over a claim whose lease ran out, if the clock still
     /// has that turn open. The clock is then due again when the lease ends

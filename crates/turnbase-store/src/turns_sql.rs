@@ -130,6 +130,25 @@ macro_rules! impl_turn_store {
                     Ok(done == 1)
                 }
 
+                async fn update_clock_telling(
+                    &self,
+                    c: &ClockRow,
+                    notices: &[crate::notify::NewNotice],
+                ) -> StoreResult<bool> {
+                    if notices.is_empty() {
+                        return self.update_clock(c).await;
+                    }
+                    let mut tx = SqlBackend::begin_write(self).await?;
+                    let done = write_clock(&mut *tx, c, "version = $2", c.version).await?;
+                    if done != 1 {
+                        tx.rollback().await?;
+                        return Ok(false);
+                    }
+                    notify_sql::write_in(&mut tx, notices, c.updated_at).await?;
+                    tx.commit().await?;
+                    Ok(true)
+                }
+
                 async fn claim_turn(&self, c: &TurnClaim<'_>) -> StoreResult<Option<TurnRow>> {
                     Ok(self.claim_turns(std::slice::from_ref(c)).await?.pop())
                 }

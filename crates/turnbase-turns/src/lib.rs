@@ -652,25 +652,6 @@ impl TurnService {
         notices
     }
 
-    /// Tells people after a change that committed on its own (turn
-    /// openings and extensions): a failed write is logged, the change
-    /// stands.
-    pub(crate) async fn tell(&self, notices: Vec<NewNotice>) {
-        if notices.is_empty() {
-            return;
-        }
-        match self
-            .inner
-            .db
-            .notify()
-            .write_notices(&notices, self.now())
-            .await
-        {
-            Ok(_) => self.notices_written(),
-            Err(err) => tracing::warn!(error = %err, "turn notices not written"),
-        }
-    }
-
     /// Nudges the notification router: notices were committed.
     pub(crate) fn notices_written(&self) {
         if let Some(wake) = self.inner.notices.get() {

@@ -559,20 +559,6 @@ impl TurnService {
             updated_at: now,
             ..clock.clone()
         };
-        if !self.inner.db.turns().update_clock(&changed).await? {
-            return Err(TurnError::Conflict {
-                code: "turn_being_resolved",
-                message: "the turn changed meanwhile; look at the clock again".into(),
-            });
-        }
-        self.wake();
-        self.audit(
-            admin,
-            "game.extend_turn",
-            id,
-            &format!("turn {} by {}s", clock.turn, by.as_secs()),
-        )
-        .await?;
         let users: Vec<Uuid> = game.seats.iter().filter_map(|s| s.account_id).collect();
         let payload = json!({
             "game_id": id,
@@ -581,13 +567,34 @@ impl TurnService {
             "deadline": new_due,
             "reason": "extended",
         });
-        self.tell(vec![NewNotice::new(
+        let notices = [NewNotice::new(
             Kind::TurnExtended,
             Some(id),
             payload.to_string(),
             Audience::Users(users),
-        )])
-        .await;
+        )];
+        // The extension and its notices commit together.
+        if !self
+            .inner
+            .db
+            .turns()
+            .update_clock_telling(&changed, &notices)
+            .await?
+        {
+            return Err(TurnError::Conflict {
+                code: "turn_being_resolved",
+                message: "the turn changed meanwhile; look at the clock again".into(),
+            });
+        }
+        self.notices_written();
+        self.wake();
+        self.audit(
+            admin,
+            "game.extend_turn",
+            id,
+            &format!("turn {} by {}s", clock.turn, by.as_secs()),
+        )
+        .await?;
         self.clock_of(&game).await
     }
 

@@ -343,9 +343,6 @@ impl TurnService {
             updated_at: now,
             ..clock
         };
-        if !self.inner.db.turns().update_clock(&planned).await? {
-            return Ok(());
-        }
         let mut notices = Vec::new();
         for seat in &game.seats {
             let Some(user) = seat.account_id else {
@@ -372,7 +369,18 @@ impl TurnService {
                 Audience::Users(vec![user]),
             ));
         }
-        self.tell(notices).await;
+        // The turn's opening and its notices commit together.
+        if self
+            .inner
+            .db
+            .turns()
+            .update_clock_telling(&planned, &notices)
+            .await?
+        {
+            self.notices_written();
+            // The new deadline may bring a reminder before the next look.
+            self.inner.reminders_wake.notify_one();
+        }
         Ok(())
     }
 
@@ -408,10 +416,6 @@ impl TurnService {
             updated_at: now,
             ..clock.clone()
         };
-        if !self.inner.db.turns().update_clock(&changed).await? {
-            return Ok(true);
-        }
-        self.inner.db.turns().spend_excuses(&excused).await?;
         let mut notices = Vec::new();
         for id in &excused {
             let Some(seat) = game.seats.iter().find(|s| s.id == *id) else {
@@ -434,7 +438,19 @@ impl TurnService {
                 ));
             }
         }
-        self.tell(notices).await;
+        // The extension and its notices commit together.
+        if !self
+            .inner
+            .db
+            .turns()
+            .update_clock_telling(&changed, &notices)
+            .await?
+        {
+            return Ok(true);
+        }
+        self.notices_written();
+        self.inner.reminders_wake.notify_one();
+        self.inner.db.turns().spend_excuses(&excused).await?;
         tracing::info!(game = %game.row.id, turn = clock.turn, seats = excused.len(), "turn extended for an excused miss");
         Ok(true)
     }
