@@ -884,13 +884,20 @@ async fn bad_preferences_are_refused_precisely(backend: DbKind) {
 /// only to seats that have not sent orders.
 async fn reminders_fire_once_per_turn_for_seats_still_to_act(backend: DbKind) {
     let sink = SmtpSink::start();
-    let t = app(backend, &sink, &[]).await;
+    // Clock changes wake the reminder job; its look every second is the
+    // fallback a loaded machine may need within the reminder's window.
+    let t = app(
+        backend,
+        &sink,
+        &[("BACKEND_NOTIFICATION_REMINDER_INTERVAL", "1s")],
+    )
+    .await;
     let (ann, _) = t.guest("Ann").await;
     let (bo, _) = t.guest("Bo").await;
     let (ann_id, bo_id) = (me(&t, &ann).await, me(&t, &bo).await);
     let mut body = game_body("Reminded");
-    body["schedule"] = json!({ "kind": "interval", "every": "6s" });
-    body["rules"] = json!({ "remind_before": "4s", "excused_misses": 0 });
+    body["schedule"] = json!({ "kind": "interval", "every": "10s" });
+    body["rules"] = json!({ "remind_before": "7s", "excused_misses": 0 });
     let (status, game) = t
         .send(Method::POST, "/api/v1/user/games", Some(&ann), Some(body))
         .await;
