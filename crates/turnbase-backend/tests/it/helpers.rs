@@ -323,3 +323,42 @@ pub async fn subscribe(
         other => panic!("expected Resumed, got {other:?}"),
     }
 }
+
+/// Waits for `probe` to give a value, looking every 25 ms, for at most
+/// `patience`; the test fails naming `what` otherwise.
+pub async fn until<T, F, Fut>(what: &str, patience: std::time::Duration, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + patience;
+    loop {
+        if let Some(v) = probe().await {
+            return v;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "never: {what}");
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+}
+
+/// Client events seen on a push stream until it is quiet for `quiet`:
+/// (user, kind, payload).
+pub async fn drain_push(
+    stream: &mut tonic::Streaming<turnbase_push::proto::PushMessage>,
+    seen: &mut Vec<(String, String, serde_json::Value)>,
+    quiet: std::time::Duration,
+) {
+    use turnbase_push::proto::push_event::Kind as EventKind;
+    use turnbase_push::proto::push_message::Kind as Msg;
+    while let Ok(Ok(Some(message))) = tokio::time::timeout(quiet, stream.message()).await {
+        if let Some(Msg::Events(events)) = message.kind {
+            for e in events.events {
+                if let Some(EventKind::ClientEvent(c)) = e.kind {
+                    let payload =
+                        serde_json::from_slice(&c.payload).unwrap_or(serde_json::Value::Null);
+                    seen.push((c.user_id, c.kind, payload));
+                }
+            }
+        }
+    }
+}

@@ -16,23 +16,16 @@ use turnbase_store::notify::{Audience, Kind, NewNotice};
 use turnbase_testkit::{DbKind, SmtpSink, TestDb};
 use uuid::Uuid;
 
-use crate::helpers::{ADMIN_EMAIL, TestApp, spawn_app_with};
+use crate::helpers::{ADMIN_EMAIL, TestApp, drain_push, spawn_app_with};
 
 const PATIENCE: Duration = Duration::from_secs(30);
 
-async fn until<T, F, Fut>(what: &str, mut probe: F) -> T
+async fn until<T, F, Fut>(what: &str, probe: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Option<T>>,
 {
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    loop {
-        if let Some(v) = probe().await {
-            return v;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "never: {what}");
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    crate::helpers::until(what, PATIENCE, probe).await
 }
 
 // ---- a webhook receiver ------------------------------------------------------
@@ -202,26 +195,6 @@ async fn inbox(t: &TestApp, token: &str, query: &str) -> Value {
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     body
-}
-
-/// Client events seen on a push stream: (user, kind, payload).
-async fn drain_push(
-    stream: &mut tonic::Streaming<turnbase_push::proto::PushMessage>,
-    seen: &mut Vec<(String, String, Value)>,
-    quiet: Duration,
-) {
-    use turnbase_push::proto::push_event::Kind as EventKind;
-    use turnbase_push::proto::push_message::Kind as Msg;
-    while let Ok(Ok(Some(message))) = tokio::time::timeout(quiet, stream.message()).await {
-        if let Some(Msg::Events(events)) = message.kind {
-            for e in events.events {
-                if let Some(EventKind::ClientEvent(c)) = e.kind {
-                    let payload = serde_json::from_slice(&c.payload).unwrap_or(Value::Null);
-                    seen.push((c.user_id, c.kind, payload));
-                }
-            }
-        }
-    }
 }
 
 fn game_body(title: &str) -> Value {

@@ -14,7 +14,7 @@ use turnbase_store::turns::TurnPage;
 use turnbase_testkit::DbKind;
 use uuid::Uuid;
 
-use crate::helpers::{TestApp, spawn_app_with};
+use crate::helpers::{TestApp, drain_push, spawn_app_with};
 
 const PATIENCE: Duration = Duration::from_secs(60);
 
@@ -126,19 +126,12 @@ async fn running_game(
     (id, seats)
 }
 
-async fn until<T, F, Fut>(what: &str, mut probe: F) -> T
+async fn until<T, F, Fut>(what: &str, probe: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Option<T>>,
 {
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    loop {
-        if let Some(v) = probe().await {
-            return v;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "never: {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    crate::helpers::until(what, PATIENCE, probe).await
 }
 
 fn conquest(every: &str, turn_limit: u32, rules: Value) -> Value {
@@ -314,25 +307,6 @@ fn events_of(seen: &[(String, String, Value)], user: &str, kind: &str) -> Vec<Va
         .filter(|(u, k, _)| u == user && k == kind)
         .map(|(_, _, p)| p.clone())
         .collect()
-}
-
-async fn drain_push(
-    stream: &mut tonic::Streaming<turnbase_push::proto::PushMessage>,
-    seen: &mut Vec<(String, String, Value)>,
-    quiet: Duration,
-) {
-    use turnbase_push::proto::push_event::Kind as EventKind;
-    use turnbase_push::proto::push_message::Kind as Msg;
-    while let Ok(Ok(Some(message))) = tokio::time::timeout(quiet, stream.message()).await {
-        if let Some(Msg::Events(events)) = message.kind {
-            for e in events.events {
-                if let Some(EventKind::ClientEvent(c)) = e.kind {
-                    let payload = serde_json::from_slice(&c.payload).unwrap_or(Value::Null);
-                    seen.push((c.user_id, c.kind, payload));
-                }
-            }
-        }
-    }
 }
 
 async fn a_conquest_game_with_bots_plays_to_its_end(backend: DbKind) {
