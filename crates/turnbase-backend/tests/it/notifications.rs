@@ -200,7 +200,9 @@ async fn inbox(t: &TestApp, token: &str, query: &str) -> Value {
 fn game_body(title: &str) -> Value {
     json!({
         "title": title, "engine": "conquest", "max_players": 4,
-        "settings": { "planets": 12, "turn_limit": 5 },
+        // Every home planet has targets in range: both players always
+        // have something to order, so both are awaited each turn.
+        "settings": { "planets": 12, "turn_limit": 5, "range": 100 },
         "enrol_deadline": (Utc::now() + chrono::Duration::days(1)).to_rfc3339(),
         "schedule": { "kind": "interval", "every": "1h" },
     })
@@ -857,8 +859,7 @@ async fn bad_preferences_are_refused_precisely(backend: DbKind) {
 /// only to seats that have not sent orders.
 async fn reminders_fire_once_per_turn_for_seats_still_to_act(backend: DbKind) {
     let sink = SmtpSink::start();
-    // Clock changes wake the reminder job; its look every second is the
-    // fallback a loaded machine may need within the reminder's window.
+    // Clock changes wake the reminder job; it also looks every second.
     let t = app(
         backend,
         &sink,
