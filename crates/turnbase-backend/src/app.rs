@@ -175,6 +175,7 @@ impl App {
             internal_token: Arc::new(config.accounts.internal_token.clone()),
             trusted_proxies: Arc::new(config.accounts.trusted_proxies.clone()),
             outage: outage.clone(),
+            telemetry: telemetry.clone(),
         };
         let router = api::router(state, &config.http, HttpMetrics::new(telemetry.meter()));
 

@@ -49,6 +49,8 @@ pub struct Edge {
     client: HttpClient,
     backend_url: String,
     expose_admin: bool,
+    /// The browser client.
+    web: Arc<crate::web::Web>,
     /// The edge answers CORS itself (and drops the backend's headers).
     cors: turnbase_core::cors::CorsOrigins,
     request_timeout: Duration,
@@ -80,6 +82,7 @@ impl Edge {
             client,
             backend_url: config.backend_url.clone(),
             expose_admin: config.expose_admin,
+            web: crate::web::Web::get(),
             cors: config.cors.clone(),
             request_timeout: config.request_timeout,
             limits: config.limits.clone(),
@@ -146,11 +149,17 @@ pub fn router(edge: Arc<Edge>, metrics: HttpMetrics, body_limit: usize) -> Route
         .route("/api/v1/openapi.json", get(forward))
         .layer(RequestBodyLimitLayer::new(body_limit))
         .layer(axum::middleware::from_fn_with_state(edge.clone(), limit));
+    let web = Router::new()
+        .route("/", get(player_page))
+        .route("/admin", get(admin_redirect))
+        .route("/admin/", get(admin_page))
+        .route("/assets/{bundle}/{*file}", get(asset));
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/.well-known/turnbase-signing-keys", get(keys))
         .merge(forwarded)
+        .merge(web)
         .fallback(not_found)
         .layer(turnbase_core::cors::layer(&edge.cors))
         .with_state(edge)
@@ -158,6 +167,37 @@ pub fn router(edge: Arc<Edge>, metrics: HttpMetrics, body_limit: usize) -> Route
         .layer(PropagateRequestIdLayer::new(request_id.clone()))
         .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
         .layer(axum::middleware::from_fn(normalize_errors))
+}
+
+async fn player_page(State(edge): State<Arc<Edge>>, request: Request) -> Response {
+    edge.web.player_page(&request)
+}
+
+/// The console is served only where the edge forwards the admin API.
+async fn admin_page(State(edge): State<Arc<Edge>>, request: Request) -> Response {
+    if !edge.expose_admin {
+        return not_found(request).await;
+    }
+    edge.web.admin_page(&request)
+}
+
+async fn admin_redirect(State(edge): State<Arc<Edge>>, request: Request) -> Response {
+    if !edge.expose_admin {
+        return not_found(request).await;
+    }
+    (
+        StatusCode::PERMANENT_REDIRECT,
+        [(header::LOCATION, HeaderValue::from_static("/admin/"))],
+    )
+        .into_response()
+}
+
+async fn asset(
+    State(edge): State<Arc<Edge>>,
+    path: axum::extract::Path<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    edge.web.asset(path, &headers)
 }
 
 async fn not_found(request: Request) -> Response {
@@ -240,14 +280,31 @@ async fn forward(
     request: Request,
 ) -> Response {
     let path = request.uri().path();
-    if !edge.expose_admin
-        && (path.starts_with("/api/v1/admin/") || path.starts_with("/api/v1/internal/"))
-    {
+    let admin = path.starts_with("/api/v1/admin/");
+    if !edge.expose_admin && (admin || path.starts_with("/api/v1/internal/")) {
         return error(
             StatusCode::NOT_FOUND,
             "not_found",
             format!("no route for {} {path}", request.method()),
         );
+    }
+    // The admin API passes the edge only with an admin's session: anyone
+    // else is answered here, and the backend never sees the call.
+    if admin {
+        let Some(token) = bearer(request.headers()) else {
+            return unauthorized_response("the admin API needs an admin's session token");
+        };
+        match edge.resolver.resolve(token).await {
+            Ok(session) if session.role == "admin" => {}
+            Ok(_) => {
+                return error(
+                    StatusCode::FORBIDDEN,
+                    "forbidden",
+                    "the admin API is for accounts with the admin role",
+                );
+            }
+            Err(e) => return resolve_error(e),
+        }
     }
     let started = Instant::now();
     let (parts, body) = request.into_parts();

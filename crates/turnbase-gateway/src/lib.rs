@@ -11,6 +11,7 @@ pub mod envelope;
 pub mod hub;
 pub mod push_client;
 pub mod signing;
+pub mod web;
 
 pub use app::{Gateway, StartOptions};
 pub use config::{GatewayConfig, Profile, PushClientConfig};

@@ -226,6 +226,9 @@ fn gateway_config_for_up(
                 .display()
                 .to_string(),
         ),
+        // A machine of one's own: the admin console and API are served
+        // (the edge still forwards admin calls only for admin sessions).
+        ("GATEWAY_EXPOSE_ADMIN", "true".to_string()),
     ];
     GatewayConfig::load(GatewayProfile::Up, std::env::vars(), file, &defaults)
 }
@@ -305,7 +308,12 @@ fn finish(report: turnbase_core::lifecycle::ShutdownReport) -> i32 {
     }
 }
 
-async fn start(run: Run, config: Config, file: Option<PathBuf>) -> i32 {
+async fn start(run: Run, mut config: Config, file: Option<PathBuf>) -> i32 {
+    // `up` keeps its metrics in memory even without a `/metrics` listener:
+    // the admin console's live counters read them through the admin API.
+    if matches!(run, Run::Up) {
+        config.telemetry.prometheus = true;
+    }
     let telemetry = match Telemetry::init(&config.telemetry) {
         Ok(t) => t,
         Err(err) => {
@@ -589,6 +597,7 @@ async fn serve(config: Config, telemetry: Telemetry, stack: Stack) -> i32 {
         let base = format!("http://{}", app.http_addr);
         let edge = format!("http://{}", gateway.http_addr);
         println!("Turnbase {VERSION} is up. Use the gateway:");
+        println!("  Play:     {edge}/  (the web client; operators: {edge}/admin/)");
         println!("  Gateway:  {edge}/api/v1/  (REST, and live events at {edge}/api/v1/events)");
         println!("  Keys:     {edge}/.well-known/turnbase-signing-keys");
         println!("  Backend:  {base}/api/v1/  (behind the gateway; admin API here)");

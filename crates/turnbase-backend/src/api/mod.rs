@@ -28,6 +28,7 @@ use crate::config::HttpConfig;
 mod admin_accounts;
 mod admin_games;
 mod admin_mail;
+mod admin_metrics;
 mod admin_runtime;
 mod auth;
 mod games;
@@ -64,6 +65,8 @@ pub struct AppState {
     pub trusted_proxies: Arc<turnbase_accounts::TrustedProxies>,
     /// Whether requests find the database away right now.
     pub outage: Arc<outage::Outage>,
+    /// The process's metrics, read back by `/api/v1/admin/metrics`.
+    pub telemetry: turnbase_core::telemetry::Telemetry,
 }
 
 /// Errors a handler can return; converted to status and JSON body here only.
@@ -359,6 +362,7 @@ fn admin_routes() -> OpenApiRouter<AppState> {
         .merge(admin_runtime::routes())
         .merge(turns::admin_routes())
         .merge(notifications::admin_routes())
+        .merge(admin_metrics::routes())
 }
 
 fn public_routes() -> OpenApiRouter<AppState> {

@@ -29,14 +29,14 @@ const SECRET: &str = "edge-test-internal-secret-0123456789";
 type Ws =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
-struct Stack {
-    app: Option<App>,
-    gateway: Option<Gateway>,
-    db: TestDb,
-    backend_http: SocketAddr,
-    backend_push: SocketAddr,
-    edge: String,
-    client: reqwest::Client,
+pub(crate) struct Stack {
+    pub(crate) app: Option<App>,
+    pub(crate) gateway: Option<Gateway>,
+    pub(crate) db: TestDb,
+    pub(crate) backend_http: SocketAddr,
+    pub(crate) backend_push: SocketAddr,
+    pub(crate) edge: String,
+    pub(crate) client: reqwest::Client,
 }
 
 /// The origin of a browser client on another site.
@@ -92,17 +92,21 @@ fn backend_config_with(db: &TestDb, http: &str, push: &str, extra: &[(&str, &str
 }
 
 impl Stack {
-    async fn start(extra: &[(&str, &str)]) -> Stack {
+    pub(crate) async fn start(extra: &[(&str, &str)]) -> Stack {
         Stack::start_with(&[], extra).await
     }
 
     /// A stack with extra backend and gateway variables.
-    async fn start_with(backend: &[(&str, &str)], extra: &[(&str, &str)]) -> Stack {
+    pub(crate) async fn start_with(backend: &[(&str, &str)], extra: &[(&str, &str)]) -> Stack {
         Stack::start_on(DbKind::Sqlite, backend, extra).await
     }
 
     /// A stack on a database of `kind`.
-    async fn start_on(kind: DbKind, backend: &[(&str, &str)], extra: &[(&str, &str)]) -> Stack {
+    pub(crate) async fn start_on(
+        kind: DbKind,
+        backend: &[(&str, &str)],
+        extra: &[(&str, &str)],
+    ) -> Stack {
         let db = TestDb::new(kind).await;
         let config = backend_config_with(&db, "127.0.0.1:0", "127.0.0.1:0", backend);
         let telemetry = Telemetry::init(&config.telemetry).expect("telemetry");
@@ -155,7 +159,7 @@ impl Stack {
     }
 
     /// What the gateway's Prometheus listener serves.
-    async fn metrics_text(&self) -> String {
+    pub(crate) async fn metrics_text(&self) -> String {
         let metrics = self
             .gateway
             .as_ref()
@@ -171,11 +175,11 @@ impl Stack {
             .expect("text")
     }
 
-    fn app(&self) -> &App {
+    pub(crate) fn app(&self) -> &App {
         self.app.as_ref().expect("the backend is running")
     }
 
-    async fn stop(mut self) {
+    pub(crate) async fn stop(mut self) {
         if let Some(g) = self.gateway.take() {
             g.shutdown().await;
         }
@@ -184,7 +188,7 @@ impl Stack {
         }
     }
 
-    async fn send(
+    pub(crate) async fn send(
         &self,
         method: reqwest::Method,
         path: &str,
@@ -210,7 +214,7 @@ impl Stack {
     }
 
     /// A guest through the gateway: (token, account id, session id).
-    async fn guest(&self, name: &str) -> (String, Uuid, Uuid) {
+    pub(crate) async fn guest(&self, name: &str) -> (String, Uuid, Uuid) {
         let (status, body) = self
             .send(
                 reqwest::Method::POST,
@@ -236,7 +240,7 @@ impl Stack {
     }
 
     /// A second session of the same account, by mailed code.
-    async fn sign_in(&self, email: &str) -> (String, Uuid, Uuid) {
+    pub(crate) async fn sign_in(&self, email: &str) -> (String, Uuid, Uuid) {
         let mail_dir = self.db.dir().join("mail");
         let count = || {
             std::fs::read_dir(&mail_dir)
@@ -306,7 +310,7 @@ impl Stack {
         )
     }
 
-    fn publish(&self, user: Uuid, session: Option<Uuid>, n: u64) {
+    pub(crate) fn publish(&self, user: Uuid, session: Option<Uuid>, n: u64) {
         self.app()
             .push
             .publish_client_event(ClientEventInput {
@@ -321,7 +325,7 @@ impl Stack {
             .expect("published");
     }
 
-    async fn ws(&self, token: &str, query: &str) -> Ws {
+    pub(crate) async fn ws(&self, token: &str, query: &str) -> Ws {
         match self.try_ws(query, Some(token)).await {
             Ok(ws) => ws,
             Err(refused) => panic!("the WebSocket was refused: {refused:?}"),
@@ -330,7 +334,11 @@ impl Stack {
 
     /// Opens a live-event WebSocket (with a bearer token when given), or
     /// returns the status and JSON body of the refusal.
-    async fn try_ws(&self, query: &str, token: Option<&str>) -> Result<Ws, (u16, Value)> {
+    pub(crate) async fn try_ws(
+        &self,
+        query: &str,
+        token: Option<&str>,
+    ) -> Result<Ws, (u16, Value)> {
         let url = format!(
             "{}/api/v1/events{query}",
             self.edge.replacen("http://", "ws://", 1)
@@ -979,16 +987,66 @@ async fn browsers_on_another_origin_get_cors_from_the_edge() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn admin_routes_pass_when_exposed() {
-    let s = Stack::start(&[("GATEWAY_EXPOSE_ADMIN", "true")]).await;
+async fn admin_routes_pass_when_exposed_and_only_for_admin_sessions() {
+    let s = Stack::start_with(
+        &[("BACKEND_ADMIN_EMAIL", "ops@example.org")],
+        &[("GATEWAY_EXPOSE_ADMIN", "true")],
+    )
+    .await;
     let (status, body) = s
         .send(reqwest::Method::GET, "/api/v1/admin/accounts", None, None)
         .await;
-    assert_eq!(
-        status,
-        StatusCode::UNAUTHORIZED,
-        "forwarded to the backend's guard: {body}"
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+    assert_eq!(body["error"]["code"], "unauthorized", "{body}");
+    // A player's session is turned away at the edge.
+    let (player, _, _) = s.guest("Curious").await;
+    let (status, body) = s
+        .send(
+            reqwest::Method::GET,
+            "/api/v1/admin/accounts",
+            Some(&player),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    assert_eq!(body["error"]["code"], "forbidden", "{body}");
+    let (admin, _, _) = s.sign_in("ops@example.org").await;
+    let (status, body) = s
+        .send(
+            reqwest::Method::GET,
+            "/api/v1/admin/accounts",
+            Some(&admin),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(
+        body["items"].as_array().is_some_and(|a| a.len() >= 2),
+        "{body}"
     );
+    // The console's live counters: the backend's metrics, through the edge.
+    let text = s
+        .client
+        .get(format!("{}/api/v1/admin/metrics", s.edge))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .expect("metrics");
+    assert_eq!(text.status(), StatusCode::OK);
+    let text = text.text().await.expect("text");
+    assert!(
+        text.contains("accounts_sign_ins_total{method=\"email\"} 1"),
+        "{text}"
+    );
+    // The console itself is served.
+    let console = s
+        .client
+        .get(format!("{}/admin/", s.edge))
+        .send()
+        .await
+        .expect("console");
+    assert_eq!(console.status(), StatusCode::OK);
+    assert!(console.text().await.expect("html").contains("/admin.js"));
     s.stop().await;
 }
 

@@ -2,6 +2,7 @@
 //! the gateway edge against a real backend (`edge`).
 
 mod edge;
+mod web;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
