@@ -12,6 +12,7 @@ import { inboxPage, preferencesPage, unreadBadge } from './notifications.js';
 
 export const session = { me: null };
 let scope = new Scope();
+let generation = 0;
 
 const routes = [
   [/^#?\/?$/, () => lobbyPage],
@@ -44,6 +45,7 @@ function nav() {
 async function render() {
   scope.close();
   scope = new Scope();
+  const mine = ++generation;
   const ctx = { session, live, scope, rerender: render };
   if (!session.me) {
     signInPage(scope, { onSignedIn });
@@ -56,9 +58,10 @@ async function render() {
       try {
         await make(m)(scope, ctx);
       } catch (err) {
-        page('Something went wrong', h('p', { class: 'error', role: 'alert' }, err.message || String(err)));
+        // A page left before it failed says nothing over its successor.
+        if (mine === generation) page('Something went wrong', h('p', { class: 'error', role: 'alert' }, err.message || String(err)));
       }
-      document.getElementById('main').focus({ preventScroll: true });
+      if (mine === generation) document.getElementById('main').focus({ preventScroll: true });
       return;
     }
   }

@@ -13,7 +13,7 @@ function draftKey(game, turn) {
   return `turnbase.orders.${game}.${turn}`;
 }
 
-export function mount(host, { game, seat, names, sendOrders }) {
+export function mount(host, { game, seat, names, sendOrders, scope }) {
   const colors = new Map();
   const colorOf = (owner) => {
     if (!owner) return null;
@@ -88,8 +88,9 @@ export function mount(host, { game, seat, names, sendOrders }) {
     const src = c.get(Number(from.value));
     fill(to, ((src && src.targets) || []).map((t) => h('option', { value: t }, `Planet ${t}`)));
     if (src) {
+      // No upper bound on the field: the engine is the judge of an order,
+      // and its word appears next to the order.
       const left = src.ships - (committed(draft).get(src.planet) || 0);
-      ships.max = String(Math.max(1, left));
       if (!ships.value || Number(ships.value) > left) ships.value = String(Math.max(1, Math.ceil(left / 2)));
     }
   }
@@ -137,7 +138,7 @@ export function mount(host, { game, seat, names, sendOrders }) {
     const saved = turn && JSON.parse(localStorage.getItem(draftKey(game.id, turn)) || 'null');
     if (saved && saved.unsent && draft.length) sendNow();
   };
-  window.addEventListener('online', retry);
+  scope.on(window, 'online', retry);
 
   function pick(id) {
     const c = choices();
@@ -157,19 +158,23 @@ export function mount(host, { game, seat, names, sendOrders }) {
     if (!view) return;
     const v = view;
     const size = v.map_size || 60;
-    svg.setAttribute('viewBox', `-3 -3 ${size + 6} ${size + 6}`);
+    // Sizes in map units, so that a small map and a large one look alike.
+    const unit = size / 60;
+    const pad = 3 * unit;
+    svg.setAttribute('viewBox', `${-pad} ${-pad} ${size + 2 * pad} ${size + 2 * pad}`);
+    svg.style.setProperty('--u', `${unit}px`);
     const planets = new Map(v.planets.map((p) => [p.id, p]));
     const c = readOnly ? new Map() : choices();
     const src = selected !== null ? c.get(selected) : null;
     const targets = new Set(src ? src.targets : []);
-    const nodes = [h('svg:rect', { x: -3, y: -3, width: size + 6, height: size + 6, class: 'fog' })];
+    const nodes = [h('svg:rect', { x: -pad, y: -pad, width: size + 2 * pad, height: size + 2 * pad, class: 'fog' })];
     for (const p of v.planets) {
       if (p.owner === seat.id) nodes.push(h('svg:circle', { cx: p.x, cy: p.y, r: v.range, class: 'sight' }));
     }
     const line = (a, b, cls, label) => {
       const g = h('svg:g', { class: cls });
       g.append(h('svg:line', { x1: a.x, y1: a.y, x2: b.x, y2: b.y }));
-      if (label) g.append(h('svg:text', { x: (a.x + b.x) / 2, y: (a.y + b.y) / 2 - 0.8, class: 'label' }, label));
+      if (label) g.append(h('svg:text', { x: (a.x + b.x) / 2, y: (a.y + b.y) / 2 - 0.8 * unit, class: 'label' }, label));
       return g;
     };
     for (const f of (v.you && v.you.fleets) || []) {
@@ -179,7 +184,7 @@ export function mount(host, { game, seat, names, sendOrders }) {
     }
     for (const f of v.incoming || []) {
       const b = planets.get(f.to);
-      if (b) nodes.push(h('svg:text', { x: b.x + 2.5, y: b.y + 4, class: 'label incoming' }, `⚠ ${f.ships} ${names.get(f.owner) || 'enemy'} t${f.arrives}`));
+      if (b) nodes.push(h('svg:text', { x: b.x + 2.5 * unit, y: b.y + 4 * unit, class: 'label incoming' }, `⚠ ${f.ships} ${names.get(f.owner) || 'enemy'} t${f.arrives}`));
     }
     if (!readOnly) {
       for (const o of draft) {
@@ -189,7 +194,7 @@ export function mount(host, { game, seat, names, sendOrders }) {
       }
     }
     for (const p of v.planets) {
-      const r = 1.2 + (p.production || 0) * 0.25;
+      const r = (1.2 + (p.production || 0) * 0.25) * unit;
       const mine = p.owner === seat.id;
       const canSend = c.has(p.id);
       const isTarget = targets.has(p.id);
@@ -205,7 +210,7 @@ export function mount(host, { game, seat, names, sendOrders }) {
       const dot = h('svg:circle', { cx: p.x, cy: p.y, r, class: p.owner ? null : 'neutral' });
       if (p.owner) dot.style.fill = colorOf(p.owner);
       g.append(dot);
-      g.append(h('svg:text', { x: p.x, y: p.y - r - 0.6, class: 'label' }, `${p.id}: ${p.ships}`));
+      g.append(h('svg:text', { x: p.x, y: p.y - r - 0.6 * unit, class: 'label' }, `${p.id}: ${p.ships}`));
       if (canSend || isTarget) {
         g.addEventListener('click', () => pick(p.id));
         g.addEventListener('keydown', (e) => {

@@ -36,7 +36,8 @@ async function lobbyDetail(scope, ctx, detail, seat) {
   const me = ctx.session.me;
   const owner = g.owner_id === me.id;
   const err = errorBox();
-  const reload = () => gamePage(scope, ctx, g.id);
+  // Drawn again from the top, so that this page's listeners are released.
+  const reload = () => ctx.rerender();
   const parts = [
     h('p', { class: 'muted' }, `${g.engine} · ${g.state} · ${g.seats_taken}/${g.max_players} seats (at least ${g.min_players}) · enrolment closes ${when(g.enrol_deadline)}`),
     g.start_error ? h('p', { class: 'error' }, `The start failed: ${g.start_error}`) : null,
@@ -104,7 +105,7 @@ async function lobbyDetail(scope, ctx, detail, seat) {
     if (!p || p.game_id === g.id) reload().catch(() => {});
   };
   for (const kind of ['lobby.application_received', 'lobby.application_approved', 'lobby.application_rejected', 'lobby.game_state_changed', 'lobby.game_started', 'lobby.game_starting', 'game.turn_opened', 'game.your_move']) {
-    scope.cleanups.push(ctx.live.on(kind, refresh));
+    scope.add(ctx.live.on(kind, refresh));
   }
 }
 
@@ -182,7 +183,7 @@ async function playPage(scope, ctx, detail, seat) {
   let replaying = false;
 
   const board = Board
-    ? Board.mount(boardHost, { game: g, seat, names: seatNames, sendOrders, error: err })
+    ? Board.mount(boardHost, { game: g, seat, names: seatNames, sendOrders, scope })
     : { update: (v) => fill(boardHost, h('pre', {}, JSON.stringify(v.view, null, 2))), replay: () => {} };
 
   async function sendOrders(orders, turn) {
@@ -221,9 +222,27 @@ async function playPage(scope, ctx, detail, seat) {
     if (last) drawStandings(last.standings);
   }
 
+  // Answers can overtake each other (two events in a row); only the
+  // newest load draws, so an older view never replaces a newer one.
+  let loads = 0;
   async function loadNow() {
-    const [view, cl] = await Promise.all([call('view', { params: { id: g.id } }), call('clock', { params: { id: g.id } })]);
-    clock = cl;
+    const mine = ++loads;
+    const cl = await call('clock', { params: { id: g.id } });
+    let view;
+    try {
+      view = await call('view', { params: { id: g.id } });
+    } catch (e) {
+      // A finished game's engine is stopped in time: its last turn's view,
+      // as recorded, stands in for it.
+      if (cl.state !== 'finished' || !cl.turn) throw e;
+      const last = await call('turn', { params: { id: g.id, n: cl.turn } });
+      view = { turn: last.turn, state: 'finished', to_move: false, view: last.view };
+    }
+    if ((view.state === 'finished' || cl.state === 'finished') && g.state !== 'finished') {
+      // Over now: drawn again as a finished game (no orders, no controls).
+      ctx.rerender();
+      return;
+    }
     let options = null;
     if (view.to_move && view.state === 'running') {
       try {
@@ -232,6 +251,8 @@ async function playPage(scope, ctx, detail, seat) {
         if (!(e instanceof ApiError)) throw e;
       }
     }
+    if (mine !== loads) return;
+    clock = cl;
     if (!replaying) board.update(view, options, clock);
     drawClock();
   }
@@ -282,7 +303,7 @@ async function playPage(scope, ctx, detail, seat) {
   resign.addEventListener('click', () => busy(resign, err, async () => {
     if (!confirm('Resign from this game? Your seat stays, marked resigned.')) return;
     await call('resign', { params: { id: g.id }, body: {} });
-    gamePage(scope, ctx, g.id);
+    ctx.rerender();
   }));
 
   page(
@@ -311,16 +332,16 @@ async function playPage(scope, ctx, detail, seat) {
   scope.every(1000, drawClock);
 
   const mine = (p) => p && p.game_id === g.id;
-  const onTurn = (p) => {
+  const onTurn = (p, envelope) => {
     if (!mine(p)) return;
     if (p.summary) toast(p.summary);
     loadNow().catch(() => {});
     loadTurns().catch(() => {});
   };
   for (const kind of ['game.turn_resolved', 'game.your_move', 'game.turn_opened', 'game.turn_extended', 'game.finished', 'lobby.game_state_changed', 'game.eliminated']) {
-    scope.cleanups.push(ctx.live.on(kind, onTurn));
+    scope.add(ctx.live.on(kind, onTurn));
   }
-  scope.cleanups.push(ctx.live.onResync(() => onTurn({ game_id: g.id })));
+  scope.add(ctx.live.onResync(() => onTurn({ game_id: g.id })));
   // Another seat's orders change only the clock; look now and then.
   scope.every(10000, () => {
     if (!replaying && g.state !== 'finished') call('clock', { params: { id: g.id } }).then((c) => {

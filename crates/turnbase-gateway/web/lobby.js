@@ -50,7 +50,7 @@ export async function lobbyPage(scope, ctx) {
   await busy(null, err, () => load());
   for (const kind of ['lobby.game_state_changed', 'lobby.game_started']) {
     const off = ctx.live.on(kind, () => load().catch(() => {}));
-    scope.cleanups.push(off);
+    scope.add(off);
   }
 }
 
@@ -83,9 +83,9 @@ export async function myGames(scope, ctx) {
   }
   await busy(null, err, load);
   for (const kind of ['game.turn_resolved', 'game.your_move', 'game.turn_opened', 'lobby.game_started', 'game.finished']) {
-    scope.cleanups.push(ctx.live.on(kind, () => load().catch(() => {})));
+    scope.add(ctx.live.on(kind, () => load().catch(() => {})));
   }
-  scope.cleanups.push(ctx.live.onResync(() => load().catch(() => {})));
+  scope.add(ctx.live.onResync(() => load().catch(() => {})));
 }
 
 /** An input for one property of a JSON Schema. */
@@ -172,6 +172,27 @@ export function cronPreview(line, zone, from, count = 5) {
     }
   }
   return out.map((t) => new Date(t));
+}
+
+const STARS = ['Orion', 'Lyra', 'Draco', 'Vega', 'Cygnus', 'Altair', 'Rigel', 'Sirius', 'Deneb', 'Capella', 'Mira', 'Polaris', 'Antares', 'Spica', 'Castor'];
+
+/**
+ * Seats `count` bots. Race names are unique among running games, so a
+ * name that is taken is followed by the next candidate.
+ */
+async function seatBots(game, count) {
+  let candidate = Math.floor(Math.random() * STARS.length * 10);
+  for (let seated = 0; seated < count; ) {
+    const star = STARS[candidate % STARS.length];
+    const mark = Math.floor(candidate / STARS.length) % 100;
+    candidate += 1;
+    try {
+      await call('addBot', { params: { id: game }, body: { name: mark ? `${star} Bot ${mark}` : `${star} Bot` } });
+      seated += 1;
+    } catch (err) {
+      if (!['race_name_taken', 'race_name_reserved'].includes(err.code) || candidate > 2000) throw err;
+    }
+  }
 }
 
 export async function newGamePage(scope, ctx) {
@@ -296,10 +317,7 @@ export async function newGamePage(scope, ctx) {
           const game = await call('createGame', {
             body: { title: title.value.trim(), engine: k.name, settings, schedule, rules, enrol_deadline: new Date(deadline.value).toISOString(), visibility: visibility.value },
           });
-          const names = ['Orion', 'Lyra', 'Draco', 'Vega', 'Cygnus', 'Altair', 'Rigel', 'Sirius', 'Deneb', 'Capella', 'Mira', 'Polaris', 'Antares', 'Spica', 'Castor'];
-          for (let i = 0; i < Number(bots.value || 0); i++) {
-            await call('addBot', { params: { id: game.id }, body: { name: `${names[i % names.length]} Bot` } });
-          }
+          await seatBots(game.id, Number(bots.value || 0));
           location.hash = `#/games/${game.id}`;
         }, form);
       },

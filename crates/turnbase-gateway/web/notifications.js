@@ -86,7 +86,7 @@ export async function inboxPage(scope) {
   more.addEventListener('click', () => busy(more, err, () => load(true)));
   page('Inbox', h('p', {}, h('label', {}, onlyUnread, ' Unread only'), ' ', readAll), err, list, more);
   await busy(null, err, () => load());
-  scope.cleanups.push(live.on('*', (p) => {
+  scope.add(live.on('*', (p) => {
     if (p && p.notification_id) load().catch(() => {});
   }));
 }

@@ -6,7 +6,7 @@ import { h, fill, busy, errorBox } from './ui.js';
 
 const FILES = 'abcdefgh';
 
-export function mount(host, { seat, names, sendOrders }) {
+export function mount(host, { names, sendOrders }) {
   const grid = h('div', { class: 'reversi', id: 'reversi', role: 'grid', 'aria-label': 'Reversi board' });
   const status = h('p', { id: 'reversi-status', role: 'status', 'aria-live': 'polite' });
   const err = errorBox();
@@ -48,10 +48,9 @@ export function mount(host, { seat, names, sendOrders }) {
     if (sending) return;
     sending = true;
     for (const b of grid.querySelectorAll('button.sq')) b.disabled = true;
-    await busy(button, err, async () => {
-      await sendOrders([{ square }], turn);
-      status.textContent = `You played ${square}.`;
-    });
+    // Said before sending: the turn's result may arrive before the answer.
+    status.textContent = `Playing ${square}…`;
+    await busy(button, err, () => sendOrders([{ square }], turn));
     sending = false;
   }
 

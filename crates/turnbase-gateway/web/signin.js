@@ -37,7 +37,7 @@ export function signInPage(scope, { onSignedIn }) {
   );
 
   const email = h('input', { name: 'email', type: 'email', autocomplete: 'email', required: true });
-  const code = h('input', { name: 'code', inputmode: 'numeric', autocomplete: 'one-time-code', required: true });
+  const code = h('input', { name: 'code', inputmode: 'numeric', autocomplete: 'one-time-code' });
   const emailError = errorBox();
   const sendButton = h('button', { type: 'submit', class: 'primary', id: 'email-send' }, 'Email me a code');
   const verifyButton = h('button', { type: 'submit', class: 'primary', id: 'email-verify' }, 'Sign in');
@@ -53,6 +53,7 @@ export function signInPage(scope, { onSignedIn }) {
           busy(sendButton, emailError, async () => {
             await call('emailStart', { body: { email: email.value.trim() } });
             codeStep.hidden = false;
+            code.required = true;
             sendButton.hidden = true;
             codeStep.querySelector('#code-sent').textContent = `A code is on its way to ${email.value.trim()}. It works for a few minutes.`;
             code.focus();

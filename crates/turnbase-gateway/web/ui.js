@@ -179,6 +179,7 @@ export function toast(text) {
   }
   const item = h('div', { class: 'toast' }, text);
   host.append(item);
+  while (host.children.length > 3) host.firstChild.remove();
   setTimeout(() => item.remove(), 5000);
 }
 
@@ -190,20 +191,30 @@ export function page(title, ...children) {
   return main;
 }
 
-/** Timers and listeners that a page holds, released when it is left. */
+/**
+ * Timers and listeners that a page holds, released when it is left. A
+ * page that finishes loading after it was left releases what it adds at
+ * once, so nothing it registers outlives it.
+ */
 export class Scope {
   constructor() {
     this.cleanups = [];
+    this.closed = false;
+  }
+  add(cleanup) {
+    if (this.closed) cleanup();
+    else this.cleanups.push(cleanup);
   }
   every(ms, fn) {
     const t = setInterval(fn, ms);
-    this.cleanups.push(() => clearInterval(t));
+    this.add(() => clearInterval(t));
   }
   on(target, event, fn) {
     target.addEventListener(event, fn);
-    this.cleanups.push(() => target.removeEventListener(event, fn));
+    this.add(() => target.removeEventListener(event, fn));
   }
   close() {
+    this.closed = true;
     for (const c of this.cleanups.splice(0)) c();
   }
 }

@@ -379,6 +379,33 @@ impl TurnService {
     /// nothing secret is in a clock).
     async fn clock_of(&self, game: &Game) -> TurnResultOf<ClockView> {
         let id = game.row.id;
+        // A game that is over has no open turn: its clock says so, at the
+        // last turn it played, with no deadline and no one to move.
+        if game.row.state.is_over() {
+            let last = self
+                .inner
+                .db
+                .turns()
+                .turns(
+                    id,
+                    turnbase_store::turns::TurnPage {
+                        before: None,
+                        limit: 1,
+                    },
+                )
+                .await?;
+            return Ok(ClockView {
+                game_id: id,
+                state: game.row.state.as_str(),
+                turn: last.first().map_or(0, |t| t.turn),
+                deadline: None,
+                trigger: "none",
+                paused: false,
+                to_move: Vec::new(),
+                submitted: Vec::new(),
+                extended: false,
+            });
+        }
         let clock = self.open_clock(game).await?;
         let submitted = self.inner.db.turns().submissions(id, clock.turn).await?;
         let to_move = parse_ids(&clock.to_move)

@@ -64,7 +64,8 @@ struct ClockJson {
     /// When it resolves; absent while paused.
     deadline: Option<DateTime<Utc>>,
     /// Why it resolves then: schedule, timeout, bot, early, forced,
-    /// catch_up.
+    /// catch_up; `none` once the game is over (then `turn` is the last
+    /// turn played, with no deadline and no one to move).
     trigger: String,
     paused: bool,
     /// Seats the engine waits for.

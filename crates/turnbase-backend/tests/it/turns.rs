@@ -429,7 +429,21 @@ async fn a_conquest_game_with_bots_plays_to_its_end(backend: DbKind) {
             None,
         )
         .await;
-    assert_eq!(status, StatusCode::CONFLICT, "{closed}");
+    // Its clock stands at the last turn played, with no one to move.
+    assert_eq!(status, StatusCode::OK, "{closed}");
+    assert_eq!(closed["state"], "finished", "{closed}");
+    assert!(closed["deadline"].is_null(), "{closed}");
+    assert_eq!(closed["to_move"], json!([]), "{closed}");
+    let (_, history) = t
+        .send(
+            Method::GET,
+            &format!("/api/v1/user/games/{id}/turns?limit=1"),
+            Some(&owner),
+            None,
+        )
+        .await;
+    assert_eq!(closed["turn"], history["turns"][0]["turn"], "{history}");
+    assert_eq!(history["turns"][0]["finished"], true, "{history}");
     let metrics = t.metrics_text().await;
     assert!(metrics.contains("game_turns_total"), "{metrics}");
     assert!(
