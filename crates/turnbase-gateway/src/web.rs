@@ -35,7 +35,6 @@ const JS: &str = "text/javascript; charset=utf-8";
 
 static FILES: &[(&str, &str, &[u8])] = bundle![
     "app.css" => "text/css; charset=utf-8",
-    "icon.svg" => "image/svg+xml",
     "app.js" => JS,
     "admin.js" => JS,
     "api.js" => JS,
@@ -264,11 +263,17 @@ mod tests {
         }
         for (name, _, bytes) in FILES {
             let text = String::from_utf8_lossy(bytes);
-            for import in text
+            // Static imports (`import … from './x.js'`) and dynamic ones
+            // (`import('./x.js')`).
+            let statics = text
                 .lines()
                 .filter_map(|l| l.trim().strip_prefix("import "))
-                .filter_map(|l| l.split(['"', '\'']).nth(1))
-            {
+                .filter_map(|l| l.split(['"', '\'']).nth(1));
+            let dynamics = text
+                .split("import('")
+                .skip(1)
+                .filter_map(|rest| rest.split('\'').next());
+            for import in statics.chain(dynamics) {
                 let target = import.strip_prefix("./").unwrap_or(import);
                 assert!(
                     web.assets.contains_key(target),

@@ -4,25 +4,54 @@
 import { call, setToken, token } from './api.js';
 import { live } from './live.js';
 import { h, fill, page, Scope, toast } from './ui.js';
-import { signInPage } from './signin.js';
-import { accountPage } from './account.js';
-import { lobbyPage, newGamePage, myGames } from './lobby.js';
-import { gamePage } from './game.js';
-import { inboxPage, preferencesPage, unreadBadge } from './notifications.js';
+
+// Pages are loaded when first visited, so that a cold load of one page
+// fetches only the modules it uses.
+const pages = {
+  signin: () => import('./signin.js').then((m) => m.signInPage),
+  account: () => import('./account.js').then((m) => m.accountPage),
+  lobby: () => import('./lobby.js').then((m) => m.lobbyPage),
+  newGame: () => import('./lobby.js').then((m) => m.newGamePage),
+  mine: () => import('./lobby.js').then((m) => m.myGames),
+  game: () => import('./game.js').then((m) => m.gamePage),
+  inbox: () => import('./notifications.js').then((m) => m.inboxPage),
+  settings: () => import('./notifications.js').then((m) => m.preferencesPage),
+};
 
 export const session = { me: null };
 let scope = new Scope();
 let generation = 0;
 
 const routes = [
-  [/^#?\/?$/, () => lobbyPage],
-  [/^#\/games\/new$/, () => newGamePage],
-  [/^#\/games\/([\w-]+)$/, (m) => (s, ctx) => gamePage(s, ctx, m[1])],
-  [/^#\/mine$/, () => myGames],
-  [/^#\/inbox$/, () => inboxPage],
-  [/^#\/settings$/, () => preferencesPage],
-  [/^#\/account$/, () => accountPage],
+  [/^#?\/?$/, async () => pages.lobby()],
+  [/^#\/games\/new$/, async () => pages.newGame()],
+  [/^#\/games\/([\w-]+)$/, async (m) => {
+    const gamePage = await pages.game();
+    return (s, ctx) => gamePage(s, ctx, m[1]);
+  }],
+  [/^#\/mine$/, async () => pages.mine()],
+  [/^#\/inbox$/, async () => pages.inbox()],
+  [/^#\/settings$/, async () => pages.settings()],
+  [/^#\/account$/, async () => pages.account()],
 ];
+
+/** The unread count in the navigation: counted once, then kept live. */
+const badge = h('span', { class: 'badge', id: 'unread', hidden: true, 'aria-label': '0 unread' });
+let unread = 0;
+export function setUnread(n) {
+  unread = Math.max(0, n);
+  badge.textContent = String(unread);
+  badge.hidden = unread === 0;
+  badge.setAttribute('aria-label', `${unread} unread`);
+}
+function countUnread() {
+  call('unreadCount').then((r) => setUnread(r.unread)).catch(() => {});
+}
+live.on('*', (payload, envelope) => {
+  if (envelope.kind === 'notifications.unread') setUnread(payload.unread);
+  else if (payload && payload.notification_id) setUnread(unread + 1);
+});
+live.onResync(countUnread);
 
 function nav() {
   const me = session.me;
@@ -35,7 +64,7 @@ function nav() {
     el,
     h('a', { href: '#/' }, 'Lobby'),
     h('a', { href: '#/mine' }, 'My games'),
-    h('a', { href: '#/inbox', id: 'inbox-link' }, 'Inbox ', unreadBadge()),
+    h('a', { href: '#/inbox', id: 'inbox-link' }, 'Inbox ', badge),
     h('a', { href: '#/settings' }, 'Alerts'),
     h('a', { href: '#/account', title: 'Your account and sessions' }, me.display_name),
     me.role === 'admin' ? h('a', { href: '/admin/' }, 'Admin') : null,
@@ -48,7 +77,8 @@ async function render() {
   const mine = ++generation;
   const ctx = { session, live, scope, rerender: render };
   if (!session.me) {
-    signInPage(scope, { onSignedIn });
+    const signInPage = await pages.signin();
+    if (mine === generation) signInPage(scope, { onSignedIn });
     return;
   }
   const hash = location.hash || '#/';
@@ -56,7 +86,9 @@ async function render() {
     const m = hash.match(re);
     if (m) {
       try {
-        await make(m)(scope, ctx);
+        const show = await make(m);
+        if (mine !== generation) return;
+        await show(scope, ctx);
       } catch (err) {
         // A page left before it failed says nothing over its successor.
         if (mine === generation) page('Something went wrong', h('p', { class: 'error', role: 'alert' }, err.message || String(err)));
@@ -73,7 +105,8 @@ async function onSignedIn(signedIn) {
   session.me = signedIn.account;
   nav();
   live.start();
-  render();
+  await render();
+  countUnread();
 }
 
 /** Drops the session here (the server's is gone or was signed out). */
@@ -121,7 +154,9 @@ async function boot() {
     }
   }
   nav();
-  render();
+  await render();
+  // After the first page: its own requests go first.
+  if (session.me) countUnread();
 }
 
 boot();

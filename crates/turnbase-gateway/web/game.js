@@ -6,10 +6,11 @@
 
 import { call, ApiError } from './api.js';
 import { h, page, field, errorBox, busy, when, until, fill, toast } from './ui.js';
-import * as conquest from './conquest.js';
-import * as reversi from './reversi.js';
-
-const BOARDS = { conquest, reversi };
+// Each engine's board is loaded with the first game of its kind.
+const BOARDS = {
+  conquest: () => import('./conquest.js'),
+  reversi: () => import('./reversi.js'),
+};
 
 export async function gamePage(scope, ctx, id) {
   const detail = await call('game', { params: { id } });
@@ -168,7 +169,7 @@ function names(detail) {
 async function playPage(scope, ctx, detail, seat) {
   const g = detail.game;
   const owner = g.owner_id === ctx.session.me.id;
-  const Board = BOARDS[g.engine];
+  const Board = BOARDS[g.engine] ? await BOARDS[g.engine]() : null;
   const err = errorBox();
   const boardHost = h('section', { class: 'board', id: 'board', 'aria-label': 'Board' });
   const clockBox = h('div', { class: 'clock', id: 'clock', role: 'status', 'aria-live': 'polite' });
@@ -328,7 +329,9 @@ async function playPage(scope, ctx, detail, seat) {
       ),
     ),
   );
-  await Promise.all([loadNow(), loadTurns()]);
+  // The board first; the history (standings, replay) right after.
+  await loadNow();
+  loadTurns().catch((e) => toast(e.message));
   scope.every(1000, drawClock);
 
   const mine = (p) => p && p.game_id === g.id;

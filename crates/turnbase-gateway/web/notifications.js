@@ -1,31 +1,12 @@
-// The inbox, its unread badge (kept live: each notification event adds
-// one, `notifications.unread` sets the count), and the preferences page:
-// kinds × channels, quiet hours, time zone, digest, webhook.
+// The inbox (the unread badge it updates lives in app.js) and the
+// preferences page: kinds × channels, quiet hours, time zone, digest,
+// webhook.
 
 import { call } from './api.js';
 import { live } from './live.js';
 import { h, page, field, errorBox, busy, when, fill, toast, localZone } from './ui.js';
 
-const badge = h('span', { class: 'badge', id: 'unread', hidden: true, 'aria-label': '0 unread' });
-let unread = 0;
-
-function setUnread(n) {
-  unread = Math.max(0, n);
-  badge.textContent = String(unread);
-  badge.hidden = unread === 0;
-  badge.setAttribute('aria-label', `${unread} unread`);
-}
-
-/** The badge in the navigation; counted once, then kept by the stream. */
-export function unreadBadge() {
-  call('unreadCount').then((r) => setUnread(r.unread)).catch(() => {});
-  return badge;
-}
-live.on('*', (payload, envelope) => {
-  if (envelope.kind === 'notifications.unread') setUnread(payload.unread);
-  else if (payload && payload.notification_id) setUnread(unread + 1);
-});
-live.onResync(() => call('unreadCount').then((r) => setUnread(r.unread)).catch(() => {}));
+import { setUnread } from './app.js';
 
 const TEXT = {
   turn_resolved: (p) => p.summary || `Turn ${p.turn} resolved.`,
