@@ -23,6 +23,7 @@ mod probe;
 mod push;
 mod runtime;
 mod turns;
+mod web;
 
 use clap::{Parser, Subcommand};
 
@@ -53,6 +54,8 @@ enum Mode {
     Turns(turns::TurnsArgs),
     /// A turn resolving in 1,000 games of 10: notifications by push, email and webhook.
     Notify(notify::NotifyArgs),
+    /// Cold loads of a Conquest game page in headless Chromium: bytes, requests, time to an interactive map.
+    Web(web::WebArgs),
     /// Child: the engine under test.
     #[command(hide = true, subcommand)]
     EngineServer(engine::ServerGame),
@@ -102,6 +105,7 @@ fn main() -> std::process::ExitCode {
             Mode::Runtime(args) => runtime::run(args).await,
             Mode::Turns(args) => turns::run(args).await,
             Mode::Notify(args) => notify::run(args).await,
+            Mode::Web(args) => web::run(args).await,
             Mode::EngineServer(game) => engine::server(game).await,
             Mode::FanoutServer(args) => fanout::server(args).await,
             Mode::FanoutNatsPublisher(args) => fanout::nats_publisher(args).await,

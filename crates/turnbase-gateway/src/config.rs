@@ -74,7 +74,7 @@ pub const VARIABLES: &[VarSpec] = &[
     var!(
         "GATEWAY_EXPOSE_ADMIN",
         Some("false"),
-        "Forward `/api/v1/admin/*` and `/api/v1/internal/*` too (otherwise 404 at the edge)."
+        "Forward `/api/v1/admin/*` (for admin sessions only: 401/403 at the edge otherwise) and `/api/v1/internal/*`, and serve the admin console at `/admin/`; unset, all three are 404 at the edge. `turnbase up` sets it."
     ),
     var!(
         "GATEWAY_HTTP_BODY_LIMIT",

@@ -137,6 +137,7 @@ export class Live {
     const socket = new WebSocket(url);
     this.socket = socket;
     socket.onopen = () => {
+      if (!performance.getEntriesByName('live-open').length) performance.mark('live-open');
       this.retry = RETRY_MIN;
       this.setState('connected');
     };
