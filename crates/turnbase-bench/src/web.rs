@@ -275,7 +275,9 @@ async fn conquest_game(http: &reqwest::Client, base: &str) -> anyhow::Result<(St
             .await?;
         if clock.status().is_success() {
             let clock: Value = clock.json().await?;
-            if clock["trigger"] != "open" && clock["to_move"].as_array().is_some_and(|a| !a.is_empty()) {
+            if clock["trigger"] != "open"
+                && clock["to_move"].as_array().is_some_and(|a| !a.is_empty())
+            {
                 break;
             }
         }
@@ -312,7 +314,12 @@ impl Driver {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .with_context(|| format!("cannot start {} (apt-get install chromium-driver)", program.display()))?;
+            .with_context(|| {
+                format!(
+                    "cannot start {} (apt-get install chromium-driver)",
+                    program.display()
+                )
+            })?;
         let driver = Driver {
             child,
             url: format!("http://127.0.0.1:{port}"),
@@ -335,7 +342,12 @@ impl Driver {
         Ok(driver)
     }
 
-    async fn command(&self, method: reqwest::Method, path: &str, body: Value) -> anyhow::Result<Value> {
+    async fn command(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Value,
+    ) -> anyhow::Result<Value> {
         let response = self
             .http
             .request(method, format!("{}{path}", self.url))

@@ -177,14 +177,27 @@ export function mount(host, { game, seat, names, sendOrders, scope }) {
       if (label) g.append(h('svg:text', { x: (a.x + b.x) / 2, y: (a.y + b.y) / 2 - 0.8 * unit, class: 'label' }, label));
       return g;
     };
+    // Fleets on one route share a line and a label, and attacks on one
+    // planet share a warning, so that labels never sit on each other.
+    const routes = new Map();
     for (const f of (v.you && v.you.fleets) || []) {
-      const a = planets.get(f.from);
-      const b = planets.get(f.to);
-      if (a && b) nodes.push(line(a, b, 'fleet', `${f.ships} → t${f.arrives}`));
+      const key = `${f.from}>${f.to}`;
+      if (!routes.has(key)) routes.set(key, { from: f.from, to: f.to, parts: [] });
+      routes.get(key).parts.push(`${f.ships} → t${f.arrives}`);
     }
+    for (const r of routes.values()) {
+      const a = planets.get(r.from);
+      const b = planets.get(r.to);
+      if (a && b) nodes.push(line(a, b, 'fleet', r.parts.join(', ')));
+    }
+    const attacks = new Map();
     for (const f of v.incoming || []) {
-      const b = planets.get(f.to);
-      if (b) nodes.push(h('svg:text', { x: b.x + 2.5 * unit, y: b.y + 4 * unit, class: 'label incoming' }, `⚠ ${f.ships} ${names.get(f.owner) || 'enemy'} t${f.arrives}`));
+      if (!attacks.has(f.to)) attacks.set(f.to, []);
+      attacks.get(f.to).push(`${f.ships} ${names.get(f.owner) || 'enemy'} t${f.arrives}`);
+    }
+    for (const [to, parts] of attacks) {
+      const b = planets.get(to);
+      if (b) nodes.push(h('svg:text', { x: b.x + 2.5 * unit, y: b.y + 4 * unit, class: 'label incoming' }, `⚠ ${parts.join(', ')}`));
     }
     if (!readOnly) {
       for (const o of draft) {

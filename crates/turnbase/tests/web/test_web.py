@@ -102,6 +102,11 @@ class WebClient(unittest.TestCase):
         b.click('#order-add')
         b.click('#orders-send')
 
+    def wait_sent(self, b, turn):
+        """The orders for `turn` are in: the page says so, or (the last
+        orders of the turn resolve it at once) the next turn has opened."""
+        b.wait(lambda: 'Orders in' in b.text('#orders-state') or self.current_turn(b) > turn, f'the orders for turn {turn} to be in')
+
     # Scenarios.
 
     def test_1_two_players_play_three_turns_of_conquest_live(self):
@@ -134,7 +139,7 @@ class WebClient(unittest.TestCase):
                 bea.find('#orders li button').click()
             for b in (ann, bea):
                 self.send_conquest_order(b, races[b][1])
-                b.wait_text('#orders-state', 'Orders in')
+                self.wait_sent(b, turn)
             # Both sent, the bot counts as ready: the turn resolves now, and
             # each page shows it without a reload.
             for b in (ann, bea):
@@ -171,6 +176,37 @@ class WebClient(unittest.TestCase):
         bea.hash('#/account')
         bea.find('#sessions li')
         bea.axe('account')
+        # Dark mode is readable too (contrast included).
+        bea.driver.execute_cdp_cmd('Emulation.setEmulatedMedia', {'features': [{'name': 'prefers-color-scheme', 'value': 'dark'}]})
+        bea.hash(f'#/games/{game}')
+        bea.find('#map')
+        bea.axe('conquest-dark')
+        bea.hash('#/')
+        bea.find('#open-games')
+        bea.axe('lobby-dark')
+
+        # An event whose signature does not verify is dropped, and the page
+        # says so. (The gateway cannot be made to sign wrongly on demand, so
+        # the frame is handed to the client's stream as if it had arrived.)
+        delivered = bea.driver.execute_async_script('''
+            const done = arguments[arguments.length - 1];
+            const src = document.querySelector('script[type=module]').src;
+            (async () => {
+              const { live } = await import(src.replace('app.js', 'live.js'));
+              const keys = await (await fetch('/.well-known/turnbase-signing-keys')).json();
+              let heard = 0;
+              const off = live.on('game.turn_resolved', () => { heard += 1; });
+              const envelope = JSON.stringify({ id: 'x.1', kind: 'game.turn_resolved', payload: { game_id: arguments[0], summary: 'forged' } });
+              const sig = btoa(String.fromCharCode(...new Uint8Array(64))).replace(/=+$/, '');
+              await live.receive(JSON.stringify({ type: 'event', id: 'x.1', kid: keys.keys[0].kid, sig, envelope }));
+              off();
+              done(heard);
+            })().catch((e) => done(String(e)));
+        ''', game)
+        self.assertEqual(delivered, 0, 'a forged event reached a listener')
+        bea.wait(lambda: bea.find('#warning', patience=2).is_displayed(), 'the signature warning')
+        self.assertIn('does not verify', bea.text('#warning'))
+        self.assertNotEqual(bea.js("return localStorage.getItem('turnbase.last-event')"), 'x.1', 'a forged id is never resumed from')
 
     def test_2_reversi_against_the_bot_to_its_end(self):
         cy = self.browser('cy')
@@ -304,7 +340,9 @@ class WebClient(unittest.TestCase):
         self.send_conquest_order(fay, 'Bot')
         fay.wait_text('#orders-state', 'Not sent')
         fay.driver.set_network_conditions(offline=False, latency=0, download_throughput=-1, upload_throughput=-1)
-        fay.wait_text('#orders-state', 'Orders in', patience=PATIENCE)
+        self.wait_sent(fay, 1)
+        # The bot was ready, so the order resolved the turn: the fleet flies.
+        fay.wait(lambda: self.current_turn(fay) == 2 and fay.all('#map .fleet'), 'the fleet of the order sent when back online')
         fay.shot('orders-sent')
         for route, page in (('#/inbox', 'inbox'), ('#/settings', 'alerts'), ('#/account', 'account'), ('#/mine', 'my-games')):
             fay.hash(route)
