@@ -15,6 +15,7 @@
 mod api;
 mod engine;
 mod fanout;
+mod gateway;
 mod lobby;
 mod mail;
 mod nats;
@@ -54,6 +55,8 @@ enum Mode {
     Turns(turns::TurnsArgs),
     /// A turn resolving in 1,000 games of 10: notifications by push, email and webhook.
     Notify(notify::NotifyArgs),
+    /// REST through the gateway against nginx's proxy_pass to the same backend (wrk).
+    Gateway(gateway::GatewayArgs),
     /// Cold loads of a Conquest game page in headless Chromium: bytes, requests, time to an interactive map.
     Web(web::WebArgs),
     /// Child: the engine under test.
@@ -65,6 +68,9 @@ enum Mode {
     /// Child: a NATS publisher for the fan-out benchmark.
     #[command(hide = true)]
     FanoutNatsPublisher(fanout::NatsPublisherArgs),
+    /// Child: a gateway in front of the gateway benchmark's backend.
+    #[command(hide = true)]
+    GatewayServer(gateway::GatewayServerArgs),
     /// Child: a backend serving the API benchmark.
     #[command(hide = true)]
     ApiBackend(api::BackendArgs),
@@ -81,6 +87,13 @@ enum Mode {
     #[command(hide = true)]
     NatsSubscriber(nats::SubscriberArgs),
 }
+
+/// mimalloc rather than the system allocator: the servers allocate small,
+/// short-lived buffers on every request and event from several threads at
+/// once, where glibc's malloc spent a sixth of the gateway's CPU (arena
+/// locks, consolidation).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
@@ -106,6 +119,8 @@ fn main() -> std::process::ExitCode {
             Mode::Turns(args) => turns::run(args).await,
             Mode::Notify(args) => notify::run(args).await,
             Mode::Web(args) => web::run(args).await,
+            Mode::Gateway(args) => gateway::run(args).await,
+            Mode::GatewayServer(args) => gateway::server(args).await,
             Mode::EngineServer(game) => engine::server(game).await,
             Mode::FanoutServer(args) => fanout::server(args).await,
             Mode::FanoutNatsPublisher(args) => fanout::nats_publisher(args).await,
