@@ -38,6 +38,10 @@ pub struct GatewayArgs {
     /// nginx.
     #[arg(long, default_value = "/usr/sbin/nginx")]
     nginx: std::path::PathBuf,
+    /// Runtime threads of the gateway process (default: one per core, as
+    /// `turnbase gateway` runs).
+    #[arg(long)]
+    gateway_threads: Option<usize>,
 }
 
 #[derive(clap::Args)]
@@ -48,6 +52,8 @@ pub struct GatewayServerArgs {
     push: String,
     #[arg(long)]
     token: String,
+    #[arg(long)]
+    threads: Option<usize>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -98,15 +104,25 @@ pub async fn run(args: GatewayArgs) -> anyhow::Result<()> {
         .as_str()
         .unwrap_or_default()
         .to_string();
-    let mut gateway = ChildProc::spawn_self(&[
-        "gateway-server".into(),
-        "--backend".into(),
-        format!("http://{}", started.addr),
-        "--push".into(),
-        format!("http://127.0.0.1:{push_port}"),
-        "--token".into(),
-        SECRET.into(),
-    ])?;
+    let mut gateway = ChildProc::spawn_self(
+        &[
+            "gateway-server".into(),
+            "--backend".into(),
+            format!("http://{}", started.addr),
+            "--push".into(),
+            format!("http://127.0.0.1:{push_port}"),
+            "--token".into(),
+            SECRET.into(),
+        ]
+        .into_iter()
+        .chain(
+            args.gateway_threads
+                .map(|n| ["--threads".to_string(), n.to_string()])
+                .into_iter()
+                .flatten(),
+        )
+        .collect::<Vec<String>>(),
+    )?;
     let gw: GatewayUp = gateway.next().await?;
     let nginx = Nginx::start(&args.nginx, started.addr).await?;
 
@@ -365,8 +381,20 @@ impl Nginx {
     }
 }
 
-/// Child: a gateway in front of the benchmark's backend.
+/// Child: a gateway in front of the benchmark's backend, on a runtime of
+/// its own when `--threads` sets its size.
 pub async fn server(args: GatewayServerArgs) -> anyhow::Result<()> {
+    let Some(threads) = args.threads else {
+        return serve(args).await;
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads)
+        .enable_all()
+        .build()?;
+    tokio::task::spawn_blocking(move || runtime.block_on(serve(args))).await?
+}
+
+async fn serve(args: GatewayServerArgs) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let env: Vec<(String, String)> = vec![
         ("GATEWAY_HTTP_ADDR".into(), "127.0.0.1:0".into()),

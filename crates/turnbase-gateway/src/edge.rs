@@ -26,7 +26,7 @@ use serde::Deserialize;
 use sha2::{Digest as _, Sha256};
 use tokio::time::Instant;
 use tower_http::limit::RequestBodyLimitLayer;
-use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::request_id::{PropagateRequestIdLayer, SetRequestIdLayer};
 use turnbase_core::http::{
     HttpMetrics, error_response, inject_trace_context, normalize_errors, observe,
     rate_limited_response, unauthorized_response,
@@ -165,7 +165,10 @@ pub fn router(edge: Arc<Edge>, metrics: HttpMetrics, body_limit: usize) -> Route
         .with_state(edge)
         .layer(axum::middleware::from_fn_with_state(metrics, observe))
         .layer(PropagateRequestIdLayer::new(request_id.clone()))
-        .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
+        .layer(SetRequestIdLayer::new(
+            request_id,
+            turnbase_core::http::RequestIds,
+        ))
         .layer(axum::middleware::from_fn(normalize_errors))
 }
 

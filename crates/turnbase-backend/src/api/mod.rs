@@ -11,7 +11,7 @@ use axum::{Json, Router};
 use http::{HeaderName, StatusCode};
 use serde::Serialize;
 use tower_http::limit::RequestBodyLimitLayer;
-use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::request_id::{PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::timeout::TimeoutLayer;
 use turnbase_core::http::{
     ErrorBody, HttpMetrics, error_response, normalize_errors, observe, rate_limited_response,
@@ -506,7 +506,10 @@ pub fn router(state: AppState, config: &HttpConfig, metrics: HttpMetrics) -> Rou
         .layer(turnbase_core::cors::layer(&config.cors))
         .layer(axum::middleware::from_fn_with_state(metrics, observe))
         .layer(PropagateRequestIdLayer::new(request_id.clone()))
-        .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
+        .layer(SetRequestIdLayer::new(
+            request_id,
+            turnbase_core::http::RequestIds,
+        ))
         .layer(axum::middleware::from_fn(normalize_errors))
 }
 
