@@ -88,13 +88,6 @@ enum Mode {
     NatsSubscriber(nats::SubscriberArgs),
 }
 
-/// mimalloc rather than the system allocator: the servers allocate small,
-/// short-lived buffers on every request and event from several threads at
-/// once, where glibc's malloc spent a sixth of the gateway's CPU (arena
-/// locks, consolidation).
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()

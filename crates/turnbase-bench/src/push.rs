@@ -417,6 +417,25 @@ pub async fn run(args: PushArgs) -> anyhow::Result<()> {
     let nats_server = nats.usage_so_far();
     nats.stop().await;
 
+    // CPU per event delivered at the maximum rate, each side on its own:
+    // what explains the throughput ratio.
+    let per_event =
+        |cpu_s: f64, lost: u64| cpu_s * 1e6 / (args.events.saturating_sub(lost)).max(1) as f64;
+    let (our_pub, our_sub) = (
+        per_event(ours_max.publisher.cpu_s, ours_max.lost),
+        per_event(ours_max.subscriber.cpu_s, ours_max.lost),
+    );
+    let (nats_pub, nats_sub) = (
+        per_event(nats_max.publisher.cpu_s, nats_max.lost),
+        per_event(nats_max.subscriber.cpu_s, nats_max.lost),
+    );
+    println!();
+    println!(
+        "CPU per event at the maximum rate: turnbase publisher {our_pub:.3} µs, subscriber \
+         {our_sub:.3} µs; nats publisher {nats_pub:.3} µs, subscriber {nats_sub:.3} µs \
+         (nats-server's own CPU comes on top: {:.2} s over the whole run)",
+        nats_server.cpu_s
+    );
     let ratio = ours_max.events_per_sec / nats_max.events_per_sec.max(1.0);
     let p99_10 = ours_at[0].2.latency.p99_ms;
     println!();
@@ -450,6 +469,10 @@ pub async fn run(args: PushArgs) -> anyhow::Result<()> {
         "subscriber_cpu_s": ours_max.subscriber.cpu_s,
         "subscriber_peak_rss_kb": ours_max.subscriber.peak_rss_kb,
         "nats_server_cpu_s": nats_server.cpu_s,
+        "publisher_cpu_us_per_event": (our_pub * 1000.0).round() / 1000.0,
+        "subscriber_cpu_us_per_event": (our_sub * 1000.0).round() / 1000.0,
+        "nats_publisher_cpu_us_per_event": (nats_pub * 1000.0).round() / 1000.0,
+        "nats_subscriber_cpu_us_per_event": (nats_sub * 1000.0).round() / 1000.0,
         "nats_server_peak_rss_kb": nats_server.peak_rss_kb,
     });
     println!("{json}");

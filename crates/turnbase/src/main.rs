@@ -121,13 +121,6 @@ enum PushCommand {
     },
 }
 
-/// mimalloc rather than the system allocator: the servers allocate small,
-/// short-lived buffers on every request and event from several threads at
-/// once, where glibc's malloc spent a sixth of the gateway's CPU (arena
-/// locks, consolidation).
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let run = match cli.command {
