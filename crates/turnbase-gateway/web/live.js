@@ -61,7 +61,6 @@ export class Live {
     this.timer = null;
     this.stopped = true;
     this.queue = Promise.resolve();
-    this.badSignatures = 0;
     window.addEventListener('online', () => this.kick());
     document.addEventListener('visibilitychange', () => {
       if (document.visibilityState === 'visible') this.kick();
@@ -189,7 +188,6 @@ export class Live {
       ok = false;
     }
     if (!ok) {
-      this.badSignatures += 1;
       for (const fn of this.badListeners) fn(frame);
       return;
     }
