@@ -23,7 +23,7 @@ use tokio::io::{AsyncBufReadExt as _, BufReader};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
 
-use crate::probe::{ChildProc, latency, now_ns, settled_rss, usage};
+use crate::probe::{ChildProc, latency, now_ns, payload, settled_rss, usage};
 
 #[derive(clap::Args)]
 pub struct FanoutArgs {
@@ -100,14 +100,6 @@ fn tracing_free_note(text: &str) {
 }
 
 /// The payload of event `n`, carrying its publish time: `{"t":…,"n":…,"pad":"…"}`.
-fn payload(size: usize) -> Vec<u8> {
-    let mut p = format!("{{\"t\":{:019},\"pad\":\"", now_ns()).into_bytes();
-    let pad = size.saturating_sub(p.len() + 2);
-    p.extend(std::iter::repeat_n(b'x', pad));
-    p.extend_from_slice(b"\"}");
-    p
-}
-
 /// Finds the publish time in a delivered frame: after `"t":` (NATS) or
 /// `\"t\":` (inside our envelope string).
 fn publish_time(frame: &[u8]) -> Option<u64> {
@@ -702,7 +694,7 @@ pub async fn server(args: ServerArgs) -> anyhow::Result<()> {
             user_id: user,
             device_session_id: None,
             kind: "bench".into(),
-            payload: Bytes::from(payload(size)),
+            payload: crate::probe::json_payload(size),
             event_id: String::new(),
             request_id: String::new(),
             trace_id: String::new(),

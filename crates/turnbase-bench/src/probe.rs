@@ -108,6 +108,26 @@ pub fn payload(size: usize) -> Vec<u8> {
     p
 }
 
+/// [`payload`] as the platform's producers make payloads: serialized from
+/// a typed value into a [`turnbase_push::JsonPayload`], valid by
+/// construction (the same bytes, with no parse to check them).
+pub fn json_payload(size: usize) -> turnbase_push::JsonPayload {
+    #[derive(Serialize)]
+    struct Stamped<'a> {
+        t: u64,
+        pad: &'a str,
+    }
+    const PAD: &str = match std::str::from_utf8(&[b'x'; 4096]) {
+        Ok(s) => s,
+        Err(_) => "",
+    };
+    let t = now_ns();
+    // `{"t":` + 19 digits + `,"pad":"` + `"}`.
+    let pad = size.saturating_sub(5 + 19 + 8 + 2).min(PAD.len());
+    turnbase_push::JsonPayload::to_json(&Stamped { t, pad: &PAD[..pad] })
+        .expect("a struct of a number and a string serializes")
+}
+
 /// The publish time inside a payload made by [`payload`].
 pub fn payload_time(p: &[u8]) -> Option<u64> {
     let digits = p.get(5..24)?;
@@ -273,6 +293,10 @@ mod tests {
     #[test]
     fn payloads_have_the_exact_size_are_json_and_carry_their_time() {
         for size in [64, 256, 1024] {
+            let typed = json_payload(size);
+            assert_eq!(typed.len(), size);
+            assert_eq!(typed.as_bytes()[..5], payload(size)[..5]);
+            assert!(payload_time(typed.as_bytes()).is_some_and(|t| t <= now_ns()));
             let before = now_ns();
             let p = payload(size);
             assert_eq!(p.len(), size);

@@ -3,7 +3,6 @@
 use std::sync::Mutex;
 use std::time::Duration;
 
-use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 use turnbase_gateway::{Notice, PushClient, PushClientConfig, PushHandler};
@@ -13,7 +12,7 @@ use turnbase_push::{ClientEventInput, PushConfig, PushService, RingLimits};
 
 use crate::nats;
 use crate::probe::{
-    ChildProc, Latency, Usage, latency, now_ns, paced, payload, payload_time, report, usage,
+    ChildProc, Latency, Usage, json_payload, latency, now_ns, paced, payload_time, report, usage,
     wait_for_parent,
 };
 
@@ -117,7 +116,7 @@ pub async fn publisher(args: PublisherArgs) -> anyhow::Result<()> {
         user_id: uuid::Uuid::from_u128(1),
         device_session_id: None,
         kind: "bench".into(),
-        payload: Bytes::from(payload(payload_size)),
+        payload: json_payload(payload_size),
         event_id: String::new(),
         request_id: String::new(),
         trace_id: String::new(),

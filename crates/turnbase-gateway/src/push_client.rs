@@ -79,8 +79,38 @@ enum Ended {
 pub struct PushClient<H> {
     config: PushClientConfig,
     handler: H,
-    cursor: Mutex<String>,
+    cursor: Mutex<Position>,
     stop: CancellationToken,
+}
+
+/// Where the client resumes from. Kept as two integers once known, so that
+/// moving past an event costs no parse, copy or allocation.
+#[derive(Debug, Clone)]
+enum Position {
+    /// Nothing yet: subscribe from now on.
+    Unset,
+    At(Cursor),
+    /// A cursor kept elsewhere that does not parse; it is sent as it is,
+    /// and the backend answers `Stale` (malformed).
+    Text(String),
+}
+
+impl Position {
+    fn from_text(text: String) -> Position {
+        if text.is_empty() {
+            Position::Unset
+        } else {
+            Cursor::parse(&text).map_or(Position::Text(text), Position::At)
+        }
+    }
+
+    fn to_text(&self) -> String {
+        match self {
+            Position::Unset => String::new(),
+            Position::At(c) => c.to_string(),
+            Position::Text(t) => t.clone(),
+        }
+    }
 }
 
 impl<H: PushHandler> PushClient<H> {
@@ -88,20 +118,20 @@ impl<H: PushHandler> PushClient<H> {
         Arc::new(Self {
             config,
             handler,
-            cursor: Mutex::new(String::new()),
+            cursor: Mutex::new(Position::Unset),
             stop: CancellationToken::new(),
         })
     }
 
     /// Starts from a cursor kept elsewhere instead of "from now on".
     pub fn set_cursor(&self, cursor: String) {
-        *self.lock_cursor() = cursor;
+        *self.lock_cursor() = Position::from_text(cursor);
     }
 
     /// The cursor of the last event handled (or position announced), or
     /// empty before the first subscription.
     pub fn cursor(&self) -> String {
-        self.lock_cursor().clone()
+        self.lock_cursor().to_text()
     }
 
     pub fn handler(&self) -> &H {
@@ -113,7 +143,11 @@ impl<H: PushHandler> PushClient<H> {
         self.stop.cancel();
     }
 
-    fn lock_cursor(&self) -> std::sync::MutexGuard<'_, String> {
+    fn move_to(&self, cursor: Cursor) {
+        *self.lock_cursor() = Position::At(cursor);
+    }
+
+    fn lock_cursor(&self) -> std::sync::MutexGuard<'_, Position> {
         self.cursor
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -267,10 +301,11 @@ impl<H: PushHandler> PushClient<H> {
                                 .await;
                             return Ended::Gap;
                         }
-                        let cursor = event.cursor.clone();
                         self.handler.on_event(event).await;
                         position = got;
-                        self.set_cursor(cursor);
+                        if let Some(at) = got {
+                            self.move_to(at);
+                        }
                     }
                 }
                 Some(Msg::Heartbeat(_)) | None => {}

@@ -27,7 +27,7 @@ use opentelemetry::metrics::{Counter, Histogram, Meter, ObservableGauge};
 use serde_json::{Value, json};
 use tokio::sync::Notify;
 use turnbase_core::worker::{Clock, system_clock};
-use turnbase_push::{ClientEventInput, PushService};
+use turnbase_push::{ClientEventInput, JsonPayload, PushService};
 use turnbase_store::accounts::AuditEntry;
 use turnbase_store::notify::{
     Audience, Kind, NewNotice, NotificationRow, PreferencesRow, RouteAttemptRecord, RouteFilter,
@@ -623,6 +623,24 @@ fn with_count(detail: &str, key: &str, n: u64) -> String {
     v.to_string()
 }
 
+/// The live event of a notification for one account.
+pub(crate) fn client_event(
+    account: Uuid,
+    kind: &str,
+    payload: &Value,
+    event_id: Uuid,
+) -> ClientEventInput {
+    ClientEventInput {
+        user_id: account,
+        device_session_id: None,
+        kind: kind.to_string(),
+        payload: JsonPayload::from_value(payload),
+        event_id: event_id.to_string(),
+        request_id: String::new(),
+        trace_id: String::new(),
+    }
+}
+
 /// Publishes a client event (best effort: a full or closed push service
 /// is reported by the caller's outcome).
 pub(crate) fn publish(
@@ -632,16 +650,7 @@ pub(crate) fn publish(
     payload: &Value,
     event_id: Uuid,
 ) -> bool {
-    let input = ClientEventInput {
-        user_id: account,
-        device_session_id: None,
-        kind: kind.to_string(),
-        payload: bytes::Bytes::from(payload.to_string()),
-        event_id: event_id.to_string(),
-        request_id: String::new(),
-        trace_id: String::new(),
-    };
-    match push.publish_client_event(input) {
+    match push.publish_client_event(client_event(account, kind, payload, event_id)) {
         Ok(_) => true,
         Err(err) => {
             tracing::warn!(%account, kind, error = %err, "notification not published");

@@ -38,7 +38,8 @@ use uuid::Uuid;
 
 use crate::keys::{self, DELIVERY_HEADER, KIND_HEADER, SIGNATURE_HEADER};
 use crate::prefs::Preferences;
-use crate::{NotifyService, channel_attr, email, publish};
+use crate::{NotifyService, channel_attr, client_event, email, publish};
+use turnbase_push::ClientEventInput;
 
 /// How often upkeep runs, and how many notifications one prune deletes.
 const UPKEEP_EVERY: Duration = Duration::from_secs(60);
@@ -276,27 +277,37 @@ impl Job for Router {
             .iter()
             .map(|u| (u.notification.id, &u.notification))
             .collect();
-        for r in routes.iter_mut().filter(|r| r.channel == Channel::Push) {
-            let started = Instant::now();
-            let Some(n) = by_id.get(&r.notification_id) else {
-                continue;
-            };
-            let ok = publish(
-                &inner.push,
-                r.account_id,
-                r.kind.event(),
-                &live_payload(n),
-                n.id,
-            );
-            if ok {
-                r.delivered_at = Some(self.service.now());
-                self.service.count("push", RouteOutcome::Delivered, started);
-            } else {
-                // The route worker tries again (this failure is not
-                // counted against its budget).
-                r.due_at = now + chrono::Duration::from_std(inner.config.retry_base)?;
-                self.service
-                    .count("push", RouteOutcome::Retry(r.due_at), started);
+        // One publish for the batch's live events (a turn resolving tells
+        // every seat at once): one turn of the ring's lock for them all.
+        let started = Instant::now();
+        let (places, events): (Vec<usize>, Vec<ClientEventInput>) = routes
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| r.channel == Channel::Push)
+            .filter_map(|(i, r)| {
+                let n = by_id.get(&r.notification_id)?;
+                Some((
+                    i,
+                    client_event(r.account_id, r.kind.event(), &live_payload(n), n.id),
+                ))
+            })
+            .unzip();
+        let published = inner.push.publish_client_events(&events);
+        for (i, result) in places.into_iter().zip(published) {
+            let r = &mut routes[i];
+            match result {
+                Ok(_) => {
+                    r.delivered_at = Some(self.service.now());
+                    self.service.count("push", RouteOutcome::Delivered, started);
+                }
+                Err(err) => {
+                    tracing::warn!(account = %r.account_id, kind = r.kind.event(), error = %err, "notification not published");
+                    // The route worker tries again (this failure is not
+                    // counted against its budget).
+                    r.due_at = now + chrono::Duration::from_std(inner.config.retry_base)?;
+                    self.service
+                        .count("push", RouteOutcome::Retry(r.due_at), started);
+                }
             }
         }
         let ids: Vec<Uuid> = batch.iter().map(|u| u.notification.id).collect();

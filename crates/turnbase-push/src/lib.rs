@@ -3,6 +3,7 @@
 //! that domain services publish to, and its gRPC server ([`server`]).
 
 pub mod cursor;
+pub mod payload;
 pub mod ring;
 pub mod server;
 pub mod service;
@@ -15,6 +16,7 @@ pub mod proto {
 }
 
 pub use cursor::{Cursor, CursorError};
+pub use payload::{InvalidJson, JsonPayload};
 pub use ring::RingLimits;
 pub use service::{
     ClientEventInput, Opening, PublishError, PushConfig, PushService, SubscribeError, Subscription,

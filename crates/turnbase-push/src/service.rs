@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use opentelemetry::KeyValue;
 use opentelemetry::metrics::{Counter, Meter, ObservableGauge};
 use tokio::sync::Notify;
@@ -24,7 +24,8 @@ use crate::cursor::Cursor;
 use crate::proto;
 use crate::proto::stale::Reason as StaleReason;
 use crate::ring::{Entry, EventKind, Evicted, Ring, RingLimits};
-use crate::wire::{Frame, finish_event, reserve_event};
+use crate::payload::JsonPayload;
+use crate::wire::{ClientEventFields, Frame, finish_event, reserve_client_event, reserve_event};
 
 /// Longest event kind, id and reason texts accepted from producers.
 const MAX_KIND_LEN: usize = 128;
@@ -67,8 +68,8 @@ pub struct ClientEventInput {
     /// Only this device session receives it, when set.
     pub device_session_id: Option<Uuid>,
     pub kind: String,
-    /// A JSON document.
-    pub payload: Bytes,
+    /// A JSON document, checked where it was made.
+    pub payload: JsonPayload,
     pub event_id: String,
     pub request_id: String,
     pub trace_id: String,
@@ -82,8 +83,6 @@ pub enum PublishError {
     EmptyKind,
     #[error("the payload is {size} bytes, more than the {max} allowed")]
     PayloadTooLarge { size: usize, max: usize },
-    #[error("the payload is not a JSON document: {0}")]
-    InvalidPayload(String),
     #[error("{field} is longer than {max} bytes")]
     FieldTooLong { field: &'static str, max: usize },
     #[error("the push service is closed")]
@@ -216,6 +215,66 @@ impl PushService {
     }
 
     pub fn publish_client_event(&self, input: ClientEventInput) -> Result<Cursor, PublishError> {
+        let encoded = self.encode_client_event(&input, now_ms())?;
+        self.commit(EventKind::ClientEvent, encoded)
+    }
+
+    /// Publishes several client events at once: one clock reading, one
+    /// turn of the ring's lock and one wake-up for the lot, in order. Each
+    /// event is checked on its own; an invalid one is refused (its slot in
+    /// the answer says why) and the others are published.
+    pub fn publish_client_events(
+        &self,
+        inputs: &[ClientEventInput],
+    ) -> Vec<Result<Cursor, PublishError>> {
+        let at = now_ms();
+        let mut results: Vec<Result<Cursor, PublishError>> = Vec::with_capacity(inputs.len());
+        // The valid events, with their place in `results`.
+        let mut encoded = Vec::with_capacity(inputs.len());
+        for (i, input) in inputs.iter().enumerate() {
+            match self.encode_client_event(input, at) {
+                Ok(bytes) => {
+                    // What a valid event gets if the service has closed;
+                    // replaced by its cursor once it is in the ring.
+                    results.push(Err(PublishError::Closed));
+                    encoded.push((i, bytes));
+                }
+                Err(e) => results.push(Err(e)),
+            }
+        }
+        if encoded.is_empty() {
+            return results;
+        }
+        let count = encoded.len();
+        let now = Instant::now();
+        {
+            let mut state = self.inner.lock();
+            if state.closed {
+                return results;
+            }
+            for (i, reserved) in encoded {
+                let seq = state.ring.next_seq();
+                let cursor = Cursor::new(self.inner.epoch, seq);
+                state.ring.push(Entry {
+                    seq,
+                    at: now,
+                    invalidation: false,
+                    encoded: finish_event(reserved, cursor),
+                });
+                results[i] = Ok(cursor);
+            }
+            state.ring.expire(now);
+        }
+        self.published(EventKind::ClientEvent, count);
+        results
+    }
+
+    /// Checks a client event and encodes everything but its cursor.
+    fn encode_client_event(
+        &self,
+        input: &ClientEventInput,
+        published_at_ms: i64,
+    ) -> Result<BytesMut, PublishError> {
         if input.user_id.is_nil() {
             return Err(PublishError::NilUser);
         }
@@ -233,18 +292,16 @@ impl PushService {
                 max,
             });
         }
-        serde_json::from_slice::<serde::de::IgnoredAny>(&input.payload)
-            .map_err(|e| PublishError::InvalidPayload(e.to_string()))?;
-        let kind = proto::push_event::Kind::ClientEvent(proto::ClientEvent {
-            user_id: input.user_id.to_string(),
-            device_session_id: input.device_session_id.map(|s| s.to_string()),
-            kind: input.kind,
-            payload: input.payload,
-            event_id: input.event_id,
-            request_id: input.request_id,
-            trace_id: input.trace_id,
-        });
-        self.publish(EventKind::ClientEvent, kind)
+        Ok(reserve_client_event(&ClientEventFields {
+            published_at_ms,
+            user_id: input.user_id,
+            device_session_id: input.device_session_id,
+            kind: &input.kind,
+            payload: input.payload.as_bytes(),
+            event_id: &input.event_id,
+            request_id: &input.request_id,
+            trace_id: &input.trace_id,
+        }))
     }
 
     /// Tells gateways that a session (or, with `None`, every session of the
@@ -259,28 +316,22 @@ impl PushService {
             return Err(PublishError::NilUser);
         }
         check_len("reason", reason, MAX_KIND_LEN)?;
-        let kind = proto::push_event::Kind::SessionInvalidation(proto::SessionInvalidation {
+        let body = proto::push_event::Kind::SessionInvalidation(proto::SessionInvalidation {
             user_id: user_id.to_string(),
             device_session_id: device_session_id.map(|s| s.to_string()),
             reason: reason.to_string(),
         });
-        self.publish(EventKind::SessionInvalidation, kind)
-    }
-
-    fn publish(
-        &self,
-        kind: EventKind,
-        body: proto::push_event::Kind,
-    ) -> Result<Cursor, PublishError> {
-        let published_at_ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
         // Everything but the cursor is encoded outside the lock.
         let reserved = reserve_event(&proto::PushEvent {
             cursor: String::new(),
-            published_at_ms,
+            published_at_ms: now_ms(),
             kind: Some(body),
         });
+        self.commit(EventKind::SessionInvalidation, reserved)
+    }
+
+    /// Gives an encoded event its cursor and puts it in the ring.
+    fn commit(&self, kind: EventKind, reserved: BytesMut) -> Result<Cursor, PublishError> {
         let now = Instant::now();
         let cursor = {
             let mut state = self.inner.lock();
@@ -298,16 +349,22 @@ impl PushService {
             state.ring.expire(now);
             cursor
         };
+        self.published(kind, 1);
+        Ok(cursor)
+    }
+
+    /// Wakes waiting subscribers and counts what was just published.
+    fn published(&self, kind: EventKind, count: usize) {
         // Paired with the waiter's count-then-look in `Subscription::next`:
-        // either the waiter sees this event when it looks, or it is counted
-        // here and woken.
+        // either the waiter sees these events when it looks, or it is
+        // counted here and woken.
         if self.inner.waiting.load(Ordering::SeqCst) > 0 {
             self.inner.wake.notify_waiters();
         }
         if let Some(m) = &self.inner.metrics {
-            m.events.add(1, &[KeyValue::new("kind", kind.label())]);
+            m.events
+                .add(count as u64, &[KeyValue::new("kind", kind.label())]);
         }
-        Ok(cursor)
     }
 
     /// Opens a subscription from `cursor` (empty: from now on). A previous
@@ -451,6 +508,13 @@ impl Inner {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
+}
+
+/// Milliseconds since the Unix epoch (0 for a clock set before it).
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 fn check_len(field: &'static str, value: &str, max: usize) -> Result<(), PublishError> {

@@ -3,7 +3,6 @@
 
 use std::time::Duration;
 
-use bytes::Bytes;
 use proptest::prelude::*;
 use prost::Message as _;
 use uuid::Uuid;
@@ -32,7 +31,7 @@ fn event(n: u64) -> ClientEventInput {
         user_id: Uuid::from_u128(1),
         device_session_id: None,
         kind: "test".into(),
-        payload: Bytes::from(format!("{{\"n\":{n}}}")),
+        payload: JsonPayload::from_value(&serde_json::json!({ "n": n })),
         event_id: n.to_string(),
         request_id: String::new(),
         trace_id: String::new(),
@@ -98,7 +97,8 @@ fn publisher_validates_its_input() {
     e.kind = "  ".into();
     assert_eq!(svc.publish_client_event(e), Err(PublishError::EmptyKind));
     let mut e = event(1);
-    e.payload = Bytes::from(vec![b' '; 1025]);
+    e.payload = JsonPayload::parse(vec![b' '; 1024].into_iter().chain(*b"0").collect::<Vec<u8>>())
+        .expect("a number after spaces");
     assert_eq!(
         svc.publish_client_event(e),
         Err(PublishError::PayloadTooLarge {
@@ -106,12 +106,6 @@ fn publisher_validates_its_input() {
             max: 1024
         })
     );
-    let mut e = event(1);
-    e.payload = Bytes::from_static(b"{not json");
-    assert!(matches!(
-        svc.publish_client_event(e),
-        Err(PublishError::InvalidPayload(_))
-    ));
     let mut e = event(1);
     e.kind = "k".repeat(129);
     assert!(matches!(
@@ -134,6 +128,62 @@ fn publisher_validates_its_input() {
         svc.publish_client_event(event(3)),
         Err(PublishError::Closed)
     );
+}
+
+#[test]
+fn a_batch_is_published_in_order_and_bad_events_are_refused_alone() {
+    let svc = PushService::with_epoch(config(100, 60_000), EPOCH, &noop_meter());
+    svc.publish_client_event(event(1)).expect("publish");
+    let mut sub = svc.subscribe("gw", &Cursor::new(EPOCH, 1).to_string()).expect("subscribe");
+    let mut nil = event(3);
+    nil.user_id = Uuid::nil();
+    let batch = [event(2), nil, event(4), event(5)];
+    let results = svc.publish_client_events(&batch);
+    assert_eq!(
+        results,
+        vec![
+            Ok(Cursor::new(EPOCH, 2)),
+            Err(PublishError::NilUser),
+            Ok(Cursor::new(EPOCH, 3)),
+            Ok(Cursor::new(EPOCH, 4)),
+        ]
+    );
+    let mut seen = Seen::default();
+    drain(&mut sub, &mut seen);
+    assert_eq!(seen.seqs, vec![2, 3, 4]);
+    // The events carry what was published, in the batch's order.
+    let mut sub = svc.subscribe("gw2", &Cursor::new(EPOCH, 1).to_string()).expect("subscribe");
+    let Some(Ok(_opening)) = sub.ready() else {
+        panic!("an opening first")
+    };
+    let Some(Ok(frame)) = sub.ready() else {
+        panic!("a batch")
+    };
+    let Some(Msg::Events(events)) = proto::PushMessage::decode(frame.to_bytes())
+        .expect("decodes")
+        .kind
+    else {
+        panic!("events")
+    };
+    let payloads: Vec<String> = events
+        .events
+        .iter()
+        .map(|e| match &e.kind {
+            Some(proto::push_event::Kind::ClientEvent(c)) => {
+                assert_eq!(c.user_id, Uuid::from_u128(1).to_string());
+                String::from_utf8(c.payload.to_vec()).expect("utf-8")
+            }
+            other => panic!("a client event, not {other:?}"),
+        })
+        .collect();
+    assert_eq!(payloads, [r#"{"n":2}"#, r#"{"n":4}"#, r#"{"n":5}"#]);
+    assert!(svc.publish_client_events(&[]).is_empty());
+    svc.close();
+    assert_eq!(
+        svc.publish_client_events(&[event(6), event(7)]),
+        vec![Err(PublishError::Closed), Err(PublishError::Closed)]
+    );
+    assert_eq!(svc.head().seq, 4);
 }
 
 #[test]

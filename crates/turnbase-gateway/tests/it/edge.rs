@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use bytes::Bytes;
 use ed25519_dalek::{Signature, Verifier as _, VerifyingKey};
 use futures::{SinkExt as _, StreamExt as _};
 use reqwest::StatusCode;
@@ -19,7 +18,7 @@ use turnbase_backend::config::Profile as BackendProfile;
 use turnbase_backend::{App, Config};
 use turnbase_core::telemetry::Telemetry;
 use turnbase_gateway::{Gateway, GatewayConfig, Profile};
-use turnbase_push::ClientEventInput;
+use turnbase_push::{ClientEventInput, JsonPayload};
 use turnbase_testkit::{DbKind, TestDb};
 use uuid::Uuid;
 
@@ -317,7 +316,7 @@ impl Stack {
                 user_id: user,
                 device_session_id: session,
                 kind: "game.turn".into(),
-                payload: Bytes::from(format!("{{\"n\":{n}}}")),
+                payload: JsonPayload::from_value(&serde_json::json!({ "n": n })),
                 event_id: format!("e{n}"),
                 request_id: String::new(),
                 trace_id: String::new(),
@@ -720,7 +719,7 @@ async fn a_slow_client_is_closed_while_a_fast_one_keeps_up() {
                 user_id: user,
                 device_session_id: None,
                 kind: "big".into(),
-                payload: Bytes::from(format!("{{\"n\":{n},\"pad\":\"{pad}\"}}")),
+                payload: JsonPayload::from_value(&serde_json::json!({ "n": n, "pad": pad })),
                 event_id: String::new(),
                 request_id: String::new(),
                 trace_id: String::new(),
@@ -1357,7 +1356,7 @@ fn publish_big(s: &Stack, users: &[Uuid], count: u64) {
                     user_id: *user,
                     device_session_id: None,
                     kind: "big".into(),
-                    payload: Bytes::from(format!("{{\"n\":{n},\"pad\":\"{pad}\"}}")),
+                    payload: JsonPayload::from_value(&serde_json::json!({ "n": n, "pad": pad })),
                     event_id: String::new(),
                     request_id: String::new(),
                     trace_id: String::new(),

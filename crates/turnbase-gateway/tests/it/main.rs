@@ -7,13 +7,12 @@ mod web;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bytes::Bytes;
 use rand::SeedableRng as _;
 use tokio::sync::Notify;
 use turnbase_core::backoff::{Backoff, Retries};
 use turnbase_gateway::{Notice, PushClient, PushClientConfig, PushHandler};
 use turnbase_push::proto::PushEvent;
-use turnbase_push::{ClientEventInput, Cursor, PushConfig, PushService};
+use turnbase_push::{ClientEventInput, Cursor, JsonPayload, PushConfig, PushService};
 use uuid::Uuid;
 
 const PATIENCE: Duration = Duration::from_secs(10);
@@ -92,7 +91,7 @@ fn event() -> ClientEventInput {
         user_id: Uuid::from_u128(1),
         device_session_id: None,
         kind: "k".into(),
-        payload: Bytes::from_static(b"{}"),
+        payload: JsonPayload::from_value(&serde_json::json!({})),
         event_id: String::new(),
         request_id: String::new(),
         trace_id: String::new(),

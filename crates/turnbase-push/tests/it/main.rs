@@ -3,13 +3,14 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use bytes::Bytes;
 use tokio_util::sync::CancellationToken;
 use tonic::Streaming;
 use turnbase_push::proto::push_message::Kind as Msg;
 use turnbase_push::proto::{self, GatewaySubscribeRequest, PushMessage, push_client::PushClient};
 use turnbase_push::server::Liveness;
-use turnbase_push::{ClientEventInput, Cursor, PushConfig, PushService, RingLimits};
+use turnbase_push::{
+    ClientEventInput, Cursor, JsonPayload, PushConfig, PushService, RingLimits,
+};
 use uuid::Uuid;
 
 /// How long a test waits for a message before failing.
@@ -65,7 +66,7 @@ fn event(n: u64) -> ClientEventInput {
         user_id: Uuid::from_u128(7),
         device_session_id: None,
         kind: "game.turn".into(),
-        payload: Bytes::from(format!("{{\"n\":{n}}}")),
+        payload: JsonPayload::from_value(&serde_json::json!({ "n": n })),
         event_id: format!("e{n}"),
         request_id: String::new(),
         trace_id: String::new(),
@@ -394,7 +395,7 @@ async fn a_lapped_slow_subscriber_gets_stale_while_others_are_unaffected() {
     // the publisher must never wait for it.
     for n in 1..=EVENTS {
         let mut e = event(n);
-        e.payload = Bytes::from(format!("{{\"n\":{n},\"pad\":\"{}\"}}", "x".repeat(200)));
+        e.payload = JsonPayload::from_value(&serde_json::json!({ "n": n, "pad": "x".repeat(200) }));
         publisher.publish_client_event(e).expect("publish");
         if n % 100 == 0 {
             tokio::task::yield_now().await;
