@@ -40,6 +40,10 @@ pub struct FanoutArgs {
     /// The share of the peak rate at which latency is measured.
     #[arg(long, default_value_t = 0.5)]
     latency_load: f64,
+    /// Shares of NATS's peak at which both systems are then driven at the
+    /// same absolute delivered rate (comma-separated; empty: none).
+    #[arg(long, value_delimiter = ',', default_value = "0.25,0.5,0.75")]
+    equal_rate_shares: Vec<f64>,
     /// Payload bytes of each event.
     #[arg(long, default_value_t = 128)]
     payload: usize,
@@ -165,7 +169,28 @@ impl Tally {
     }
 }
 
+/// The rates of the equal-rate phases: shares of this system's own peak
+/// (for NATS, measured first) or absolute delivered rates (for ours,
+/// NATS's figures).
+enum EqualRates<'a> {
+    SharesOfOwnPeak(&'a [f64]),
+    Delivered(&'a [f64]),
+}
+
+/// One phase at a fixed rate.
 #[derive(Debug, Default, Clone, Copy, Serialize)]
+struct RatePhase {
+    /// Deliveries per second asked for and achieved.
+    target_per_sec: f64,
+    delivered_per_sec: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    /// Of the deliveries expected, how many had not arrived 10 s after the
+    /// last publish.
+    missing: u64,
+}
+
+#[derive(Debug, Default, Clone, Serialize)]
 struct SystemResult {
     delivered_per_sec: f64,
     burst_seconds: f64,
@@ -177,6 +202,7 @@ struct SystemResult {
     load_cpu_cores_at_peak: f64,
     connections: usize,
     closed_during_run: u64,
+    equal_rate: Vec<RatePhase>,
 }
 
 pub async fn run(args: FanoutArgs) -> anyhow::Result<()> {
@@ -186,8 +212,7 @@ pub async fn run(args: FanoutArgs) -> anyhow::Result<()> {
         "fanout benchmark: {} users x {} connections = {total} WebSocket clients, burst of {} events, {} B payloads",
         args.users, args.per_user, args.burst, args.payload
     );
-    let ours = measure_ours(&args).await?;
-    print("turnbase", &ours, args.latency_load);
+    // NATS first: its peak sets the rates both systems are then driven at.
     let nats = match measure_nats(&args).await {
         Ok(r) => {
             print("nats", &r, args.latency_load);
@@ -198,9 +223,39 @@ pub async fn run(args: FanoutArgs) -> anyhow::Result<()> {
             None
         }
     };
-    let nats_rate = nats.map_or(0.0, |n| n.delivered_per_sec);
+    let equal_rates: Vec<f64> = nats
+        .as_ref()
+        .map(|n| n.equal_rate.iter().map(|p| p.target_per_sec).collect())
+        .unwrap_or_default();
+    let ours = measure_ours(&args, &equal_rates).await?;
+    print("turnbase", &ours, args.latency_load);
+    let nats_rate = nats.as_ref().map_or(0.0, |n| n.delivered_per_sec);
+    if let Some(n) = &nats {
+        println!("same delivered rate, both systems (shares of NATS's peak):");
+        for ((share, o), n) in args
+            .equal_rate_shares
+            .iter()
+            .zip(&ours.equal_rate)
+            .zip(&n.equal_rate)
+        {
+            println!(
+                "  {:>3.0}% = {:>7.0}/s: turnbase p50 {:>7.2} ms p99 {:>7.2} ms ({:.0}/s delivered, {} missing) | NATS p50 {:>7.2} ms p99 {:>7.2} ms ({:.0}/s, {} missing){}",
+                share * 100.0,
+                n.target_per_sec,
+                o.p50_ms,
+                o.p99_ms,
+                o.delivered_per_sec,
+                o.missing,
+                n.p50_ms,
+                n.p99_ms,
+                n.delivered_per_sec,
+                n.missing,
+                if o.p99_ms <= n.p99_ms { "" } else { "  <- ours worse" }
+            );
+        }
+    }
     println!(
-        "targets: >= 200000 delivered/s, p99 <= 50 ms at 50% load, <= 8192 B per idle connection, >= 1.0x NATS"
+        "targets: >= 200000 delivered/s, p99 <= 50 ms at 50% load, <= 8192 B per idle connection, >= 1.0x NATS, p99 <= NATS's at equal rates"
     );
     if nats_rate > 0.0 {
         println!(
@@ -208,6 +263,11 @@ pub async fn run(args: FanoutArgs) -> anyhow::Result<()> {
             ours.delivered_per_sec / nats_rate
         );
     }
+    let rates = |r: &SystemResult, f: fn(&RatePhase) -> f64| -> Vec<f64> {
+        r.equal_rate.iter().map(|p| round2(f(p))).collect()
+    };
+    let empty = SystemResult::default();
+    let n = nats.as_ref().unwrap_or(&empty);
     let line = serde_json::json!({
         "bench": "fanout",
         "delivered_per_sec": ours.delivered_per_sec.round(),
@@ -215,11 +275,16 @@ pub async fn run(args: FanoutArgs) -> anyhow::Result<()> {
         "p99_ms_at_50pct": round2(ours.p99_ms),
         "bytes_per_idle_connection": ours.bytes_per_idle_connection.round(),
         "p50_ms_at_50pct": round2(ours.p50_ms),
-        "nats_p99_ms_at_50pct": round2(nats.map_or(0.0, |n| n.p99_ms)),
-        "nats_bytes_per_idle_connection": nats.map_or(0.0, |n| n.bytes_per_idle_connection).round(),
+        "nats_p99_ms_at_50pct": round2(n.p99_ms),
+        "nats_bytes_per_idle_connection": n.bytes_per_idle_connection.round(),
         "gateway_cpu_cores_at_peak": round2(ours.server_cpu_cores_at_peak),
         "ratio_vs_nats": if nats_rate > 0.0 { round2(ours.delivered_per_sec / nats_rate) } else { 0.0 },
         "connections": total,
+        "equal_rates_per_sec": rates(n, |p| p.target_per_sec.round()),
+        "equal_rate_p50_ms": rates(&ours, |p| p.p50_ms),
+        "equal_rate_p99_ms": rates(&ours, |p| p.p99_ms),
+        "nats_equal_rate_p50_ms": rates(n, |p| p.p50_ms),
+        "nats_equal_rate_p99_ms": rates(n, |p| p.p99_ms),
     });
     println!("{line}");
     Ok(())
@@ -453,6 +518,7 @@ async fn drive(
     up: &ServerUp,
     publisher: &mut ChildProc,
     server_pid: &str,
+    equal_rates: EqualRates<'_>,
 ) -> anyhow::Result<SystemResult> {
     let tally = Arc::new(Tally::default());
     let before = settled_rss(server_pid).await;
@@ -495,10 +561,56 @@ async fn drive(
     }
 
     // A share of that rate (half by default), with latency samples.
-    let rate = delivered_per_sec * args.latency_load / per_user as f64;
+    let own = fixed_rate(
+        publisher,
+        &tally,
+        args,
+        delivered_per_sec * args.latency_load,
+    )
+    .await?;
+    let targets: Vec<f64> = match equal_rates {
+        EqualRates::SharesOfOwnPeak(shares) => {
+            shares.iter().map(|s| s * delivered_per_sec).collect()
+        }
+        EqualRates::Delivered(rates) => rates.to_vec(),
+    };
+    let mut equal_rate = Vec::with_capacity(targets.len());
+    for target in targets {
+        equal_rate.push(fixed_rate(publisher, &tally, args, target).await?);
+    }
+    for c in clients {
+        c.abort();
+    }
+    Ok(SystemResult {
+        delivered_per_sec,
+        burst_seconds,
+        p50_ms: own.p50_ms,
+        p99_ms: own.p99_ms,
+        rate_at_50pct: own.target_per_sec / per_user as f64,
+        bytes_per_idle_connection: after.saturating_sub(before) as f64 / connections.max(1) as f64,
+        server_cpu_cores_at_peak: cpu / burst_seconds,
+        load_cpu_cores_at_peak: load_cpu / burst_seconds,
+        connections,
+        closed_during_run: tally.closed.load(Ordering::Relaxed),
+        equal_rate,
+    })
+}
+
+/// Publishes for `args.seconds` at `delivered_per_sec / per_user` events a
+/// second and samples publish-to-client latency.
+async fn fixed_rate(
+    publisher: &mut ChildProc,
+    tally: &Tally,
+    args: &FanoutArgs,
+    delivered_per_sec: f64,
+) -> anyhow::Result<RatePhase> {
+    let per_user = args.per_user as u64;
+    let rate = delivered_per_sec / per_user as f64;
     drop(tally.take_samples());
+    tally.delivered.store(0, Ordering::Relaxed);
     tally.sampling.store(true, Ordering::Relaxed);
     let events = (rate * args.seconds as f64) as u64;
+    let start = Instant::now();
     publisher
         .send(&Publish {
             events,
@@ -512,32 +624,33 @@ async fn drive(
     {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
+    let elapsed = start.elapsed().as_secs_f64();
     tally.sampling.store(false, Ordering::Relaxed);
-    let samples = tally.take_samples();
-    let l = latency(samples);
-    for c in clients {
-        c.abort();
-    }
-    Ok(SystemResult {
-        delivered_per_sec,
-        burst_seconds,
+    let delivered = tally.delivered.swap(0, Ordering::Relaxed);
+    let l = latency(tally.take_samples());
+    Ok(RatePhase {
+        target_per_sec: delivered_per_sec,
+        delivered_per_sec: delivered as f64 / elapsed.max(args.seconds as f64),
         p50_ms: l.p50_ms,
         p99_ms: l.p99_ms,
-        rate_at_50pct: rate,
-        bytes_per_idle_connection: after.saturating_sub(before) as f64 / connections.max(1) as f64,
-        server_cpu_cores_at_peak: cpu / burst_seconds,
-        load_cpu_cores_at_peak: load_cpu / burst_seconds,
-        connections,
-        closed_during_run: tally.closed.load(Ordering::Relaxed),
+        missing: (events * per_user).saturating_sub(delivered),
     })
 }
 
-async fn measure_ours(args: &FanoutArgs) -> anyhow::Result<SystemResult> {
+async fn measure_ours(args: &FanoutArgs, equal_rates: &[f64]) -> anyhow::Result<SystemResult> {
     let mut server =
         ChildProc::spawn_self(&["fanout-server".into(), format!("--users={}", args.users)])?;
     let up: ServerUp = server.next().await?;
     let pid = up.pid.to_string();
-    let result = drive(Flavor::Ours, args, &up, &mut server, &pid).await;
+    let result = drive(
+        Flavor::Ours,
+        args,
+        &up,
+        &mut server,
+        &pid,
+        EqualRates::Delivered(equal_rates),
+    )
+    .await;
     server.finish();
     let _ = server.wait().await;
     result
@@ -591,7 +704,15 @@ async fn measure_nats(args: &FanoutArgs) -> anyhow::Result<SystemResult> {
         url: format!("ws://127.0.0.1:{ws_port}"),
         users,
     };
-    let result = drive(Flavor::Nats, args, &up, &mut publisher, &pid).await;
+    let result = drive(
+        Flavor::Nats,
+        args,
+        &up,
+        &mut publisher,
+        &pid,
+        EqualRates::SharesOfOwnPeak(&args.equal_rate_shares),
+    )
+    .await;
     publisher.finish();
     let _ = publisher.wait().await;
     let _ = child.kill().await;

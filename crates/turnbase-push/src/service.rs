@@ -8,7 +8,7 @@
 //! head.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -132,6 +132,7 @@ struct Inner {
     waiting: AtomicUsize,
     closed: CancellationToken,
     metrics: Option<Metrics>,
+    clock: WallClock,
 }
 
 struct State {
@@ -197,6 +198,7 @@ impl PushService {
             waiting: AtomicUsize::new(0),
             closed: CancellationToken::new(),
             metrics: meter.map(|m| Metrics::new(m, weak.clone())),
+            clock: WallClock::new(),
         });
         Self { inner }
     }
@@ -215,8 +217,9 @@ impl PushService {
     }
 
     pub fn publish_client_event(&self, input: ClientEventInput) -> Result<Cursor, PublishError> {
-        let encoded = self.encode_client_event(&input, now_ms())?;
-        self.commit(EventKind::ClientEvent, encoded)
+        let now = Instant::now();
+        let encoded = self.encode_client_event(&input, self.inner.clock.millis_at(now))?;
+        self.commit(EventKind::ClientEvent, encoded, now)
     }
 
     /// Publishes several client events at once: one clock reading, one
@@ -227,7 +230,8 @@ impl PushService {
         &self,
         inputs: &[ClientEventInput],
     ) -> Vec<Result<Cursor, PublishError>> {
-        let at = now_ms();
+        let now = Instant::now();
+        let at = self.inner.clock.millis_at(now);
         let mut results: Vec<Result<Cursor, PublishError>> = Vec::with_capacity(inputs.len());
         // The valid events, with their place in `results`.
         let mut encoded = Vec::with_capacity(inputs.len());
@@ -246,7 +250,6 @@ impl PushService {
             return results;
         }
         let count = encoded.len();
-        let now = Instant::now();
         {
             let mut state = self.inner.lock();
             if state.closed {
@@ -322,17 +325,22 @@ impl PushService {
             reason: reason.to_string(),
         });
         // Everything but the cursor is encoded outside the lock.
+        let now = Instant::now();
         let reserved = reserve_event(&proto::PushEvent {
             cursor: String::new(),
-            published_at_ms: now_ms(),
+            published_at_ms: self.inner.clock.millis_at(now),
             kind: Some(body),
         });
-        self.commit(EventKind::SessionInvalidation, reserved)
+        self.commit(EventKind::SessionInvalidation, reserved, now)
     }
 
     /// Gives an encoded event its cursor and puts it in the ring.
-    fn commit(&self, kind: EventKind, reserved: BytesMut) -> Result<Cursor, PublishError> {
-        let now = Instant::now();
+    fn commit(
+        &self,
+        kind: EventKind,
+        reserved: BytesMut,
+        now: Instant,
+    ) -> Result<Cursor, PublishError> {
         let cursor = {
             let mut state = self.inner.lock();
             if state.closed {
@@ -511,10 +519,48 @@ impl Inner {
 }
 
 /// Milliseconds since the Unix epoch (0 for a clock set before it).
-fn now_ms() -> i64 {
+fn system_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// Publish times in wall-clock milliseconds, taken from the monotonic
+/// reading each publish makes anyway for the ring, so that a publish reads
+/// the clock once rather than twice. The offset to the system clock is
+/// taken again whenever a second has passed since it was last taken, so an
+/// adjusted system clock shows within a second.
+struct WallClock {
+    origin: Instant,
+    /// System milliseconds minus monotonic milliseconds since `origin`.
+    offset_ms: AtomicI64,
+    /// When (monotonic milliseconds since `origin`) the offset was taken.
+    taken_at_ms: AtomicI64,
+}
+
+/// How often the offset to the system clock is taken again.
+const REANCHOR_MS: i64 = 1000;
+
+impl WallClock {
+    fn new() -> Self {
+        let origin = Instant::now();
+        Self {
+            origin,
+            offset_ms: AtomicI64::new(system_ms()),
+            taken_at_ms: AtomicI64::new(0),
+        }
+    }
+
+    fn millis_at(&self, now: Instant) -> i64 {
+        let mono = i64::try_from(now.saturating_duration_since(self.origin).as_millis())
+            .unwrap_or(i64::MAX);
+        if mono.saturating_sub(self.taken_at_ms.load(Ordering::Relaxed)) >= REANCHOR_MS {
+            self.offset_ms
+                .store(system_ms().saturating_sub(mono), Ordering::Relaxed);
+            self.taken_at_ms.store(mono, Ordering::Relaxed);
+        }
+        mono.saturating_add(self.offset_ms.load(Ordering::Relaxed))
+    }
 }
 
 fn check_len(field: &'static str, value: &str, max: usize) -> Result<(), PublishError> {

@@ -187,6 +187,34 @@ fn a_batch_is_published_in_order_and_bad_events_are_refused_alone() {
 }
 
 #[test]
+fn publish_times_are_the_system_clock_in_milliseconds() {
+    let svc = PushService::with_epoch(config(100, 60_000), EPOCH, &noop_meter());
+    let mut sub = svc.subscribe("gw", "").expect("subscribe");
+    let before = system_ms();
+    svc.publish_client_event(event(1)).expect("publish");
+    std::thread::sleep(Duration::from_millis(1100));
+    // Past the re-anchoring interval: the offset is taken again.
+    svc.publish_client_event(event(2)).expect("publish");
+    let after = system_ms();
+    let _opening = sub.ready();
+    let Some(Ok(frame)) = sub.ready() else {
+        panic!("a batch")
+    };
+    let Some(Msg::Events(events)) = proto::PushMessage::decode(frame.to_bytes())
+        .expect("decodes")
+        .kind
+    else {
+        panic!("events")
+    };
+    let times: Vec<i64> = events.events.iter().map(|e| e.published_at_ms).collect();
+    assert_eq!(times.len(), 2);
+    assert!(
+        before <= times[0] && times[0] + 1000 <= times[1] && times[1] <= after,
+        "{before} <= {times:?} <= {after}"
+    );
+}
+
+#[test]
 fn subscribe_rejects_bad_client_ids_and_a_closed_service() {
     let svc = PushService::with_epoch(config(10, 1000), EPOCH, &noop_meter());
     assert_eq!(
