@@ -250,7 +250,11 @@ pub async fn run(args: FanoutArgs) -> anyhow::Result<()> {
                 n.p99_ms,
                 n.delivered_per_sec,
                 n.missing,
-                if o.p99_ms <= n.p99_ms { "" } else { "  <- ours worse" }
+                if o.p99_ms <= n.p99_ms {
+                    ""
+                } else {
+                    "  <- ours worse"
+                }
             );
         }
     }

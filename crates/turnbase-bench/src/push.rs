@@ -6,8 +6,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 use turnbase_gateway::{Notice, PushClient, PushClientConfig, PushHandler};
-use turnbase_push::proto::PushEvent;
-use turnbase_push::proto::push_event::Kind;
+use turnbase_push::received::{Event, EventBody};
 use turnbase_push::{ClientEventInput, PushConfig, PushService, RingLimits};
 
 use crate::nats;
@@ -181,10 +180,10 @@ struct CounterState {
 }
 
 impl PushHandler for Counter {
-    async fn on_event(&self, event: PushEvent) {
+    async fn on_event(&self, event: Event) {
         let now = now_ns();
-        let sent = match &event.kind {
-            Some(Kind::ClientEvent(c)) => payload_time(&c.payload),
+        let sent = match &event.body {
+            EventBody::Client(c) => payload_time(&c.payload),
             _ => None,
         };
         let mut s = self

@@ -11,9 +11,7 @@ use turnbase_core::http::{HttpMetrics, bind};
 use turnbase_core::lifecycle::{Lifecycle, ShutdownReport};
 use turnbase_core::readiness::{Readiness, ReadyFlag};
 use turnbase_core::telemetry::Telemetry;
-use turnbase_push::proto::PushEvent;
-use turnbase_push::proto::push_event::Kind;
-use uuid::Uuid;
+use turnbase_push::received::{Event, EventBody};
 
 use crate::backend::{Resolver, http_client};
 use crate::config::GatewayConfig;
@@ -42,38 +40,32 @@ struct Feed {
 }
 
 impl PushHandler for Feed {
-    async fn on_event(&self, event: PushEvent) {
-        match event.kind {
-            Some(Kind::ClientEvent(e)) => {
-                let Ok(user) = Uuid::parse_str(&e.user_id) else {
-                    tracing::warn!(user = %e.user_id, "client event for a user id that is not a UUID");
-                    return;
-                };
-                let session = e
-                    .device_session_id
-                    .as_deref()
-                    .and_then(|s| Uuid::parse_str(s).ok());
-                match signed_frame(&self.signer, &event.cursor, &e, event.published_at_ms) {
-                    Some(frame) => self
-                        .hub
-                        .deliver(user, session, Arc::from(event.cursor), frame),
+    async fn on_event(&self, event: Event) {
+        match event.body {
+            EventBody::Client(e) => {
+                let id = event.cursor.to_string();
+                match signed_frame(&self.signer, &id, &e, event.published_at_ms) {
+                    Some(frame) => {
+                        self.hub
+                            .deliver(e.user_id, e.device_session_id, Arc::from(id), frame)
+                    }
                     None => {
-                        tracing::warn!(cursor = %event.cursor, "client event with a payload that is not JSON; dropped")
+                        tracing::warn!(cursor = %id, "client event with a payload that is not JSON; dropped")
                     }
                 }
             }
-            Some(Kind::SessionInvalidation(i)) => {
-                let Ok(user) = Uuid::parse_str(&i.user_id) else {
-                    return;
-                };
-                let session = i
-                    .device_session_id
-                    .as_deref()
-                    .and_then(|s| Uuid::parse_str(s).ok());
-                self.resolver.forget(user, session);
-                self.hub.revoke(user, session);
+            EventBody::SessionInvalidation {
+                user_id,
+                device_session_id,
+                ..
+            } => {
+                self.resolver.forget(user_id, device_session_id);
+                self.hub.revoke(user_id, device_session_id);
             }
-            None => {}
+            EventBody::Malformed(error) => {
+                tracing::warn!(cursor = %event.cursor, %error, "push event that does not decode; skipped");
+            }
+            EventBody::Unknown => {}
         }
     }
 

@@ -10,15 +10,15 @@
 
 use axum::extract::ws::Utf8Bytes;
 use serde::Serialize;
-use turnbase_push::proto::ClientEvent;
+use turnbase_push::received::ClientEvent;
 
 use crate::signing::Signer;
 
 #[derive(Serialize)]
 struct Envelope<'a> {
     id: &'a str,
-    user_id: &'a str,
-    device_session_id: Option<&'a str>,
+    user_id: uuid::fmt::Hyphenated,
+    device_session_id: Option<uuid::fmt::Hyphenated>,
     kind: &'a str,
     payload: &'a serde_json::value::RawValue,
     event_id: &'a str,
@@ -52,13 +52,13 @@ pub fn signed_frame(
         .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
     let envelope = serde_json::to_string(&Envelope {
         id,
-        user_id: &event.user_id,
-        device_session_id: event.device_session_id.as_deref(),
-        kind: &event.kind,
+        user_id: event.user_id.hyphenated(),
+        device_session_id: event.device_session_id.map(|s| s.hyphenated()),
+        kind: event.kind.as_str(),
         payload,
-        event_id: &event.event_id,
-        request_id: &event.request_id,
-        trace_id: &event.trace_id,
+        event_id: event.event_id.as_str(),
+        request_id: event.request_id.as_str(),
+        trace_id: event.trace_id.as_str(),
         published_at,
     })
     .ok()?;

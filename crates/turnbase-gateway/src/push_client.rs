@@ -16,10 +16,9 @@ use rand::{Rng, SeedableRng as _};
 use tokio_util::sync::CancellationToken;
 use turnbase_core::backoff::{Backoff, Retries};
 use turnbase_push::Cursor;
-use turnbase_push::proto::push_client::PushClient as GrpcClient;
-use turnbase_push::proto::push_message::Kind as Msg;
+use turnbase_push::proto::GatewaySubscribeRequest;
 use turnbase_push::proto::stale::Reason as StaleReason;
-use turnbase_push::proto::{GatewaySubscribeRequest, PushEvent};
+use turnbase_push::received::{self, Event, Received};
 
 use crate::config::PushClientConfig;
 
@@ -52,13 +51,13 @@ pub trait PushHandler: Send + Sync + 'static {
     /// Handles one event. The client's cursor moves past the event only
     /// when this returns, so an event whose handling was cut short by a
     /// disconnect is delivered again.
-    fn on_event(&self, event: PushEvent) -> impl Future<Output = ()> + Send;
+    fn on_event(&self, event: Event) -> impl Future<Output = ()> + Send;
     fn on_notice(&self, notice: Notice) -> impl Future<Output = ()> + Send;
 }
 
 /// A shared handler handles like the one it shares.
 impl<H: PushHandler> PushHandler for Arc<H> {
-    fn on_event(&self, event: PushEvent) -> impl Future<Output = ()> + Send {
+    fn on_event(&self, event: Event) -> impl Future<Output = ()> + Send {
         self.as_ref().on_event(event)
     }
 
@@ -229,12 +228,8 @@ impl<H: PushHandler> PushClient<H> {
             }
             Err(e) => return Ended::Failed(format!("GATEWAY_INTERNAL_TOKEN: {e}")),
         }
-        let mut stream = match GrpcClient::new(channel)
-            .max_decoding_message_size(16 * 1024 * 1024)
-            .subscribe_push(request)
-            .await
-        {
-            Ok(r) => r.into_inner(),
+        let mut stream = match received::subscribe(channel, request, 16 * 1024 * 1024).await {
+            Ok(stream) => stream,
             Err(status) => return ended_by(status),
         };
         // The position of the last event handled: events must follow it
@@ -246,8 +241,8 @@ impl<H: PushHandler> PushClient<H> {
                 Ok(None) => return Ended::Failed("the backend ended the stream".into()),
                 Err(status) => return ended_by(status),
             };
-            match message.kind {
-                Some(Msg::Resumed(r)) => {
+            match message {
+                Received::Resumed(r) => {
                     *healthy = true;
                     position = match Cursor::parse(&requested) {
                         Ok(c) => Some(c),
@@ -262,7 +257,7 @@ impl<H: PushHandler> PushClient<H> {
                         .on_notice(Notice::Resumed { head: r.head })
                         .await;
                 }
-                Some(Msg::Stale(s)) => {
+                Received::Stale(s) => {
                     *healthy = true;
                     let reason =
                         StaleReason::try_from(s.reason).unwrap_or(StaleReason::Unspecified);
@@ -281,34 +276,26 @@ impl<H: PushHandler> PushClient<H> {
                         })
                         .await;
                 }
-                Some(Msg::Events(batch)) => {
-                    for event in batch.events {
-                        let got = Cursor::parse(&event.cursor).ok();
-                        let in_sequence = match (position, got) {
-                            (Some(p), Some(g)) => g.epoch == p.epoch && g.seq == p.seq + 1,
-                            _ => false,
-                        };
+                Received::Events(batch) => {
+                    for event in batch {
+                        let got = event.cursor;
+                        let in_sequence =
+                            position.is_some_and(|p| got.epoch == p.epoch && got.seq == p.seq + 1);
                         if !in_sequence {
                             let expected = position
                                 .map(|p| Cursor::new(p.epoch, p.seq + 1).to_string())
                                 .unwrap_or_default();
-                            tracing::warn!(%expected, got = %event.cursor, "push event out of sequence; resubscribing");
-                            self.handler
-                                .on_notice(Notice::Gap {
-                                    expected,
-                                    got: event.cursor,
-                                })
-                                .await;
+                            let got = got.to_string();
+                            tracing::warn!(%expected, %got, "push event out of sequence; resubscribing");
+                            self.handler.on_notice(Notice::Gap { expected, got }).await;
                             return Ended::Gap;
                         }
                         self.handler.on_event(event).await;
-                        position = got;
-                        if let Some(at) = got {
-                            self.move_to(at);
-                        }
+                        position = Some(got);
+                        self.move_to(got);
                     }
                 }
-                Some(Msg::Heartbeat(_)) | None => {}
+                Received::Heartbeat(_) | Received::Unknown => {}
             }
         }
     }

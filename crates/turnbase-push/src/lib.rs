@@ -4,6 +4,7 @@
 
 pub mod cursor;
 pub mod payload;
+pub mod received;
 pub mod ring;
 pub mod server;
 pub mod service;

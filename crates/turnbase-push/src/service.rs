@@ -21,10 +21,10 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::cursor::Cursor;
+use crate::payload::JsonPayload;
 use crate::proto;
 use crate::proto::stale::Reason as StaleReason;
 use crate::ring::{Entry, EventKind, Evicted, Ring, RingLimits};
-use crate::payload::JsonPayload;
 use crate::wire::{ClientEventFields, Frame, finish_event, reserve_client_event, reserve_event};
 
 /// Longest event kind, id and reason texts accepted from producers.

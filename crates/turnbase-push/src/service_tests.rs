@@ -97,8 +97,13 @@ fn publisher_validates_its_input() {
     e.kind = "  ".into();
     assert_eq!(svc.publish_client_event(e), Err(PublishError::EmptyKind));
     let mut e = event(1);
-    e.payload = JsonPayload::parse(vec![b' '; 1024].into_iter().chain(*b"0").collect::<Vec<u8>>())
-        .expect("a number after spaces");
+    e.payload = JsonPayload::parse(
+        vec![b' '; 1024]
+            .into_iter()
+            .chain(*b"0")
+            .collect::<Vec<u8>>(),
+    )
+    .expect("a number after spaces");
     assert_eq!(
         svc.publish_client_event(e),
         Err(PublishError::PayloadTooLarge {
@@ -134,7 +139,9 @@ fn publisher_validates_its_input() {
 fn a_batch_is_published_in_order_and_bad_events_are_refused_alone() {
     let svc = PushService::with_epoch(config(100, 60_000), EPOCH, &noop_meter());
     svc.publish_client_event(event(1)).expect("publish");
-    let mut sub = svc.subscribe("gw", &Cursor::new(EPOCH, 1).to_string()).expect("subscribe");
+    let mut sub = svc
+        .subscribe("gw", &Cursor::new(EPOCH, 1).to_string())
+        .expect("subscribe");
     let mut nil = event(3);
     nil.user_id = Uuid::nil();
     let batch = [event(2), nil, event(4), event(5)];
@@ -152,7 +159,9 @@ fn a_batch_is_published_in_order_and_bad_events_are_refused_alone() {
     drain(&mut sub, &mut seen);
     assert_eq!(seen.seqs, vec![2, 3, 4]);
     // The events carry what was published, in the batch's order.
-    let mut sub = svc.subscribe("gw2", &Cursor::new(EPOCH, 1).to_string()).expect("subscribe");
+    let mut sub = svc
+        .subscribe("gw2", &Cursor::new(EPOCH, 1).to_string())
+        .expect("subscribe");
     let Some(Ok(_opening)) = sub.ready() else {
         panic!("an opening first")
     };

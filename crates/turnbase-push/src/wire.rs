@@ -204,7 +204,15 @@ mod tests {
         let session = Uuid::from_u128(7);
         let payload = vec![b'x'; 300];
         let cases = [
-            (1_700_000_000_123, Some(session), "game.turn_resolved", &payload[..], "e1", "r", "t"),
+            (
+                1_700_000_000_123,
+                Some(session),
+                "game.turn_resolved",
+                &payload[..],
+                "e1",
+                "r",
+                "t",
+            ),
             (0, None, "k", &b"{}"[..], "", "", ""),
             (-5, Some(session), "", &b""[..], "", "req", ""),
         ];

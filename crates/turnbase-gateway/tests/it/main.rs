@@ -11,7 +11,7 @@ use rand::SeedableRng as _;
 use tokio::sync::Notify;
 use turnbase_core::backoff::{Backoff, Retries};
 use turnbase_gateway::{Notice, PushClient, PushClientConfig, PushHandler};
-use turnbase_push::proto::PushEvent;
+use turnbase_push::received::Event;
 use turnbase_push::{ClientEventInput, Cursor, JsonPayload, PushConfig, PushService};
 use uuid::Uuid;
 
@@ -30,8 +30,8 @@ struct Recorder {
 }
 
 impl PushHandler for Recorder {
-    async fn on_event(&self, event: PushEvent) {
-        let seq = Cursor::parse(&event.cursor).expect("cursor").seq;
+    async fn on_event(&self, event: Event) {
+        let seq = event.cursor.seq;
         self.seen.lock().expect("lock").push(Seen::Event(seq));
         self.changed.notify_waiters();
     }

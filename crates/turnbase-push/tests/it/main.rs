@@ -8,9 +8,7 @@ use tonic::Streaming;
 use turnbase_push::proto::push_message::Kind as Msg;
 use turnbase_push::proto::{self, GatewaySubscribeRequest, PushMessage, push_client::PushClient};
 use turnbase_push::server::Liveness;
-use turnbase_push::{
-    ClientEventInput, Cursor, JsonPayload, PushConfig, PushService, RingLimits,
-};
+use turnbase_push::{ClientEventInput, Cursor, JsonPayload, PushConfig, PushService, RingLimits};
 use uuid::Uuid;
 
 /// How long a test waits for a message before failing.

@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use turnbase_gateway::{Notice, PushClient, PushClientConfig, PushHandler};
 use turnbase_push::Cursor;
-use turnbase_push::proto::PushEvent;
 use turnbase_push::proto::stale::Reason;
+use turnbase_push::received::Event;
 
 use crate::harness::{PATIENCE, Running};
 
@@ -14,7 +14,7 @@ use crate::harness::{PATIENCE, Running};
 struct Notices(Mutex<Vec<Notice>>);
 
 impl PushHandler for Notices {
-    async fn on_event(&self, _event: PushEvent) {}
+    async fn on_event(&self, _event: Event) {}
 
     async fn on_notice(&self, notice: Notice) {
         self.0.lock().expect("lock").push(notice);
