@@ -9,7 +9,7 @@ use axum::body::Body;
 use axum::extract::{MatchedPath, Request};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use http::{HeaderMap, HeaderValue, StatusCode, header};
+use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use opentelemetry::KeyValue;
 use opentelemetry::metrics::{Counter, Histogram, Meter};
 use opentelemetry::propagation::Extractor;
@@ -211,7 +211,12 @@ impl opentelemetry::propagation::Injector for HeaderInjector<'_> {
 /// `headers`, so a call to another service continues the trace.
 pub fn inject_trace_context(headers: &mut HeaderMap) {
     use tracing_opentelemetry::OpenTelemetrySpanExt as _;
-    let cx = tracing::Span::current().context();
+    let current = tracing::Span::current();
+    if current.is_disabled() {
+        // Nothing is traced here (the span is filtered out): no context to pass.
+        return;
+    }
+    let cx = current.context();
     opentelemetry::global::get_text_map_propagator(|p| {
         p.inject_context(&cx, &mut HeaderInjector(headers));
     });
@@ -249,37 +254,43 @@ pub async fn observe(
 ) -> Response {
     let started = Instant::now();
     let method = request.method().clone();
-    let path = request.uri().path().to_string();
+    let probe = is_probe(request.uri().path());
     let route = request
         .extensions()
         .get::<MatchedPath>()
         .map(|p| p.as_str().to_string())
         .unwrap_or_else(|| "unmatched".into());
-    let request_id = request
-        .headers()
-        .get("x-request-id")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_string();
-    let parent = opentelemetry::global::get_text_map_propagator(|p| {
-        p.extract(&HeaderExtractor(request.headers()))
-    });
-    let span = tracing::info_span!(
-        "http_request",
-        otel.name = %format!("{method} {route}"),
-        http.method = %method,
-        http.route = %route,
-        request_id = %request_id,
-        trace_id = tracing::field::Empty,
-        span_id = tracing::field::Empty,
-    );
-    let _ = span.set_parent(parent);
-    let otel_cx = span.context();
-    let span_ref = otel_cx.span();
-    let ids = span_ref.span_context();
-    if ids.is_valid() {
-        span.record("trace_id", tracing::field::display(ids.trace_id()));
-        span.record("span_id", tracing::field::display(ids.span_id()));
+    let span = {
+        let request_id = request
+            .headers()
+            .get("x-request-id")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        tracing::info_span!(
+            "http_request",
+            otel.name = %format!("{method} {route}"),
+            http.method = %method,
+            http.route = %route,
+            request_id = %request_id,
+            trace_id = tracing::field::Empty,
+            span_id = tracing::field::Empty,
+        )
+    };
+    // Trace context is only worth reading when the span is recorded (the
+    // log level lets it through); otherwise this is per-request work for
+    // nothing.
+    if !span.is_disabled() {
+        let parent = opentelemetry::global::get_text_map_propagator(|p| {
+            p.extract(&HeaderExtractor(request.headers()))
+        });
+        let _ = span.set_parent(parent);
+        let otel_cx = span.context();
+        let span_ref = otel_cx.span();
+        let ids = span_ref.span_context();
+        if ids.is_valid() {
+            span.record("trace_id", tracing::field::display(ids.trace_id()));
+            span.record("span_id", tracing::field::display(ids.span_id()));
+        }
     }
 
     let response = next.run(request).instrument(span.clone()).await;
@@ -287,7 +298,7 @@ pub async fn observe(
     let status = response.status();
     let elapsed = started.elapsed().as_secs_f64();
     let labels = [
-        KeyValue::new("method", method.to_string()),
+        KeyValue::new("method", method_label(&method)),
         KeyValue::new("route", route),
         KeyValue::new("status", i64::from(status.as_u16())),
     ];
@@ -298,13 +309,28 @@ pub async fn observe(
         let code = status.as_u16();
         if status.is_server_error() {
             tracing::warn!(status = code, took_ms, "request failed");
-        } else if is_probe(&path) {
+        } else if probe {
             tracing::debug!(status = code, took_ms, "request done");
         } else {
             tracing::info!(status = code, took_ms, "request done");
         }
     });
     response
+}
+
+/// The method as a metric label, without an allocation for the usual ones.
+fn method_label(method: &Method) -> opentelemetry::Value {
+    let known = match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        _ => return opentelemetry::Value::from(method.to_string()),
+    };
+    opentelemetry::Value::from(known)
 }
 
 /// Probes are polled constantly; their access log lines are debug only.

@@ -161,7 +161,13 @@ pub fn router(edge: Arc<Edge>, metrics: HttpMetrics, body_limit: usize) -> Route
         .merge(forwarded)
         .merge(web)
         .fallback(not_found)
-        .layer(turnbase_core::cors::layer(&edge.cors))
+        // Without CORS origins the layer is left out, not run as a no-op on
+        // every request.
+        .layer(tower::util::option_layer(
+            edge.cors
+                .is_enabled()
+                .then(|| turnbase_core::cors::layer(&edge.cors)),
+        ))
         .with_state(edge)
         .layer(axum::middleware::from_fn_with_state(metrics, observe))
         .layer(PropagateRequestIdLayer::new(request_id.clone()))
