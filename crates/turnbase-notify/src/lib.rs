@@ -626,14 +626,14 @@ fn with_count(detail: &str, key: &str, n: u64) -> String {
 /// The live event of a notification for one account.
 pub(crate) fn client_event(
     account: Uuid,
-    kind: &str,
+    kind: &'static str,
     payload: &Value,
     event_id: Uuid,
 ) -> ClientEventInput {
     ClientEventInput {
         user_id: account,
         device_session_id: None,
-        kind: kind.to_string(),
+        kind: kind.into(),
         payload: JsonPayload::from_value(payload),
         event_id: event_id.to_string(),
         request_id: String::new(),
@@ -646,7 +646,7 @@ pub(crate) fn client_event(
 pub(crate) fn publish(
     push: &PushService,
     account: Uuid,
-    kind: &str,
+    kind: &'static str,
     payload: &Value,
     event_id: Uuid,
 ) -> bool {

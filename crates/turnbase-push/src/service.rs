@@ -7,6 +7,7 @@
 //! than the ring holds is told so (`Stale{evicted}`) and continues from the
 //! head.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
@@ -67,7 +68,8 @@ pub struct ClientEventInput {
     pub user_id: Uuid,
     /// Only this device session receives it, when set.
     pub device_session_id: Option<Uuid>,
-    pub kind: String,
+    /// The event's kind; usually a constant, so borrowed, not allocated.
+    pub kind: Cow<'static, str>,
     /// A JSON document, checked where it was made.
     pub payload: JsonPayload,
     pub event_id: String,

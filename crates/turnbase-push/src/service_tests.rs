@@ -112,7 +112,7 @@ fn publisher_validates_its_input() {
         })
     );
     let mut e = event(1);
-    e.kind = "k".repeat(129);
+    e.kind = "k".repeat(129).into();
     assert!(matches!(
         svc.publish_client_event(e),
         Err(PublishError::FieldTooLong { field: "kind", .. })
