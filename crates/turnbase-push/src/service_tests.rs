@@ -165,17 +165,8 @@ fn a_batch_is_published_in_order_and_bad_events_are_refused_alone() {
     let Some(Ok(_opening)) = sub.ready() else {
         panic!("an opening first")
     };
-    let Some(Ok(frame)) = sub.ready() else {
-        panic!("a batch")
-    };
-    let Some(Msg::Events(events)) = proto::PushMessage::decode(frame.to_bytes())
-        .expect("decodes")
-        .kind
-    else {
-        panic!("events")
-    };
+    let events = next_events(&mut sub);
     let payloads: Vec<String> = events
-        .events
         .iter()
         .map(|e| match &e.kind {
             Some(proto::push_event::Kind::ClientEvent(c)) => {
@@ -195,6 +186,20 @@ fn a_batch_is_published_in_order_and_bad_events_are_refused_alone() {
     assert_eq!(svc.head().seq, 4);
 }
 
+/// The events of the subscription's next frame, which must be a batch.
+fn next_events(sub: &mut Subscription) -> Vec<proto::PushEvent> {
+    let Some(Ok(frame)) = sub.ready() else {
+        panic!("a batch")
+    };
+    match proto::PushMessage::decode(frame.to_bytes())
+        .expect("decodes")
+        .kind
+    {
+        Some(Msg::Events(events)) => events.events,
+        other => panic!("events, not {other:?}"),
+    }
+}
+
 #[test]
 fn publish_times_are_the_system_clock_in_milliseconds() {
     let svc = PushService::with_epoch(config(100, 60_000), EPOCH, &noop_meter());
@@ -206,16 +211,8 @@ fn publish_times_are_the_system_clock_in_milliseconds() {
     svc.publish_client_event(event(2)).expect("publish");
     let after = system_ms();
     let _opening = sub.ready();
-    let Some(Ok(frame)) = sub.ready() else {
-        panic!("a batch")
-    };
-    let Some(Msg::Events(events)) = proto::PushMessage::decode(frame.to_bytes())
-        .expect("decodes")
-        .kind
-    else {
-        panic!("events")
-    };
-    let times: Vec<i64> = events.events.iter().map(|e| e.published_at_ms).collect();
+    let events = next_events(&mut sub);
+    let times: Vec<i64> = events.iter().map(|e| e.published_at_ms).collect();
     assert_eq!(times.len(), 2);
     assert!(
         before <= times[0] && times[0] + 1000 <= times[1] && times[1] <= after,
