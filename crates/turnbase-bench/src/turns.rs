@@ -303,6 +303,8 @@ async fn measure(args: &TurnsArgs, database_url: Option<String>) -> anyhow::Resu
     let mut claiming = Vec::new();
     let mut durations = Vec::new();
     let mut in_window = 0usize;
+    // Due times of the measured turns: how bunched the load is.
+    let mut due_ms: Vec<i64> = Vec::new();
     let (mut missed, mut doubled) = (0usize, 0usize);
     for id in &games {
         let game = Uuid::parse_str(id)?;
@@ -331,6 +333,7 @@ async fn measure(args: &TurnsArgs, database_url: Option<String>) -> anyhow::Resu
             let Some(sent) = r.sent_at else { continue };
             if sent >= window_start && sent <= window_end {
                 in_window += 1;
+                due_ms.push(r.due_at.timestamp_millis());
                 if let Some(ms) = r.lateness_ms {
                     lateness.push(u64::try_from(ms).unwrap_or(0) * 1_000_000);
                     // Lateness in two parts: due → the claim begins (the
@@ -393,6 +396,12 @@ async fn measure(args: &TurnsArgs, database_url: Option<String>) -> anyhow::Resu
         "           lateness parts: due → claim p50 {:.2} ms, p99 {:.2} ms; claim → sent p50 {:.2} ms, p99 {:.2} ms",
         p.p50_ms, p.p99_ms, c.p50_ms, c.p99_ms
     );
+    due_ms.sort_unstable();
+    let busiest = busiest_window(&due_ms, 10);
+    println!(
+        "           bunching: the busiest 10 ms held {busiest} due turns (an even spread would hold {:.1})",
+        in_window as f64 / elapsed / 100.0
+    );
     let engine = latency(durations);
     Ok(Figures {
         turns: in_window,
@@ -408,6 +417,19 @@ async fn measure(args: &TurnsArgs, database_url: Option<String>) -> anyhow::Resu
         missed,
         doubled,
     })
+}
+
+/// The most of the sorted times `ms` that fall within any `width` ms.
+fn busiest_window(ms: &[i64], width: i64) -> usize {
+    let mut start = 0;
+    let mut most = 0;
+    for (end, t) in ms.iter().enumerate() {
+        while *t - ms[start] >= width {
+            start += 1;
+        }
+        most = most.max(end + 1 - start);
+    }
+    most
 }
 
 /// CPU seconds used so far by the engine processes (by their pid files).
@@ -440,4 +462,17 @@ pub(crate) fn machine_busy_s() -> f64 {
     let total: f64 = ticks.iter().sum();
     let idle = ticks.get(3).copied().unwrap_or(0.0) + ticks.get(4).copied().unwrap_or(0.0);
     (total - idle) / 100.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::busiest_window;
+
+    #[test]
+    fn the_busiest_window_counts_times_less_than_its_width_apart() {
+        assert_eq!(busiest_window(&[], 10), 0);
+        assert_eq!(busiest_window(&[5], 10), 1);
+        assert_eq!(busiest_window(&[0, 9, 10, 11, 19, 40], 10), 3);
+        assert_eq!(busiest_window(&[0, 100, 200], 10), 1);
+    }
 }
