@@ -127,6 +127,7 @@ impl ProcessDriver {
         if let Some(old) = children.remove(key) {
             stop_child(old).await;
         }
+        stop_stray(&folder).await;
         let child = self.spawn(&folder, command).await?;
         let running = child.running.clone();
         tracing::info!(key, url = %running.url, pid = %running.handle, "engine started");
@@ -175,11 +176,28 @@ impl ProcessDriver {
             .collect()
     }
 
-    /// Stops every child (the backend is stopping).
+    /// Stops every engine under this driver's folder (the backend is
+    /// stopping): its children, and engines an earlier backend left that
+    /// this one used through their recorded address without adopting them
+    /// here (otherwise they would outlive every backend).
     pub async fn shutdown(&self) {
         let children: Vec<Child> = self.children.lock().await.drain().map(|(_, c)| c).collect();
         for child in children {
             stop_child(child).await;
+        }
+        let Ok(entries) = std::fs::read_dir(&self.root) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let folder = entry.path();
+            let Ok(pid) = std::fs::read_to_string(folder.join("engine.pid")) else {
+                continue;
+            };
+            let pid = pid.trim();
+            if is_engine_of(pid, &folder) {
+                tracing::info!(pid, folder = %folder.display(), "stopping an engine an earlier backend started");
+                stop_pid(pid).await;
+            }
         }
     }
 
@@ -217,6 +235,12 @@ impl ProcessDriver {
                 program: command.program.display().to_string(),
                 reason: e.to_string(),
             })?;
+        // The pid goes on disk at once: a backend killed before the engine
+        // says where it listens leaves a process the next one must find
+        // (and stop) rather than orphan.
+        let pid = process.id().map(|p| p.to_string()).unwrap_or_default();
+        let _ = std::fs::remove_file(folder.join("engine.url"));
+        turnbase_core::private_fs::write_private(&folder.join("engine.pid"), pid.as_bytes())?;
         let stdout = process.stdout.take().ok_or(DriverError::Exited)?;
         let mut lines = tokio::io::BufReader::new(stdout).lines();
         let url = tokio::time::timeout(self.start_timeout, async {
@@ -241,8 +265,6 @@ impl ProcessDriver {
         };
         // Keep reading stdout so that the engine never blocks writing it.
         tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-        let pid = process.id().map(|p| p.to_string()).unwrap_or_default();
-        turnbase_core::private_fs::write_private(&folder.join("engine.pid"), pid.as_bytes())?;
         turnbase_core::private_fs::write_private(&folder.join("engine.url"), url.as_bytes())?;
         Ok(Child {
             process: Some(process),
@@ -268,6 +290,35 @@ async fn stop_child(child: Child) {
     }
 }
 
+/// Stops an engine left in `folder` by an earlier backend that does not
+/// serve (killed before it wrote where it listens, or hung): otherwise the
+/// new engine would start beside it and it would run, orphaned, for ever.
+/// Only a process whose command line names this folder's data directory
+/// is touched, so a pid reused by an unrelated process is left alone.
+async fn stop_stray(folder: &Path) {
+    let Ok(pid) = std::fs::read_to_string(folder.join("engine.pid")) else {
+        return;
+    };
+    let pid = pid.trim();
+    if is_engine_of(pid, folder) {
+        tracing::warn!(pid, folder = %folder.display(), "stopping an engine left by an earlier backend that does not answer");
+        stop_pid(pid).await;
+    }
+}
+
+/// Whether process `pid` runs with `folder`'s data directory.
+fn is_engine_of(pid: &str, folder: &Path) -> bool {
+    if pid.parse::<i32>().map_or(true, |p| p <= 0) {
+        return false;
+    }
+    let data = folder.join("data");
+    let Some(data) = data.to_str() else {
+        return false;
+    };
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .is_ok_and(|cmdline| cmdline.split(|b| *b == 0).any(|arg| arg == data.as_bytes()))
+}
+
 /// Stops a process this backend did not start (adopted through its pid).
 async fn stop_pid(pid: &str) {
     let Ok(pid) = pid.parse::<i32>() else {
@@ -277,14 +328,25 @@ async fn stop_pid(pid: &str) {
         return;
     }
     signal(pid, "TERM");
-    let proc_path = format!("/proc/{pid}");
     for _ in 0..50 {
-        if !Path::new(&proc_path).exists() {
+        if !running(pid) {
             return;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     signal(pid, "KILL");
+}
+
+/// Whether `pid` is a live process: not gone, and not a zombie waiting for
+/// a parent to reap it (in a container whose first process reaps nothing,
+/// an exited engine stays one).
+fn running(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        // The state follows the command name, which is in parentheses.
+        stat.rsplit_once(") ")
+            .and_then(|(_, rest)| rest.chars().next())
+            .is_some_and(|state| state != 'Z' && state != 'X')
+    })
 }
 
 /// Sends a signal with `kill(1)`: the standard library has no portable
@@ -296,4 +358,68 @@ fn signal(pid: i32, name: &str) {
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .status();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A process standing in for an engine: its command line carries
+    /// `arg`, as an engine's carries its data directory.
+    /// (A shell loop of short sleeps, so that a signalled shell leaves no
+    /// sleeping child behind.)
+    fn stand_in(arg: &str) -> std::process::Child {
+        let child = std::process::Command::new("sh")
+            .args([
+                "-c",
+                "trap 'exit 143' TERM; while :; do sleep 0.1; done",
+                "sh",
+                arg,
+            ])
+            .spawn()
+            .expect("sh");
+        // Until the shell has replaced the forked test process, its
+        // command line is this test's.
+        let cmdline = format!("/proc/{}/cmdline", child.id());
+        for _ in 0..500 {
+            if std::fs::read(&cmdline).is_ok_and(|c| c.starts_with(b"sh\0")) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        child
+    }
+
+    #[tokio::test]
+    async fn a_stray_engine_of_this_folder_is_stopped_and_nothing_else() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let folder = root.path().join("conquest");
+        std::fs::create_dir_all(&folder).expect("folder");
+        let data = folder.join("data");
+        let mut stray = stand_in(data.to_str().expect("utf-8 path"));
+        std::fs::write(folder.join("engine.pid"), stray.id().to_string()).expect("pid file");
+        let mut other = stand_in("/somewhere/else/data");
+        assert!(is_engine_of(&stray.id().to_string(), &folder));
+        assert!(!is_engine_of(&other.id().to_string(), &folder));
+        assert!(!is_engine_of("0", &folder) && !is_engine_of("x", &folder));
+        stop_stray(&folder).await;
+        // Reaped here, since this test is its parent.
+        let status = tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                if let Some(status) = stray.try_wait().expect("wait") {
+                    return status;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await
+        .expect("the stray was stopped");
+        assert_eq!(status.code(), Some(143), "ended by SIGTERM");
+        // A pid file naming a process of another folder changes nothing.
+        std::fs::write(folder.join("engine.pid"), other.id().to_string()).expect("pid file");
+        stop_stray(&folder).await;
+        assert!(other.try_wait().expect("wait").is_none(), "left running");
+        let _ = other.kill();
+        let _ = other.wait();
+    }
 }

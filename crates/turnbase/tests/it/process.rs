@@ -838,6 +838,14 @@ async fn a_backend_killed_mid_turn_resolves_it_once_after_restart() {
     assert_eq!(recorded[0]["standings"], stored["standings"]);
     second.signal("TERM");
     assert_eq!(second.wait(), 0);
+    // The engine the first backend started, and the second only used,
+    // stops with the second: nothing outlives the stack.
+    let state = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let alive = state
+        .rsplit_once(") ")
+        .and_then(|(_, rest)| rest.chars().next())
+        .is_some_and(|s| s != 'Z' && s != 'X');
+    assert!(!alive, "engine {pid} outlived the backends: {state}");
 }
 
 /// A backend killed with SIGKILL while a webhook is in flight loses no
