@@ -64,16 +64,6 @@ impl JsonPayload {
     pub fn as_bytes(&self) -> &[u8] {
         &self.0
     }
-
-    pub fn into_bytes(self) -> Bytes {
-        self.0
-    }
-}
-
-impl From<&serde_json::Value> for JsonPayload {
-    fn from(value: &serde_json::Value) -> Self {
-        Self::from_value(value)
-    }
 }
 
 #[cfg(test)]

@@ -30,16 +30,6 @@ impl Text {
         // Checked when made; the fallback is never taken.
         std::str::from_utf8(&self.0).unwrap_or_default()
     }
-
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-}
-
-impl std::fmt::Display for Text {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
 }
 
 /// A message of the stream, as a subscriber handles it.

@@ -258,15 +258,7 @@ impl PushService {
                 return results;
             }
             for (i, reserved) in encoded {
-                let seq = state.ring.next_seq();
-                let cursor = Cursor::new(self.inner.epoch, seq);
-                state.ring.push(Entry {
-                    seq,
-                    at: now,
-                    invalidation: false,
-                    encoded: finish_event(reserved, cursor),
-                });
-                results[i] = Ok(cursor);
+                results[i] = Ok(self.inner.append(&mut state, reserved, now, false));
             }
             state.ring.expire(now);
         }
@@ -348,14 +340,8 @@ impl PushService {
             if state.closed {
                 return Err(PublishError::Closed);
             }
-            let seq = state.ring.next_seq();
-            let cursor = Cursor::new(self.inner.epoch, seq);
-            state.ring.push(Entry {
-                seq,
-                at: now,
-                invalidation: kind == EventKind::SessionInvalidation,
-                encoded: finish_event(reserved, cursor),
-            });
+            let invalidation = kind == EventKind::SessionInvalidation;
+            let cursor = self.inner.append(&mut state, reserved, now, invalidation);
             state.ring.expire(now);
             cursor
         };
@@ -511,6 +497,26 @@ impl PushService {
 }
 
 impl Inner {
+    /// Gives an encoded event the next cursor and appends it to the ring
+    /// (the caller holds the lock and expires old entries afterwards).
+    fn append(
+        &self,
+        state: &mut State,
+        reserved: BytesMut,
+        at: Instant,
+        invalidation: bool,
+    ) -> Cursor {
+        let seq = state.ring.next_seq();
+        let cursor = Cursor::new(self.epoch, seq);
+        state.ring.push(Entry {
+            seq,
+            at,
+            invalidation,
+            encoded: finish_event(reserved, cursor),
+        });
+        cursor
+    }
+
     fn lock(&self) -> MutexGuard<'_, State> {
         // A panic while holding the lock leaves the ring consistent (every
         // mutation is a single push/pop), so a poisoned lock is still usable.

@@ -189,15 +189,7 @@ impl ProcessDriver {
             return;
         };
         for entry in entries.flatten() {
-            let folder = entry.path();
-            let Ok(pid) = std::fs::read_to_string(folder.join("engine.pid")) else {
-                continue;
-            };
-            let pid = pid.trim();
-            if is_engine_of(pid, &folder) {
-                tracing::info!(pid, folder = %folder.display(), "stopping an engine an earlier backend started");
-                stop_pid(pid).await;
-            }
+            stop_stray(&entry.path()).await;
         }
     }
 
@@ -290,10 +282,10 @@ async fn stop_child(child: Child) {
     }
 }
 
-/// Stops an engine left in `folder` by an earlier backend that does not
-/// serve (killed before it wrote where it listens, or hung): otherwise the
-/// new engine would start beside it and it would run, orphaned, for ever.
-/// Only a process whose command line names this folder's data directory
+/// Stops an engine left in `folder` by an earlier backend and not held
+/// here: one that does not serve (killed before it wrote where it listens,
+/// or hung), before its replacement starts, and any at shutdown; otherwise
+/// it would run, orphaned, for ever. Only a process whose command line names this folder's data directory
 /// is touched, so a pid reused by an unrelated process is left alone.
 async fn stop_stray(folder: &Path) {
     let Ok(pid) = std::fs::read_to_string(folder.join("engine.pid")) else {
@@ -301,7 +293,7 @@ async fn stop_stray(folder: &Path) {
     };
     let pid = pid.trim();
     if is_engine_of(pid, folder) {
-        tracing::warn!(pid, folder = %folder.display(), "stopping an engine left by an earlier backend that does not answer");
+        tracing::info!(pid, folder = %folder.display(), "stopping an engine an earlier backend started");
         stop_pid(pid).await;
     }
 }
