@@ -118,7 +118,13 @@ pub fn default_code(status: StatusCode) -> &'static str {
 /// into the standard error body, keeping its status and headers such as
 /// `Allow` and `Retry-After`.
 pub async fn normalize_errors(request: Request, next: Next) -> Response {
-    let response = next.run(request).await;
+    normalized(next.run(request).await).await
+}
+
+/// `response` with the standard error body when it is an error answer that
+/// is not JSON already (what [`normalize_errors`] does, for services that
+/// are not built from axum layers).
+pub async fn normalized(response: Response) -> Response {
     let status = response.status();
     if !(status.is_client_error() || status.is_server_error()) || is_json(response.headers()) {
         return response;
@@ -235,13 +241,16 @@ impl tower_http::request_id::MakeRequestId for RequestIds {
         &mut self,
         _request: &http::Request<B>,
     ) -> Option<tower_http::request_id::RequestId> {
-        let id = uuid::Builder::from_random_bytes(rand::random()).into_uuid();
-        let mut text = [0u8; uuid::fmt::Hyphenated::LENGTH];
-        let text = id.hyphenated().encode_lower(&mut text);
-        HeaderValue::from_str(text)
-            .ok()
-            .map(tower_http::request_id::RequestId::new)
+        Some(tower_http::request_id::RequestId::new(new_request_id()))
     }
+}
+
+/// A fresh request id (what [`RequestIds`] makes), as a header value.
+pub fn new_request_id() -> HeaderValue {
+    let id = uuid::Builder::from_random_bytes(rand::random()).into_uuid();
+    let mut text = [0u8; uuid::fmt::Hyphenated::LENGTH];
+    let text = id.hyphenated().encode_lower(&mut text);
+    HeaderValue::from_str(text).unwrap_or(HeaderValue::from_static("unknown"))
 }
 
 /// Middleware: opens the request span (continuing a W3C `traceparent` from
@@ -252,14 +261,30 @@ pub async fn observe(
     request: Request,
     next: Next,
 ) -> Response {
-    let started = Instant::now();
-    let method = request.method().clone();
-    let probe = is_probe(request.uri().path());
     let route = request
         .extensions()
         .get::<MatchedPath>()
-        .map(|p| p.as_str().to_string())
-        .unwrap_or_else(|| "unmatched".into());
+        .map_or(opentelemetry::StringValue::from("unmatched"), |p| {
+            p.as_str().to_string().into()
+        });
+    observed(&metrics, route, request, |request| next.run(request)).await
+}
+
+/// What [`observe`] does, around `inner`, for a request whose route
+/// pattern the caller knows (services that are not built from axum layers).
+pub async fn observed<F, Fut>(
+    metrics: &HttpMetrics,
+    route: opentelemetry::StringValue,
+    request: Request,
+    inner: F,
+) -> Response
+where
+    F: FnOnce(Request) -> Fut,
+    Fut: std::future::Future<Output = Response>,
+{
+    let started = Instant::now();
+    let method = request.method().clone();
+    let probe = is_probe(request.uri().path());
     let span = {
         let request_id = request
             .headers()
@@ -268,9 +293,9 @@ pub async fn observe(
             .unwrap_or("");
         tracing::info_span!(
             "http_request",
-            otel.name = %format!("{method} {route}"),
+            otel.name = %format!("{method} {}", route.as_str()),
             http.method = %method,
-            http.route = %route,
+            http.route = %route.as_str(),
             request_id = %request_id,
             trace_id = tracing::field::Empty,
             span_id = tracing::field::Empty,
@@ -293,7 +318,7 @@ pub async fn observe(
         }
     }
 
-    let response = next.run(request).instrument(span.clone()).await;
+    let response = inner(request).instrument(span.clone()).await;
 
     let status = response.status();
     let elapsed = started.elapsed().as_secs_f64();

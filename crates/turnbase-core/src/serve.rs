@@ -96,16 +96,27 @@ fn oversized_head<B>(request: &hyper::Request<B>) -> Option<axum::response::Resp
     })
 }
 
-/// Serves `router` until `stop` resolves, then drains the open
-/// connections: requests are answered for the grace with `Connection:
-/// close`, then every connection finishes the request under way and closes
-/// (upgraded ones are the caller's).
-pub async fn serve(
+/// Serves `router` (an axum [`Router`], or any service that answers the
+/// same way) until `stop` resolves, then drains the open connections:
+/// requests are answered for the grace with `Connection: close`, then
+/// every connection finishes the request under way and closes (upgraded
+/// ones are the caller's).
+pub async fn serve<S>(
     listener: TcpListener,
-    router: Router,
+    router: S,
     stop: impl Future<Output = ()>,
     options: ServeOptions,
-) -> std::io::Result<()> {
+) -> std::io::Result<()>
+where
+    S: tower::Service<
+            hyper::Request<Incoming>,
+            Response = axum::response::Response,
+            Error = std::convert::Infallible,
+        > + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
     let mut builder = http1::Builder::new();
     builder
         .timer(TokioTimer::new())

@@ -13,9 +13,9 @@ use turnbase_core::readiness::{Readiness, ReadyFlag};
 use turnbase_core::telemetry::Telemetry;
 use turnbase_push::received::{Event, EventBody};
 
-use crate::backend::{Resolver, http_client};
+use crate::backend::Resolver;
 use crate::config::GatewayConfig;
-use crate::edge::{Edge, router};
+use crate::edge::{Edge, EdgeService};
 use crate::envelope::signed_frame;
 use crate::hub::Hub;
 use crate::push_client::{Notice, PushClient, PushHandler};
@@ -165,10 +165,10 @@ impl Gateway {
         );
         tracing::info!(kid = %signer.kid(), "envelope signing key loaded");
         let readiness = Readiness::default();
-        let client = http_client();
+        let upstream = crate::upstream::Upstream::new(&config.backend_url)
+            .map_err(|e| anyhow::anyhow!("GATEWAY_BACKEND_URL: {e}"))?;
         let resolver = Arc::new(Resolver::new(
-            client.clone(),
-            &config.backend_url,
+            upstream.clone(),
             config.internal_token.clone(),
             config.session_cache_ttl,
         ));
@@ -207,11 +207,11 @@ impl Gateway {
             hub.clone(),
             resolver,
             signer.clone(),
-            client,
+            upstream,
             readiness.clone(),
             telemetry.meter(),
         );
-        let app = router(
+        let app = EdgeService::new(
             edge.clone(),
             HttpMetrics::new(telemetry.meter()),
             config.body_limit,

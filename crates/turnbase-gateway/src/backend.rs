@@ -1,6 +1,5 @@
-//! The gateway's HTTP client of the backend: one pooled client for
-//! forwarding requests (bodies streamed both ways) and for resolving
-//! session tokens through the internal API, with a short-lived cache that
+//! Session tokens resolved through the backend's internal API (over the
+//! gateway's pool of backend connections), with a short-lived cache that
 //! revocations clear at once. Concurrent lookups of one token share a
 //! single request, so a resync that re-checks every connection asks the
 //! backend once per session, not once per connection.
@@ -12,26 +11,13 @@ use std::time::Duration;
 
 use axum::body::Body;
 use http_body_util::BodyExt as _;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 use serde::Deserialize;
 use sha2::{Digest as _, Sha256};
 use tokio::time::Instant;
 use turnbase_core::config::Secret;
 use uuid::Uuid;
 
-pub type HttpClient = Client<HttpConnector, Body>;
-
-/// A new pooled HTTP/1.1 client.
-pub fn http_client() -> HttpClient {
-    let mut connector = HttpConnector::new();
-    connector.set_nodelay(true);
-    connector.set_connect_timeout(Some(Duration::from_secs(5)));
-    Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(Duration::from_secs(60))
-        .build(connector)
-}
+use crate::upstream::Upstream;
 
 /// A session as the backend resolved it.
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
@@ -52,8 +38,7 @@ pub enum ResolveError {
 }
 
 pub struct Resolver {
-    client: HttpClient,
-    url: String,
+    upstream: Arc<Upstream>,
     secret: Secret<String>,
     ttl: Duration,
     cache: Mutex<HashMap<[u8; 32], (Session, Instant)>>,
@@ -70,15 +55,9 @@ type Lookup = tokio::sync::OnceCell<Result<Session, ResolveError>>;
 const SWEEP_ABOVE: usize = 100_000;
 
 impl Resolver {
-    pub fn new(
-        client: HttpClient,
-        backend_url: &str,
-        secret: Secret<String>,
-        ttl: Duration,
-    ) -> Self {
+    pub fn new(upstream: Arc<Upstream>, secret: Secret<String>, ttl: Duration) -> Self {
         Self {
-            client,
-            url: format!("{backend_url}/api/v1/internal/sessions/resolve"),
+            upstream,
             secret,
             ttl,
             cache: Mutex::default(),
@@ -149,7 +128,7 @@ impl Resolver {
     /// Asks the backend, bypassing the cache.
     pub async fn ask(&self, token: &str) -> Result<Session, ResolveError> {
         let body = serde_json::json!({ "token": token }).to_string();
-        let request = http::Request::post(&self.url)
+        let request = http::Request::post("/api/v1/internal/sessions/resolve")
             .header(http::header::CONTENT_TYPE, "application/json")
             .header(
                 http::header::AUTHORIZATION,
@@ -157,7 +136,7 @@ impl Resolver {
             )
             .body(Body::from(body))
             .map_err(|e| ResolveError::Unavailable(e.to_string()))?;
-        let response = tokio::time::timeout(Duration::from_secs(10), self.client.request(request))
+        let response = tokio::time::timeout(Duration::from_secs(10), self.upstream.send(request))
             .await
             .map_err(|_| ResolveError::Unavailable("timed out".into()))?
             .map_err(|e| ResolveError::Unavailable(e.to_string()))?;
@@ -258,8 +237,7 @@ mod tests {
         let expected = session();
         let url = slow_backend(asked.clone(), expected.clone()).await;
         let resolver = Arc::new(Resolver::new(
-            http_client(),
-            &url,
+            Upstream::new(&url).expect("backend URL"),
             Secret::new("secret".to_string()),
             Duration::from_secs(60),
         ));

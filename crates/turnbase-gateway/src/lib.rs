@@ -11,6 +11,7 @@ pub mod envelope;
 pub mod hub;
 pub mod push_client;
 pub mod signing;
+pub mod upstream;
 pub mod web;
 
 pub use app::{Gateway, StartOptions};
