@@ -71,6 +71,19 @@ impl CallError {
     }
 }
 
+/// An answer of the protocol, decoded.
+fn decode<T: DeserializeOwned>(call: &'static str, bytes: bytes::Bytes) -> Result<T, CallError> {
+    serde_json::from_slice(&bytes).map_err(|e| CallError::Garbled {
+        call,
+        reason: e.to_string(),
+    })
+}
+
+/// A resolve call's answer, as [`EngineClient::resolve_undecoded`] gave it.
+pub fn decode_resolution(bytes: bytes::Bytes) -> Result<Resolution, CallError> {
+    decode("resolve", bytes)
+}
+
 impl EngineClient {
     pub fn new(meter: &Meter) -> EngineClient {
         EngineClient {
@@ -246,6 +259,15 @@ impl EngineClient {
         call: &'static str,
         request: reqwest::RequestBuilder,
     ) -> Result<T, CallError> {
+        decode(call, self.fetch(call, request).await?)
+    }
+
+    /// Sends a call and reads its answer whole; a refusal is an error.
+    async fn fetch(
+        &self,
+        call: &'static str,
+        request: reqwest::RequestBuilder,
+    ) -> Result<bytes::Bytes, CallError> {
         let started = Instant::now();
         // The engine continues the caller's trace (W3C traceparent), as the
         // gateway's forwarded requests do.
@@ -269,14 +291,27 @@ impl EngineClient {
                     body: String::from_utf8_lossy(&bytes[..bytes.len().min(4096)]).into_owned(),
                 });
             }
-            serde_json::from_slice(&bytes).map_err(|e| CallError::Garbled {
-                call,
-                reason: e.to_string(),
-            })
+            Ok(bytes)
         }
         .await;
         self.observe(call, started);
         result
+    }
+
+    /// [`EngineClient::resolve`] without decoding the answer: the caller
+    /// decodes it with [`decode_resolution`], where it likes (the turn
+    /// dispatcher keeps its thread for sending).
+    pub async fn resolve_undecoded(
+        &self,
+        base: &str,
+        game: Uuid,
+        turn: u32,
+    ) -> Result<bytes::Bytes, CallError> {
+        let request = self
+            .http
+            .post(format!("{base}/games/{game}/turns/{turn}/resolve"))
+            .timeout(RESOLVE_TIMEOUT);
+        self.fetch("resolve", request).await
     }
 
     fn observe(&self, call: &'static str, started: Instant) {

@@ -12,6 +12,7 @@
 //! clock on. A scheduler that dies leaves a claim whose lease runs out; the
 //! next one takes it over and gets the engine's stored resolution.
 
+mod dispatch;
 pub mod plan;
 pub mod play;
 pub mod reminders;
@@ -55,6 +56,8 @@ pub struct TurnsConfig {
     /// How far ahead of its due time a turn is claimed (the call still
     /// goes out at the due time).
     pub lookahead: Duration,
+    /// Nice value of the dispatch thread (see [`dispatch`]).
+    pub dispatch_nice: i32,
 }
 
 impl Default for TurnsConfig {
@@ -66,6 +69,7 @@ impl Default for TurnsConfig {
             retry_max: Duration::from_secs(60),
             idle_recheck: Duration::from_secs(5),
             lookahead: Duration::from_millis(600),
+            dispatch_nice: -15,
         }
     }
 }
@@ -123,6 +127,9 @@ pub(crate) struct Inner {
     pub db: Database,
     pub engines: EngineRegistry,
     pub client: EngineClient,
+    /// Sends resolve calls at their due time, on a thread of its own (none
+    /// when the thread could not be started: the calls go from here).
+    pub dispatcher: Option<dispatch::Dispatcher>,
     pub config: TurnsConfig,
     pub clock: Clock,
     metrics: Metrics,
@@ -197,6 +204,13 @@ impl TurnService {
         TurnService {
             inner: Arc::new(Inner {
                 client: EngineClient::new(meter),
+                dispatcher: match dispatch::Dispatcher::start(meter, config.dispatch_nice) {
+                    Ok(dispatcher) => Some(dispatcher),
+                    Err(err) => {
+                        tracing::warn!(error = %err, "no turn dispatch thread; resolve calls go from the runtime");
+                        None
+                    }
+                },
                 db,
                 engines,
                 config,

@@ -6,6 +6,9 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use turnbase_engine_kit::protocol::Resolution;
+use turnbase_runtime::CallError;
+
 use chrono::{DateTime, Utc};
 use tokio_util::sync::CancellationToken;
 use turnbase_core::backoff::Backoff;
@@ -100,10 +103,8 @@ pub async fn run_scheduler(service: TurnService, stop: CancellationToken) -> any
                 };
                 let (service, permits) = (service.clone(), permits.clone());
                 tasks.spawn(async move {
-                    // Claimed ahead: wait for the due time, then act.
-                    if let Ok(early) = (row.due_at - service.now()).to_std() {
-                        tokio::time::sleep(early).await;
-                    }
+                    // Claimed ahead: the call goes out at the due time (the
+                    // wait is the dispatcher's; the slot is held through it).
                     let _permit = permits.acquire_owned().await;
                     let game = clock.game_id;
                     if let Err(err) = service.resolve_claimed(clock, row).await {
@@ -245,15 +246,8 @@ impl TurnService {
         let id = clock.game_id;
         let resolved = async {
             let base = self.engine_cached(id).await?;
-            let sent_at = self.now();
-            let started = Instant::now();
-            let (resolution, game) = tokio::join!(
-                async {
-                    let answer = self.inner.client.resolve(&base, id, turn).await;
-                    (answer, started.elapsed())
-                },
-                self.game(id)
-            );
+            let (sent_at, (resolution, game)) =
+                self.call_resolve(base.clone(), id, turn, due).await?;
             let (resolution, took) = resolution;
             let resolution = resolution.map_err(|e| {
                 // The engine may have moved (restarted elsewhere).
@@ -291,6 +285,50 @@ impl TurnService {
                 .await?;
         }
         Ok(())
+    }
+
+    /// Sends the resolve call when the turn is due (at once if it is due
+    /// already) and reads the game while the engine works: when the call
+    /// went out, the answer with the engine's time, and the game.
+    #[allow(clippy::type_complexity)]
+    async fn call_resolve(
+        &self,
+        base: String,
+        id: uuid::Uuid,
+        turn: u32,
+        due: DateTime<Utc>,
+    ) -> Result<
+        (
+            DateTime<Utc>,
+            (
+                (Result<Resolution, CallError>, Duration),
+                Result<Game, TurnError>,
+            ),
+        ),
+        TurnError,
+    > {
+        let wait = (due - self.now()).to_std().unwrap_or_default();
+        let Some(dispatcher) = &self.inner.dispatcher else {
+            tokio::time::sleep(wait).await;
+            let sent_at = self.now();
+            let started = Instant::now();
+            let both = tokio::join!(
+                async {
+                    let answer = self.inner.client.resolve(&base, id, turn).await;
+                    (answer, started.elapsed())
+                },
+                self.game(id)
+            );
+            return Ok((sent_at, both));
+        };
+        let dispatched = dispatcher.resolve_after(wait, self.inner.clock.clone(), base, id, turn);
+        let stopped = || TurnError::Unavailable("the turn dispatcher stopped".into());
+        let sent_at = dispatched.sent.await.map_err(|_| stopped())?;
+        // The game is read once the call is out, while the engine works.
+        let (answer, game) = tokio::join!(dispatched.answer, self.game(id));
+        let (took, bytes) = answer.map_err(|_| stopped())?;
+        let resolution = bytes.and_then(turnbase_runtime::client::decode_resolution);
+        Ok((sent_at, ((resolution, took), game)))
     }
 
     /// Gives the open turn its deadline: the first turn of a game that
