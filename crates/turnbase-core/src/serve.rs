@@ -120,6 +120,7 @@ where
     let mut builder = http1::Builder::new();
     builder
         .timer(TokioTimer::new())
+        .writev(false)
         .header_read_timeout(options.header_read_timeout);
     // Connections are told to finish when `stopping` changes or is
     // dropped; `connections` waits for them.

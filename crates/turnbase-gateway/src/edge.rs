@@ -512,6 +512,9 @@ impl Edge {
         let (mut parts, body) = request.into_parts();
         parts.version = http::Version::HTTP_11;
         parts.extensions = http::Extensions::new();
+        // Every request names its host; the other connection headers are
+        // rare, so the map is searched for them only when one is there.
+        parts.headers.remove(header::HOST);
         if parts.headers.keys().any(hop_by_hop) {
             for name in &HOP_BY_HOP {
                 parts.headers.remove(name);

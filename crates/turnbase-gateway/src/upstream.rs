@@ -168,6 +168,7 @@ impl Upstream {
         // Requests are small writes that must leave at once.
         let _ = stream.set_nodelay(true);
         let (send, driver) = hyper::client::conn::http1::Builder::new()
+            .writev(false)
             .handshake(TokioIo::new(stream))
             .await?;
         Ok(Conn {
