@@ -322,6 +322,7 @@ mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     use http_body_util::BodyExt as _;
+    use tokio::sync::oneshot;
     use turnbase_core::serve::{ServeOptions, serve};
 
     /// A backend on loopback that counts the connections it accepted and
@@ -457,6 +458,43 @@ mod tests {
         let opened = accepted.load(Ordering::SeqCst);
         assert!((1..=8).contains(&opened), "{opened} connections");
         assert_eq!(upstream.idle_count(), opened);
+    }
+
+    /// A plain backend on `addr` until `stop` fires.
+    async fn stoppable(addr: std::net::SocketAddr) -> (std::net::SocketAddr, oneshot::Sender<()>) {
+        let app = axum::Router::new().route("/small", axum::routing::get(|| async { "small" }));
+        let listener = tokio::net::TcpListener::bind(addr).await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let (stop, stopped) = oneshot::channel::<()>();
+        tokio::spawn(serve(
+            listener,
+            app,
+            async move {
+                let _ = stopped.await;
+            },
+            ServeOptions::default(),
+        ));
+        (addr, stop)
+    }
+
+    #[tokio::test]
+    async fn a_backend_that_restarts_is_an_error_while_down_then_served_again() {
+        let (addr, stop) = stoppable("127.0.0.1:0".parse().expect("addr")).await;
+        let upstream = Upstream::new(&format!("http://{addr}")).expect("url");
+        assert_eq!(get(&upstream, "/small").await, (200, "small".into()));
+        assert_eq!(upstream.idle_count(), 1);
+        // Down: the pooled connection is dead and nothing listens.
+        let _ = stop.send(());
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        let request = Request::get("/small").body(Body::empty()).expect("request");
+        let down = tokio::time::timeout(Duration::from_secs(10), upstream.send(request))
+            .await
+            .expect("an answer, not a hang");
+        assert!(down.is_err(), "no backend, no answer");
+        assert_eq!(upstream.idle_count(), 0);
+        // Back on the same address: served again.
+        let (_, _stop) = stoppable(addr).await;
+        assert_eq!(get(&upstream, "/small").await, (200, "small".into()));
     }
 
     #[tokio::test]
