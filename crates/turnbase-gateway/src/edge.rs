@@ -139,16 +139,29 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
         .then_some(token.trim())
 }
 
+const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// The forwarded API: each prefix with the router's pattern for it (also
+/// the direct path's metrics label).
+const FORWARDED: [(&str, &str); 4] = [
+    ("/api/v1/public/", "/api/v1/public/{*rest}"),
+    ("/api/v1/user/", "/api/v1/user/{*rest}"),
+    ("/api/v1/admin/", "/api/v1/admin/{*rest}"),
+    ("/api/v1/internal/", "/api/v1/internal/{*rest}"),
+];
+
+/// The one route under a forwarded prefix that the edge answers itself.
+const TICKET_ROUTE: &str = "/api/v1/user/events/ticket";
+
 /// The router with every layer.
 pub fn router(edge: Arc<Edge>, metrics: HttpMetrics, body_limit: usize) -> Router {
-    let request_id = HeaderName::from_static("x-request-id");
-    let forwarded = Router::new()
-        .route("/api/v1/user/events/ticket", post(ticket))
+    let forwarded = FORWARDED
+        .iter()
+        .fold(Router::new(), |r, (_, pattern)| {
+            r.route(pattern, any(forward))
+        })
+        .route(TICKET_ROUTE, post(ticket))
         .route("/api/v1/events", get(events))
-        .route("/api/v1/public/{*rest}", any(forward))
-        .route("/api/v1/user/{*rest}", any(forward))
-        .route("/api/v1/admin/{*rest}", any(forward))
-        .route("/api/v1/internal/{*rest}", any(forward))
         .route("/api/v1/openapi.json", get(forward))
         .layer(RequestBodyLimitLayer::new(body_limit))
         .layer(axum::middleware::from_fn_with_state(edge.clone(), limit));
@@ -173,9 +186,9 @@ pub fn router(edge: Arc<Edge>, metrics: HttpMetrics, body_limit: usize) -> Route
         ))
         .with_state(edge)
         .layer(axum::middleware::from_fn_with_state(metrics, observe))
-        .layer(PropagateRequestIdLayer::new(request_id.clone()))
+        .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(SetRequestIdLayer::new(
-            request_id,
+            REQUEST_ID,
             turnbase_core::http::RequestIds,
         ))
         .layer(axum::middleware::from_fn(normalize_errors))
@@ -212,17 +225,10 @@ impl EdgeService {
 /// The route pattern of a call the direct path takes (the router's own
 /// pattern for it, as the metrics label), or `None` for the router.
 pub fn forwarded_route(path: &str) -> Option<&'static str> {
-    const ROUTES: [(&str, &str); 4] = [
-        ("/api/v1/public/", "/api/v1/public/{*rest}"),
-        ("/api/v1/user/", "/api/v1/user/{*rest}"),
-        ("/api/v1/admin/", "/api/v1/admin/{*rest}"),
-        ("/api/v1/internal/", "/api/v1/internal/{*rest}"),
-    ];
-    // The edge answers this one itself.
-    if path == "/api/v1/user/events/ticket" {
+    if path == TICKET_ROUTE {
         return None;
     }
-    ROUTES.iter().find_map(|(prefix, route)| {
+    FORWARDED.iter().find_map(|(prefix, route)| {
         path.strip_prefix(prefix)
             .is_some_and(|rest| !rest.is_empty())
             .then_some(*route)
@@ -271,13 +277,12 @@ async fn forward_directly(
     route: &'static str,
     request: http::Request<hyper::body::Incoming>,
 ) -> Result<Response, Infallible> {
-    let request_id = HeaderName::from_static("x-request-id");
     let (mut parts, incoming) = request.into_parts();
-    let id = match parts.headers.get(&request_id) {
+    let id = match parts.headers.get(REQUEST_ID) {
         Some(id) => id.clone(),
         None => {
             let id = turnbase_core::http::new_request_id();
-            parts.headers.insert(request_id.clone(), id.clone());
+            parts.headers.insert(REQUEST_ID, id.clone());
             id
         }
     };
@@ -285,12 +290,12 @@ async fn forward_directly(
         .extensions
         .get::<ConnectInfo<SocketAddr>>()
         .map_or(SocketAddr::from(([0, 0, 0, 0], 0)), |c| c.0);
-    // A body that is known to be empty needs no limit (nor a box).
     let declared = parts
         .headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
+    // A body that is known to be empty needs no limit (nor a box).
     let body = if hyper::body::Body::is_end_stream(&incoming) {
         Body::empty()
     } else {
@@ -312,7 +317,7 @@ async fn forward_directly(
     })
     .await;
     let mut response = normalized(response).await;
-    response.headers_mut().entry(request_id).or_insert(id);
+    response.headers_mut().entry(REQUEST_ID).or_insert(id);
     Ok(response)
 }
 

@@ -147,11 +147,7 @@ impl EngineClient {
         game: Uuid,
         turn: u32,
     ) -> Result<Resolution, CallError> {
-        let request = self
-            .http
-            .post(format!("{base}/games/{game}/turns/{turn}/resolve"))
-            .timeout(RESOLVE_TIMEOUT);
-        self.call("resolve", request).await
+        decode_resolution(self.resolve_undecoded(base, game, turn).await?)
     }
 
     /// Hands `player`'s seat to the engine's bot, or back.

@@ -246,9 +246,12 @@ impl TurnService {
         let id = clock.game_id;
         let resolved = async {
             let base = self.engine_cached(id).await?;
-            let (sent_at, (resolution, game)) =
-                self.call_resolve(base.clone(), id, turn, due).await?;
-            let (resolution, took) = resolution;
+            let Called {
+                sent_at,
+                resolution,
+                took,
+                game,
+            } = self.call_resolve(base.clone(), id, turn, due).await?;
             let resolution = resolution.map_err(|e| {
                 // The engine may have moved (restarted elsewhere).
                 self.forget_engine(id);
@@ -288,38 +291,32 @@ impl TurnService {
     }
 
     /// Sends the resolve call when the turn is due (at once if it is due
-    /// already) and reads the game while the engine works: when the call
-    /// went out, the answer with the engine's time, and the game.
-    #[allow(clippy::type_complexity)]
+    /// already) and reads the game while the engine works.
     async fn call_resolve(
         &self,
         base: String,
         id: uuid::Uuid,
         turn: u32,
         due: DateTime<Utc>,
-    ) -> Result<
-        (
-            DateTime<Utc>,
-            (
-                (Result<Resolution, CallError>, Duration),
-                Result<Game, TurnError>,
-            ),
-        ),
-        TurnError,
-    > {
+    ) -> Result<Called, TurnError> {
         let wait = (due - self.now()).to_std().unwrap_or_default();
         let Some(dispatcher) = &self.inner.dispatcher else {
             tokio::time::sleep(wait).await;
             let sent_at = self.now();
             let started = Instant::now();
-            let both = tokio::join!(
+            let ((resolution, took), game) = tokio::join!(
                 async {
                     let answer = self.inner.client.resolve(&base, id, turn).await;
                     (answer, started.elapsed())
                 },
                 self.game(id)
             );
-            return Ok((sent_at, both));
+            return Ok(Called {
+                sent_at,
+                resolution,
+                took,
+                game,
+            });
         };
         let dispatched = dispatcher.resolve_after(wait, self.inner.clock.clone(), base, id, turn);
         let stopped = || TurnError::Unavailable("the turn dispatcher stopped".into());
@@ -327,8 +324,12 @@ impl TurnService {
         // The game is read once the call is out, while the engine works.
         let (answer, game) = tokio::join!(dispatched.answer, self.game(id));
         let (took, bytes) = answer.map_err(|_| stopped())?;
-        let resolution = bytes.and_then(turnbase_runtime::client::decode_resolution);
-        Ok((sent_at, ((resolution, took), game)))
+        Ok(Called {
+            sent_at,
+            resolution: bytes.and_then(turnbase_runtime::client::decode_resolution),
+            took,
+            game,
+        })
     }
 
     /// Gives the open turn its deadline: the first turn of a game that
@@ -492,4 +493,13 @@ impl TurnService {
         tracing::info!(game = %game.row.id, turn = clock.turn, seats = excused.len(), "turn extended for an excused miss");
         Ok(true)
     }
+}
+
+/// A resolve call made: when it went out, the engine's answer and how long
+/// it took, and the game as read while the engine worked.
+struct Called {
+    sent_at: DateTime<Utc>,
+    resolution: Result<Resolution, CallError>,
+    took: Duration,
+    game: Result<Game, TurnError>,
 }
