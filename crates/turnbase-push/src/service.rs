@@ -526,48 +526,51 @@ impl Inner {
     }
 }
 
-/// Milliseconds since the Unix epoch (0 for a clock set before it).
-fn system_ms() -> i64 {
+/// Nanoseconds since the Unix epoch (0 for a clock set before it).
+fn system_ns() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
 }
 
 /// Publish times in wall-clock milliseconds, taken from the monotonic
 /// reading each publish makes anyway for the ring, so that a publish reads
 /// the clock once rather than twice. The offset to the system clock is
 /// taken again whenever a second has passed since it was last taken, so an
-/// adjusted system clock shows within a second.
+/// adjusted system clock shows within a second. The offset is kept in
+/// nanoseconds and the sum cut to milliseconds last: offsets between two
+/// already-truncated readings were off by up to a millisecond.
 struct WallClock {
     origin: Instant,
-    /// System milliseconds minus monotonic milliseconds since `origin`.
-    offset_ms: AtomicI64,
-    /// When (monotonic milliseconds since `origin`) the offset was taken.
-    taken_at_ms: AtomicI64,
+    /// System nanoseconds minus monotonic nanoseconds since `origin`.
+    offset_ns: AtomicI64,
+    /// When (monotonic nanoseconds since `origin`) the offset was taken.
+    taken_at_ns: AtomicI64,
 }
 
 /// How often the offset to the system clock is taken again.
-const REANCHOR_MS: i64 = 1000;
+const REANCHOR_NS: i64 = 1_000_000_000;
 
 impl WallClock {
     fn new() -> Self {
         let origin = Instant::now();
         Self {
             origin,
-            offset_ms: AtomicI64::new(system_ms()),
-            taken_at_ms: AtomicI64::new(0),
+            offset_ns: AtomicI64::new(system_ns()),
+            taken_at_ns: AtomicI64::new(0),
         }
     }
 
     fn millis_at(&self, now: Instant) -> i64 {
-        let mono = i64::try_from(now.saturating_duration_since(self.origin).as_millis())
+        let mono = i64::try_from(now.saturating_duration_since(self.origin).as_nanos())
             .unwrap_or(i64::MAX);
-        if mono.saturating_sub(self.taken_at_ms.load(Ordering::Relaxed)) >= REANCHOR_MS {
-            self.offset_ms
-                .store(system_ms().saturating_sub(mono), Ordering::Relaxed);
-            self.taken_at_ms.store(mono, Ordering::Relaxed);
+        if mono.saturating_sub(self.taken_at_ns.load(Ordering::Relaxed)) >= REANCHOR_NS {
+            self.offset_ns
+                .store(system_ns().saturating_sub(mono), Ordering::Relaxed);
+            self.taken_at_ns.store(mono, Ordering::Relaxed);
         }
-        mono.saturating_add(self.offset_ms.load(Ordering::Relaxed))
+        mono.saturating_add(self.offset_ns.load(Ordering::Relaxed))
+            .div_euclid(1_000_000)
     }
 }
 
