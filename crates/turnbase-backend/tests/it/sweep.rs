@@ -28,6 +28,9 @@ async fn the_schema_driven_sweep_finds_nothing() {
     let admin = t.become_admin().await;
     let (guest, _) = t.guest("Sweeper").await;
     let schema = t.url("/api/v1/openapi.json");
+    // schemathesis keeps a cache of what it found in `.schemathesis` of
+    // its working folder: a folder of the test's, not the checkout.
+    let workdir = tempfile::tempdir().expect("temp dir");
     for (who, token) in [
         ("guest", guest),
         ("admin", admin),
@@ -43,6 +46,7 @@ async fn the_schema_driven_sweep_finds_nothing() {
             .args(["--exclude-path", "/api/v1/user/logout"])
             .args(["--header", &format!("Authorization: Bearer {token}")])
             .env("NO_COLOR", "1")
+            .current_dir(workdir.path())
             .output()
             .await
             .expect("schemathesis runs");
