@@ -4,7 +4,10 @@
 //! that events encoded once can be sent to every subscriber as bytes.
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../proto");
+    // Read when the script runs, not when it is compiled: cargo reuses a
+    // compiled build script for a checkout at another path (a build cache
+    // shared between clones), and a path baked in would be the old one's.
+    let root = std::path::PathBuf::from(std::env::var("CARGO_MANIFEST_DIR")?).join("../../proto");
     let file = root.join("turnbase/push/v1/push.proto");
     println!("cargo:rerun-if-changed={}", file.display());
     let descriptors = protox::compile([&file], [&root])?;
