@@ -25,6 +25,13 @@ use crate::config::PushClientConfig;
 /// How long to wait for the backend to accept a connection.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// How many bytes of the push stream the backend may send ahead of what
+/// the gateway has read (HTTP/2 flow control; the protocol's default is
+/// 64 KiB). The stream is the gateway's one input, and at a high event rate
+/// a small window makes the backend wait for the gateway's window updates
+/// every ~200 events.
+const STREAM_WINDOW: u32 = 8 * 1024 * 1024;
+
 /// What the client tells its owner besides events.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Notice {
@@ -210,7 +217,9 @@ impl<H: PushHandler> PushClient<H> {
                 .tcp_nodelay(true)
                 .http2_keep_alive_interval(self.config.keepalive)
                 .keep_alive_timeout(self.config.keepalive)
-                .keep_alive_while_idle(true),
+                .keep_alive_while_idle(true)
+                .initial_stream_window_size(STREAM_WINDOW)
+                .initial_connection_window_size(STREAM_WINDOW),
             Err(e) => return Ended::Failed(format!("invalid push URL: {e}")),
         };
         let channel = match endpoint.connect().await {

@@ -153,36 +153,57 @@ impl Decoder for ReceivedCodec {
 }
 
 /// Decodes one `PushMessage`.
-pub fn decode(mut frame: Bytes) -> Result<Received, DecodeError> {
+///
+/// The frame is walked as a plain slice; only what an event keeps (its
+/// payload and its texts) becomes a `Bytes` of the frame, so an
+/// event costs two or three reference counts on the frame rather than one
+/// per field looked at.
+pub fn decode(frame: Bytes) -> Result<Received, DecodeError> {
     let mut received = Received::Unknown;
-    while frame.has_remaining() {
-        let (tag, wire) = decode_key(&mut frame)?;
+    let mut buf: &[u8] = &frame;
+    while buf.has_remaining() {
+        let (tag, wire) = decode_key(&mut buf)?;
         match (tag, wire) {
             (3, WireType::LengthDelimited) => {
-                let events = take_len(&mut frame)?;
-                received = Received::Events(decode_events(events)?);
+                let events = take_len(&mut buf)?;
+                received = Received::Events(decode_events(&frame, events)?);
             }
             (1 | 2 | 4, WireType::LengthDelimited) => {
-                let body = take_len(&mut frame)?;
+                let body = take_len(&mut buf)?;
                 received = match tag {
                     1 => Received::Resumed(proto::Resumed::decode(body)?),
                     2 => Received::Stale(proto::Stale::decode(body)?),
                     _ => Received::Heartbeat(proto::Heartbeat::decode(body)?),
                 };
             }
-            _ => skip(&mut frame, tag, wire)?,
+            _ => skip(&mut buf, tag, wire)?,
         }
     }
     Ok(received)
 }
 
-fn decode_events(mut buf: Bytes) -> Result<Vec<Event>, DecodeError> {
-    let mut events = Vec::new();
+/// The events of an `EventBatch`, counted first so that the list is made
+/// once at its size (an `Event` is large, and growing the list moved
+/// every event decoded so far).
+fn decode_events(frame: &Bytes, batch: &[u8]) -> Result<Vec<Event>, DecodeError> {
+    let mut count = 0;
+    let mut buf = batch;
+    while buf.has_remaining() {
+        let (tag, wire) = decode_key(&mut buf)?;
+        if (tag, wire) == (1, WireType::LengthDelimited) {
+            take_len(&mut buf)?;
+            count += 1;
+        } else {
+            skip(&mut buf, tag, wire)?;
+        }
+    }
+    let mut events = Vec::with_capacity(count);
+    let mut buf = batch;
     while buf.has_remaining() {
         let (tag, wire) = decode_key(&mut buf)?;
         if (tag, wire) == (1, WireType::LengthDelimited) {
             let event = take_len(&mut buf)?;
-            events.push(decode_event(event)?);
+            events.push(decode_event(frame, event)?);
         } else {
             skip(&mut buf, tag, wire)?;
         }
@@ -190,7 +211,7 @@ fn decode_events(mut buf: Bytes) -> Result<Vec<Event>, DecodeError> {
     Ok(events)
 }
 
-fn decode_event(mut buf: Bytes) -> Result<Event, DecodeError> {
+fn decode_event(frame: &Bytes, mut buf: &[u8]) -> Result<Event, DecodeError> {
     let mut cursor = None;
     let mut published_at_ms = 0;
     let mut body = EventBody::Unknown;
@@ -200,7 +221,7 @@ fn decode_event(mut buf: Bytes) -> Result<Event, DecodeError> {
             (1, WireType::LengthDelimited) => {
                 let text = take_len(&mut buf)?;
                 let text =
-                    std::str::from_utf8(&text).map_err(|_| DecodeError("cursor is not UTF-8"))?;
+                    std::str::from_utf8(text).map_err(|_| DecodeError("cursor is not UTF-8"))?;
                 cursor = Some(Cursor::parse(text).map_err(|_| DecodeError("malformed cursor"))?);
             }
             (2, WireType::Varint) => {
@@ -208,12 +229,12 @@ fn decode_event(mut buf: Bytes) -> Result<Event, DecodeError> {
                 published_at_ms = decode_varint(&mut buf)? as i64;
             }
             (3, WireType::LengthDelimited) => {
-                body = decode_client_event(take_len(&mut buf)?)
+                body = decode_client_event(frame, take_len(&mut buf)?)
                     .map_or_else(EventBody::Malformed, EventBody::Client);
             }
             (4, WireType::LengthDelimited) => {
-                body =
-                    decode_invalidation(take_len(&mut buf)?).unwrap_or_else(EventBody::Malformed);
+                body = decode_invalidation(frame, take_len(&mut buf)?)
+                    .unwrap_or_else(EventBody::Malformed);
             }
             _ => skip(&mut buf, tag, wire)?,
         }
@@ -225,7 +246,12 @@ fn decode_event(mut buf: Bytes) -> Result<Event, DecodeError> {
     })
 }
 
-fn decode_client_event(mut buf: Bytes) -> Result<ClientEvent, DecodeError> {
+/// `part` (a slice of `frame`) as text sharing the frame's memory.
+fn text_of(frame: &Bytes, part: &[u8]) -> Result<Text, DecodeError> {
+    Text::new(frame.slice_ref(part))
+}
+
+fn decode_client_event(frame: &Bytes, mut buf: &[u8]) -> Result<ClientEvent, DecodeError> {
     let mut user_id = None;
     let mut event = ClientEvent {
         user_id: Uuid::nil(),
@@ -244,20 +270,20 @@ fn decode_client_event(mut buf: Bytes) -> Result<ClientEvent, DecodeError> {
         }
         let value = take_len(&mut buf)?;
         match tag {
-            1 => user_id = Some(uuid(&value)?),
-            2 => event.device_session_id = Some(uuid(&value)?),
-            3 => event.kind = Text::new(value)?,
-            4 => event.payload = value,
-            5 => event.event_id = Text::new(value)?,
-            6 => event.request_id = Text::new(value)?,
-            _ => event.trace_id = Text::new(value)?,
+            1 => user_id = Some(uuid(value)?),
+            2 => event.device_session_id = Some(uuid(value)?),
+            3 => event.kind = text_of(frame, value)?,
+            4 => event.payload = frame.slice_ref(value),
+            5 => event.event_id = text_of(frame, value)?,
+            6 => event.request_id = text_of(frame, value)?,
+            _ => event.trace_id = text_of(frame, value)?,
         }
     }
     event.user_id = user_id.ok_or(DecodeError("a client event without a user id"))?;
     Ok(event)
 }
 
-fn decode_invalidation(mut buf: Bytes) -> Result<EventBody, DecodeError> {
+fn decode_invalidation(frame: &Bytes, mut buf: &[u8]) -> Result<EventBody, DecodeError> {
     let (mut user_id, mut device_session_id, mut reason) = (None, None, Text::default());
     while buf.has_remaining() {
         let (tag, wire) = decode_key(&mut buf)?;
@@ -267,9 +293,9 @@ fn decode_invalidation(mut buf: Bytes) -> Result<EventBody, DecodeError> {
         }
         let value = take_len(&mut buf)?;
         match tag {
-            1 => user_id = Some(uuid(&value)?),
-            2 => device_session_id = Some(uuid(&value)?),
-            _ => reason = Text::new(value)?,
+            1 => user_id = Some(uuid(value)?),
+            2 => device_session_id = Some(uuid(value)?),
+            _ => reason = text_of(frame, value)?,
         }
     }
     Ok(EventBody::SessionInvalidation {
@@ -284,16 +310,18 @@ fn uuid(text: &[u8]) -> Result<Uuid, DecodeError> {
 }
 
 /// The next length-delimited value, as a slice of `buf` (no copy).
-fn take_len(buf: &mut Bytes) -> Result<Bytes, DecodeError> {
+fn take_len<'a>(buf: &mut &'a [u8]) -> Result<&'a [u8], DecodeError> {
     let len = decode_varint(buf)?;
     let len = usize::try_from(len).map_err(|_| DecodeError("length out of range"))?;
-    if len > buf.remaining() {
+    if len > buf.len() {
         return Err(DecodeError("a field runs past the end of its message"));
     }
-    Ok(buf.split_to(len))
+    let (value, rest) = buf.split_at(len);
+    *buf = rest;
+    Ok(value)
 }
 
-fn skip(buf: &mut Bytes, tag: u32, wire: WireType) -> Result<(), DecodeError> {
+fn skip(buf: &mut &[u8], tag: u32, wire: WireType) -> Result<(), DecodeError> {
     skip_field(wire, tag, buf, DecodeContext::default())?;
     Ok(())
 }
