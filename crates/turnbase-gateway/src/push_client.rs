@@ -287,6 +287,12 @@ impl<H: PushHandler> PushClient<H> {
                 }
                 Received::Events(batch) => {
                     for event in batch {
+                        // Events before it were handled: the next
+                        // subscription resumes after the last of them.
+                        let event = match event {
+                            Ok(event) => event,
+                            Err(e) => return Ended::Failed(e.to_string()),
+                        };
                         let got = event.cursor;
                         let in_sequence =
                             position.is_some_and(|p| got.epoch == p.epoch && got.seq == p.seq + 1);

@@ -37,7 +37,7 @@ impl Text {
 pub enum Received {
     Resumed(proto::Resumed),
     Stale(proto::Stale),
-    Events(Vec<Event>),
+    Events(EventBatch),
     Heartbeat(proto::Heartbeat),
     /// A message kind this subscriber does not know (a newer backend).
     Unknown,
@@ -166,7 +166,8 @@ pub fn decode(frame: Bytes) -> Result<Received, DecodeError> {
         match (tag, wire) {
             (3, WireType::LengthDelimited) => {
                 let events = take_len(&mut buf)?;
-                received = Received::Events(decode_events(&frame, events)?);
+                let start = frame.len() - buf.len() - events.len();
+                received = Received::Events(EventBatch::new(&frame, start, events)?);
             }
             (1 | 2 | 4, WireType::LengthDelimited) => {
                 let body = take_len(&mut buf)?;
@@ -182,34 +183,93 @@ pub fn decode(frame: Bytes) -> Result<Received, DecodeError> {
     Ok(received)
 }
 
-/// The events of an `EventBatch`, counted first so that the list is made
-/// once at its size (an `Event` is large, and growing the list moved
-/// every event decoded so far).
-fn decode_events(frame: &Bytes, batch: &[u8]) -> Result<Vec<Event>, DecodeError> {
-    let mut count = 0;
-    let mut buf = batch;
-    while buf.has_remaining() {
-        let (tag, wire) = decode_key(&mut buf)?;
-        if (tag, wire) == (1, WireType::LengthDelimited) {
-            take_len(&mut buf)?;
-            count += 1;
-        } else {
-            skip(&mut buf, tag, wire)?;
-        }
-    }
-    let mut events = Vec::with_capacity(count);
-    let mut buf = batch;
-    while buf.has_remaining() {
-        let (tag, wire) = decode_key(&mut buf)?;
-        if (tag, wire) == (1, WireType::LengthDelimited) {
-            let event = take_len(&mut buf)?;
-            events.push(decode_event(frame, event)?);
-        } else {
-            skip(&mut buf, tag, wire)?;
-        }
-    }
-    Ok(events)
+/// The events of one `EventBatch` message, decoded one at a time as they
+/// are taken: no list of decoded events is built, and each event goes
+/// from the frame to its handler without being moved through one. The
+/// batch's outline (each event's key and length) is checked when the
+/// message is decoded; an event whose own fields do not decode is an
+/// error when it is reached.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EventBatch {
+    frame: Bytes,
+    /// Where in `frame` the next event's key is, and where the batch ends.
+    at: usize,
+    end: usize,
+    /// Events not taken yet.
+    left: usize,
 }
+
+impl EventBatch {
+    /// The batch whose bytes are `batch`, found at `start` in `frame`.
+    fn new(frame: &Bytes, start: usize, batch: &[u8]) -> Result<EventBatch, DecodeError> {
+        let mut left = 0;
+        let mut buf = batch;
+        while buf.has_remaining() {
+            let (tag, wire) = decode_key(&mut buf)?;
+            if (tag, wire) == (1, WireType::LengthDelimited) {
+                take_len(&mut buf)?;
+                left += 1;
+            } else {
+                skip(&mut buf, tag, wire)?;
+            }
+        }
+        Ok(EventBatch {
+            frame: frame.clone(),
+            at: start,
+            end: start + batch.len(),
+            left,
+        })
+    }
+
+    /// Events not taken yet.
+    pub fn len(&self) -> usize {
+        self.left
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.left == 0
+    }
+}
+
+impl Iterator for EventBatch {
+    type Item = Result<Event, DecodeError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        while self.left > 0 {
+            let mut buf = self.frame.get(self.at..self.end)?;
+            let outcome =
+                decode_key(&mut buf)
+                    .map_err(DecodeError::from)
+                    .and_then(|(tag, wire)| {
+                        if (tag, wire) == (1, WireType::LengthDelimited) {
+                            take_len(&mut buf).map(Some)
+                        } else {
+                            skip(&mut buf, tag, wire).map(|()| None)
+                        }
+                    });
+            self.at = self.end - buf.len();
+            match outcome {
+                Ok(Some(event)) => {
+                    self.left -= 1;
+                    return Some(decode_event(&self.frame, event));
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    // Checked when the batch was made: not expected.
+                    self.left = 0;
+                    return Some(Err(e));
+                }
+            }
+        }
+        None
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        (self.left, Some(self.left))
+    }
+}
+
+impl ExactSizeIterator for EventBatch {}
 
 fn decode_event(frame: &Bytes, mut buf: &[u8]) -> Result<Event, DecodeError> {
     let mut cursor = None;
@@ -377,9 +437,13 @@ mod tests {
         let Some(proto::push_message::Kind::Events(expected)) = by_prost.kind else {
             panic!("events")
         };
-        let Received::Events(events) = decode(frame).expect("decodes") else {
+        let Received::Events(batch) = decode(frame).expect("decodes") else {
             panic!("events")
         };
+        assert_eq!(batch.len(), expected.events.len());
+        let events: Vec<Event> = batch
+            .collect::<Result<_, _>>()
+            .expect("every event decodes");
         assert_eq!(events.len(), expected.events.len());
         for (got, want) in events.iter().zip(&expected.events) {
             assert_eq!(got.cursor.to_string(), want.cursor);
@@ -446,10 +510,11 @@ mod tests {
         // events: skipped.
         let mut frame = vec![9 << 3, 1];
         frame.extend_from_slice(&Frame::events(vec![client(7, None, b"1")]).to_bytes());
-        let Received::Events(events) = decode(Bytes::from(frame)).expect("decodes") else {
+        let Received::Events(mut batch) = decode(Bytes::from(frame)).expect("decodes") else {
             panic!("events")
         };
-        assert_eq!(events[0].cursor.seq, 7);
+        assert_eq!(batch.next().expect("one").expect("decodes").cursor.seq, 7);
+        assert!(batch.next().is_none());
         assert_eq!(decode(Bytes::new()), Ok(Received::Unknown));
     }
 
@@ -457,14 +522,21 @@ mod tests {
     fn malformed_frames_are_errors_not_panics() {
         let good = Frame::events(vec![client(1, None, br#"{"a":1}"#)]).to_bytes();
         // Every truncation of a valid frame, and every single-byte change.
+        // Events are decoded as they are taken: take them all.
+        let take_all = |frame: Bytes| {
+            if let Ok(Received::Events(batch)) = decode(frame) {
+                let expected = batch.len();
+                assert_eq!(batch.count(), expected, "every event counted is given");
+            }
+        };
         for end in 0..good.len() {
-            let _ = decode(good.slice(..end));
+            take_all(good.slice(..end));
         }
         for i in 0..good.len() {
             for b in [0u8, 0x7f, 0x80, 0xff] {
                 let mut bad = good.to_vec();
                 bad[i] = b;
-                let _ = decode(Bytes::from(bad));
+                take_all(Bytes::from(bad));
             }
         }
         assert!(decode(good.slice(..good.len() - 1)).is_err());
@@ -472,19 +544,23 @@ mod tests {
         let mut bad = proto::PushEvent::decode(client(1, None, b"1")).expect("decodes");
         bad.cursor = "nope".into();
         let frame = Frame::events(vec![Bytes::from(bad.encode_to_vec())]).to_bytes();
-        assert_eq!(decode(frame), Err(DecodeError("malformed cursor")));
+        let Ok(Received::Events(mut batch)) = decode(frame) else {
+            panic!("the batch's outline decodes")
+        };
+        assert_eq!(batch.next(), Some(Err(DecodeError("malformed cursor"))));
         // A body that does not decode: the event keeps its place.
         let mut bad = proto::PushEvent::decode(client(2, None, b"1")).expect("decodes");
         if let Some(proto::push_event::Kind::ClientEvent(c)) = &mut bad.kind {
             c.user_id = "not-a-uuid".into();
         }
         let frame = Frame::events(vec![Bytes::from(bad.encode_to_vec())]).to_bytes();
-        let Ok(Received::Events(events)) = decode(frame) else {
+        let Ok(Received::Events(mut batch)) = decode(frame) else {
             panic!("the frame decodes")
         };
-        assert_eq!(events[0].cursor.seq, 2);
+        let event = batch.next().expect("one").expect("its place decodes");
+        assert_eq!(event.cursor.seq, 2);
         assert_eq!(
-            events[0].body,
+            event.body,
             EventBody::Malformed(DecodeError("a user or session id is not a UUID"))
         );
     }
