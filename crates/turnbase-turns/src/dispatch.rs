@@ -28,15 +28,18 @@ use turnbase_core::worker::Clock;
 use turnbase_runtime::{CallError, EngineClient};
 use uuid::Uuid;
 
-/// The dispatch thread: a single-threaded runtime that lives as long as
-/// this value (dropping it stops the thread; calls under way are dropped,
-/// and their turns come round again through their claims).
+/// The dispatch thread: a single-threaded runtime that runs until
+/// [`Dispatcher::stop`] (the scheduler's last step) or until this value is
+/// dropped. Calls still waiting or under way then are dropped, and their
+/// turns come round again through their claims.
 pub(crate) struct Dispatcher {
     handle: tokio::runtime::Handle,
     /// Engine connections opened here, so that their reading and writing
     /// run on this thread too.
     client: EngineClient,
-    _stop: oneshot::Sender<()>,
+    /// Dropping the sender ends the thread.
+    stop: std::sync::Mutex<Option<oneshot::Sender<()>>>,
+    thread: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
 /// A resolve call handed to the dispatcher.
@@ -55,7 +58,7 @@ impl Dispatcher {
             .build()?;
         let handle = runtime.handle().clone();
         let (stop, stopped) = oneshot::channel::<()>();
-        std::thread::Builder::new()
+        let thread = std::thread::Builder::new()
             .name("turn-dispatch".into())
             .spawn(move || {
                 set_nice(nice);
@@ -66,8 +69,19 @@ impl Dispatcher {
         Ok(Dispatcher {
             handle,
             client: EngineClient::new(meter),
-            _stop: stop,
+            stop: std::sync::Mutex::new(Some(stop)),
+            thread: std::sync::Mutex::new(Some(thread)),
         })
+    }
+
+    /// Ends the thread and waits until it has ended, its engine
+    /// connections closed. Calls handed over afterwards are never sent
+    /// (their receivers see the senders dropped).
+    pub async fn stop(&self) {
+        drop(take(&self.stop));
+        if let Some(thread) = take(&self.thread) {
+            let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+        }
     }
 
     /// Sends the resolve call of `turn` of `game` to the engine at `base`
@@ -97,6 +111,13 @@ impl Dispatcher {
         });
         Dispatched { sent, answer }
     }
+}
+
+/// What `slot` holds, leaving it empty.
+fn take<T>(slot: &std::sync::Mutex<Option<T>>) -> Option<T> {
+    slot.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .take()
 }
 
 /// Gives the calling thread the nice value `nice` (on Linux nice values
@@ -155,5 +176,44 @@ mod tests {
         }
         assert_eq!(seen, Some(7));
         drop(dispatcher);
+    }
+
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn a_stopped_dispatcher_has_no_thread_and_sends_nothing() {
+        let meter = opentelemetry::global::meter("test");
+        let dispatcher = Dispatcher::start(&meter, 0).expect("thread");
+        // A call waiting for its time when the stop comes is dropped.
+        let clock: Clock = std::sync::Arc::new(Utc::now);
+        let waiting = dispatcher.resolve_after(
+            Duration::from_secs(60),
+            clock.clone(),
+            "http://127.0.0.1:9".into(),
+            Uuid::nil(),
+            1,
+        );
+        // (The thread names itself once it runs.)
+        for _ in 0..100 {
+            if dispatch_thread_nice().is_some() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(dispatch_thread_nice().is_some(), "the thread runs");
+        dispatcher.stop().await;
+        assert_eq!(dispatch_thread_nice(), None, "the thread has ended");
+        assert!(waiting.sent.await.is_err(), "never sent");
+        assert!(waiting.answer.await.is_err());
+        // Handed over after the stop: never sent either.
+        let late = dispatcher.resolve_after(
+            Duration::ZERO,
+            clock,
+            "http://127.0.0.1:9".into(),
+            Uuid::nil(),
+            2,
+        );
+        assert!(late.sent.await.is_err());
+        // A second stop is harmless.
+        dispatcher.stop().await;
     }
 }

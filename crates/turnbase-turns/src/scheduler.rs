@@ -137,6 +137,11 @@ pub async fn run_scheduler(service: TurnService, stop: CancellationToken) -> any
     // comes first leaves them to their lease.
     let drain = async { while tasks.join_next().await.is_some() {} };
     let _ = tokio::time::timeout(Duration::from_secs(10), drain).await;
+    // Nothing more is handed to the dispatch thread: it ends here, at a
+    // step of the shutdown of its own, not whenever the service is dropped.
+    if let Some(dispatcher) = &service.inner.dispatcher {
+        dispatcher.stop().await;
+    }
     Ok(())
 }
 
