@@ -205,12 +205,8 @@ impl EventBatch {
         let mut left = 0;
         let mut buf = batch;
         while buf.has_remaining() {
-            let (tag, wire) = decode_key(&mut buf)?;
-            if (tag, wire) == (1, WireType::LengthDelimited) {
-                take_len(&mut buf)?;
+            if next_field_event(&mut buf)?.is_some() {
                 left += 1;
-            } else {
-                skip(&mut buf, tag, wire)?;
             }
         }
         Ok(EventBatch {
@@ -237,16 +233,7 @@ impl Iterator for EventBatch {
     fn next(&mut self) -> Option<Self::Item> {
         while self.left > 0 {
             let mut buf = self.frame.get(self.at..self.end)?;
-            let outcome =
-                decode_key(&mut buf)
-                    .map_err(DecodeError::from)
-                    .and_then(|(tag, wire)| {
-                        if (tag, wire) == (1, WireType::LengthDelimited) {
-                            take_len(&mut buf).map(Some)
-                        } else {
-                            skip(&mut buf, tag, wire).map(|()| None)
-                        }
-                    });
+            let outcome = next_field_event(&mut buf);
             self.at = self.end - buf.len();
             match outcome {
                 Ok(Some(event)) => {
@@ -270,6 +257,17 @@ impl Iterator for EventBatch {
 }
 
 impl ExactSizeIterator for EventBatch {}
+
+/// Reads the next field of an `EventBatch`: the bytes of an event, or
+/// `None` for a field that is not one (skipped).
+fn next_field_event<'a>(buf: &mut &'a [u8]) -> Result<Option<&'a [u8]>, DecodeError> {
+    let (tag, wire) = decode_key(buf)?;
+    if (tag, wire) == (1, WireType::LengthDelimited) {
+        take_len(buf).map(Some)
+    } else {
+        skip(buf, tag, wire).map(|()| None)
+    }
+}
 
 fn decode_event(frame: &Bytes, mut buf: &[u8]) -> Result<Event, DecodeError> {
     let mut cursor = None;

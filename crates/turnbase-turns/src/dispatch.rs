@@ -37,9 +37,8 @@ pub(crate) struct Dispatcher {
     /// Engine connections opened here, so that their reading and writing
     /// run on this thread too.
     client: EngineClient,
-    /// Dropping the sender ends the thread.
-    stop: std::sync::Mutex<Option<oneshot::Sender<()>>>,
-    thread: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// The thread, and the sender whose drop ends it (taken by `stop`).
+    running: std::sync::Mutex<Option<(oneshot::Sender<()>, std::thread::JoinHandle<()>)>>,
 }
 
 /// A resolve call handed to the dispatcher.
@@ -69,8 +68,7 @@ impl Dispatcher {
         Ok(Dispatcher {
             handle,
             client: EngineClient::new(meter),
-            stop: std::sync::Mutex::new(Some(stop)),
-            thread: std::sync::Mutex::new(Some(thread)),
+            running: std::sync::Mutex::new(Some((stop, thread))),
         })
     }
 
@@ -78,8 +76,13 @@ impl Dispatcher {
     /// connections closed. Calls handed over afterwards are never sent
     /// (their receivers see the senders dropped).
     pub async fn stop(&self) {
-        drop(take(&self.stop));
-        if let Some(thread) = take(&self.thread) {
+        let running = self
+            .running
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        if let Some((stop, thread)) = running {
+            drop(stop);
             let _ = tokio::task::spawn_blocking(move || thread.join()).await;
         }
     }
@@ -111,13 +114,6 @@ impl Dispatcher {
         });
         Dispatched { sent, answer }
     }
-}
-
-/// What `slot` holds, leaving it empty.
-fn take<T>(slot: &std::sync::Mutex<Option<T>>) -> Option<T> {
-    slot.lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .take()
 }
 
 /// Gives the calling thread the nice value `nice` (on Linux nice values
